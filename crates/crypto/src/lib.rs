@@ -1,0 +1,14 @@
+//! Cryptography of linkvault: the key hierarchy (master key → key versions → per-connection data keys →
+//! ciphertexts), and API-key secrets with their keyed digests.
+//!
+//! All primitives come from `ring` (AES-256-GCM, HMAC-SHA256, the OS RNG); this crate only arranges them.
+//! Every ciphertext starts with a versioned header naming the key that sealed it, and the header plus the
+//! owning row's identity are bound as associated data, so a ciphertext copied into another row fails to open.
+
+pub mod api_key;
+pub mod envelope;
+pub mod master;
+
+pub use api_key::{ApiKeyDigester, ApiKeySecret, SECRET_PREFIX_LEN};
+pub use envelope::{CryptoError, DataKey, KeyVersion, RowBinding};
+pub use master::{MasterKey, MasterKeyError};

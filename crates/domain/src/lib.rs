@@ -1,0 +1,17 @@
+//! Domain rules of linkvault: connection identity, scopes, isolation and the connection lifecycle.
+//!
+//! Nothing in this crate performs I/O. Storage, crypto and HTTP layers call into these rules so that the
+//! behaviour the managed-tokens lifecycle table promises is decided in exactly one place.
+
+pub mod access;
+pub mod clock;
+pub mod identity;
+pub mod lifecycle;
+
+pub use access::{AccessDenied, Operation, authorize_token_use};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use identity::{
+    ClientId, IdentityDecision, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId,
+    ValidationError, decide_identity,
+};
+pub use lifecycle::{ConnectionStatus, LifecycleEvent, TransitionError};
