@@ -1,1 +1,86 @@
-fn main() {}
+//! The `linkvault` command line: global options, the subcommands, and process-level concerns (logging,
+//! exit codes, signals). All real work is delegated to the library crates.
+
+mod bootstrap;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "linkvault",
+    version,
+    about = "Keeps end-user connections to exchanges alive: encrypted, refreshed, isolated"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands, each also read from the environment.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// Where the embedded database, the generated master key and other local state live.
+    #[arg(long, global = true, env = "LINKVAULT_DATA_DIR", default_value = "./linkvault-data")]
+    pub data_dir: PathBuf,
+    /// Database to use: defaults to the SQLite file in the data dir; `postgres://…` selects PostgreSQL.
+    #[arg(long, global = true, env = "LINKVAULT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(commands::serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API clients and their keys.
+    #[command(subcommand)]
+    Client(commands::client::ClientCommand),
+    /// Manage encryption keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// Exit 0 when a running server answers healthy.
+    Healthcheck(commands::healthcheck::HealthcheckArgs),
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LINKVAULT_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(&cli.global, args).await,
+            Command::Migrate => commands::migrate(&cli.global).await,
+            Command::Client(cmd) => commands::client::run(&cli.global, cmd).await,
+            Command::Keys(cmd) => commands::keys::run(&cli.global, cmd).await,
+            Command::Healthcheck(args) => commands::healthcheck::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

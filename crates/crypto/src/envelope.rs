@@ -50,10 +50,7 @@ fn header(kind: u8, key_id: u32) -> [u8; HEADER_LEN] {
 }
 
 fn parse_header(bytes: &[u8], kind: u8) -> Result<u32, CryptoError> {
-    if bytes.len() < HEADER_LEN + NONCE_LEN + AES_256_GCM.tag_len()
-        || bytes[0] != FORMAT_V1
-        || bytes[1] != kind
-    {
+    if bytes.len() < HEADER_LEN + NONCE_LEN + AES_256_GCM.tag_len() || bytes[0] != FORMAT_V1 || bytes[1] != kind {
         return Err(CryptoError::Malformed);
     }
     Ok(u32::from_be_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]))
@@ -107,7 +104,8 @@ fn open(key: &LessSafeKey, sealed: &[u8], aad_parts: &[&[u8]]) -> Result<Zeroizi
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed)?;
     let ad = aad(head, aad_parts);
     let mut buf = Zeroizing::new(ct.to_vec());
-    let plain_len = key.open_in_place(nonce, Aad::from(ad), buf.as_mut_slice()).map_err(|_| CryptoError::OpenFailed)?.len();
+    let plain_len =
+        key.open_in_place(nonce, Aad::from(ad), buf.as_mut_slice()).map_err(|_| CryptoError::OpenFailed)?.len();
     buf.truncate(plain_len);
     Ok(buf)
 }
@@ -185,17 +183,19 @@ impl KeyVersion {
         parse_header(wrapped, KIND_DATA_KEY)
     }
 
-    pub fn unwrap_data_key(&self, row: RowBinding<'_>, generation: u32, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
+    pub fn unwrap_data_key(
+        &self,
+        row: RowBinding<'_>,
+        generation: u32,
+        wrapped: &[u8],
+    ) -> Result<DataKey, CryptoError> {
         let found = parse_header(wrapped, KIND_DATA_KEY)?;
         if found != self.version {
             return Err(CryptoError::WrongKey { expected: self.version, found });
         }
         let gen_bytes = generation.to_be_bytes();
-        let raw_vec = open(
-            &self.key,
-            wrapped,
-            &[b"data-key", row.client_id.as_bytes(), row.token_id.as_bytes(), &gen_bytes],
-        )?;
+        let raw_vec =
+            open(&self.key, wrapped, &[b"data-key", row.client_id.as_bytes(), row.token_id.as_bytes(), &gen_bytes])?;
         if raw_vec.len() != KEY_LEN {
             return Err(CryptoError::Malformed);
         }
@@ -266,7 +266,9 @@ mod tests {
     fn full_hierarchy_round_trip() -> Result<(), CryptoError> {
         let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
         let (kv, wrapped_kv) = KeyVersion::generate(&master, 1)?;
-        let kv = KeyVersion::unwrap(&master, 1, &wrapped_kv).map(|k| { assert_eq!(k.version(), kv.version()); k })?;
+        let reopened = KeyVersion::unwrap(&master, 1, &wrapped_kv)?;
+        assert_eq!(reopened.version(), kv.version());
+        let kv = reopened;
         let (c, t) = ids();
         let row = RowBinding { client_id: &c, token_id: &t };
         let (dk, wrapped_dk) = kv.new_data_key(row, 1)?;
@@ -305,7 +307,10 @@ mod tests {
         let other = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
         let (_, wrapped) = KeyVersion::generate(&master, 3)?;
         assert_eq!(KeyVersion::unwrap(&other, 3, &wrapped).err(), Some(CryptoError::OpenFailed));
-        assert_eq!(KeyVersion::unwrap(&master, 4, &wrapped).err(), Some(CryptoError::WrongKey { expected: 4, found: 3 }));
+        assert_eq!(
+            KeyVersion::unwrap(&master, 4, &wrapped).err(),
+            Some(CryptoError::WrongKey { expected: 4, found: 3 })
+        );
         Ok(())
     }
 

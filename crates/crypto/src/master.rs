@@ -34,9 +34,7 @@ impl MasterKey {
 
     /// Parses the base64 text of `LINKVAULT_MASTER_KEY` or of a key file (surrounding whitespace ignored).
     pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
-        let decoded = Zeroizing::new(
-            STANDARD.decode(text.trim().as_bytes()).map_err(|_| MasterKeyError::NotBase64)?,
-        );
+        let decoded = Zeroizing::new(STANDARD.decode(text.trim().as_bytes()).map_err(|_| MasterKeyError::NotBase64)?);
         let mut bytes = Zeroizing::new([0u8; MASTER_KEY_LEN]);
         if decoded.len() != MASTER_KEY_LEN {
             return Err(MasterKeyError::WrongLength(decoded.len()));

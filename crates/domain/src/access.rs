@@ -61,9 +61,7 @@ mod tests {
                     let own = authorize_token_use(me, caller_scope, me, token_scope, op);
                     let expected = match (op, caller_scope, token_scope) {
                         (Operation::Write, Scope::Read, _) => Err(AccessDenied::KeyScopeTooLow),
-                        (Operation::Write, Scope::Write, Scope::Read) => {
-                            Err(AccessDenied::TokenScopeMismatch)
-                        }
+                        (Operation::Write, Scope::Write, Scope::Read) => Err(AccessDenied::TokenScopeMismatch),
                         _ => Ok(()),
                     };
                     assert_eq!(own, expected, "{caller_scope:?} key, {token_scope:?} token, {op:?}");

@@ -97,10 +97,7 @@ impl FromStr for Scope {
         match s {
             "read" => Ok(Scope::Read),
             "write" => Ok(Scope::Write),
-            other => Err(ValidationError::new(
-                "scope",
-                format!("unknown scope {other:?}; use \"read\" or \"write\""),
-            )),
+            other => Err(ValidationError::new("scope", format!("unknown scope {other:?}; use \"read\" or \"write\""))),
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod lifecycle;
 pub use access::{AccessDenied, Operation, authorize_token_use};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identity::{
-    ClientId, IdentityDecision, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId,
-    ValidationError, decide_identity,
+    ClientId, IdentityDecision, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId, ValidationError,
+    decide_identity,
 };
 pub use lifecycle::{ConnectionStatus, LifecycleEvent, TransitionError};

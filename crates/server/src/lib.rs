@@ -1,1 +1,50 @@
-//! placeholder
+//! The HTTP face of linkvault: Mesh-compatible `/api/v1` endpoints, the ApiResult envelope, client
+//! authentication, and the operational endpoints (`/healthz`, `/metrics`, `/openapi.json`).
+
+pub mod api_result;
+mod auth;
+mod extract;
+mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use linkvault_integrations::Catalog;
+use linkvault_vault::Vault;
+
+pub use api_result::{ApiError, ApiStatus, ErrorType};
+pub use metrics::Metrics;
+
+/// Largest request body accepted on any endpoint.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Self {
+        Self { vault, catalog, metrics: Arc::new(Metrics::default()) }
+    }
+}
+
+/// The complete router. `extra` is merged in before the common layers (e.g. the sandbox exchanges).
+pub fn app(state: AppState, extra: Option<Router>) -> Router {
+    let api = routes::api_router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client))
+        .fallback(routes::api_not_found);
+    let mut router = Router::new().nest("/api/v1", api).merge(routes::ops_router()).with_state(state.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state, metrics::observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(api_result::panic_response))
+}

@@ -14,8 +14,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClientRecord, ConnectionRecord, CredentialsUpdate, InsertOutcome,
-    KeyVersionRecord, Result, RewrapCandidate, Store, StorageError, selector_as_uuid,
+    ApiKeyRecord, AuthenticatedKey, ClientRecord, ConnectionRecord, CredentialsUpdate, InsertOutcome, KeyVersionRecord,
+    Result, RewrapCandidate, StorageError, Store, selector_as_uuid,
 };
 
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
@@ -63,7 +63,8 @@ where
     s.parse::<T>().map_err(|e| corrupt(what, e))
 }
 
-const CONNECTION_COLUMNS: &str = "token_id, client_id, user_id, integration, scope, status, key_version, wrapped_data_key,
+const CONNECTION_COLUMNS: &str =
+    "token_id, client_id, user_id, integration, scope, status, key_version, wrapped_data_key,
     data_key_generation, data_key_uses, credentials, account_id, account_name, access_expires_at, refresh_expires_at,
     last_refreshed_at, refresh_count, created_at, updated_at, version";
 
@@ -139,8 +140,10 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
         let applied: i64 = tx.query_one("SELECT COUNT(*) FROM schema_migrations", &[]).await?.try_get(0)?;
         let applied = usize::try_from(applied).unwrap_or(0);
         if applied > MIGRATIONS.len() {
@@ -150,7 +153,9 @@ impl Store for PostgresStore {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            tx.batch_execute(sql).await.map_err(|e| StorageError::Migration(format!("postgres migration {}: {e}", i + 1)))?;
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| StorageError::Migration(format!("postgres migration {}: {e}", i + 1)))?;
             let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
@@ -175,7 +180,8 @@ impl Store for PostgresStore {
 
     async fn insert_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         let c = self.client().await?;
-        c.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value]).await?;
+        c.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])
+            .await?;
         Ok(c.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).await?.try_get(0)?)
     }
 
@@ -198,7 +204,10 @@ impl Store for PostgresStore {
     async fn key_versions(&self) -> Result<Vec<KeyVersionRecord>> {
         let c = self.client().await?;
         let rows = c
-            .query("SELECT version, wrapped_key, is_current, wrap_count, created_at FROM key_versions ORDER BY version", &[])
+            .query(
+                "SELECT version, wrapped_key, is_current, wrap_count, created_at FROM key_versions ORDER BY version",
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|r| {
@@ -301,7 +310,8 @@ impl Store for PostgresStore {
             .await?
             == 1;
         if changed {
-            tx.execute("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = $1", &[&new_version]).await?;
+            tx.execute("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = $1", &[&new_version])
+                .await?;
         }
         tx.commit().await?;
         Ok(changed)
@@ -325,7 +335,10 @@ impl Store for PostgresStore {
     async fn get_client(&self, client_id: ClientId) -> Result<Option<ClientRecord>> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT client_id, name, token_mode, created_at FROM clients WHERE client_id = $1", &[client_id.as_uuid()])
+            .query_opt(
+                "SELECT client_id, name, token_mode, created_at FROM clients WHERE client_id = $1",
+                &[client_id.as_uuid()],
+            )
             .await?;
         row.map(|r| {
             Ok(ClientRecord {
@@ -408,14 +421,18 @@ impl Store for PostgresStore {
             ))
             .await?;
         let row = c
-            .query_opt(&stmt, &[key.client_id.as_uuid(), &key.user_id.as_str(), &key.integration.as_str(), &key.scope.as_str()])
+            .query_opt(
+                &stmt,
+                &[key.client_id.as_uuid(), &key.user_id.as_str(), &key.integration.as_str(), &key.scope.as_str()],
+            )
             .await?;
         row.as_ref().map(connection_from_row).transpose()
     }
 
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>> {
         let c = self.client().await?;
-        let stmt = c.prepare_cached(&format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE token_id = $1")).await?;
+        let stmt =
+            c.prepare_cached(&format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE token_id = $1")).await?;
         let row = c.query_opt(&stmt, &[token_id.as_uuid()]).await?;
         row.as_ref().map(connection_from_row).transpose()
     }
@@ -524,7 +541,10 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let deleted = tx
-            .execute("DELETE FROM connections WHERE token_id = $1 AND client_id = $2", &[token_id.as_uuid(), client_id.as_uuid()])
+            .execute(
+                "DELETE FROM connections WHERE token_id = $1 AND client_id = $2",
+                &[token_id.as_uuid(), client_id.as_uuid()],
+            )
             .await?
             == 1;
         if deleted {

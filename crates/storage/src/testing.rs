@@ -40,6 +40,19 @@ impl TestSchema {
     pub async fn store(&self) -> Result<PostgresStore> {
         PostgresStore::connect(&self.base_url, Some(&self.schema)).await
     }
+
+    /// Drops the schema and everything in it (used when a test's store is dropped).
+    pub fn drop_blocking(&self) {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            if let Ok((client, conn)) = tokio_postgres::connect(&self.base_url, tokio_postgres::NoTls).await {
+                let driver = tokio::spawn(conn);
+                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await;
+                drop(client);
+                let _ = driver.await;
+            }
+        });
+    }
 }
 
 /// Which backends to run a test against: SQLite always, PostgreSQL when configured.
@@ -66,24 +79,35 @@ pub struct FreshStore {
     pub dir: tempfile_dir::Dir,
     /// A database URL equivalent to `store`, for spawning processes against the same database.
     pub url: String,
+    schema: Option<TestSchema>,
+}
+
+impl Drop for FreshStore {
+    /// Drops the test's PostgreSQL schema, so test runs do not accumulate schemas. Runs on a thread of its own
+    /// because `Drop` cannot await; a failure only leaves a schema behind.
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            let _ = std::thread::spawn(move || schema.drop_blocking()).join();
+        }
+    }
 }
 
 pub async fn fresh_store(backend: Backend) -> Result<FreshStore> {
     let dir = tempfile_dir::Dir::new()?;
-    let (store, url): (DynStore, String) = match backend {
+    let (store, url, schema): (DynStore, String, Option<TestSchema>) = match backend {
         Backend::Sqlite => {
             let path = dir.path().join("linkvault.db");
-            (Arc::new(SqliteStore::open(&path)?), path.display().to_string())
+            (Arc::new(SqliteStore::open(&path)?), path.display().to_string(), None)
         }
         Backend::Postgres => {
             let base = postgres_test_url()
                 .ok_or_else(|| StorageError::Database(format!("{TEST_DATABASE_URL_VAR} is not set")))?;
             let schema = TestSchema::create(&base).await?;
-            (Arc::new(schema.store().await?), schema.url())
+            (Arc::new(schema.store().await?), schema.url(), Some(schema))
         }
     };
     store.migrate().await?;
-    Ok(FreshStore { store, dir, url })
+    Ok(FreshStore { store, dir, url, schema })
 }
 
 /// A tiny self-deleting temporary directory, so that this module needs no dev-only dependency.

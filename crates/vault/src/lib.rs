@@ -1,1 +1,15 @@
-//! placeholder
+//! The vault: application services over the domain rules, the key hierarchy and the store. Everything that
+//! reads or writes a connection's secrets goes through [`Vault`], so encryption, row binding, identity and
+//! isolation are applied the same way on every path (HTTP API, CLI, refresh engine).
+
+mod credentials;
+mod error;
+mod keyring;
+pub mod master_key;
+mod rotation;
+mod service;
+
+pub use credentials::IntegrationCredentials;
+pub use error::VaultError;
+pub use rotation::{RotationProgress, RotationReport};
+pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};

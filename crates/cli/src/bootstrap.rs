@@ -1,0 +1,53 @@
+//! Opening the database and the vault the same way for every command.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use linkvault_domain::SystemClock;
+use linkvault_storage::DynStore;
+use linkvault_vault::Vault;
+use linkvault_vault::master_key::{self, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
+
+use crate::GlobalOptions;
+
+pub const DATABASE_FILE: &str = "linkvault.db";
+
+/// The database URL in effect, and a description safe to print (no password).
+pub fn database_url(global: &GlobalOptions) -> (String, String) {
+    match global.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) if linkvault_storage::is_postgres_url(url) => (url.to_owned(), "PostgreSQL".to_owned()),
+        Some(url) => (url.to_owned(), format!("SQLite at {url}")),
+        None => {
+            let path = global.data_dir.join(DATABASE_FILE);
+            (path.display().to_string(), format!("SQLite at {}", path.display()))
+        }
+    }
+}
+
+/// Opens and migrates the store.
+pub async fn open_store(global: &GlobalOptions) -> anyhow::Result<(DynStore, String)> {
+    std::fs::create_dir_all(&global.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", global.data_dir.display()))?;
+    let (url, description) = database_url(global);
+    let store =
+        linkvault_storage::open(&url).await.with_context(|| format!("cannot open the database ({description})"))?;
+    store.migrate().await.with_context(|| format!("cannot migrate the database ({description})"))?;
+    Ok((store, description))
+}
+
+/// Opens the store, loads the master key and opens the vault (which checks the key's fingerprint).
+pub async fn open_vault(global: &GlobalOptions) -> anyhow::Result<(Arc<Vault>, String)> {
+    let (store, description) = open_store(global).await?;
+    let env_value = std::env::var(MASTER_KEY_ENV).ok();
+    let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
+    let (master, source) = master_key::load(env_value.as_deref(), env_file.as_deref(), &global.data_dir)?;
+    if let MasterKeySource::Generated(path) = &source {
+        eprintln!(
+            "notice: generated a new master key in {} (mode 0600). Back it up: without it the stored tokens cannot be \
+             decrypted. For production, set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV} instead.",
+            path.display()
+        );
+    }
+    let vault = Vault::open(store, master, Arc::new(SystemClock)).await?;
+    Ok((Arc::new(vault), description))
+}

@@ -1,0 +1,16 @@
+//! One module per subcommand.
+
+pub mod client;
+pub mod healthcheck;
+pub mod keys;
+pub mod serve;
+
+use crate::GlobalOptions;
+use crate::bootstrap;
+
+/// `linkvault migrate`.
+pub async fn migrate(global: &GlobalOptions) -> anyhow::Result<()> {
+    let (_, description) = bootstrap::open_store(global).await?;
+    println!("migrations applied ({description})");
+    Ok(())
+}

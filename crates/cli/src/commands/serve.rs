@@ -1,0 +1,133 @@
+//! `linkvault serve`: bind, build the application, serve until SIGINT/SIGTERM, then drain gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use linkvault_domain::TokenMode;
+use linkvault_integrations::Catalog;
+use linkvault_server::AppState;
+use linkvault_vault::Vault;
+use serde_json::json;
+
+use crate::GlobalOptions;
+use crate::bootstrap::open_vault;
+
+const SANDBOX_CLIENT_META: &str = "sandbox_demo_client_id";
+const SANDBOX_CLIENT_FILE: &str = "sandbox-client.json";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LINKVAULT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The origin link tokens point at; defaults to http://<listen address>.
+    #[arg(long, env = "LINKVAULT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Also serve the built-in sandbox exchanges and create a demo client on first start.
+    #[arg(long, env = "LINKVAULT_SANDBOX")]
+    sandbox: bool,
+    /// A TOML file that adds or overrides integrations.
+    #[arg(long, env = "LINKVAULT_CATALOG")]
+    catalog: Option<PathBuf>,
+}
+
+pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
+    let (vault, description) = open_vault(global).await?;
+    let catalog = Catalog::embedded();
+    if let Some(path) = &args.catalog {
+        anyhow::bail!("--catalog {}: catalog files are not supported by this build yet", path.display());
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; choose another address with --listen", args.listen))?;
+    let bound = listener.local_addr()?;
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+
+    if args.sandbox {
+        announce_sandbox_client(&vault, &global.data_dir).await?;
+    }
+
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog));
+    let app = linkvault_server::app(state, None);
+    println!(
+        "linkvault listening on {public_url} ({description}){}",
+        if args.sandbox { ", sandbox enabled" } else { "" }
+    );
+    tracing::info!(%bound, "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server stopped with an error")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the sandbox demo client on first start; on every start says where its credentials are.
+async fn announce_sandbox_client(vault: &Vault, data_dir: &Path) -> anyhow::Result<()> {
+    let file = data_dir.join(SANDBOX_CLIENT_FILE);
+    if let Some(id) = vault.store().get_meta(SANDBOX_CLIENT_META).await? {
+        println!("sandbox demo client {id}; its credentials are in {}", file.display());
+        return Ok(());
+    }
+    let created = vault.create_client("Sandbox demo", TokenMode::Managed).await?;
+    let keys: Vec<_> = created
+        .keys
+        .iter()
+        .map(|(scope, secret)| json!({"scope": scope.as_str(), "secret": secret.expose()}))
+        .collect();
+    let document = json!({"clientId": created.client_id.to_string(), "keys": keys});
+    write_private(&file, &format!("{document:#}\n"))?;
+    vault.store().set_meta(SANDBOX_CLIENT_META, &created.client_id.to_string()).await?;
+    println!("created the sandbox demo client (saved to {}):", file.display());
+    println!("  X-Client-Id:     {}", created.client_id);
+    for (scope, secret) in &created.keys {
+        println!("  X-Client-Secret: {}  ({scope} key)", secret.expose());
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

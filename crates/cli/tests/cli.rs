@@ -1,0 +1,223 @@
+//! The `linkvault` binary as an operator uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use linkvault_crypto::MasterKey;
+use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenMode, UserId};
+use linkvault_storage::testing::{Backend, fresh_store};
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault};
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_linkvault");
+
+fn linkvault(data_dir: &Path, database_url: Option<&str>, master_key: Option<&str>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(data_dir).env_remove("LINKVAULT_MASTER_KEY").env_remove("LINKVAULT_MASTER_KEY_FILE");
+    cmd.env_remove("LINKVAULT_DATABASE_URL").env("LINKVAULT_LOG", "warn").kill_on_drop(true);
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    if let Some(key) = master_key {
+        cmd.env("LINKVAULT_MASTER_KEY", key);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn client_create_json_prints_exactly_one_object() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "Acme", "--json"]).output().await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout)?;
+    let value: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(stdout.trim().lines().count(), 1);
+    assert!(uuid::Uuid::parse_str(value["clientId"].as_str().unwrap_or_default()).is_ok());
+    let keys = value["keys"].as_array().cloned().unwrap_or_default();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["scope"], "read");
+    assert_eq!(keys[1]["scope"], "write");
+    assert!(keys.iter().all(|k| k["secret"].as_str().is_some_and(|s| s.starts_with("lvk_"))));
+    // The generated key file is private, and the notice went to stderr, not into the JSON.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("generated a new master key"));
+
+    // key add and key revoke work on that client.
+    let id = value["clientId"].as_str().unwrap_or_default();
+    let out = linkvault(dir.path(), None, None)
+        .args(["client", "key", "add", "--client", id, "--scope", "write", "--json"])
+        .output()
+        .await?;
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(added["scope"], "write");
+    let prefix = &added["secret"].as_str().unwrap_or_default()[..12];
+    let out = linkvault(dir.path(), None, None)
+        .args(["client", "key", "revoke", "--client", id, "--secret-prefix", prefix])
+        .output()
+        .await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = linkvault(dir.path(), None, None)
+        .args(["client", "key", "revoke", "--client", id, "--secret-prefix", prefix])
+        .output()
+        .await?;
+    assert!(!again.status.success(), "revoking twice should say nothing matched");
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_master_key_fails_start_with_a_clear_message() -> TestResult {
+    for backend in Backend::all() {
+        let fresh = fresh_store(backend).await?;
+        let dir = tempfile::tempdir()?;
+        let key_a = MasterKey::generate()?;
+        let key_b = MasterKey::generate()?;
+        let url = fresh.url.clone();
+        let out = linkvault(dir.path(), Some(&url), Some(key_a.to_base64().as_str()))
+            .args(["client", "create", "--name", "a", "--json"])
+            .output()
+            .await?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = linkvault(dir.path(), Some(&url), Some(key_b.to_base64().as_str()))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{backend:?}: {stderr}");
+        assert!(!out.status.success());
+        assert!(stderr.contains("master key does not match"), "{stderr}");
+        assert!(stderr.contains(&key_a.fingerprint()) && stderr.contains(&key_b.fingerprint()), "{stderr}");
+        assert!(!stderr.contains(key_b.to_base64().as_str()), "the key itself must never be printed");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_sandbox_starts_from_nothing_and_stops_gracefully() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut child = linkvault(dir.path(), None, None)
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("linkvault listening on ") {
+                return Ok::<_, std::io::Error>(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+        Ok(String::new())
+    })
+    .await??;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let health = reqwest::get(format!("{url}/healthz")).await?;
+    assert_eq!(health.status(), 200);
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sandbox-client.json"))?)?;
+    assert_eq!(creds["keys"].as_array().map(Vec::len), Some(2));
+    let status = Command::new("kill").arg("-TERM").arg(child.id().unwrap_or_default().to_string()).status().await?;
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await??;
+    assert!(exit.success(), "graceful shutdown should exit 0, got {exit:?}");
+    Ok(())
+}
+
+/// Seeds `n` connections through the vault, a few writers at a time.
+async fn seed(vault: &Arc<Vault>, client: linkvault_domain::ClientId, n: usize) -> TestResult {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let vault = Arc::clone(vault);
+        tasks.spawn(async move {
+            for i in (worker..n).step_by(8) {
+                let key = NaturalKey {
+                    client_id: client,
+                    user_id: UserId::parse(&format!("user-{i}")).expect("valid"),
+                    integration: IntegrationType::parse("coinbase").expect("valid"),
+                    scope: Scope::Read,
+                };
+                let creds = IntegrationCredentials::new(format!("access-{i}"), Some(format!("refresh-{i}")));
+                vault.store_credentials(&key, &creds, &ConnectionMeta::default()).await?;
+            }
+            Ok::<(), linkvault_vault::VaultError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
+    const N: usize = 10_000;
+    for backend in Backend::all() {
+        eprintln!("keys rotate on {backend:?}");
+        let fresh = fresh_store(backend).await?;
+        let dir = tempfile::tempdir()?;
+        let master = MasterKey::generate()?;
+        let key_text = master.to_base64().as_str().to_owned();
+        let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?);
+        let client = vault.create_client("rotation", TokenMode::Managed).await?.client_id;
+        seed(&vault, client, N).await?;
+        assert_eq!(fresh.store.count_connections().await?, N as u64);
+
+        // First run: killed (SIGKILL) as soon as it has made progress.
+        let mut child = linkvault(dir.path(), Some(&fresh.url), Some(&key_text))
+            .args(["keys", "rotate", "--batch-size", "100", "--settle-secs", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let progressed = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains(" re-wrapped,") && !line.contains(": 0 re-wrapped") {
+                    return Ok::<_, std::io::Error>(line);
+                }
+            }
+            Ok(String::new())
+        })
+        .await??;
+        child.start_kill()?;
+        child.wait().await?;
+        assert!(!progressed.is_empty(), "rotation printed no progress");
+        let counts = fresh.store.count_connections_by_key_version().await?;
+        let on_new: u64 = counts.iter().filter(|(v, _)| *v == 2).map(|(_, n)| n).sum();
+        let on_old: u64 = counts.iter().filter(|(v, _)| *v == 1).map(|(_, n)| n).sum();
+        eprintln!("killed after {progressed:?}: {on_new} on version 2, {on_old} still on version 1");
+        assert!(on_new > 0 && on_old > 0, "the kill should land midway: {counts:?}");
+
+        // Second run finishes the same rotation instead of starting another.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(&key_text))
+            .args(["keys", "rotate", "--settle-secs", "0"])
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("resumed and finished: version 2 is current"), "{stdout}");
+        assert!(stdout.contains("retired versions: 1"), "{stdout}");
+
+        // Every token opens, from a vault opened afresh, under version 2 only.
+        let versions = fresh.store.key_versions().await?;
+        assert_eq!(versions.iter().map(|v| (v.version, v.is_current)).collect::<Vec<_>>(), vec![(2, true)]);
+        let reopened =
+            Vault::open(Arc::clone(&fresh.store), MasterKey::from_base64(&key_text)?, Arc::new(SystemClock)).await?;
+        for i in 0..N {
+            let key = NaturalKey {
+                client_id: client,
+                user_id: UserId::parse(&format!("user-{i}"))?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope: Scope::Read,
+            };
+            let record = fresh.store.find_connection_by_natural_key(&key).await?.ok_or("connection lost")?;
+            assert_eq!(record.key_version, 2);
+            assert_eq!(reopened.open_credentials(&record).await?.access_token.expose_secret(), format!("access-{i}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The ApiResult envelope every `/api/v1` response uses, its status→HTTP mapping, and the errorType
+//! vocabulary. Internal errors are logged in full and answered with a generic message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiStatus {
+    Ok,
+    ServerFailure,
+    PermissionDenied,
+    BadRequest,
+    NotFound,
+    Conflict,
+    TooManyRequest,
+    Locked,
+    UnavailableForLegalReasons,
+}
+
+impl ApiStatus {
+    pub const fn http(self) -> StatusCode {
+        match self {
+            ApiStatus::Ok => StatusCode::OK,
+            ApiStatus::ServerFailure => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiStatus::PermissionDenied => StatusCode::FORBIDDEN,
+            ApiStatus::BadRequest => StatusCode::BAD_REQUEST,
+            ApiStatus::NotFound => StatusCode::NOT_FOUND,
+            ApiStatus::Conflict => StatusCode::CONFLICT,
+            ApiStatus::TooManyRequest => StatusCode::TOO_MANY_REQUESTS,
+            ApiStatus::Locked => StatusCode::LOCKED,
+            ApiStatus::UnavailableForLegalReasons => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        }
+    }
+}
+
+/// The errorType values linkvault emits (documented in docs/api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorType {
+    MissingField,
+    InvalidField,
+    /// The body is not JSON at all (extension).
+    InvalidJson,
+    /// The body exceeds the size limit (extension).
+    BodyTooLarge,
+    TokenNotFound,
+    TokenScopeMismatch,
+    /// A read key called a write endpoint (extension).
+    KeyScopeInsufficient,
+    ReauthenticationRequired,
+    TokenExpired,
+    RefreshTokenReused,
+    LinkTokenExpired,
+    LinkTokenUsed,
+    IntegrationNotFound,
+    IntegrationUnavailable,
+    TooManyRequests,
+    /// No such endpoint (extension).
+    EndpointNotFound,
+    /// Something failed on our side (extension).
+    Internal,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<T: Serialize> {
+    status: ApiStatus,
+    message: String,
+    display_message: Option<String>,
+    error_type: String,
+    error_data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<T>,
+}
+
+/// A successful ApiResult (`content` omitted when `None`, as for DELETE /account).
+#[derive(Debug)]
+pub struct ApiOk<T: Serialize>(pub Option<T>);
+
+impl<T: Serialize> IntoResponse for ApiOk<T> {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            status: ApiStatus::Ok,
+            message: String::new(),
+            display_message: None,
+            error_type: String::new(),
+            error_data: None,
+            content: self.0,
+        };
+        (StatusCode::OK, Json(body)).into_response()
+    }
+}
+
+/// An error answered as an ApiResult.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: ApiStatus,
+    pub error_type: ErrorType,
+    pub message: String,
+    pub display_message: Option<String>,
+    pub error_data: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: ApiStatus, error_type: ErrorType, message: impl Into<String>) -> Self {
+        Self { status, error_type, message: message.into(), display_message: None, error_data: None }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.error_data = Some(data);
+        self
+    }
+
+    pub fn with_display(mut self, display: impl Into<String>) -> Self {
+        self.display_message = Some(display.into());
+        self
+    }
+
+    pub fn missing_field(field: &str) -> Self {
+        Self::new(ApiStatus::BadRequest, ErrorType::MissingField, format!("{field} is required"))
+            .with_data(serde_json::json!({ "field": field }))
+    }
+
+    pub fn invalid_field(field: &str, reason: impl std::fmt::Display) -> Self {
+        Self::new(ApiStatus::BadRequest, ErrorType::InvalidField, format!("{field}: {reason}"))
+            .with_data(serde_json::json!({ "field": field }))
+    }
+
+    pub fn token_not_found() -> Self {
+        Self::new(
+            ApiStatus::NotFound,
+            ErrorType::TokenNotFound,
+            "no connection with this tokenId exists for this client",
+        )
+    }
+
+    pub fn integration_not_found(integration_type: &str) -> Self {
+        Self::new(
+            ApiStatus::BadRequest,
+            ErrorType::IntegrationNotFound,
+            format!(
+                "type: unknown integration {integration_type:?}; GET /api/v1/integrations lists the available types"
+            ),
+        )
+        .with_data(serde_json::json!({ "field": "type" }))
+    }
+
+    /// Our fault: the cause goes to the log, the caller gets a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(ApiStatus::ServerFailure, ErrorType::Internal, "internal error; the server log has the details")
+    }
+}
+
+impl From<linkvault_vault::VaultError> for ApiError {
+    fn from(e: linkvault_vault::VaultError) -> Self {
+        use linkvault_vault::VaultError;
+        match e {
+            VaultError::NotFound => ApiError::token_not_found(),
+            VaultError::Invalid(v) => ApiError::invalid_field(v.field, v.reason),
+            VaultError::Contended => ApiError::new(
+                ApiStatus::Conflict,
+                ErrorType::Internal,
+                "the connection was being changed concurrently; retry the request",
+            ),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope::<()> {
+            status: self.status,
+            message: self.message,
+            display_message: self.display_message,
+            error_type: serde_json::to_value(self.error_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            error_data: self.error_data,
+            content: None,
+        };
+        (self.status.http(), Json(body)).into_response()
+    }
+}
+
+/// A handler panicked (a bug): answer like any internal error instead of dropping the connection.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal(&"handler panicked").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_http_codes() {
+        let pairs = [
+            (ApiStatus::Ok, 200),
+            (ApiStatus::ServerFailure, 500),
+            (ApiStatus::PermissionDenied, 403),
+            (ApiStatus::BadRequest, 400),
+            (ApiStatus::NotFound, 404),
+            (ApiStatus::Conflict, 409),
+            (ApiStatus::TooManyRequest, 429),
+            (ApiStatus::Locked, 423),
+            (ApiStatus::UnavailableForLegalReasons, 451),
+        ];
+        for (status, code) in pairs {
+            assert_eq!(status.http().as_u16(), code);
+        }
+        assert_eq!(serde_json::to_value(ApiStatus::TooManyRequest).ok(), Some(serde_json::json!("tooManyRequest")));
+        assert_eq!(
+            serde_json::to_value(ErrorType::TokenScopeMismatch).ok(),
+            Some(serde_json::json!("tokenScopeMismatch"))
+        );
+    }
+}

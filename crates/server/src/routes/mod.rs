@@ -1,0 +1,34 @@
+//! Route table: which handler serves which path.
+
+mod account;
+mod ops;
+mod tokens;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiStatus, ErrorType};
+
+/// `/api/v1/...` routes; all require client authentication.
+pub(crate) fn api_router() -> Router<AppState> {
+    Router::new()
+        .route("/tokens/import", post(tokens::import))
+        .route("/tokens/{token_id}", get(tokens::status))
+        .route("/account", delete(account::remove))
+}
+
+pub(crate) fn ops_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+}
+
+pub(crate) async fn api_not_found() -> ApiError {
+    ApiError::new(ApiStatus::NotFound, ErrorType::EndpointNotFound, "no such endpoint; see /openapi.json")
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    api_not_found().await
+}

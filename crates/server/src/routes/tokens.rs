@@ -1,0 +1,179 @@
+//! `POST /api/v1/tokens/import` and `GET /api/v1/tokens/{tokenId}`: bring existing integration tokens under
+//! management, and read a connection's status without its secrets.
+
+use axum::Extension;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
+use linkvault_vault::{Caller, ConnectionMeta, ConnectionView, IntegrationCredentials};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk};
+use crate::extract::ApiJson;
+
+/// Longest integration token accepted (real ones are well under 4 KiB).
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+const MAX_ACCOUNT_FIELD_CHARS: usize = 300;
+/// Ten years: anything longer is a unit mistake, not a lifetime.
+const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImportRequest {
+    user_id: String,
+    #[serde(rename = "type")]
+    integration_type: String,
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in_seconds: Option<u64>,
+    refresh_token_expires_in_seconds: Option<u64>,
+    account_id: Option<String>,
+    account_name: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ImportResponse {
+    /// False when the connection already existed and its credentials were replaced.
+    created: bool,
+    #[serde(flatten)]
+    status: StatusResponse,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StatusResponse {
+    token_id: String,
+    user_id: String,
+    broker_type: String,
+    scope: &'static str,
+    status: &'static str,
+    account_id: Option<String>,
+    account_name: Option<String>,
+    access_token_expires_at: Option<String>,
+    refresh_token_expires_at: Option<String>,
+    last_refreshed_at: Option<String>,
+    refresh_count: u64,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+fn rfc3339(t: Option<OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| t.format(&Rfc3339).ok())
+}
+
+impl From<ConnectionView> for StatusResponse {
+    fn from(v: ConnectionView) -> Self {
+        Self {
+            token_id: v.token_id.to_string(),
+            user_id: v.user_id,
+            broker_type: v.integration,
+            scope: v.scope.as_str(),
+            status: v.status.as_str(),
+            account_id: v.account_id,
+            account_name: v.account_name,
+            access_token_expires_at: rfc3339(v.access_expires_at),
+            refresh_token_expires_at: rfc3339(v.refresh_expires_at),
+            last_refreshed_at: rfc3339(v.last_refreshed_at),
+            refresh_count: v.refresh_count,
+            created_at: rfc3339(Some(v.created_at)),
+            updated_at: rfc3339(Some(v.updated_at)),
+        }
+    }
+}
+
+fn check_token(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::invalid_field(field, "must not be empty"));
+    }
+    if value.len() > MAX_TOKEN_BYTES {
+        return Err(ApiError::invalid_field(field, format!("is longer than {MAX_TOKEN_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn check_lifetime(field: &str, secs: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match secs {
+        None => Ok(None),
+        Some(0) => {
+            Err(ApiError::invalid_field(field, "must be at least 1 second; omit it if the token has no known lifetime"))
+        }
+        Some(s) if s > MAX_LIFETIME_SECS => {
+            Err(ApiError::invalid_field(field, format!("must be at most {MAX_LIFETIME_SECS} seconds (ten years)")))
+        }
+        Some(s) => Ok(Some(Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)))),
+    }
+}
+
+fn check_account_field(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_ACCOUNT_FIELD_CHARS => {
+            Err(ApiError::invalid_field(field, format!("is longer than {MAX_ACCOUNT_FIELD_CHARS} characters")))
+        }
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(ApiError::invalid_field(field, "must not contain control characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Resolves and validates `type` against the catalog.
+pub(crate) fn known_integration(state: &AppState, raw: &str) -> Result<IntegrationType, ApiError> {
+    let parsed = IntegrationType::parse(raw).map_err(|_| ApiError::integration_not_found(raw))?;
+    if state.catalog.get(parsed.as_str()).is_none() {
+        return Err(ApiError::integration_not_found(raw));
+    }
+    Ok(parsed)
+}
+
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<ImportRequest>,
+) -> Result<ApiOk<ImportResponse>, ApiError> {
+    let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    let integration = known_integration(&state, &req.integration_type)?;
+    check_token("accessToken", &req.access_token)?;
+    if let Some(refresh) = &req.refresh_token {
+        check_token("refreshToken", refresh)?;
+    }
+    let access_ttl = check_lifetime("expiresInSeconds", req.expires_in_seconds)?;
+    let refresh_ttl = check_lifetime("refreshTokenExpiresInSeconds", req.refresh_token_expires_in_seconds)?;
+    let account_id = check_account_field("accountId", req.account_id)?;
+    let account_name = check_account_field("accountName", req.account_name)?;
+
+    // No stated lifetime means the catalog's default, never "no expiry".
+    let default_ttl = state
+        .catalog
+        .get(integration.as_str())
+        .map(|i| Duration::seconds(i64::try_from(i.timing.default_access_ttl_secs).unwrap_or(i64::MAX)))
+        .unwrap_or(Duration::hours(1));
+    let now = state.vault.clock().now();
+    let meta = ConnectionMeta {
+        account_id,
+        account_name,
+        access_expires_at: Some(now + access_ttl.unwrap_or(default_ttl)),
+        refresh_expires_at: refresh_ttl.map(|d| now + d),
+    };
+    let key = NaturalKey { client_id: caller.client_id, user_id, integration, scope: caller.scope };
+    let credentials = IntegrationCredentials::new(req.access_token, req.refresh_token);
+    let stored = state.vault.store_credentials(&key, &credentials, &meta).await?;
+    state.metrics.connection_stored();
+    let view = state.vault.status(caller.client_id, stored.token_id).await?;
+    Ok(ApiOk(Some(ImportResponse { created: stored.created, status: view.into() })))
+}
+
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    raw_id: Result<Path<String>, PathRejection>,
+) -> Result<ApiOk<StatusResponse>, ApiError> {
+    // A malformed id (even one that is not UTF-8) is as unknown as a well-formed one that does not exist.
+    let token_id =
+        raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
+    let view = state.vault.status(caller.client_id, token_id).await?;
+    Ok(ApiOk(Some(view.into())))
+}

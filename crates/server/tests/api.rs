@@ -1,0 +1,297 @@
+//! The HTTP API against the real server: lifecycle table, authentication, bad input, permanent deletion.
+
+mod common;
+
+use base64::Engine as _;
+use common::{TestResult, spawn_app, token_id};
+use linkvault_storage::testing::Backend;
+use reqwest::Method;
+use serde_json::json;
+
+macro_rules! on_every_backend {
+    ($name:ident, $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> TestResult {
+            for backend in Backend::all() {
+                eprintln!("{} on {backend:?}", stringify!($name));
+                $body(backend).await?;
+            }
+            Ok(())
+        }
+    };
+}
+
+on_every_backend!(lifecycle_table_over_http, |backend| async move {
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    let first = app.import(&c.read, json!({"userId": "alice", "type": "coinbase", "accessToken": "a1"})).await?;
+    assert_eq!(first.code, 200, "{}", first.raw);
+    assert_eq!(first.content()["created"], json!(true));
+    let tid = token_id(&first);
+    assert_eq!(uuid::Uuid::parse_str(&tid)?.get_version_num(), 4);
+
+    // Same user and integration → same tokenId.
+    let again = app.import(&c.read, json!({"userId": "alice", "type": "coinbase", "accessToken": "a2"})).await?;
+    assert_eq!(token_id(&again), tid);
+    assert_eq!(again.content()["created"], json!(false));
+    // Different user → new tokenId.
+    let bob = app.import(&c.read, json!({"userId": "bob", "type": "coinbase", "accessToken": "b"})).await?;
+    assert_ne!(token_id(&bob), tid);
+    // Same user with the write key → a distinct, write-scoped tokenId.
+    let write = app.import(&c.write, json!({"userId": "alice", "type": "coinbase", "accessToken": "w"})).await?;
+    assert_ne!(token_id(&write), tid);
+    assert_eq!(write.content()["scope"], json!("write"));
+
+    // Status, without secrets.
+    let status = app.status(&c.id, &c.read, &tid).await?;
+    assert_eq!(status.code, 200);
+    for field in [
+        "tokenId",
+        "userId",
+        "brokerType",
+        "scope",
+        "status",
+        "accessTokenExpiresAt",
+        "refreshTokenExpiresAt",
+        "lastRefreshedAt",
+        "refreshCount",
+    ] {
+        assert!(status.content().get(field).is_some(), "missing {field}: {}", status.raw);
+    }
+    assert_eq!(status.content()["status"], json!("active"));
+    assert!(!status.raw.contains("a2"), "a secret leaked into the status: {}", status.raw);
+    // Missing expiresInSeconds took the catalog default, not "no expiry".
+    assert!(status.content()["accessTokenExpiresAt"].is_string());
+
+    // Another client → tokenNotFound, identical to a tokenId that never existed.
+    let other = common::create_client(&app.vault, "other").await?;
+    let foreign = app.status(&other.id, &other.read, &tid).await?;
+    let never = app.status(&other.id, &other.read, &uuid::Uuid::new_v4().to_string()).await?;
+    assert_eq!((foreign.code, foreign.error_type()), (404, "tokenNotFound"));
+    assert_eq!(foreign.raw, never.raw);
+    let foreign_delete = app.remove(&other.id, &other.write, &tid, "coinbase").await?;
+    assert_eq!((foreign_delete.code, foreign_delete.error_type()), (404, "tokenNotFound"));
+
+    // Deleted → tokenNotFound, and never reissued.
+    let removed = app.remove(&c.id, &c.read, &tid, "coinbase").await?;
+    assert_eq!(removed.code, 200, "{}", removed.raw);
+    assert_eq!(removed.body["status"], json!("ok"));
+    assert_eq!(app.status(&c.id, &c.read, &tid).await?.error_type(), "tokenNotFound");
+    assert_eq!(app.remove(&c.id, &c.read, &tid, "coinbase").await?.error_type(), "tokenNotFound");
+    let reconnect = app.import(&c.read, json!({"userId": "alice", "type": "coinbase", "accessToken": "a3"})).await?;
+    assert_ne!(token_id(&reconnect), tid);
+    Ok::<(), Box<dyn std::error::Error>>(())
+});
+
+on_every_backend!(authentication_failures_are_empty_401s, |backend| async move {
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    let body = Some(json!({"userId": "u", "type": "coinbase", "accessToken": "x"}).to_string());
+    let forged = format!("{}x", &c.write[..c.write.len() - 1]);
+    let cases: Vec<Option<(&str, &str)>> = vec![
+        None,
+        Some((c.id.as_str(), "")),
+        Some(("", c.write.as_str())),
+        Some((c.id.as_str(), forged.as_str())),
+        Some(("00000000-0000-0000-0000-000000000000", c.write.as_str())),
+        Some(("not-a-uuid", c.write.as_str())),
+    ];
+    for creds in cases {
+        let answer = app.call(Method::POST, "/api/v1/tokens/import", creds, body.clone()).await?;
+        assert_eq!(answer.code, 401, "{creds:?}");
+        assert!(answer.raw.is_empty(), "401 must have an empty body: {:?}", answer.raw);
+    }
+    // A revoked key stops working at once.
+    let client_id = c.id.parse()?;
+    assert_eq!(app.vault.revoke_api_key(client_id, &c.write[..12]).await?, 1);
+    let answer = app
+        .call(Method::GET, "/api/v1/tokens/00000000-0000-0000-0000-000000000000", Some((&c.id, &c.write)), None)
+        .await?;
+    assert_eq!(answer.code, 401);
+    Ok::<(), Box<dyn std::error::Error>>(())
+});
+
+on_every_backend!(bad_input_gets_a_4xx_that_names_the_problem, |backend| async move {
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    let creds = Some((c.id.as_str(), c.write.as_str()));
+    let long_user = "u".repeat(301);
+    let huge = format!(r#"{{"userId":"u","type":"coinbase","accessToken":"{}"}}"#, "x".repeat(70 * 1024));
+    let cases: Vec<(Method, &str, String, &str, &str)> = vec![
+        (Method::POST, "/api/v1/tokens/import", "{".into(), "invalidJson", ""),
+        (Method::POST, "/api/v1/tokens/import", "".into(), "invalidJson", ""),
+        (Method::POST, "/api/v1/tokens/import", "[]".into(), "invalidJson", ""),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"type":"coinbase","accessToken":"x"}"#.into(),
+            "missingField",
+            "userId",
+        ),
+        (Method::POST, "/api/v1/tokens/import", r#"{"userId":"u","accessToken":"x"}"#.into(), "missingField", "type"),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"coinbase"}"#.into(),
+            "missingField",
+            "accessToken",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":7,"type":"coinbase","accessToken":"x"}"#.into(),
+            "invalidField",
+            "userId",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"coinbase","accessToken":"x","expiresInSeconds":"soon"}"#.into(),
+            "invalidField",
+            "expiresInSeconds",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"coinbase","accessToken":"x","expiresInSeconds":-5}"#.into(),
+            "invalidField",
+            "expiresInSeconds",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"coinbase","accessToken":"x","expiresInSeconds":0}"#.into(),
+            "invalidField",
+            "expiresInSeconds",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            format!(r#"{{"userId":"{long_user}","type":"coinbase","accessToken":"x"}}"#),
+            "invalidField",
+            "userId",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"","type":"coinbase","accessToken":"x"}"#.into(),
+            "invalidField",
+            "userId",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"notAnExchange","accessToken":"x"}"#.into(),
+            "integrationNotFound",
+            "type",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens/import",
+            r#"{"userId":"u","type":"coinbase","accessToken":""}"#.into(),
+            "invalidField",
+            "accessToken",
+        ),
+        (Method::POST, "/api/v1/tokens/import", huge, "bodyTooLarge", ""),
+        (Method::DELETE, "/api/v1/account", "{".into(), "invalidJson", ""),
+        (Method::DELETE, "/api/v1/account", r#"{"type":"coinbase"}"#.into(), "missingField", "authToken"),
+        (Method::DELETE, "/api/v1/account", r#"{"authToken":"x"}"#.into(), "missingField", "type"),
+        (Method::DELETE, "/api/v1/account", r#"{"authToken":"x","type":"nope"}"#.into(), "integrationNotFound", "type"),
+        (
+            Method::DELETE,
+            "/api/v1/account",
+            r#"{"authToken":"not-a-token","type":"coinbase"}"#.into(),
+            "tokenNotFound",
+            "",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/account",
+            r#"{"authToken":"","type":"coinbase"}"#.into(),
+            "invalidField",
+            "authToken",
+        ),
+    ];
+    for (method, path, body, error_type, field) in cases {
+        let answer = app.call(method.clone(), path, creds, Some(body.clone())).await?;
+        let shown = body.chars().take(80).collect::<String>();
+        assert!((400..500).contains(&answer.code), "{method} {path} {shown}: {} {}", answer.code, answer.raw);
+        assert_eq!(answer.error_type(), error_type, "{method} {path} {shown}: {}", answer.raw);
+        assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", answer.raw);
+        if !field.is_empty() {
+            assert_eq!(answer.body["errorData"]["field"], json!(field), "{}", answer.raw);
+            assert!(answer.body["message"].as_str().unwrap_or_default().contains(field), "{}", answer.raw);
+        }
+    }
+    // Malformed tokenIds in the path, and unknown endpoints.
+    let answer = app.call(Method::GET, "/api/v1/tokens/%00%ff", creds, None).await?;
+    assert_eq!((answer.code, answer.error_type()), (404, "tokenNotFound"));
+    let answer = app.call(Method::GET, "/api/v1/nope", creds, None).await?;
+    assert_eq!((answer.code, answer.error_type()), (404, "endpointNotFound"));
+    Ok::<(), Box<dyn std::error::Error>>(())
+});
+
+/// Every byte the data dir holds: database, WAL, shared memory, anything else.
+fn data_dir_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_never_hold_plaintext_and_forget_deleted_ciphertext() -> TestResult {
+    let app = spawn_app(Backend::Sqlite).await?;
+    let c = &app.client;
+    let secret = format!("DISTINCTIVE-ACCESS-{}", uuid::Uuid::new_v4().simple());
+    let refresh = format!("DISTINCTIVE-REFRESH-{}", uuid::Uuid::new_v4().simple());
+    let answer = app
+        .import(
+            &c.write,
+            json!({"userId": "alice", "type": "coinbase", "accessToken": secret, "refreshToken": refresh}),
+        )
+        .await?;
+    assert_eq!(answer.code, 200);
+    let tid = token_id(&answer);
+    // A second connection, so deletion has neighbours to leave intact.
+    app.import(&c.write, json!({"userId": "bob", "type": "coinbase", "accessToken": "bob-token"})).await?;
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let needles: Vec<Vec<u8>> = [&secret, &refresh]
+        .iter()
+        .flat_map(|s| [s.as_bytes().to_vec(), b64.encode(s).into_bytes(), b64url.encode(s).into_bytes()])
+        .collect();
+    let files = data_dir_bytes(app.fresh.dir.path());
+    assert!(
+        files.iter().any(|(n, _)| n.ends_with("-wal")),
+        "expected a WAL file: {:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for (name, bytes) in &files {
+        for needle in &needles {
+            assert!(!contains(bytes, needle), "{name} contains a secret in clear or base64");
+        }
+    }
+
+    // The stored ciphertext and wrapped key are present before deletion...
+    let record = app.vault.connection_for(c.id.parse()?, tid.parse()?).await?;
+    let sealed = [record.credentials.clone(), record.wrapped_data_key.clone()];
+    let all: Vec<u8> = data_dir_bytes(app.fresh.dir.path()).into_iter().flat_map(|(_, b)| b).collect();
+    assert!(sealed.iter().all(|s| contains(&all, s)), "ciphertext should be on disk before deletion");
+    // ...and gone from every file right after.
+    assert_eq!(app.remove(&c.id, &c.write, &tid, "coinbase").await?.code, 200);
+    for (name, bytes) in data_dir_bytes(app.fresh.dir.path()) {
+        for s in &sealed {
+            assert!(!contains(&bytes, s), "{name} still holds the deleted connection's sealed bytes");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1061 @@
+//! The `Store` conformance suite: every behaviour of the storage interface, run against every backend.
+//!
+//! Each shared test body is an `async fn(DynStore) -> TestResult` listed in [`conformance_tests!`], which
+//! generates `sqlite::<name>` (always) and `postgres::<name>` (against a fresh schema of the database named
+//! by `LINKVAULT_TEST_DATABASE_URL`; without it the test prints that it was skipped and passes). A few
+//! backend-specific tests (the SQLite file scrubbing, PostgreSQL migrations racing on an empty schema) are
+//! generated into the same modules.
+//!
+//! Bodies return `Result` so that setup failures surface with their message; assertions panic as usual.
+
+use std::collections::BTreeSet;
+use std::error::Error;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::Path;
+
+use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
+use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
+use linkvault_storage::{
+    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, KeyVersionRecord, Rekey,
+    RewrapCandidate, Store,
+};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+type TestResult = Result<(), Box<dyn Error + Send + Sync>>;
+
+/// How many tasks race in the concurrency tests.
+const RACERS: usize = 20;
+
+// ------------------------------------------------------------------------------------------------
+// Harness
+// ------------------------------------------------------------------------------------------------
+
+/// Says that a PostgreSQL test did not run: a line per test (shown with `--nocapture`/`--show-output`), and
+/// once per run a notice on stderr that is shown even when output is captured.
+fn report_postgres_skipped(name: &str) {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    println!("postgres::{name}: skipped, {TEST_DATABASE_URL_VAR} is not set");
+    NOTICE.call_once(|| {
+        // Written to the stderr handle directly (libtest captures only the print macros), in one write so
+        // that it does not interleave with the test runner's own lines.
+        let notice = format!(
+            "\nNOTE: {TEST_DATABASE_URL_VAR} is not set: the postgres::* conformance tests pass without running.\n"
+        );
+        let _ = std::io::stderr().write_all(notice.as_bytes());
+    });
+}
+
+/// Runs one shared test body against a fresh, migrated store of `backend`.
+async fn run<F, Fut>(backend: Backend, name: &str, body: F) -> TestResult
+where
+    F: FnOnce(DynStore) -> Fut,
+    Fut: Future<Output = TestResult>,
+{
+    if !Backend::all().contains(&backend) {
+        report_postgres_skipped(name);
+        return Ok(());
+    }
+    let fresh = fresh_store(backend).await?;
+    assert_eq!(
+        fresh.store.backend(),
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    // `fresh` (and with it the SQLite temp directory) lives until the body is done.
+    body(fresh.store.clone()).await
+}
+
+macro_rules! conformance_tests {
+    (
+        shared: [$($name:ident),+ $(,)?],
+        sqlite_only: [$($sqlite_only:ident),* $(,)?],
+        postgres_only: [$($postgres_only:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> super::TestResult {
+                    super::run(super::Backend::Sqlite, stringify!($name), super::$name).await
+                }
+            )+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $sqlite_only() -> super::TestResult {
+                    super::$sqlite_only().await
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> super::TestResult {
+                    super::run(super::Backend::Postgres, stringify!($name), super::$name).await
+                }
+            )+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $postgres_only() -> super::TestResult {
+                    match super::postgres_test_url() {
+                        Some(url) => super::$postgres_only(url).await,
+                        None => {
+                            super::report_postgres_skipped(stringify!($postgres_only));
+                            Ok(())
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance_tests! {
+    shared: [
+        migrate_is_idempotent,
+        concurrent_migrate_calls_succeed,
+        meta_get_insert_if_absent_set_delete,
+        key_versions_single_current_flag_and_duplicates,
+        wrap_count_counts_every_wrap,
+        delete_key_version_only_when_unused_and_not_current,
+        rewrap_is_compare_and_set_without_bumping_version,
+        clients_and_token_mode,
+        api_keys_find_list_and_revoke,
+        api_key_revocation_is_scoped_to_the_client,
+        duplicate_api_key_digest_is_rejected,
+        insert_connection_and_natural_key_taken,
+        natural_key_lookup_distinguishes_every_component,
+        get_connection_round_trips_every_field,
+        update_credentials_is_compare_and_set,
+        delete_connection_only_for_owner_and_retires_token_id,
+        concurrent_inserts_same_natural_key_exactly_one_wins,
+        concurrent_updates_same_expected_version_exactly_one_wins,
+    ],
+    sqlite_only: [delete_scrubs_credentials_and_data_key_from_sqlite_files],
+    postgres_only: [concurrent_migrate_on_empty_schema],
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fixtures
+// ------------------------------------------------------------------------------------------------
+
+/// A fixed instant with millisecond precision, `offset_ms` after a base; stores keep milliseconds.
+fn ts(offset_ms: i64) -> OffsetDateTime {
+    datetime!(2025-06-01 12:34:56.789 UTC) + Duration::milliseconds(offset_ms)
+}
+
+/// `n` random bytes (from UUIDv4s: 122 random bits per 16 bytes), distinctive enough to search files for.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        out.extend_from_slice(Uuid::new_v4().as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn key_version(version: u32) -> KeyVersionRecord {
+    KeyVersionRecord {
+        version,
+        wrapped_key: random_bytes(60),
+        is_current: false,
+        wrap_count: 0,
+        created_at: ts(i64::from(version) * 1000),
+    }
+}
+
+fn client(name: &str) -> ClientRecord {
+    ClientRecord {
+        client_id: ClientId::new_random(),
+        name: name.to_owned(),
+        token_mode: TokenMode::Managed,
+        created_at: ts(-86_400_000),
+    }
+}
+
+fn api_key(client_id: ClientId, scope: Scope, secret_prefix: &str, created_offset_ms: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: Uuid::new_v4(),
+        client_id,
+        scope,
+        digest: random_bytes(32),
+        secret_prefix: secret_prefix.to_owned(),
+        created_at: ts(created_offset_ms),
+        revoked_at: None,
+    }
+}
+
+/// A valid connection with every optional field set and every numeric field distinct, so a swapped column
+/// shows up. `key_version` must exist and `client_id` must be a stored client.
+fn connection(client_id: ClientId, key_version: u32, user: &str, integration: &str, scope: Scope) -> ConnectionRecord {
+    ConnectionRecord {
+        token_id: TokenId::new_random(),
+        client_id,
+        user_id: user.to_owned(),
+        integration: integration.to_owned(),
+        scope,
+        status: ConnectionStatus::Active,
+        key_version,
+        wrapped_data_key: random_bytes(64),
+        data_key_generation: 3,
+        data_key_uses: 17,
+        credentials: random_bytes(64),
+        account_id: Some("acct-0042".to_owned()),
+        account_name: Some("Main account — “crypto” ✓".to_owned()),
+        access_expires_at: Some(ts(3_600_001)),
+        refresh_expires_at: Some(ts(86_400_002)),
+        last_refreshed_at: Some(ts(-5_003)),
+        refresh_count: 5,
+        created_at: ts(-60_004),
+        updated_at: ts(-1_005),
+        version: 1,
+    }
+}
+
+fn natural_key(r: &ConnectionRecord) -> Result<NaturalKey, Box<dyn Error + Send + Sync>> {
+    Ok(NaturalKey {
+        client_id: r.client_id,
+        user_id: UserId::parse(&r.user_id)?,
+        integration: IntegrationType::parse(&r.integration)?,
+        scope: r.scope,
+    })
+}
+
+/// An update that changes every updatable field relative to [`connection`].
+fn credentials_update(r: &ConnectionRecord, rekey: Option<Rekey>) -> CredentialsUpdate {
+    CredentialsUpdate {
+        token_id: r.token_id,
+        expected_version: r.version,
+        status: ConnectionStatus::ReauthRequired,
+        credentials: random_bytes(80),
+        data_key_uses: r.data_key_uses + 1,
+        rekey,
+        account_id: Some("acct-0043".to_owned()),
+        account_name: None,
+        access_expires_at: None,
+        refresh_expires_at: Some(ts(172_800_006)),
+        last_refreshed_at: Some(ts(7)),
+        refresh_count: r.refresh_count + 1,
+        updated_at: ts(8),
+    }
+}
+
+/// The record `update` should produce when applied to `before`.
+fn applied(before: &ConnectionRecord, u: &CredentialsUpdate) -> ConnectionRecord {
+    let mut after = before.clone();
+    after.status = u.status;
+    after.credentials = u.credentials.clone();
+    after.data_key_uses = u.data_key_uses;
+    if let Some(rekey) = &u.rekey {
+        after.key_version = rekey.key_version;
+        after.wrapped_data_key = rekey.wrapped_data_key.clone();
+        after.data_key_generation = rekey.data_key_generation;
+    }
+    after.account_id = u.account_id.clone();
+    after.account_name = u.account_name.clone();
+    after.access_expires_at = u.access_expires_at;
+    after.refresh_expires_at = u.refresh_expires_at;
+    after.last_refreshed_at = u.last_refreshed_at;
+    after.refresh_count = u.refresh_count;
+    after.updated_at = u.updated_at;
+    after.version = before.version + 1;
+    after
+}
+
+/// One stored client and one current key version (1): what every connection test needs.
+struct Setup {
+    client: ClientId,
+}
+
+async fn setup(store: &DynStore) -> Result<Setup, Box<dyn Error + Send + Sync>> {
+    assert!(store.insert_key_version(&key_version(1), true).await?);
+    let c = client("acme");
+    store.insert_client(&c, &[]).await?;
+    Ok(Setup { client: c.client_id })
+}
+
+async fn wrap_count(store: &DynStore, version: u32) -> Result<u64, Box<dyn Error + Send + Sync>> {
+    let versions = store.key_versions().await?;
+    let v = versions.iter().find(|v| v.version == version).ok_or(format!("key version {version} is missing"))?;
+    Ok(v.wrap_count)
+}
+
+async fn current_versions(store: &DynStore) -> Result<Vec<u32>, Box<dyn Error + Send + Sync>> {
+    Ok(store.key_versions().await?.iter().filter(|v| v.is_current).map(|v| v.version).collect())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Migrations
+// ------------------------------------------------------------------------------------------------
+
+async fn migrate_is_idempotent(store: DynStore) -> TestResult {
+    store.set_meta("survives", "migrations").await?;
+    // `fresh_store` migrated once already; twice more must be no-ops that keep the data.
+    store.migrate().await?;
+    store.migrate().await?;
+    store.ping().await?;
+    assert_eq!(store.get_meta("survives").await?.as_deref(), Some("migrations"));
+    assert_eq!(store.count_connections().await?, 0);
+    assert!(store.key_versions().await?.is_empty());
+    Ok(())
+}
+
+async fn concurrent_migrate_calls_succeed(store: DynStore) -> TestResult {
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move { store.migrate().await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    store.ping().await?;
+    assert_eq!(store.count_connections().await?, 0);
+    Ok(())
+}
+
+/// Several instances migrating the same empty schema at once: the advisory lock serialises them, so none
+/// fails on "relation already exists" or a duplicate `schema_migrations` row.
+async fn concurrent_migrate_on_empty_schema(base_url: String) -> TestResult {
+    let schema = TestSchema::create(&base_url).await?;
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        stores.push(schema.store().await?);
+    }
+    let mut tasks = JoinSet::new();
+    for store in &stores {
+        let store = store.clone();
+        tasks.spawn(async move { store.migrate().await });
+    }
+    let mut failures = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result? {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(failures.is_empty(), "concurrent migrations failed: {failures:?}");
+    let store = stores.first().ok_or("no store")?;
+    store.migrate().await?;
+    assert_eq!(store.count_connections().await?, 0);
+    assert!(store.key_versions().await?.is_empty());
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Meta
+// ------------------------------------------------------------------------------------------------
+
+async fn meta_get_insert_if_absent_set_delete(store: DynStore) -> TestResult {
+    assert_eq!(store.get_meta("fingerprint").await?, None);
+
+    assert_eq!(store.insert_meta_if_absent("fingerprint", "first").await?, "first");
+    // The second insert keeps the first value and says so.
+    assert_eq!(store.insert_meta_if_absent("fingerprint", "second").await?, "first");
+    assert_eq!(store.get_meta("fingerprint").await?.as_deref(), Some("first"));
+
+    store.set_meta("fingerprint", "third").await?;
+    assert_eq!(store.get_meta("fingerprint").await?.as_deref(), Some("third"));
+    store.set_meta("other", "x").await?;
+    assert_eq!(store.get_meta("other").await?.as_deref(), Some("x"));
+
+    store.delete_meta("fingerprint").await?;
+    assert_eq!(store.get_meta("fingerprint").await?, None);
+    assert_eq!(store.get_meta("other").await?.as_deref(), Some("x"));
+    // Deleting what is absent is not an error.
+    store.delete_meta("fingerprint").await?;
+
+    assert_eq!(store.insert_meta_if_absent("fingerprint", "fourth").await?, "fourth");
+    assert_eq!(store.get_meta("fingerprint").await?.as_deref(), Some("fourth"));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Key versions
+// ------------------------------------------------------------------------------------------------
+
+async fn key_versions_single_current_flag_and_duplicates(store: DynStore) -> TestResult {
+    assert!(store.key_versions().await?.is_empty());
+
+    let mut v1 = key_version(1);
+    v1.wrap_count = 7;
+    assert!(store.insert_key_version(&v1, true).await?);
+    let listed = store.key_versions().await?;
+    assert_eq!(listed, vec![KeyVersionRecord { is_current: true, ..v1.clone() }]);
+
+    let v2 = key_version(2);
+    assert!(store.insert_key_version(&v2, true).await?);
+    assert_eq!(current_versions(&store).await?, vec![2]);
+
+    // Not made current: the current flag stays where it was.
+    let v3 = key_version(3);
+    assert!(store.insert_key_version(&v3, false).await?);
+    assert_eq!(current_versions(&store).await?, vec![2]);
+
+    // A duplicate version number is refused and changes nothing, even with make_current.
+    let dup = key_version(2);
+    assert!(!store.insert_key_version(&dup, true).await?);
+    assert!(!store.insert_key_version(&key_version(1), false).await?);
+    assert_eq!(current_versions(&store).await?, vec![2]);
+    let listed = store.key_versions().await?;
+    assert_eq!(
+        listed,
+        vec![
+            KeyVersionRecord { is_current: false, ..v1.clone() },
+            KeyVersionRecord { is_current: true, ..v2.clone() },
+            KeyVersionRecord { is_current: false, ..v3.clone() },
+        ]
+    );
+
+    // Making a higher version current, then a lower one (inserted later, e.g. after a restore): there is
+    // always exactly one current version, whatever the row order.
+    assert!(store.insert_key_version(&key_version(10), true).await?);
+    assert_eq!(current_versions(&store).await?, vec![10]);
+    assert!(store.insert_key_version(&key_version(5), true).await?);
+    assert_eq!(current_versions(&store).await?, vec![5]);
+    let versions: Vec<u32> = store.key_versions().await?.iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 5, 10], "key_versions is ordered by version");
+    Ok(())
+}
+
+async fn wrap_count_counts_every_wrap(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    assert_eq!(wrap_count(&store, 1).await?, 0);
+
+    let a = connection(s.client, 1, "user-a", "coinbase", Scope::Read);
+    let b = connection(s.client, 1, "user-b", "coinbase", Scope::Read);
+    assert_eq!(store.insert_connection(&a).await?, InsertOutcome::Inserted);
+    assert_eq!(wrap_count(&store, 1).await?, 1);
+    assert_eq!(store.insert_connection(&b).await?, InsertOutcome::Inserted);
+    assert_eq!(wrap_count(&store, 1).await?, 2);
+
+    // A refused insert wraps nothing.
+    let taken = ConnectionRecord { token_id: TokenId::new_random(), ..a.clone() };
+    assert_eq!(store.insert_connection(&taken).await?, InsertOutcome::NaturalKeyTaken);
+    assert_eq!(wrap_count(&store, 1).await?, 2);
+
+    assert!(store.insert_key_version(&key_version(2), true).await?);
+    assert_eq!(wrap_count(&store, 2).await?, 0);
+
+    // Credentials without a new data key wrap nothing.
+    let plain = credentials_update(&a, None);
+    assert!(store.update_credentials(&plain).await?);
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (2, 0));
+    let a = applied(&a, &plain);
+
+    // A rekey wraps a new data key under the new version.
+    let rekey = Rekey { key_version: 2, wrapped_data_key: random_bytes(64), data_key_generation: 4 };
+    let with_rekey = credentials_update(&a, Some(rekey.clone()));
+    assert!(store.update_credentials(&with_rekey).await?);
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (2, 1));
+
+    // A rekey that loses its compare-and-set wraps nothing.
+    let stale = credentials_update(&a, Some(rekey));
+    assert!(!store.update_credentials(&stale).await?);
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (2, 1));
+
+    // Rewrapping under the new version counts for it; a stale rewrap does not.
+    let candidates = store.connections_needing_rewrap(2, 10).await?;
+    assert_eq!(candidates.len(), 1);
+    let candidate = candidates.first().ok_or("no candidate")?;
+    assert_eq!(candidate.token_id, b.token_id);
+    assert!(store.rewrap_data_key(candidate, 2, &random_bytes(64)).await?);
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (2, 2));
+    assert!(!store.rewrap_data_key(candidate, 2, &random_bytes(64)).await?);
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (2, 2));
+    Ok(())
+}
+
+async fn delete_key_version_only_when_unused_and_not_current(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let a = connection(s.client, 1, "user-a", "coinbase", Scope::Read);
+    let b = connection(s.client, 1, "user-b", "kraken", Scope::Write);
+    assert_eq!(store.insert_connection(&a).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&b).await?, InsertOutcome::Inserted);
+    assert!(store.insert_key_version(&key_version(2), true).await?);
+    assert!(store.insert_key_version(&key_version(3), false).await?);
+    assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 2), (2, 0), (3, 0)]);
+
+    assert!(!store.delete_key_version_if_unused(2).await?, "the current version must not be deleted");
+    assert!(!store.delete_key_version_if_unused(1).await?, "a version in use must not be deleted");
+    assert!(!store.delete_key_version_if_unused(99).await?, "an unknown version deletes nothing");
+    assert!(store.delete_key_version_if_unused(3).await?, "an unused old version can go");
+    assert!(!store.delete_key_version_if_unused(3).await?);
+    let versions: Vec<u32> = store.key_versions().await?.iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![1, 2]);
+
+    // Once every row is rewrapped, the old version can go.
+    let candidates = store.connections_needing_rewrap(2, 100).await?;
+    assert_eq!(candidates.len(), 2);
+    assert!(store.rewrap_data_key(candidates.first().ok_or("no candidate")?, 2, &random_bytes(64)).await?);
+    assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 1), (2, 1)]);
+    assert!(!store.delete_key_version_if_unused(1).await?);
+    assert!(store.rewrap_data_key(candidates.get(1).ok_or("no candidate")?, 2, &random_bytes(64)).await?);
+    assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 0), (2, 2)]);
+    assert!(store.delete_key_version_if_unused(1).await?);
+    assert_eq!(store.count_connections_by_key_version().await?, vec![(2, 2)]);
+    assert_eq!(current_versions(&store).await?, vec![2]);
+    Ok(())
+}
+
+async fn rewrap_is_compare_and_set_without_bumping_version(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let r = connection(s.client, 1, &format!("user-{i}"), "coinbase", Scope::Read);
+        assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+        old.push(r);
+    }
+    assert!(store.insert_key_version(&key_version(2), true).await?);
+    let fresh = connection(s.client, 2, "user-new", "coinbase", Scope::Read);
+    assert_eq!(store.insert_connection(&fresh).await?, InsertOutcome::Inserted);
+
+    // Only rows under another version are candidates, at most `limit` of them.
+    assert_eq!(store.connections_needing_rewrap(2, 3).await?.len(), 3);
+    assert!(store.connections_needing_rewrap(2, 0).await?.is_empty());
+    let candidates = store.connections_needing_rewrap(2, 100).await?;
+    let expected: BTreeSet<TokenId> = old.iter().map(|r| r.token_id).collect();
+    assert_eq!(candidates.iter().map(|c| c.token_id).collect::<BTreeSet<_>>(), expected);
+    for c in &candidates {
+        let r = old.iter().find(|r| r.token_id == c.token_id).ok_or("unknown candidate")?;
+        assert_eq!(
+            c,
+            &RewrapCandidate {
+                token_id: r.token_id,
+                client_id: r.client_id,
+                key_version: 1,
+                data_key_generation: r.data_key_generation,
+                wrapped_data_key: r.wrapped_data_key.clone(),
+            }
+        );
+    }
+    // Relative to version 1, the one row under version 2 is the candidate.
+    let under_1 = store.connections_needing_rewrap(1, 100).await?;
+    assert_eq!(under_1.iter().map(|c| c.token_id).collect::<Vec<_>>(), vec![fresh.token_id]);
+
+    let target = old.first().ok_or("no rows")?;
+    let candidate =
+        candidates.iter().find(|c| c.token_id == target.token_id).ok_or("target is not a candidate")?.clone();
+    let new_wrapped = random_bytes(64);
+
+    // Stale key version or data-key generation: refused, row untouched.
+    let stale_version = RewrapCandidate { key_version: 7, ..candidate.clone() };
+    assert!(!store.rewrap_data_key(&stale_version, 2, &new_wrapped).await?);
+    let stale_generation =
+        RewrapCandidate { data_key_generation: candidate.data_key_generation + 1, ..candidate.clone() };
+    assert!(!store.rewrap_data_key(&stale_generation, 2, &new_wrapped).await?);
+    let unknown = RewrapCandidate { token_id: TokenId::new_random(), ..candidate.clone() };
+    assert!(!store.rewrap_data_key(&unknown, 2, &new_wrapped).await?);
+    assert_eq!(store.get_connection(target.token_id).await?.as_ref(), Some(target));
+
+    // Current candidate: only key_version and wrapped_data_key change; the fencing version does not.
+    assert!(store.rewrap_data_key(&candidate, 2, &new_wrapped).await?);
+    let expected = ConnectionRecord { key_version: 2, wrapped_data_key: new_wrapped.clone(), ..target.clone() };
+    assert_eq!(store.get_connection(target.token_id).await?, Some(expected.clone()));
+
+    // The same candidate again is now stale.
+    assert!(!store.rewrap_data_key(&candidate, 2, &random_bytes(64)).await?);
+    assert_eq!(store.get_connection(target.token_id).await?, Some(expected.clone()));
+    assert_eq!(store.connections_needing_rewrap(2, 100).await?.len(), 4);
+
+    // A credentials write made before the rewrap (same fencing version) still succeeds after it.
+    let update = credentials_update(target, None);
+    assert!(store.update_credentials(&update).await?);
+    assert_eq!(store.get_connection(target.token_id).await?, Some(applied(&expected, &update)));
+
+    // A rekey bumps the generation, which fences off a rewrap read before it.
+    let other = old.get(1).ok_or("no rows")?;
+    let other_candidate =
+        candidates.iter().find(|c| c.token_id == other.token_id).ok_or("other is not a candidate")?.clone();
+    let rekey = Rekey { key_version: 1, wrapped_data_key: random_bytes(64), data_key_generation: 4 };
+    assert!(store.update_credentials(&credentials_update(other, Some(rekey))).await?);
+    assert!(!store.rewrap_data_key(&other_candidate, 2, &random_bytes(64)).await?);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clients and API keys
+// ------------------------------------------------------------------------------------------------
+
+async fn clients_and_token_mode(store: DynStore) -> TestResult {
+    let c = client("Acme — “Trading” ✓");
+    let read = api_key(c.client_id, Scope::Read, "lv_r_abcd", 1);
+    let write = api_key(c.client_id, Scope::Write, "lv_w_efgh", 2);
+    store.insert_client(&c, &[read.clone(), write.clone()]).await?;
+    assert_eq!(store.get_client(c.client_id).await?, Some(c.clone()));
+    assert_eq!(store.get_client(ClientId::new_random()).await?, None);
+
+    // Clients without keys are fine too.
+    let bare = ClientRecord { token_mode: TokenMode::Client, ..client("bare") };
+    store.insert_client(&bare, &[]).await?;
+    assert_eq!(store.get_client(bare.client_id).await?, Some(bare.clone()));
+    assert!(store.list_api_keys(bare.client_id).await?.is_empty());
+
+    let found = store.find_api_key(&write.digest).await?.ok_or("write key not found")?;
+    assert_eq!(
+        (found.key_id, found.client_id, found.scope, found.digest.as_slice(), found.token_mode),
+        (write.key_id, c.client_id, Scope::Write, write.digest.as_slice(), TokenMode::Managed)
+    );
+
+    assert!(store.set_client_token_mode(c.client_id, TokenMode::Client).await?);
+    assert_eq!(store.get_client(c.client_id).await?, Some(ClientRecord { token_mode: TokenMode::Client, ..c.clone() }));
+    // find_api_key joins the client's current mode.
+    assert_eq!(store.find_api_key(&read.digest).await?.ok_or("read key not found")?.token_mode, TokenMode::Client);
+    assert!(store.set_client_token_mode(c.client_id, TokenMode::Managed).await?);
+    assert_eq!(store.find_api_key(&read.digest).await?.ok_or("read key not found")?.token_mode, TokenMode::Managed);
+    assert_eq!(store.get_client(bare.client_id).await?, Some(bare), "other clients are untouched");
+
+    assert!(!store.set_client_token_mode(ClientId::new_random(), TokenMode::Client).await?);
+    Ok(())
+}
+
+async fn api_keys_find_list_and_revoke(store: DynStore) -> TestResult {
+    let c = client("acme");
+    let k1 = api_key(c.client_id, Scope::Read, "lv_aaaa", 10);
+    let k2 = api_key(c.client_id, Scope::Write, "lv_bbbb", 20);
+    store.insert_client(&c, std::slice::from_ref(&k1)).await?;
+    store.insert_api_key(&k2).await?;
+    // Two keys with the same creation time, to exercise the tie-break on key_id.
+    let k3 = api_key(c.client_id, Scope::Read, "lv_cccc", 30);
+    let k4 = api_key(c.client_id, Scope::Write, "lv_dddd", 30);
+    store.insert_api_key(&k4).await?;
+    store.insert_api_key(&k3).await?;
+    // A key stored already revoked is never found.
+    let dead = ApiKeyRecord { revoked_at: Some(ts(5)), ..api_key(c.client_id, Scope::Write, "lv_eeee", 5) };
+    store.insert_api_key(&dead).await?;
+    assert_eq!(store.find_api_key(&dead.digest).await?, None);
+
+    let mut expected = vec![dead.clone(), k1.clone(), k2.clone(), k3.clone(), k4.clone()];
+    expected.sort_by_key(|k| (k.created_at, k.key_id));
+    assert_eq!(store.list_api_keys(c.client_id).await?, expected);
+
+    for k in [&k1, &k2, &k3, &k4] {
+        let found = store.find_api_key(&k.digest).await?.ok_or("live key not found")?;
+        assert_eq!(
+            (found.key_id, found.client_id, found.scope, &found.digest),
+            (k.key_id, k.client_id, k.scope, &k.digest)
+        );
+        assert_eq!(found.token_mode, TokenMode::Managed);
+    }
+    assert_eq!(store.find_api_key(&random_bytes(32)).await?, None);
+    assert_eq!(store.find_api_key(&[]).await?, None);
+
+    // By secret prefix.
+    let at = ts(1_000);
+    assert_eq!(store.revoke_api_keys(c.client_id, "lv_aaaa", at).await?, 1);
+    assert_eq!(store.find_api_key(&k1.digest).await?, None);
+    assert_eq!(store.revoke_api_keys(c.client_id, "lv_aaaa", ts(2_000)).await?, 0, "already revoked");
+
+    // By key id, as a UUID string.
+    assert_eq!(store.revoke_api_keys(c.client_id, &k2.key_id.to_string(), at).await?, 1);
+    assert_eq!(store.find_api_key(&k2.digest).await?, None);
+    // By key id in another spelling of the same UUID.
+    assert_eq!(store.revoke_api_keys(c.client_id, &k3.key_id.simple().to_string().to_uppercase(), at).await?, 1);
+    assert_eq!(store.find_api_key(&k3.digest).await?, None);
+
+    // Nothing matching: nothing revoked.
+    assert_eq!(store.revoke_api_keys(c.client_id, "lv_zzzz", at).await?, 0);
+    assert_eq!(store.revoke_api_keys(c.client_id, &Uuid::new_v4().to_string(), at).await?, 0);
+    assert!(store.find_api_key(&k4.digest).await?.is_some());
+
+    let revoked = |k: &ApiKeyRecord| ApiKeyRecord { revoked_at: Some(at), ..k.clone() };
+    let mut expected = vec![dead, revoked(&k1), revoked(&k2), revoked(&k3), k4];
+    expected.sort_by_key(|k| (k.created_at, k.key_id));
+    assert_eq!(store.list_api_keys(c.client_id).await?, expected);
+    Ok(())
+}
+
+async fn api_key_revocation_is_scoped_to_the_client(store: DynStore) -> TestResult {
+    let a = client("a");
+    let b = client("b");
+    // Both clients have a key with the same secret prefix.
+    let ka = api_key(a.client_id, Scope::Write, "lv_same", 1);
+    let kb = api_key(b.client_id, Scope::Write, "lv_same", 1);
+    let kb2 = api_key(b.client_id, Scope::Read, "lv_other", 2);
+    store.insert_client(&a, std::slice::from_ref(&ka)).await?;
+    store.insert_client(&b, &[kb.clone(), kb2.clone()]).await?;
+
+    assert_eq!(store.revoke_api_keys(a.client_id, "lv_same", ts(100)).await?, 1);
+    assert_eq!(store.find_api_key(&ka.digest).await?, None);
+    assert_eq!(store.find_api_key(&kb.digest).await?.ok_or("b's key was revoked")?.client_id, b.client_id);
+
+    // Client a naming b's key, by id or prefix, revokes nothing.
+    assert_eq!(store.revoke_api_keys(a.client_id, &kb2.key_id.to_string(), ts(100)).await?, 0);
+    assert_eq!(store.revoke_api_keys(a.client_id, "lv_other", ts(100)).await?, 0);
+    assert!(store.find_api_key(&kb2.digest).await?.is_some());
+    assert_eq!(store.list_api_keys(b.client_id).await?, vec![kb, kb2]);
+    assert_eq!(store.list_api_keys(a.client_id).await?, vec![ApiKeyRecord { revoked_at: Some(ts(100)), ..ka }]);
+    Ok(())
+}
+
+async fn duplicate_api_key_digest_is_rejected(store: DynStore) -> TestResult {
+    let a = client("a");
+    let k = api_key(a.client_id, Scope::Read, "lv_1111", 1);
+    store.insert_client(&a, std::slice::from_ref(&k)).await?;
+
+    let same_digest = ApiKeyRecord { digest: k.digest.clone(), ..api_key(a.client_id, Scope::Write, "lv_2222", 2) };
+    assert!(store.insert_api_key(&same_digest).await.is_err(), "a duplicate digest must be an error");
+
+    // insert_client is atomic: a duplicate digest among its keys leaves no client and no key behind.
+    let b = client("b");
+    let good = api_key(b.client_id, Scope::Read, "lv_3333", 3);
+    let dup = ApiKeyRecord { digest: k.digest.clone(), ..api_key(b.client_id, Scope::Write, "lv_4444", 4) };
+    assert!(store.insert_client(&b, &[good.clone(), dup]).await.is_err());
+    assert_eq!(store.get_client(b.client_id).await?, None);
+    assert_eq!(store.find_api_key(&good.digest).await?, None);
+
+    // The original key is still the one found.
+    let found = store.find_api_key(&k.digest).await?.ok_or("original key lost")?;
+    assert_eq!((found.key_id, found.client_id), (k.key_id, a.client_id));
+    assert_eq!(store.list_api_keys(a.client_id).await?, vec![k]);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Connections
+// ------------------------------------------------------------------------------------------------
+
+async fn insert_connection_and_natural_key_taken(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    assert_eq!(store.count_connections().await?, 0);
+    let r = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
+    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+    assert_eq!(store.count_connections().await?, 1);
+
+    // Same natural key, another tokenId (and other contents): refused, the first row is untouched.
+    let mut rival = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
+    rival.account_id = Some("rival".to_owned());
+    assert_eq!(store.insert_connection(&rival).await?, InsertOutcome::NaturalKeyTaken);
+    assert_eq!(store.get_connection(rival.token_id).await?, None);
+    assert_eq!(store.get_connection(r.token_id).await?, Some(r.clone()));
+    assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, Some(r.clone()));
+    assert_eq!(store.count_connections().await?, 1);
+    assert!(!store.is_token_retired(rival.token_id).await?);
+    // The rival's tokenId is still free to use for another natural key.
+    let elsewhere = ConnectionRecord { user_id: "user-2".to_owned(), ..rival };
+    assert_eq!(store.insert_connection(&elsewhere).await?, InsertOutcome::Inserted);
+    assert_eq!(store.count_connections().await?, 2);
+    assert_eq!(store.get_connection(elsewhere.token_id).await?, Some(elsewhere));
+    Ok(())
+}
+
+async fn natural_key_lookup_distinguishes_every_component(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let other_client = client("other");
+    store.insert_client(&other_client, &[]).await?;
+
+    let base = connection(s.client, 1, "user-1", "coinbase", Scope::Read);
+    let variants = [
+        connection(other_client.client_id, 1, "user-1", "coinbase", Scope::Read),
+        connection(s.client, 1, "user-2", "coinbase", Scope::Read),
+        connection(s.client, 1, "user-1", "kraken", Scope::Read),
+        connection(s.client, 1, "user-1", "coinbase", Scope::Write),
+        // Case matters: user ids and integration names are compared exactly.
+        connection(s.client, 1, "USER-1", "coinbase", Scope::Read),
+        connection(s.client, 1, "user-1", "Coinbase", Scope::Read),
+    ];
+
+    assert_eq!(store.insert_connection(&base).await?, InsertOutcome::Inserted);
+    for v in &variants {
+        assert_eq!(store.find_connection_by_natural_key(&natural_key(v)?).await?, None, "{v:?} matched the base row");
+    }
+    for v in &variants {
+        assert_eq!(store.insert_connection(v).await?, InsertOutcome::Inserted, "{v:?} collided");
+    }
+    assert_eq!(store.count_connections().await?, 1 + variants.len() as u64);
+    for r in std::iter::once(&base).chain(&variants) {
+        assert_eq!(store.find_connection_by_natural_key(&natural_key(r)?).await?.as_ref(), Some(r));
+    }
+    Ok(())
+}
+
+async fn get_connection_round_trips_every_field(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    assert!(store.insert_key_version(&key_version(2), true).await?);
+
+    // Every optional field set, every value distinct, odd sizes and unicode.
+    let mut full = connection(s.client, 2, "ユーザー 1 ✓", "binanceInternationalDirect", Scope::Write);
+    full.status = ConnectionStatus::ReauthRequired;
+    full.credentials = random_bytes(517);
+    full.wrapped_data_key = random_bytes(61);
+    full.data_key_generation = 9;
+    full.data_key_uses = 1 << 40;
+    full.refresh_count = 123_456_789_012;
+    full.version = 42;
+    // Before 1970 and far ahead, still at millisecond precision.
+    full.last_refreshed_at = Some(datetime!(1969-12-31 23:59:59.999 UTC));
+    full.refresh_expires_at = Some(datetime!(2199-01-01 00:00:00.001 UTC));
+    full.account_name = Some(String::new());
+
+    // Every optional field empty.
+    let mut sparse = connection(s.client, 1, "u", "x", Scope::Read);
+    sparse.account_id = None;
+    sparse.account_name = None;
+    sparse.access_expires_at = None;
+    sparse.refresh_expires_at = None;
+    sparse.last_refreshed_at = None;
+    sparse.data_key_generation = 0;
+    sparse.data_key_uses = 0;
+    sparse.refresh_count = 0;
+    sparse.version = 0;
+    sparse.credentials = vec![0];
+
+    for r in [&full, &sparse] {
+        assert_eq!(store.insert_connection(r).await?, InsertOutcome::Inserted);
+    }
+    for r in [&full, &sparse] {
+        assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(r));
+        assert_eq!(store.find_connection_by_natural_key(&natural_key(r)?).await?.as_ref(), Some(r));
+    }
+    assert_eq!(store.get_connection(TokenId::new_random()).await?, None);
+    Ok(())
+}
+
+async fn update_credentials_is_compare_and_set(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    assert!(store.insert_key_version(&key_version(2), false).await?);
+    let r = connection(s.client, 1, "user-1", "coinbase", Scope::Read);
+    let bystander = connection(s.client, 1, "user-2", "coinbase", Scope::Read);
+    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&bystander).await?, InsertOutcome::Inserted);
+
+    // Wrong expected version (behind or ahead): refused, nothing written.
+    for wrong in [r.version - 1, r.version + 1] {
+        let u = CredentialsUpdate { expected_version: wrong, ..credentials_update(&r, None) };
+        assert!(!store.update_credentials(&u).await?);
+        assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&r));
+    }
+    // Unknown tokenId: refused.
+    let unknown = CredentialsUpdate { token_id: TokenId::new_random(), ..credentials_update(&r, None) };
+    assert!(!store.update_credentials(&unknown).await?);
+
+    // Right version without rekey: every field applied, the data key untouched, version + 1.
+    let u1 = credentials_update(&r, None);
+    assert!(store.update_credentials(&u1).await?);
+    let after1 = applied(&r, &u1);
+    assert_eq!(after1.version, r.version + 1);
+    assert_eq!((after1.key_version, &after1.wrapped_data_key, after1.data_key_generation), (1, &r.wrapped_data_key, 3));
+    assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&after1));
+
+    // The same update again is now stale.
+    assert!(!store.update_credentials(&u1).await?);
+    assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&after1));
+
+    // With rekey: the new data key, its version and generation are applied too.
+    let rekey = Rekey { key_version: 2, wrapped_data_key: random_bytes(64), data_key_generation: 4 };
+    let mut u2 = credentials_update(&after1, Some(rekey));
+    u2.status = ConnectionStatus::Active;
+    u2.account_name = Some("renamed".to_owned());
+    u2.access_expires_at = Some(ts(9_999));
+    assert!(store.update_credentials(&u2).await?);
+    let after2 = applied(&after1, &u2);
+    assert_eq!((after2.key_version, after2.data_key_generation, after2.version), (2, 4, r.version + 2));
+    assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&after2));
+
+    // The other row never changed.
+    assert_eq!(store.get_connection(bystander.token_id).await?.as_ref(), Some(&bystander));
+    Ok(())
+}
+
+async fn delete_connection_only_for_owner_and_retires_token_id(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let other = client("other");
+    store.insert_client(&other, &[]).await?;
+    let r = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
+    let keep = connection(s.client, 1, "user-2", "coinbase", Scope::Write);
+    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&keep).await?, InsertOutcome::Inserted);
+    assert!(!store.is_token_retired(r.token_id).await?);
+
+    // Another client cannot delete it: nothing happens.
+    assert!(!store.delete_connection(other.client_id, r.token_id).await?);
+    assert!(!store.delete_connection(ClientId::new_random(), r.token_id).await?);
+    assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&r));
+    assert!(!store.is_token_retired(r.token_id).await?);
+    assert_eq!(store.count_connections().await?, 2);
+
+    // An unknown tokenId deletes (and retires) nothing.
+    let never = TokenId::new_random();
+    assert!(!store.delete_connection(s.client, never).await?);
+    assert!(!store.is_token_retired(never).await?);
+
+    // The owner can.
+    assert!(store.delete_connection(s.client, r.token_id).await?);
+    assert_eq!(store.get_connection(r.token_id).await?, None);
+    assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, None);
+    assert!(store.is_token_retired(r.token_id).await?);
+    assert_eq!(store.count_connections().await?, 1);
+    assert_eq!(store.get_connection(keep.token_id).await?.as_ref(), Some(&keep));
+    assert!(!store.delete_connection(s.client, r.token_id).await?, "deleting twice");
+    assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 1)]);
+
+    // The retired tokenId can never come back, whatever its natural key, and the refusal wraps nothing.
+    let wraps = wrap_count(&store, 1).await?;
+    let again =
+        ConnectionRecord { user_id: "user-3".to_owned(), ..connection(s.client, 1, "x", "coinbase", Scope::Read) };
+    let again = ConnectionRecord { token_id: r.token_id, ..again };
+    assert_eq!(store.insert_connection(&again).await?, InsertOutcome::TokenIdRetired);
+    let same_key = ConnectionRecord { token_id: r.token_id, ..r.clone() };
+    assert_eq!(store.insert_connection(&same_key).await?, InsertOutcome::TokenIdRetired);
+    assert_eq!(store.get_connection(r.token_id).await?, None);
+    assert_eq!(store.count_connections().await?, 1);
+    assert_eq!(wrap_count(&store, 1).await?, wraps);
+
+    // The natural key itself is free again, under a new tokenId.
+    let successor = ConnectionRecord { token_id: TokenId::new_random(), ..r.clone() };
+    assert_eq!(store.insert_connection(&successor).await?, InsertOutcome::Inserted);
+    assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, Some(successor));
+    assert!(store.is_token_retired(r.token_id).await?);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Concurrency
+// ------------------------------------------------------------------------------------------------
+
+async fn concurrent_inserts_same_natural_key_exactly_one_wins(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let records: Vec<ConnectionRecord> =
+        (0..RACERS).map(|_| connection(s.client, 1, "racer", "coinbase", Scope::Write)).collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = JoinSet::new();
+    for r in records.clone() {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store.insert_connection(&r).await.map(|outcome| (r.token_id, outcome))
+        });
+    }
+    let mut winners = Vec::new();
+    let mut taken = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result?? {
+            (token_id, InsertOutcome::Inserted) => winners.push(token_id),
+            (_, InsertOutcome::NaturalKeyTaken) => taken += 1,
+            (token_id, InsertOutcome::TokenIdRetired) => panic!("{token_id} reported retired"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one insert must win: {winners:?}");
+    assert_eq!(taken, RACERS - 1);
+    let winner = winners.first().ok_or("no winner")?;
+    assert_eq!(store.count_connections().await?, 1);
+    let stored = store.find_connection_by_natural_key(&natural_key(&records[0])?).await?.ok_or("no row")?;
+    assert_eq!(&stored.token_id, winner);
+    assert_eq!(Some(&stored), records.iter().find(|r| &r.token_id == winner));
+    assert_eq!(wrap_count(&store, 1).await?, 1, "only the winner wrapped a data key");
+    Ok(())
+}
+
+async fn concurrent_updates_same_expected_version_exactly_one_wins(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    assert!(store.insert_key_version(&key_version(2), false).await?);
+    let r = connection(s.client, 1, "racer", "coinbase", Scope::Write);
+    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+
+    // Half of the racers also rekey, so the winner's wrap is counted exactly once.
+    let updates: Vec<CredentialsUpdate> = (0..RACERS)
+        .map(|i| {
+            let rekey = (i % 2 == 0).then(|| Rekey {
+                key_version: 2,
+                wrapped_data_key: random_bytes(64),
+                data_key_generation: 4,
+            });
+            credentials_update(&r, rekey)
+        })
+        .collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = JoinSet::new();
+    for (i, u) in updates.iter().cloned().enumerate() {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store.update_credentials(&u).await.map(|won| (i, won))
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (i, won) = result??;
+        if won {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one compare-and-set must win: {winners:?}");
+    let winner = updates.get(winners[0]).ok_or("no winner")?;
+    let stored = store.get_connection(r.token_id).await?.ok_or("row lost")?;
+    assert_eq!(stored, applied(&r, winner));
+    assert_eq!(stored.version, r.version + 1);
+    let rekeyed = u64::from(winner.rekey.is_some());
+    assert_eq!((wrap_count(&store, 1).await?, wrap_count(&store, 2).await?), (1, rekeyed));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// SQLite: deleted secrets do not survive in the files
+// ------------------------------------------------------------------------------------------------
+
+fn file_bytes(path: &Path) -> Result<Vec<u8>, Box<dyn Error + Send + Sync>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display()).into()),
+    }
+}
+
+/// The files (database, WAL, shared memory) that contain `needle`, by suffix.
+fn files_containing(db: &Path, needle: &[u8]) -> Result<Vec<&'static str>, Box<dyn Error + Send + Sync>> {
+    let mut found = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let bytes = file_bytes(Path::new(&path))?;
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            found.push(if suffix.is_empty() { "db" } else { suffix });
+        }
+    }
+    Ok(found)
+}
+
+async fn delete_scrubs_credentials_and_data_key_from_sqlite_files() -> TestResult {
+    let fresh = fresh_store(Backend::Sqlite).await?;
+    let store = fresh.store.clone();
+    let db = fresh.dir.path().join("linkvault.db");
+    assert_eq!(Path::new(&fresh.url), db.as_path(), "fresh_store's SQLite file moved");
+    let s = setup(&store).await?;
+
+    let doomed = connection(s.client, 1, "user-doomed", "coinbase", Scope::Write);
+    let survivor = connection(s.client, 1, "user-survivor", "coinbase", Scope::Write);
+    assert_eq!(store.insert_connection(&doomed).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&survivor).await?, InsertOutcome::Inserted);
+    // The doomed row's earlier credentials, replaced before the deletion, must not survive it either.
+    let first_credentials = doomed.credentials.clone();
+    let update = credentials_update(&doomed, None);
+    assert!(store.update_credentials(&update).await?);
+    let doomed = applied(&doomed, &update);
+    assert_eq!(doomed.credentials.len(), 80);
+
+    // Sanity: the values are findable in the files before deletion, so the scan below proves something.
+    let secrets =
+        [("credentials", doomed.credentials.as_slice()), ("wrapped_data_key", doomed.wrapped_data_key.as_slice())];
+    for (what, bytes) in secrets {
+        assert!(!files_containing(&db, bytes)?.is_empty(), "{what} is not in the database files before deletion");
+    }
+    assert!(!files_containing(&db, &first_credentials)?.is_empty());
+
+    assert!(store.delete_connection(s.client, doomed.token_id).await?);
+
+    for (what, bytes) in secrets.into_iter().chain([("replaced credentials", first_credentials.as_slice())]) {
+        let found = files_containing(&db, bytes)?;
+        assert!(found.is_empty(), "the deleted row's {what} survives in {found:?}");
+    }
+    // The surviving row is still there, so the files were scanned where the data lives.
+    assert_eq!(store.get_connection(survivor.token_id).await?.as_ref(), Some(&survivor));
+    assert!(!files_containing(&db, &survivor.credentials)?.is_empty(), "the survivor's credentials vanished");
+    assert!(!files_containing(&db, &survivor.wrapped_data_key)?.is_empty());
+    drop(store);
+    drop(fresh);
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Vault errors: two honest classes — the caller's fault (validation, not found) and ours (storage, crypto).
+
+use linkvault_crypto::CryptoError;
+use linkvault_domain::ValidationError;
+use linkvault_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(
+        "the master key does not match the one this database was written with \
+         (database expects key fingerprint {expected}, the configured key has {configured}); \
+         start with the original LINKVAULT_MASTER_KEY / LINKVAULT_MASTER_KEY_FILE, or point --data-dir / \
+         --database-url at the database this key belongs to"
+    )]
+    WrongMasterKey { expected: String, configured: String },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("not found")]
+    NotFound,
+    #[error("client {0} does not exist")]
+    UnknownClient(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Never carries secret material: `CryptoError` messages name keys by number only.
+    #[error("cannot open stored secrets: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("key version {0} is not in the database")]
+    MissingKeyVersion(u32),
+    #[error("concurrent writers kept changing the connection; try again")]
+    Contended,
+    #[error("key rotation: {0}")]
+    Rotation(String),
+}
+
+impl VaultError {
+    /// Whether the caller can fix this by changing the request (4xx) rather than it being our fault (5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, VaultError::Invalid(_) | VaultError::NotFound | VaultError::UnknownClient(_))
+    }
+}

@@ -1,0 +1,388 @@
+//! The vault's operations: clients and keys, storing and opening a connection's credentials, status and
+//! permanent deletion.
+
+use std::sync::Arc;
+
+use linkvault_crypto::{ApiKeyDigester, ApiKeySecret, DataKey, KeyVersion, MasterKey, RowBinding, SECRET_PREFIX_LEN};
+use linkvault_domain::{
+    ClientId, Clock, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId, TokenMode,
+    ValidationError, decide_identity,
+};
+use linkvault_storage::{
+    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, Rekey,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::VaultError;
+use crate::credentials::IntegrationCredentials;
+use crate::keyring::Keyring;
+
+const FINGERPRINT_META: &str = "master_key_fingerprint";
+/// The sealed field holding a connection's credentials (part of the associated data).
+const CREDENTIALS_FIELD: &str = "credentials";
+/// Replace a row's data key long before AES-GCM's 2^32 random-nonce bound for one key.
+const DATA_KEY_MAX_USES: u64 = 1 << 30;
+/// Compare-and-set retries when concurrent writers touch the same natural key; each loser backs off with
+/// jitter so that a burst of writers for one key (e.g. a user double-clicking) drains instead of colliding.
+const MAX_WRITE_ATTEMPTS: u32 = 32;
+const MAX_CLIENT_NAME_CHARS: usize = 200;
+
+/// An authenticated API caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub client_id: ClientId,
+    pub scope: Scope,
+    pub token_mode: TokenMode,
+    pub key_id: Uuid,
+}
+
+/// A client just created, with its secrets (shown once, never stored).
+#[derive(Debug)]
+pub struct CreatedClient {
+    pub client_id: ClientId,
+    pub keys: Vec<(Scope, ApiKeySecret)>,
+}
+
+/// Non-secret facts stored beside a connection's credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionMeta {
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub access_expires_at: Option<OffsetDateTime>,
+    pub refresh_expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredConnection {
+    pub token_id: TokenId,
+    /// False when the natural key already had a connection and its credentials were replaced.
+    pub created: bool,
+}
+
+/// A connection as its owner may see it: everything but secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub token_id: TokenId,
+    pub user_id: String,
+    pub integration: String,
+    pub scope: Scope,
+    pub status: ConnectionStatus,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub access_expires_at: Option<OffsetDateTime>,
+    pub refresh_expires_at: Option<OffsetDateTime>,
+    pub last_refreshed_at: Option<OffsetDateTime>,
+    pub refresh_count: u64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&ConnectionRecord> for ConnectionView {
+    fn from(r: &ConnectionRecord) -> Self {
+        Self {
+            token_id: r.token_id,
+            user_id: r.user_id.clone(),
+            integration: r.integration.clone(),
+            scope: r.scope,
+            status: r.status,
+            account_id: r.account_id.clone(),
+            account_name: r.account_name.clone(),
+            access_expires_at: r.access_expires_at,
+            refresh_expires_at: r.refresh_expires_at,
+            last_refreshed_at: r.last_refreshed_at,
+            refresh_count: r.refresh_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Vault {
+    pub(crate) store: DynStore,
+    pub(crate) master: MasterKey,
+    pub(crate) keyring: Keyring,
+    digester: ApiKeyDigester,
+    clock: Arc<dyn Clock>,
+}
+
+fn binding(record_client: &ClientId, record_token: &TokenId) -> (Uuid, Uuid) {
+    (*record_client.as_uuid(), *record_token.as_uuid())
+}
+
+impl Vault {
+    /// Opens the vault over a migrated store: checks (or records, on first start) the master key's
+    /// fingerprint and loads the key versions.
+    pub async fn open(store: DynStore, master: MasterKey, clock: Arc<dyn Clock>) -> Result<Self, VaultError> {
+        let configured = master.fingerprint();
+        let expected = store.insert_meta_if_absent(FINGERPRINT_META, &configured).await?;
+        if expected != configured {
+            return Err(VaultError::WrongMasterKey { expected, configured });
+        }
+        let vault = Self { store, digester: ApiKeyDigester::new(&master), master, keyring: Keyring::new(), clock };
+        vault.keyring.reload(&vault.store, &vault.master).await?;
+        Ok(vault)
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn master_key_fingerprint(&self) -> String {
+        self.master.fingerprint()
+    }
+
+    // --- clients and keys --------------------------------------------------------------------------
+
+    fn new_key_record(&self, client_id: ClientId, scope: Scope) -> Result<(ApiKeyRecord, ApiKeySecret), VaultError> {
+        let secret = ApiKeySecret::generate()?;
+        let record = ApiKeyRecord {
+            key_id: Uuid::new_v4(),
+            client_id,
+            scope,
+            digest: self.digester.digest(secret.expose()).to_vec(),
+            secret_prefix: secret.prefix().to_owned(),
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        Ok((record, secret))
+    }
+
+    /// Creates a client with one read and one write key.
+    pub async fn create_client(&self, name: &str, token_mode: TokenMode) -> Result<CreatedClient, VaultError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_CLIENT_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "name",
+                format!("must be 1 to {MAX_CLIENT_NAME_CHARS} printable characters"),
+            )
+            .into());
+        }
+        let client_id = ClientId::new_random();
+        let (read_rec, read_secret) = self.new_key_record(client_id, Scope::Read)?;
+        let (write_rec, write_secret) = self.new_key_record(client_id, Scope::Write)?;
+        let client = ClientRecord { client_id, name: name.to_owned(), token_mode, created_at: self.clock.now() };
+        self.store.insert_client(&client, &[read_rec, write_rec]).await?;
+        Ok(CreatedClient { client_id, keys: vec![(Scope::Read, read_secret), (Scope::Write, write_secret)] })
+    }
+
+    pub async fn get_client(&self, client_id: ClientId) -> Result<Option<ClientRecord>, VaultError> {
+        Ok(self.store.get_client(client_id).await?)
+    }
+
+    pub async fn set_token_mode(&self, client_id: ClientId, mode: TokenMode) -> Result<(), VaultError> {
+        if self.store.set_client_token_mode(client_id, mode).await? {
+            Ok(())
+        } else {
+            Err(VaultError::UnknownClient(client_id.to_string()))
+        }
+    }
+
+    pub async fn add_api_key(&self, client_id: ClientId, scope: Scope) -> Result<ApiKeySecret, VaultError> {
+        if self.store.get_client(client_id).await?.is_none() {
+            return Err(VaultError::UnknownClient(client_id.to_string()));
+        }
+        let (record, secret) = self.new_key_record(client_id, scope)?;
+        self.store.insert_api_key(&record).await?;
+        Ok(secret)
+    }
+
+    /// Revokes the client's key(s) named by key id or by secret prefix; returns how many were revoked.
+    /// A full secret is accepted too and cut to its prefix, so an operator can paste what they have.
+    pub async fn revoke_api_key(&self, client_id: ClientId, selector: &str) -> Result<u64, VaultError> {
+        if self.store.get_client(client_id).await?.is_none() {
+            return Err(VaultError::UnknownClient(client_id.to_string()));
+        }
+        let selector = selector.trim();
+        let selector = if ApiKeySecret::well_formed(selector) { &selector[..SECRET_PREFIX_LEN] } else { selector };
+        if selector.len() < SECRET_PREFIX_LEN && Uuid::parse_str(selector).is_err() {
+            return Err(ValidationError::new(
+                "secret-prefix",
+                format!("give the key id or the first {SECRET_PREFIX_LEN} characters of the secret (lvk_ and 8 more)"),
+            )
+            .into());
+        }
+        Ok(self.store.revoke_api_keys(client_id, selector, self.clock.now()).await?)
+    }
+
+    pub async fn list_api_keys(&self, client_id: ClientId) -> Result<Vec<ApiKeyRecord>, VaultError> {
+        Ok(self.store.list_api_keys(client_id).await?)
+    }
+
+    /// Authenticates `X-Client-Id` / `X-Client-Secret`. `None` for anything wrong, without saying what.
+    pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Option<Caller>, VaultError> {
+        let Ok(client_id) = client_id.trim().parse::<ClientId>() else {
+            return Ok(None);
+        };
+        if !ApiKeySecret::well_formed(secret) {
+            return Ok(None);
+        }
+        let digest = self.digester.digest(secret);
+        let Some(key) = self.store.find_api_key(&digest).await? else {
+            return Ok(None);
+        };
+        if key.client_id != client_id || !ApiKeyDigester::matches(&key.digest, &digest) {
+            return Ok(None);
+        }
+        Ok(Some(Caller { client_id: key.client_id, scope: key.scope, token_mode: key.token_mode, key_id: key.key_id }))
+    }
+
+    // --- connections -----------------------------------------------------------------------------
+
+    async fn data_key_of(&self, record: &ConnectionRecord) -> Result<DataKey, VaultError> {
+        let kv = self.keyring.get(record.key_version, &self.store, &self.master).await?;
+        let (c, t) = binding(&record.client_id, &record.token_id);
+        Ok(kv.unwrap_data_key(
+            RowBinding { client_id: &c, token_id: &t },
+            record.data_key_generation,
+            &record.wrapped_data_key,
+        )?)
+    }
+
+    /// Decrypts a connection's credentials.
+    pub async fn open_credentials(&self, record: &ConnectionRecord) -> Result<IntegrationCredentials, VaultError> {
+        let dk = self.data_key_of(record).await?;
+        let (c, t) = binding(&record.client_id, &record.token_id);
+        let plain = dk.open(RowBinding { client_id: &c, token_id: &t }, CREDENTIALS_FIELD, &record.credentials)?;
+        IntegrationCredentials::from_plaintext(&plain)
+    }
+
+    /// Stores credentials under the lifecycle table's identity rule: the natural key's existing tokenId is
+    /// kept (its credentials replaced, its state back to active), otherwise a fresh tokenId is issued.
+    pub async fn store_credentials(
+        &self,
+        key: &NaturalKey,
+        credentials: &IntegrationCredentials,
+        meta: &ConnectionMeta,
+    ) -> Result<StoredConnection, VaultError> {
+        let plaintext = credentials.to_plaintext()?;
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                let ceiling_ms = 1u64 << attempt.min(6);
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..=ceiling_ms))).await;
+            }
+            let existing = self.store.find_connection_by_natural_key(key).await?;
+            match decide_identity(existing.as_ref().map(|r| r.token_id), TokenId::new_random, |_| false) {
+                IdentityDecision::Reuse(token_id) => {
+                    let Some(existing) = existing else { continue };
+                    if self.replace_credentials(&existing, &plaintext, meta, LifecycleEvent::CredentialsStored).await? {
+                        return Ok(StoredConnection { token_id, created: false });
+                    }
+                }
+                IdentityDecision::Issue(token_id) => {
+                    let record = self.new_connection_record(key, token_id, &plaintext, meta).await?;
+                    match self.store.insert_connection(&record).await? {
+                        InsertOutcome::Inserted => return Ok(StoredConnection { token_id, created: true }),
+                        // A concurrent writer took the natural key, or the id was retired: go round again.
+                        InsertOutcome::NaturalKeyTaken | InsertOutcome::TokenIdRetired => {}
+                    }
+                }
+            }
+        }
+        Err(VaultError::Contended)
+    }
+
+    async fn new_connection_record(
+        &self,
+        key: &NaturalKey,
+        token_id: TokenId,
+        plaintext: &[u8],
+        meta: &ConnectionMeta,
+    ) -> Result<ConnectionRecord, VaultError> {
+        let kv: Arc<KeyVersion> = self.keyring.current(&self.store, &self.master).await?;
+        let (c, t) = binding(&key.client_id, &token_id);
+        let row = RowBinding { client_id: &c, token_id: &t };
+        let (dk, wrapped) = kv.new_data_key(row, 1)?;
+        let sealed = dk.seal(row, CREDENTIALS_FIELD, plaintext)?;
+        let now = self.clock.now();
+        Ok(ConnectionRecord {
+            token_id,
+            client_id: key.client_id,
+            user_id: key.user_id.as_str().to_owned(),
+            integration: key.integration.as_str().to_owned(),
+            scope: key.scope,
+            status: ConnectionStatus::Active,
+            key_version: kv.version(),
+            wrapped_data_key: wrapped,
+            data_key_generation: dk.generation(),
+            data_key_uses: 1,
+            credentials: sealed,
+            account_id: meta.account_id.clone(),
+            account_name: meta.account_name.clone(),
+            access_expires_at: meta.access_expires_at,
+            refresh_expires_at: meta.refresh_expires_at,
+            last_refreshed_at: None,
+            refresh_count: 0,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        })
+    }
+
+    /// Seals new credentials into an existing row with a compare-and-set on its fencing version.
+    /// Returns `false` if the row changed since it was read.
+    async fn replace_credentials(
+        &self,
+        existing: &ConnectionRecord,
+        plaintext: &[u8],
+        meta: &ConnectionMeta,
+        event: LifecycleEvent,
+    ) -> Result<bool, VaultError> {
+        let (c, t) = binding(&existing.client_id, &existing.token_id);
+        let row = RowBinding { client_id: &c, token_id: &t };
+        let current_dk = self.data_key_of(existing).await?;
+        // The row keeps its data key (so a refresh costs no wrap); only a worn-out key is replaced.
+        let (dk, rekey, uses) = if existing.data_key_uses >= DATA_KEY_MAX_USES {
+            let kv = self.keyring.current(&self.store, &self.master).await?;
+            let generation = existing.data_key_generation.saturating_add(1);
+            let (dk, wrapped) = kv.new_data_key(row, generation)?;
+            let rekey = Rekey { key_version: kv.version(), wrapped_data_key: wrapped, data_key_generation: generation };
+            (dk, Some(rekey), 1)
+        } else {
+            (current_dk, None, existing.data_key_uses + 1)
+        };
+        let sealed = dk.seal(row, CREDENTIALS_FIELD, plaintext)?;
+        let status = existing.status.apply(event).map_err(|e| VaultError::Rotation(e.to_string()))?;
+        let refreshed = event == LifecycleEvent::Refreshed;
+        let now = self.clock.now();
+        let update = CredentialsUpdate {
+            token_id: existing.token_id,
+            expected_version: existing.version,
+            status,
+            credentials: sealed,
+            data_key_uses: uses,
+            rekey,
+            account_id: meta.account_id.clone().or_else(|| existing.account_id.clone()),
+            account_name: meta.account_name.clone().or_else(|| existing.account_name.clone()),
+            access_expires_at: meta.access_expires_at,
+            refresh_expires_at: meta.refresh_expires_at,
+            last_refreshed_at: if refreshed { Some(now) } else { existing.last_refreshed_at },
+            refresh_count: existing.refresh_count + u64::from(refreshed),
+            updated_at: now,
+        };
+        Ok(self.store.update_credentials(&update).await?)
+    }
+
+    /// The connection behind a tokenId, if it belongs to `client_id`. Another client's connection is
+    /// `NotFound`, exactly like one that never existed.
+    pub async fn connection_for(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionRecord, VaultError> {
+        match self.store.get_connection(token_id).await? {
+            Some(record) if record.client_id == client_id => Ok(record),
+            _ => Err(VaultError::NotFound),
+        }
+    }
+
+    pub async fn status(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionView, VaultError> {
+        Ok(ConnectionView::from(&self.connection_for(client_id, token_id).await?))
+    }
+
+    /// Permanently deletes a connection: row and wrapped data key gone at once, tokenId retired forever.
+    pub async fn delete(&self, client_id: ClientId, token_id: TokenId) -> Result<(), VaultError> {
+        if self.store.delete_connection(client_id, token_id).await? { Ok(()) } else { Err(VaultError::NotFound) }
+    }
+}
