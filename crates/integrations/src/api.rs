@@ -1,0 +1,210 @@
+//! Exchange account API client: accounts, holdings, balances and transfers at an integration's `api_base_url`,
+//! called with an access token (OAuth) or session token (credentials) as a Bearer credential, within the same
+//! HTTP limits as the auth adapters. Speaks the JSON shapes the built-in sandbox exchanges serve.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::catalog::Integration;
+use crate::http::{self, FetchError, HttpLimits, RawResponse, sanitize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The token is expired, revoked or unknown (401): refresh it, or sign in again for credentials sessions.
+    #[error("the integration did not accept the token (expired or revoked)")]
+    Unauthorized,
+    /// The token lacks the scope (403), e.g. a transfer with a read-only connection.
+    #[error("the connection's scope does not allow this call")]
+    InsufficientScope,
+    #[error("the integration refused the call ({error}, HTTP {status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Rejected { status: u16, error: String, message: Option<String> },
+    #[error("the integration is unavailable for now: {reason}")]
+    Transient { retry_after: Option<Duration>, reason: String },
+    #[error("the integration's answer is unusable: {0}")]
+    Protocol(String),
+    #[error("integration configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Holding {
+    pub symbol: String,
+    pub name: String,
+    pub amount: f64,
+    pub price_usd: f64,
+    pub value_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Balance {
+    pub currency: String,
+    pub cash: f64,
+    pub buying_power: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferRequest {
+    pub symbol: String,
+    pub amount: f64,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    pub id: String,
+    pub symbol: String,
+    pub amount: f64,
+    pub address: String,
+    pub network: Option<String>,
+    pub status: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize)]
+struct Accounts {
+    accounts: Vec<Account>,
+}
+#[derive(Deserialize)]
+struct Holdings {
+    holdings: Vec<Holding>,
+}
+#[derive(Deserialize)]
+struct Balances {
+    balances: Vec<Balance>,
+}
+#[derive(Deserialize)]
+struct Transfers {
+    transfers: Vec<Transfer>,
+}
+#[derive(Deserialize)]
+struct TransferCreated {
+    transfer: Transfer,
+}
+
+/// Calls an integration's account API.
+#[derive(Debug, Clone)]
+pub struct ExchangeApi {
+    http: reqwest::Client,
+    limits: HttpLimits,
+}
+
+impl ExchangeApi {
+    pub fn new(limits: HttpLimits) -> Result<Self, ApiError> {
+        let http = http::build_client(&limits).map_err(ApiError::Config)?;
+        Ok(Self { http, limits })
+    }
+
+    pub async fn accounts(&self, integration: &Integration, token: &SecretString) -> Result<Vec<Account>, ApiError> {
+        Ok(self.get::<Accounts>(integration, token, "accounts").await?.accounts)
+    }
+
+    pub async fn holdings(&self, integration: &Integration, token: &SecretString) -> Result<Vec<Holding>, ApiError> {
+        Ok(self.get::<Holdings>(integration, token, "holdings").await?.holdings)
+    }
+
+    pub async fn balances(&self, integration: &Integration, token: &SecretString) -> Result<Vec<Balance>, ApiError> {
+        Ok(self.get::<Balances>(integration, token, "balances").await?.balances)
+    }
+
+    pub async fn transfers(&self, integration: &Integration, token: &SecretString) -> Result<Vec<Transfer>, ApiError> {
+        Ok(self.get::<Transfers>(integration, token, "transfers").await?.transfers)
+    }
+
+    /// Sends a transfer; needs a write-scoped token.
+    pub async fn create_transfer(
+        &self,
+        integration: &Integration,
+        token: &SecretString,
+        transfer: &TransferRequest,
+    ) -> Result<Transfer, ApiError> {
+        let url = self.url(integration, "transfers")?;
+        let request = self.http.post(url).json(transfer);
+        let created: TransferCreated = self.call(request, token).await?;
+        Ok(created.transfer)
+    }
+
+    fn url(&self, integration: &Integration, path: &str) -> Result<url::Url, ApiError> {
+        let base = integration.endpoints.api_base_url.as_ref().ok_or_else(|| {
+            ApiError::Config(format!("integration {} has no api_base_url", integration.integration_type))
+        })?;
+        let joined = format!("{}/{path}", base.as_str().trim_end_matches('/'));
+        url::Url::parse(&joined).map_err(|e| ApiError::Config(format!("bad API URL: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        integration: &Integration,
+        token: &SecretString,
+        path: &str,
+    ) -> Result<T, ApiError> {
+        let url = self.url(integration, path)?;
+        self.call(self.http.get(url), token).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> Result<T, ApiError> {
+        let request = request.header(ACCEPT, "application/json").bearer_auth(token.expose_secret());
+        let response = http::send(&self.limits, request).await.map_err(|e| match e {
+            FetchError::TooLarge { .. } => ApiError::Protocol(e.describe()),
+            FetchError::TimedOut | FetchError::Connection(_) => {
+                ApiError::Transient { retry_after: None, reason: e.describe() }
+            }
+        })?;
+        if !response.status.is_success() {
+            return Err(classify(&response));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| {
+            ApiError::Protocol(format!(
+                "HTTP {} with a body that is not the expected JSON (content-type {}): {}",
+                response.status.as_u16(),
+                response.content_type(),
+                sanitize(&e.to_string())
+            ))
+        })
+    }
+}
+
+fn classify(response: &RawResponse) -> ApiError {
+    let status = response.status;
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return ApiError::Transient {
+            retry_after: response.retry_after(),
+            reason: format!("HTTP {}", status.as_u16()),
+        };
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return ApiError::Unauthorized;
+    }
+    if status == StatusCode::FORBIDDEN {
+        return ApiError::InsufficientScope;
+    }
+    let body = response.json_object().ok();
+    let field = |key: &str| body.as_ref().and_then(|b| b.get(key)).and_then(Value::as_str).map(sanitize);
+    ApiError::Rejected {
+        status: status.as_u16(),
+        error: field("error").unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+        message: field("message"),
+    }
+}

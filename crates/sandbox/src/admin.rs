@@ -1,0 +1,252 @@
+//! Sandbox admin API for tests: fault injection per exchange (latency, 5xx, 429 with Retry-After, forced
+//! `invalid_grant`, for the next N matching requests), refresh-token presentation counts, and forced expiry of
+//! Binance sessions and OAuth access tokens.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::util::{json_error, oauth_error};
+
+/// Which requests a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum FaultTarget {
+    /// Token endpoint (OAuth) or sign-in endpoint (Binance).
+    #[default]
+    Token,
+    /// The accounts/holdings/balances/transfers API.
+    Api,
+    /// Either.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FaultKind {
+    /// Sleep `latencyMs`, then answer normally.
+    Latency,
+    /// Answer `status` (default 503) with a JSON error body.
+    ServerError,
+    /// Answer 429 with `Retry-After: retryAfterSecs` (default 1).
+    TooManyRequests,
+    /// Answer 400 `invalid_grant` (token endpoint; 401 on the API).
+    InvalidGrant,
+}
+
+/// `POST /sandbox/admin/faults` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultSpec {
+    /// `coinbase`, `uphold` or `binance`.
+    pub integration: String,
+    pub kind: FaultKind,
+    #[serde(default)]
+    pub target: FaultTarget,
+    /// How many matching requests the fault hits (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+const EXCHANGES: &[&str] = &["coinbase", "uphold", "binance"];
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    pending: Vec<(u64, FaultSpec)>,
+    next_id: u64,
+}
+
+impl Faults {
+    /// Takes one use of the first pending fault that matches.
+    fn take(&mut self, exchange: &str, target: FaultTarget) -> Option<FaultSpec> {
+        let position = self
+            .pending
+            .iter()
+            .position(|(_, f)| f.integration == exchange && (f.target == target || f.target == FaultTarget::Any))?;
+        let (_, fault) = &mut self.pending[position];
+        let taken = fault.clone();
+        fault.count = fault.count.saturating_sub(1);
+        if fault.count == 0 {
+            self.pending.remove(position);
+        }
+        Some(taken)
+    }
+}
+
+/// Applies a pending fault for this request: `Some(response)` to answer with, `None` to proceed (after any
+/// injected latency).
+pub async fn apply_fault(sandbox: &Shared, exchange: &'static str, target: FaultTarget) -> Option<Response> {
+    let fault = sandbox.lock().faults.take(exchange, target)?;
+    tracing::debug!(exchange, ?fault.kind, "sandbox fault injected");
+    match fault.kind {
+        FaultKind::Latency => {
+            tokio::time::sleep(Duration::from_millis(fault.latency_ms.unwrap_or(1000).min(600_000))).await;
+            None
+        }
+        FaultKind::ServerError => {
+            let status = fault
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(StatusCode::is_server_error)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response = json_error(status, "server_error", "fault injected by the sandbox admin");
+            if let Some(secs) = fault.retry_after_secs {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Some(response)
+        }
+        FaultKind::TooManyRequests => {
+            let mut response =
+                json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "fault injected by the sandbox admin");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(fault.retry_after_secs.unwrap_or(1)));
+            Some(response)
+        }
+        FaultKind::InvalidGrant => Some(match target {
+            FaultTarget::Api => {
+                json_error(StatusCode::UNAUTHORIZED, "invalid_token", "fault injected by the sandbox admin")
+            }
+            _ => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "forced by the sandbox admin"),
+        }),
+    }
+}
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route("/refresh-tokens", get(refresh_token_report))
+        .route("/refresh-tokens/reset", post(reset_presentations))
+        .route("/binance/expire-sessions", post(expire_sessions))
+        .route("/{exchange}/expire-access-tokens", post(expire_access_tokens))
+}
+
+async fn add_fault(
+    State(sandbox): State<Shared>,
+    body: Result<Json<FaultSpec>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(spec) = match body {
+        Ok(spec) => spec,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.body_text()),
+    };
+    if !EXCHANGES.contains(&spec.integration.as_str()) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "integration must be coinbase, uphold or binance",
+        );
+    }
+    if spec.count == 0 {
+        return json_error(StatusCode::BAD_REQUEST, "invalid_request", "count must be at least 1");
+    }
+    let mut inner = sandbox.lock();
+    inner.faults.next_id += 1;
+    let id = inner.faults.next_id;
+    inner.faults.pending.push((id, spec));
+    (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
+}
+
+async fn list_faults(State(sandbox): State<Shared>) -> Json<Value> {
+    let inner = sandbox.lock();
+    let faults: Vec<Value> = inner
+        .faults
+        .pending
+        .iter()
+        .map(|(id, f)| {
+            let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+            if let Some(map) = v.as_object_mut() {
+                map.insert("id".to_owned(), json!(id));
+            }
+            v
+        })
+        .collect();
+    Json(json!({"faults": faults}))
+}
+
+async fn clear_faults(State(sandbox): State<Shared>) -> Json<Value> {
+    let mut inner = sandbox.lock();
+    let cleared = inner.faults.pending.len();
+    inner.faults.pending.clear();
+    Json(json!({"cleared": cleared}))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    integration: Option<String>,
+}
+
+/// `{"coinbase": {"tokensPresented", "totalPresentations", "maxPresentations", "presentedMoreThanOnce",
+/// "tokens": [{"sha256Prefix", "presentations"}]}, "uphold": {…}}` (tokens listed most-presented first, ≤100).
+async fn refresh_token_report(State(sandbox): State<Shared>, Query(query): Query<ReportQuery>) -> Response {
+    let inner = sandbox.lock();
+    let mut report = serde_json::Map::new();
+    for exchange in ["coinbase", "uphold"] {
+        if query.integration.as_deref().is_some_and(|i| i != exchange) {
+            continue;
+        }
+        let empty = HashMap::new();
+        let counts = inner.oauth.get(exchange).map(|s| &s.presentations).unwrap_or(&empty);
+        let mut tokens: Vec<(&String, &u32)> = counts.iter().collect();
+        tokens.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        report.insert(
+            exchange.to_owned(),
+            json!({
+                "tokensPresented": counts.len(),
+                "totalPresentations": counts.values().map(|c| u64::from(*c)).sum::<u64>(),
+                "maxPresentations": counts.values().copied().max().unwrap_or(0),
+                "presentedMoreThanOnce": counts.values().filter(|c| **c > 1).count(),
+                "tokens": tokens.iter().take(100).map(|(hash, count)| json!({
+                    "sha256Prefix": hash.get(..12).unwrap_or(hash.as_str()),
+                    "presentations": count,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    if report.is_empty() {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "integration must be coinbase or uphold");
+    }
+    Json(Value::Object(report)).into_response()
+}
+
+async fn reset_presentations(State(sandbox): State<Shared>) -> Json<Value> {
+    let mut inner = sandbox.lock();
+    for state in inner.oauth.values_mut() {
+        state.presentations.clear();
+    }
+    Json(json!({"reset": true}))
+}
+
+async fn expire_sessions(State(sandbox): State<Shared>) -> Json<Value> {
+    let now = sandbox.config.clock.now();
+    let expired = sandbox.lock().binance.expire_all(now);
+    Json(json!({"expired": expired}))
+}
+
+async fn expire_access_tokens(State(sandbox): State<Shared>, Path(exchange): Path<String>) -> Response {
+    let now = sandbox.config.clock.now();
+    let mut inner = sandbox.lock();
+    match exchange.as_str() {
+        "coinbase" | "uphold" => {
+            let expired = inner.oauth.get_mut(exchange.as_str()).map(|s| s.expire_access_tokens(now)).unwrap_or(0);
+            Json(json!({"expired": expired})).into_response()
+        }
+        "binance" => Json(json!({"expired": inner.binance.expire_all(now)})).into_response(),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "exchange must be coinbase, uphold or binance"),
+    }
+}
