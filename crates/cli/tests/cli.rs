@@ -31,6 +31,93 @@ fn linkvault(data_dir: &Path, database_url: Option<&str>, master_key: Option<&st
     cmd
 }
 
+/// Starts `linkvault serve` on a free port and returns the child and its base URL.
+async fn start_server(mut cmd: Command) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error>> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("linkvault listening on ") {
+                return Ok::<_, std::io::Error>(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+        Ok(String::new())
+    })
+    .await??;
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
+}
+
+#[tokio::test]
+async fn catalog_file_adds_an_integration_without_a_rebuild() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[[integration]]
+type = "exampleOAuth"
+name = "Example"
+auth = "oauth2"
+authorize_url = "https://auth.example.test/authorize"
+token_url = "https://auth.example.test/token"
+api_base_url = "https://api.example.test"
+client_id = "lv"
+client_secret_env = "EXAMPLE_OAUTH_SECRET"
+"#,
+    )?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut cmd = linkvault(dir.path(), None, None);
+    cmd.env("EXAMPLE_OAUTH_SECRET", "from-env").args(["serve", "--listen", "127.0.0.1:0", "--catalog"]).arg(&catalog);
+    let (mut child, url) = start_server(cmd).await?;
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/integrations"))
+        .header("X-Client-Id", created["clientId"].as_str().unwrap_or_default())
+        .header("X-Client-Secret", created["keys"][0]["secret"].as_str().unwrap_or_default())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let item = list["content"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["type"] == "exampleOAuth"))
+        .cloned();
+    assert_eq!(item.map(|i| i["isConfigured"].clone()), Some(serde_json::json!(true)), "{list}");
+    child.start_kill()?;
+    child.wait().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_catalog_file_stops_start_up_naming_entry_and_field() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[[integration]]\ntype = \"okOne\"\nname = \"Ok\"\nauth = \"credentials\"\nsign_in_url = \"https://x.test/in\"\n\n[[integration]]\ntype = \"brokenOAuth\"\nname = \"Broken\"\nauth = \"oauth2\"\nauthorize_url = \"https://x.test/a\"\ntoken_url = \"not a url\"\n",
+    )?;
+    let out = linkvault(dir.path(), None, None)
+        .args(["serve", "--listen", "127.0.0.1:0", "--catalog"])
+        .arg(&catalog)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("integration #2") && stderr.contains("brokenOAuth") && stderr.contains("token_url"),
+        "{stderr}"
+    );
+    let missing = linkvault(dir.path(), None, None)
+        .args(["serve", "--listen", "127.0.0.1:0", "--catalog", "/nonexistent.toml"])
+        .output()
+        .await?;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.toml"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn client_create_json_prints_exactly_one_object() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -118,6 +205,8 @@ async fn serve_sandbox_starts_from_nothing_and_stops_gracefully() -> TestResult 
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let health = reqwest::get(format!("{url}/healthz")).await?;
     assert_eq!(health.status(), 200);
+    let sandbox = reqwest::get(format!("{url}/sandbox")).await?;
+    assert_eq!(sandbox.status(), 200, "the sandbox exchanges are served");
     let creds: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("sandbox-client.json"))?)?;
     assert_eq!(creds["keys"].as_array().map(Vec::len), Some(2));

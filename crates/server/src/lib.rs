@@ -12,6 +12,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware;
 use linkvault_integrations::Catalog;
+use linkvault_integrations::credentials::CredentialsClient;
+use linkvault_integrations::oauth::OAuthClient;
 use linkvault_vault::Vault;
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
@@ -26,11 +28,23 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    /// Talks OAuth 2.0 to integrations (revocation on delete; refresh lives in the engine).
+    pub oauth: OAuthClient,
+    /// Signs end users in to credentials integrations (`/authenticate`).
+    pub credentials: CredentialsClient,
 }
 
+/// The HTTP clients could not be built (TLS roots unavailable).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the integration HTTP clients: {0}")]
+pub struct StateError(String);
+
 impl AppState {
-    pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Self {
-        Self { vault, catalog, metrics: Arc::new(Metrics::default()) }
+    pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Result<Self, StateError> {
+        let clock = Arc::clone(vault.clock());
+        let oauth = OAuthClient::new(Arc::clone(&clock)).map_err(|e| StateError(e.to_string()))?;
+        let credentials = CredentialsClient::new(clock).map_err(|e| StateError(e.to_string()))?;
+        Ok(Self { vault, catalog, metrics: Arc::new(Metrics::default()), oauth, credentials })
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use linkvault_domain::TokenMode;
 use linkvault_integrations::Catalog;
+use linkvault_sandbox::SandboxConfig;
 use linkvault_server::AppState;
 use linkvault_vault::Vault;
 use serde_json::json;
@@ -35,24 +36,33 @@ pub struct ServeArgs {
 }
 
 pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
+    // A bad catalog stops start-up before anything else happens; the error names the entry and field.
+    let mut catalog = match &args.catalog {
+        Some(path) => Catalog::load_file(path)?,
+        None => Catalog::embedded(),
+    };
     let (vault, description) = open_vault(global).await?;
-    let catalog = Catalog::embedded();
-    if let Some(path) = &args.catalog {
-        anyhow::bail!("--catalog {}: catalog files are not supported by this build yet", path.display());
-    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}; choose another address with --listen", args.listen))?;
     let bound = listener.local_addr()?;
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let public_url =
+        args.public_url.clone().unwrap_or_else(|| format!("http://{bound}")).trim_end_matches('/').to_owned();
 
-    if args.sandbox {
+    let sandbox = if args.sandbox {
+        let base = format!("{public_url}/sandbox");
+        catalog.point_at_sandbox(&base)?;
+        let config = SandboxConfig::from_env(base.clone())?;
         announce_sandbox_client(&vault, &global.data_dir).await?;
-    }
+        println!("sandbox exchanges at {base} (logins: Mesh / Pass123, MFA 123456)");
+        Some(axum::Router::new().nest("/sandbox", linkvault_sandbox::router(config)))
+    } else {
+        None
+    };
 
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog));
-    let app = linkvault_server::app(state, None);
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?;
+    let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
         if args.sandbox { ", sandbox enabled" } else { "" }

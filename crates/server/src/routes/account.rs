@@ -1,10 +1,12 @@
 //! `DELETE /api/v1/account`: removing a connection is permanent — row and data key destroyed at once, the
-//! tokenId retired forever.
+//! tokenId retired forever — and the grant is revoked at the integration, so the tokens die there too.
 
 use axum::Extension;
 use axum::extract::State;
 use linkvault_domain::TokenId;
-use linkvault_vault::Caller;
+use linkvault_integrations::AuthScheme;
+use linkvault_integrations::oauth::TokenTypeHint;
+use linkvault_vault::{Caller, IntegrationCredentials};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -35,7 +37,45 @@ pub(crate) async fn remove(
         // The tokenId exists but not for this integration: as unknown as any other.
         return Err(ApiError::token_not_found());
     }
+    // Opened before the row goes, so the integration can be told; a row that cannot be opened is deleted anyway.
+    let credentials = match state.vault.open_credentials(&record).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting a connection whose credentials cannot be opened");
+            None
+        }
+    };
     state.vault.delete(caller.client_id, token_id).await?;
     state.metrics.connection_deleted();
+    if let Some(credentials) = credentials {
+        // Best effort and off the request path: deletion here is already complete and final.
+        tokio::spawn(revoke_upstream(state.clone(), record.integration.clone(), credentials));
+    }
     Ok(ApiOk(None))
+}
+
+/// Revokes the grant (RFC 7009) or ends the session at the integration.
+async fn revoke_upstream(state: AppState, integration_type: String, credentials: IntegrationCredentials) {
+    let Some(integration) = state.catalog.get(&integration_type) else { return };
+    let outcome = match integration.auth {
+        AuthScheme::OAuth2 => {
+            // Revoking the refresh token ends the whole grant at RFC 7009 servers; the access token too, for
+            // servers that only revoke what they are given.
+            let mut result = Ok(());
+            if let Some(refresh) = &credentials.refresh_token {
+                result = state.oauth.revoke(integration, refresh, TokenTypeHint::RefreshToken).await.map(|_| ());
+            }
+            let access = state.oauth.revoke(integration, &credentials.access_token, TokenTypeHint::AccessToken).await;
+            result.and(access.map(|_| ())).map_err(|e| e.to_string())
+        }
+        AuthScheme::Credentials => state
+            .credentials
+            .sign_out(integration, &credentials.access_token)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(integration = %integration_type, error = %e, "could not revoke a deleted connection at the integration");
+    }
 }

@@ -1,6 +1,8 @@
 //! Route table: which handler serves which path.
 
 mod account;
+mod authenticate;
+mod integrations;
 mod ops;
 mod tokens;
 
@@ -16,6 +18,9 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/tokens/import", post(tokens::import))
         .route("/tokens/{token_id}", get(tokens::status))
         .route("/account", delete(account::remove))
+        .route("/integrations", get(integrations::list))
+        .route("/authenticationSchemes", get(integrations::schemes))
+        .route("/authenticate", post(authenticate::authenticate))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {

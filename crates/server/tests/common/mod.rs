@@ -37,12 +37,41 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> Result<TestApp, Box<dyn std::error::Error>> {
+    spawn_app_with(backend, Options::default()).await
+}
+
+/// What else the test server serves.
+#[derive(Default)]
+pub struct Options {
+    /// Mount the sandbox exchanges at /sandbox and point the catalog at them (like `serve --sandbox`).
+    pub sandbox: bool,
+    /// Extra catalog entries, in the catalog file's TOML format.
+    pub catalog_toml: Option<String>,
+    /// Sandbox session lifetime (the Binance-like server's `LINKVAULT_SANDBOX_SESSION_TTL_SECS`).
+    pub session_ttl: Option<std::time::Duration>,
+}
+
+pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
     let fresh = fresh_store(backend).await?;
     let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
-    let state = AppState::new(Arc::clone(&vault), Arc::new(Catalog::embedded()));
-    let router = linkvault_server::app(state, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
+    let mut catalog = Catalog::embedded();
+    if let Some(toml) = &options.catalog_toml {
+        catalog = catalog.with_overrides(toml)?;
+    }
+    let mut extra = None;
+    if options.sandbox {
+        let sandbox_base = format!("{base}/sandbox");
+        catalog.point_at_sandbox(&sandbox_base)?;
+        let mut config = linkvault_sandbox::SandboxConfig::new(sandbox_base);
+        if let Some(ttl) = options.session_ttl {
+            config.session_ttl = ttl;
+        }
+        extra = Some(axum::Router::new().nest("/sandbox", linkvault_sandbox::router(config)));
+    }
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?;
+    let router = linkvault_server::app(state, extra);
     let app = router.clone();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

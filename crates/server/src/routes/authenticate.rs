@@ -1,0 +1,170 @@
+//! `POST /api/v1/authenticate?userId=…`: signs an end user in to a credentials integration (username,
+//! password, then the MFA step) and stores the session under the managed-token identity, so the same user
+//! and integration always land on the same tokenId.
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use base64::Engine as _;
+use linkvault_domain::{NaturalKey, UserId};
+use linkvault_integrations::AuthScheme;
+use linkvault_integrations::credentials::{CredentialsError, SignIn, SignInOutcome};
+use linkvault_vault::{Caller, ConnectionMeta, IntegrationCredentials};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::extract::ApiJson;
+use crate::routes::tokens::known_integration;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthQuery {
+    user_id: Option<String>,
+}
+
+/// Mesh's `B2BBrokerAuthRequest`, the fields a username/password integration uses.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthRequest {
+    #[serde(rename = "type")]
+    integration_type: String,
+    username: Option<String>,
+    password: Option<String>,
+    mfa_code: Option<String>,
+    challenge_id: Option<String>,
+    /// When true, username, password and mfaCode arrive base64-encoded.
+    #[serde(default)]
+    is_sensitive_fields_encrypted: bool,
+}
+
+/// Mesh's `B2BBrokerAuthResponse`, as far as linkvault fills it.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthResponse {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge_expires_in_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_tokens: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requires_reauthentication: Option<bool>,
+}
+
+fn decode(field: &'static str, value: Option<String>, encoded: bool) -> Result<Option<SecretString>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    if !encoded {
+        return Ok(Some(SecretString::from(value)));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| ApiError::invalid_field(field, "is not base64 although isSensitiveFieldsEncrypted is true"))?;
+    String::from_utf8(bytes)
+        .map(|s| Some(SecretString::from(s)))
+        .map_err(|_| ApiError::invalid_field(field, "does not decode to UTF-8 text"))
+}
+
+fn failed(status: &'static str, message: String) -> ApiOk<AuthResponse> {
+    ApiOk(Some(AuthResponse { status, error_message: Some(message), ..AuthResponse::default() }))
+}
+
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Query<AuthQuery>,
+    ApiJson(req): ApiJson<AuthRequest>,
+) -> Result<ApiOk<AuthResponse>, ApiError> {
+    let raw_user = query.0.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;
+    let user_id = UserId::parse(&raw_user).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    let integration_type = known_integration(&state, &req.integration_type)?;
+    let Some(integration) = state.catalog.get(integration_type.as_str()) else {
+        return Err(ApiError::integration_not_found(&req.integration_type));
+    };
+    if integration.auth != AuthScheme::Credentials {
+        return Err(ApiError::invalid_field(
+            "type",
+            format!("{} signs users in with OAuth; connect it through Link (POST /api/v1/linktoken)", integration.name),
+        ));
+    }
+    if let Some(problem) = integration.missing_configuration() {
+        return Err(ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, problem));
+    }
+    let encoded = req.is_sensitive_fields_encrypted;
+    let username = decode("username", req.username, encoded)?.ok_or_else(|| ApiError::missing_field("username"))?;
+    let password = decode("password", req.password, encoded)?.ok_or_else(|| ApiError::missing_field("password"))?;
+    let mfa_code = decode("mfaCode", req.mfa_code, encoded)?;
+
+    let sign_in = SignIn {
+        username: username.expose_secret(),
+        password: &password,
+        scope: caller.scope,
+        challenge_id: req.challenge_id.as_deref(),
+        mfa_code: mfa_code.as_ref(),
+    };
+    let session = match state.credentials.sign_in(integration, &sign_in).await {
+        Ok(SignInOutcome::Succeeded(session)) => session,
+        Ok(SignInOutcome::MfaRequired(challenge)) => {
+            let now = state.vault.clock().now();
+            return Ok(ApiOk(Some(AuthResponse {
+                status: "mfaRequired",
+                mfa_type: Some(challenge.mfa_type),
+                challenge_id: Some(challenge.challenge_id),
+                challenge_expires_in_seconds: challenge.expires_at.map(|at| (at - now).whole_seconds().max(0)),
+                ..AuthResponse::default()
+            })));
+        }
+        // The end user's mistakes are answered inside the result, as Mesh does; nothing is stored.
+        Err(e @ (CredentialsError::InvalidCredentials | CredentialsError::Rejected { .. })) => {
+            return Ok(failed("failed", e.to_string()));
+        }
+        Err(e @ (CredentialsError::InvalidMfaCode | CredentialsError::ChallengeExpired)) => {
+            return Ok(failed("challengeFailed", e.to_string()));
+        }
+        Err(CredentialsError::Transient { reason, .. }) => {
+            return Err(ApiError::new(
+                ApiStatus::ServerFailure,
+                ErrorType::IntegrationUnavailable,
+                format!("{} is unavailable for now ({reason}); try again shortly", integration.name),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(ApiStatus::ServerFailure, ErrorType::IntegrationUnavailable, e.to_string()));
+        }
+    };
+
+    let key = NaturalKey { client_id: caller.client_id, user_id, integration: integration_type, scope: caller.scope };
+    let meta = ConnectionMeta {
+        account_id: session.account_id.clone(),
+        account_name: session.account_name.clone(),
+        access_expires_at: Some(session.expires_at),
+        refresh_expires_at: None,
+    };
+    let credentials = IntegrationCredentials { access_token: session.token, refresh_token: None };
+    let stored = state.vault.store_credentials(&key, &credentials, &meta).await?;
+    state.metrics.connection_stored();
+    let token_id = stored.token_id.to_string();
+    let expires_in = (session.expires_at - state.vault.clock().now()).whole_seconds().max(0);
+    // Managed tokens: the app receives the tokenId, never the integration's session (accessToken = tokenId).
+    let account = json!({
+        "accountId": session.account_id.unwrap_or_default(),
+        "accountName": session.account_name.unwrap_or_default(),
+        "meshAccountId": token_id,
+        "isReconnected": !stored.created,
+    });
+    Ok(ApiOk(Some(AuthResponse {
+        status: "succeeded",
+        expires_in_seconds: Some(expires_in),
+        account_tokens: Some(vec![json!({"account": account, "accessToken": token_id, "tokenId": token_id})]),
+        requires_reauthentication: Some(false),
+        ..AuthResponse::default()
+    })))
+}

@@ -1,0 +1,70 @@
+//! `GET /api/v1/integrations` and `GET /api/v1/authenticationSchemes`: the catalog in Mesh's shapes.
+
+use axum::extract::State;
+use linkvault_integrations::{AuthScheme, Integration};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api_result::ApiOk;
+
+#[derive(Serialize)]
+pub(crate) struct IntegrationList {
+    items: Vec<Value>,
+}
+
+fn model(i: &Integration) -> Value {
+    let logo_url = i.logo.url.clone();
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "type": i.integration_type.as_str(),
+        "categories": i.categories,
+        "logo": {
+            "logoLightUrl": logo_url, "logoDarkUrl": logo_url, "logoColorUrl": logo_url,
+            "iconLightUrl": logo_url, "iconDarkUrl": logo_url, "iconColorUrl": logo_url,
+            "base64Logo": i.logo.base64,
+        },
+        "cryptoTransfersSupported": i.features.transfers,
+        "supportedFeatures": i.features.names(),
+        "authenticationSchemeType": scheme_type(i.auth),
+        // An extension: whether this installation can actually connect it (client id, endpoints configured).
+        "isConfigured": i.missing_configuration().is_none(),
+    })
+}
+
+const fn scheme_type(auth: AuthScheme) -> &'static str {
+    match auth {
+        AuthScheme::OAuth2 => "oAuth",
+        AuthScheme::Credentials => "usernamePassword",
+    }
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> ApiOk<IntegrationList> {
+    ApiOk(Some(IntegrationList { items: state.catalog.iter().map(model).collect() }))
+}
+
+pub(crate) async fn schemes(State(state): State<AppState>) -> ApiOk<Vec<Value>> {
+    let items = state
+        .catalog
+        .iter()
+        .map(|i| match i.auth {
+            AuthScheme::Credentials => json!({
+                "brokerType": i.integration_type.as_str(),
+                "authenticationSchemeType": "usernamePassword",
+                "initialAuthenticationModel": {"fields": [
+                    {"name": "Username", "description": format!("{} username", i.name)},
+                    {"name": "Password", "description": format!("{} password", i.name)},
+                ]},
+                "mfaSchemes": ["mfaCode"],
+            }),
+            AuthScheme::OAuth2 => json!({
+                "brokerType": i.integration_type.as_str(),
+                "authenticationSchemeType": "oAuth",
+                "initialAuthenticationModel": {"fields": []},
+                "mfaSchemes": [],
+            }),
+        })
+        .collect();
+    ApiOk(Some(items))
+}
