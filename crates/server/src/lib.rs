@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
-use linkvault_integrations::Catalog;
+use linkvault_integrations::api::ExchangeApi;
 use linkvault_integrations::credentials::CredentialsClient;
 use linkvault_integrations::oauth::OAuthClient;
+use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_vault::Vault;
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub oauth: OAuthClient,
     /// Signs end users in to credentials integrations (`/authenticate`).
     pub credentials: CredentialsClient,
+    /// Calls integrations' account APIs (holdings, balances, transfers) with a connection's token.
+    pub exchange: ExchangeApi,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -44,7 +47,8 @@ impl AppState {
         let clock = Arc::clone(vault.clock());
         let oauth = OAuthClient::new(Arc::clone(&clock)).map_err(|e| StateError(e.to_string()))?;
         let credentials = CredentialsClient::new(clock).map_err(|e| StateError(e.to_string()))?;
-        Ok(Self { vault, catalog, metrics: Arc::new(Metrics::default()), oauth, credentials })
+        let exchange = ExchangeApi::new(HttpLimits::default()).map_err(|e| StateError(e.to_string()))?;
+        Ok(Self { vault, catalog, metrics: Arc::new(Metrics::default()), oauth, credentials, exchange })
     }
 }
 

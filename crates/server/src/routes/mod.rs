@@ -4,6 +4,8 @@ mod account;
 mod authenticate;
 mod integrations;
 mod ops;
+mod portfolio;
+mod token_use;
 mod tokens;
 
 use axum::Router;
@@ -21,6 +23,8 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/integrations", get(integrations::list))
         .route("/authenticationSchemes", get(integrations::schemes))
         .route("/authenticate", post(authenticate::authenticate))
+        .route("/holdings/get", post(portfolio::holdings))
+        .route("/balance/get", post(portfolio::balance))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {

@@ -1,0 +1,113 @@
+//! Resolving an `authToken` / `fromAuthToken` to a connection the caller may use for an operation, with
+//! usable credentials — the one path every token-backed endpoint goes through, so isolation, scope and
+//! re-authentication signals are decided identically everywhere.
+
+use linkvault_domain::{AccessDenied, ConnectionStatus, Operation, TokenId, authorize_token_use};
+use linkvault_integrations::{AuthScheme, Integration};
+use linkvault_storage::ConnectionRecord;
+use linkvault_vault::{Caller, IntegrationCredentials};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiStatus, ErrorType};
+
+/// A connection resolved for one call.
+pub(crate) struct Resolved<'a> {
+    pub record: ConnectionRecord,
+    pub integration: &'a Integration,
+    pub credentials: IntegrationCredentials,
+}
+
+/// Why a resolved connection cannot be used right now.
+pub(crate) enum Unusable {
+    /// The end user must sign in again (through Link or `/authenticate`); the tokenId stays valid.
+    ReauthRequired(ConnectionRecord),
+    Error(ApiError),
+}
+
+impl From<ApiError> for Unusable {
+    fn from(e: ApiError) -> Self {
+        Unusable::Error(e)
+    }
+}
+
+pub(crate) fn key_scope_insufficient() -> ApiError {
+    ApiError::new(
+        ApiStatus::PermissionDenied,
+        ErrorType::KeyScopeInsufficient,
+        "this endpoint needs a write-scoped API key; the key used is read-only",
+    )
+}
+
+pub(crate) fn reauthentication_required(record: &ConnectionRecord) -> ApiError {
+    ApiError::new(
+        ApiStatus::BadRequest,
+        ErrorType::ReauthenticationRequired,
+        "the end user must sign in to this integration again (open Link with this tokenId); the tokenId stays the same",
+    )
+    .with_data(serde_json::json!({"tokenId": record.token_id.to_string(), "brokerType": record.integration}))
+}
+
+/// Finds the caller's connection for `auth_token` and `type`, checks scope for `operation`, and opens its
+/// credentials. Nothing reaches the integration before every check has passed.
+pub(crate) async fn resolve<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    auth_token: &str,
+    integration_type: &str,
+    operation: Operation,
+) -> Result<Resolved<'a>, Unusable> {
+    let integration = crate::routes::tokens::known_integration(state, integration_type)?;
+    let token_id = auth_token.trim().parse::<TokenId>().map_err(|_| ApiError::token_not_found())?;
+    let record = state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?;
+    if record.integration != integration.as_str() {
+        return Err(ApiError::token_not_found().into());
+    }
+    match authorize_token_use(caller.client_id, caller.scope, record.client_id, record.scope, operation) {
+        Ok(()) => {}
+        Err(AccessDenied::NotFound) => return Err(ApiError::token_not_found().into()),
+        Err(AccessDenied::KeyScopeTooLow) => return Err(key_scope_insufficient().into()),
+        Err(AccessDenied::TokenScopeMismatch) => {
+            return Err(ApiError::new(
+                ApiStatus::PermissionDenied,
+                ErrorType::TokenScopeMismatch,
+                "this tokenId was connected with a read-scoped key; connect the account with a write key for write calls",
+            )
+            .into());
+        }
+    }
+    let Some(integration) = state.catalog.get(integration.as_str()) else {
+        return Err(ApiError::integration_not_found(integration_type).into());
+    };
+    if record.status == ConnectionStatus::ReauthRequired {
+        return Err(Unusable::ReauthRequired(record));
+    }
+    // A credentials session past its expiry cannot be refreshed: the user must sign in again.
+    let now = state.vault.clock().now();
+    if integration.auth == AuthScheme::Credentials && record.access_expires_at.is_some_and(|at| at <= now) {
+        return Err(Unusable::ReauthRequired(record));
+    }
+    let credentials = state.vault.open_credentials(&record).await.map_err(ApiError::from)?;
+    Ok(Resolved { record, integration, credentials })
+}
+
+/// Maps an integration API failure onto our answer.
+pub(crate) fn upstream_error(integration: &Integration, e: &linkvault_integrations::api::ApiError) -> ApiError {
+    use linkvault_integrations::api::ApiError as Upstream;
+    match e {
+        Upstream::Transient { .. } => ApiError::new(
+            ApiStatus::ServerFailure,
+            ErrorType::IntegrationUnavailable,
+            format!("{} is unavailable for now ({e}); try again shortly", integration.name),
+        ),
+        Upstream::InsufficientScope => ApiError::new(
+            ApiStatus::PermissionDenied,
+            ErrorType::TokenScopeMismatch,
+            format!("{} refused the call for lack of scope", integration.name),
+        ),
+        other => ApiError::new(
+            ApiStatus::ServerFailure,
+            ErrorType::IntegrationUnavailable,
+            format!("{} answered unexpectedly: {other}", integration.name),
+        ),
+    }
+}
