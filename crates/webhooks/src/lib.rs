@@ -1,0 +1,12 @@
+//! Webhooks to client apps, per the Standard Webhooks specification (standardwebhooks.com): secrets,
+//! signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature` over `id.timestamp.body`), the
+//! retry schedule (about three days), and one delivery attempt over HTTP. What to deliver and when comes from
+//! the transactional outbox in storage.
+
+pub mod delivery;
+pub mod schedule;
+pub mod signing;
+
+pub use delivery::{Attempt, Deliverer, DeliveryRequest};
+pub use schedule::{MAX_ATTEMPTS, next_attempt_delay};
+pub use signing::{SecretError, WebhookSecret, sign, verify};
