@@ -18,8 +18,19 @@ else
   echo "PostgreSQL tests: skipped (set LINKVAULT_TEST_DATABASE_URL=postgres://… to run them)"
 fi
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+
+# JavaScript suites (Mesh's Node client, browser tests) drive the real `linkvault` binary.
+cargo build -p linkvault --quiet || status=$?
+for dir in tests/*/; do
+  if ls "$dir"*.test.mjs >/dev/null 2>&1; then
+    echo "running the JavaScript tests in $dir"
+    node --test --test-concurrency=1 "$dir" || status=$?
+  fi
+done
+exit "$status"
