@@ -29,6 +29,7 @@ pub(crate) fn api_router() -> Router<AppState> {
 
 pub(crate) fn ops_router() -> Router<AppState> {
     Router::new()
+        .route("/livez", get(ops::livez))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

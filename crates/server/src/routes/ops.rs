@@ -9,6 +9,11 @@ use crate::AppState;
 
 const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
+/// Alive: the process serves HTTP. Touches nothing else (for liveness probes, and the benchmarks' baseline).
+pub(crate) async fn livez() -> &'static str {
+    "ok"
+}
+
 /// Healthy when the database answers.
 pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.vault.store().ping().await {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# HTTP benchmark of the real server with wrk (Debian package `wrk`) from a separate process.
+#
+#   bench/http.sh            # SQLite, and PostgreSQL when LINKVAULT_TEST_DATABASE_URL is set
+#   BENCH_SECS=10 bench/http.sh
+#
+# One run measures, on the same server: GET /livez (hello world: no database, no auth), GET /api/v1/tokens/{id}
+# (the tokenId resolve path: authenticate the client, load the connection, check ownership, answer) and
+# POST /api/v1/holdings/get (resolve + decrypt + a call to the in-process sandbox exchange), each as a ratio to
+# /livez. The server is pinned to CPU 0 with one runtime worker; wrk runs on CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "install wrk (apt-get install -y wrk)"; exit 1; }
+SECS="${BENCH_SECS:-10}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+cargo build --release -p linkvault --quiet
+BIN="${CARGO_TARGET_DIR:-target}/release/linkvault"
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cat > "$WORK/holdings.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = os.getenv("HOLDINGS_BODY")
+LUA
+
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+p99() { awk '/ 99%/ {print $2}' "$1"; }
+
+run_backend() {
+  local name=$1 url=$2 dir="$WORK/$1"
+  mkdir -p "$dir"
+  local args=(--data-dir "$dir")
+  [ -n "$url" ] && args+=(--database-url "$url")
+  TOKIO_WORKER_THREADS=1 LINKVAULT_LOG=warn taskset -c 0 "$BIN" "${args[@]}" serve --sandbox --listen 127.0.0.1:0 > "$dir/out.log" 2>&1 &
+  SERVER_PID=$!
+  local base=""
+  for _ in $(seq 1 100); do
+    base=$(sed -n 's/^linkvault listening on \([^ ]*\).*/\1/p' "$dir/out.log" | head -n 1)
+    [ -n "$base" ] && break
+    sleep 0.1
+  done
+  [ -n "$base" ] || { cat "$dir/out.log"; exit 1; }
+  local id secret token
+  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clientId"])' "$dir/sandbox-client.json")
+  secret=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keys"][0]["secret"])' "$dir/sandbox-client.json")
+  token=$(curl -sf -X POST "$base/api/v1/authenticate?userId=bench" -H "X-Client-Id: $id" -H "X-Client-Secret: $secret" \
+    -d '{"type":"binanceInternationalDirect","username":"Mesh","password":"Pass123","mfaCode":"123456"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["content"]["accountTokens"][0]["tokenId"])')
+  local H=(-H "X-Client-Id: $id" -H "X-Client-Secret: $secret")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$base/livez" > "$dir/hello.txt"
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${H[@]}" "$base/api/v1/tokens/$token" > "$dir/resolve.txt"
+  HOLDINGS_BODY="{\"authToken\":\"$token\",\"type\":\"binanceInternationalDirect\"}" \
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/holdings.lua" "${H[@]}" "$base/api/v1/holdings/get" > "$dir/holdings.txt"
+  for f in hello resolve holdings; do
+    if grep -q "Non-2xx" "$dir/$f.txt"; then echo "$name $f: non-2xx answers:"; cat "$dir/$f.txt"; exit 1; fi
+  done
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  local h r o
+  h=$(rps "$dir/hello.txt"); r=$(rps "$dir/resolve.txt"); o=$(rps "$dir/holdings.txt")
+  printf '| %s | %.0f (p99 %s) | %.0f (p99 %s) | %.2f× | %.0f (p99 %s) | %.2f× |\n' "$name" "$h" "$(p99 "$dir/hello.txt")" \
+    "$r" "$(p99 "$dir/resolve.txt")" "$(echo "$r / $h" | bc -l)" "$o" "$(p99 "$dir/holdings.txt")" "$(echo "$o / $h" | bc -l)"
+}
+
+echo "wrk: 1 thread, $CONNS connections, ${SECS}s per route; server: 1 worker on CPU 0; wrk on CPU 1"
+echo
+echo "| backend | GET /livez req/s | GET /api/v1/tokens/{id} req/s | resolve / hello | POST holdings/get req/s | holdings / hello |"
+echo "|---|---|---|---|---|---|"
+run_backend SQLite ""
+if [ -n "${LINKVAULT_TEST_DATABASE_URL:-}" ]; then
+  schema="lv_bench_$$"
+  psql "$LINKVAULT_TEST_DATABASE_URL" -qc "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
+  run_backend PostgreSQL "${LINKVAULT_TEST_DATABASE_URL}?options=-csearch_path%3D$schema"
+  psql "$LINKVAULT_TEST_DATABASE_URL" -qc "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE"
+fi
