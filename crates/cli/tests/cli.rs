@@ -119,6 +119,32 @@ async fn bad_catalog_file_stops_start_up_naming_entry_and_field() -> TestResult 
 }
 
 #[tokio::test]
+async fn link_origins_are_managed_per_client() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let run = |args: Vec<&str>| {
+        let mut cmd = linkvault(dir.path(), None, None);
+        cmd.args(["client", "origins"]).args(args);
+        cmd
+    };
+    let added = run(vec!["add", "--client", &id, "--origin", "https://app.example.com/"]).output().await?;
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let bad = run(vec!["add", "--client", &id, "--origin", "https://app.example.com/path"]).output().await?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("scheme://host[:port]"));
+    let list = run(vec!["list", "--client", &id, "--json"]).output().await?;
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(listed["origins"], serde_json::json!(["https://app.example.com"]));
+    let removed = run(vec!["remove", "--client", &id, "--origin", "https://app.example.com"]).output().await?;
+    assert!(removed.status.success());
+    let again = run(vec!["remove", "--client", &id, "--origin", "https://app.example.com"]).output().await?;
+    assert!(!again.status.success());
+    Ok(())
+}
+
+#[tokio::test]
 async fn client_create_json_prints_exactly_one_object() -> TestResult {
     let dir = tempfile::tempdir()?;
     let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "Acme", "--json"]).output().await?;

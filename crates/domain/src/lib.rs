@@ -1,4 +1,5 @@
-//! Domain rules of linkvault: connection identity, scopes, isolation and the connection lifecycle.
+//! Domain rules of linkvault: connection identity, scopes, isolation, the connection lifecycle and the
+//! refresh schedule.
 //!
 //! Nothing in this crate performs I/O. Storage, crypto and HTTP layers call into these rules so that the
 //! behaviour the managed-tokens lifecycle table promises is decided in exactly one place.
@@ -7,6 +8,7 @@ pub mod access;
 pub mod clock;
 pub mod identity;
 pub mod lifecycle;
+pub mod schedule;
 
 pub use access::{AccessDenied, Operation, authorize_token_use};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -14,4 +16,4 @@ pub use identity::{
     ClientId, IdentityDecision, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId, ValidationError,
     decide_identity,
 };
-pub use lifecycle::{ConnectionStatus, LifecycleEvent, TransitionError};
+pub use lifecycle::{ConnectionEvent, ConnectionStatus, LifecycleEvent, TransitionError};

@@ -77,6 +77,59 @@ impl ConnectionStatus {
     }
 }
 
+/// The webhook events a connection's lifecycle produces. They are written to the transactional outbox in
+/// the same transaction as the state change they announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionEvent {
+    /// A new tokenId was issued.
+    Created,
+    /// The connection moved to `reauthRequired`.
+    ReauthRequired,
+    /// The connection still works but its refresh token ends soon and cannot be renewed.
+    ReauthRequiredSoon,
+    /// A `reauthRequired` connection was re-authenticated onto the same tokenId.
+    Recovered,
+    /// The connection was permanently deleted.
+    Deleted,
+}
+
+impl ConnectionEvent {
+    pub const ALL: [ConnectionEvent; 5] = [
+        ConnectionEvent::Created,
+        ConnectionEvent::ReauthRequired,
+        ConnectionEvent::ReauthRequiredSoon,
+        ConnectionEvent::Recovered,
+        ConnectionEvent::Deleted,
+    ];
+
+    /// The event type on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnectionEvent::Created => "connection.created",
+            ConnectionEvent::ReauthRequired => "connection.reauthRequired",
+            ConnectionEvent::ReauthRequiredSoon => "connection.reauthRequiredSoon",
+            ConnectionEvent::Recovered => "connection.recovered",
+            ConnectionEvent::Deleted => "connection.deleted",
+        }
+    }
+
+    /// The event a transition of an existing connection announces, if any: entering `reauthRequired`, or
+    /// leaving it. Staying in a state announces nothing (a refresh is not news to the app).
+    pub fn for_transition(from: ConnectionStatus, to: ConnectionStatus) -> Option<ConnectionEvent> {
+        match (from, to) {
+            (ConnectionStatus::Active, ConnectionStatus::ReauthRequired) => Some(ConnectionEvent::ReauthRequired),
+            (ConnectionStatus::ReauthRequired, ConnectionStatus::Active) => Some(ConnectionEvent::Recovered),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +144,46 @@ mod tests {
         assert_eq!(ReauthRequired.apply(CredentialsRejected), Ok(ReauthRequired));
         assert!(ReauthRequired.apply(Refreshed).is_err());
         assert_eq!(Active.apply(CredentialsStored), Ok(Active));
+    }
+
+    #[test]
+    fn every_transition_and_the_event_it_announces() {
+        let events = [CredentialsStored, Refreshed, CredentialsRejected];
+        let expected = [
+            // (from, event) → (to, webhook event)
+            (Active, CredentialsStored, Some((Active, None))),
+            (Active, Refreshed, Some((Active, None))),
+            (Active, CredentialsRejected, Some((ReauthRequired, Some(ConnectionEvent::ReauthRequired)))),
+            (ReauthRequired, CredentialsStored, Some((Active, Some(ConnectionEvent::Recovered)))),
+            (ReauthRequired, Refreshed, None),
+            (ReauthRequired, CredentialsRejected, Some((ReauthRequired, None))),
+        ];
+        assert_eq!(expected.len(), 2 * events.len());
+        for (from, event, outcome) in expected {
+            match (from.apply(event), outcome) {
+                (Ok(to), Some((want, webhook))) => {
+                    assert_eq!(to, want, "{from} + {event:?}");
+                    assert_eq!(ConnectionEvent::for_transition(from, to), webhook, "{from} + {event:?}");
+                }
+                (Err(e), None) => assert_eq!(e, TransitionError { from, event }),
+                (got, want) => panic!("{from} + {event:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn event_names_are_the_wire_names() {
+        let names: Vec<&str> = ConnectionEvent::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "connection.created",
+                "connection.reauthRequired",
+                "connection.reauthRequiredSoon",
+                "connection.recovered",
+                "connection.deleted"
+            ]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod api_result;
 mod auth;
 mod extract;
+pub mod link;
 mod metrics;
 mod routes;
 
@@ -15,9 +16,11 @@ use linkvault_integrations::api::ExchangeApi;
 use linkvault_integrations::credentials::CredentialsClient;
 use linkvault_integrations::oauth::OAuthClient;
 use linkvault_integrations::{Catalog, HttpLimits};
+use linkvault_refresh::{EngineConfig, RefreshEngine};
 use linkvault_vault::Vault;
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
+pub use link::LinkConfig;
 pub use metrics::Metrics;
 
 /// Largest request body accepted on any endpoint.
@@ -35,6 +38,10 @@ pub struct AppState {
     pub credentials: CredentialsClient,
     /// Calls integrations' account APIs (holdings, balances, transfers) with a connection's token.
     pub exchange: ExchangeApi,
+    /// The hosted Link page: public URL, sandbox mode, lifetimes.
+    pub link: Arc<LinkConfig>,
+    /// The token lifecycle engine: refreshes on demand for requests; `serve` also runs its scheduler.
+    pub engine: RefreshEngine,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -48,7 +55,29 @@ impl AppState {
         let oauth = OAuthClient::new(Arc::clone(&clock)).map_err(|e| StateError(e.to_string()))?;
         let credentials = CredentialsClient::new(clock).map_err(|e| StateError(e.to_string()))?;
         let exchange = ExchangeApi::new(HttpLimits::default()).map_err(|e| StateError(e.to_string()))?;
-        Ok(Self { vault, catalog, metrics: Arc::new(Metrics::default()), oauth, credentials, exchange })
+        let engine = RefreshEngine::new(
+            Arc::clone(&vault),
+            Arc::clone(&catalog),
+            oauth.clone(),
+            Arc::clone(vault.clock()),
+            EngineConfig::new(),
+        );
+        Ok(Self {
+            vault,
+            catalog,
+            metrics: Arc::new(Metrics::default()),
+            oauth,
+            credentials,
+            exchange,
+            link: Arc::default(),
+            engine,
+        })
+    }
+
+    /// Sets where Link is served from and whether sandbox mode is on (the default is `LinkConfig::default()`).
+    pub fn with_link(mut self, link: LinkConfig) -> Self {
+        self.link = Arc::new(link);
+        self
     }
 }
 
@@ -57,7 +86,8 @@ pub fn app(state: AppState, extra: Option<Router>) -> Router {
     let api = routes::api_router()
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client))
         .fallback(routes::api_not_found);
-    let mut router = Router::new().nest("/api/v1", api).merge(routes::ops_router()).with_state(state.clone());
+    let mut router =
+        Router::new().nest("/api/v1", api).merge(routes::ops_router()).merge(link::router()).with_state(state.clone());
     if let Some(extra) = extra {
         router = router.merge(extra);
     }

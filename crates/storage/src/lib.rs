@@ -5,6 +5,7 @@
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
 mod error;
+mod link;
 mod postgres;
 mod records;
 mod sqlite;
@@ -16,9 +17,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use linkvault_domain::{ClientId, NaturalKey, TokenId};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use error::StorageError;
+pub use link::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord, LinkStart, LinkStore};
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -27,7 +30,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Everything linkvault persists. Implementations must make every method atomic on its own.
 #[async_trait]
-pub trait Store: Send + Sync + Debug {
+pub trait Store: LinkStore + Send + Sync + Debug {
     /// A short name of the backend, for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
@@ -74,15 +77,88 @@ pub trait Store: Send + Sync + Debug {
     async fn find_connection_by_natural_key(&self, key: &NaturalKey) -> Result<Option<ConnectionRecord>>;
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>>;
     /// Inserts a new connection (and counts one wrap for its key version) unless its natural key is taken
-    /// or its tokenId was ever retired.
-    async fn insert_connection(&self, record: &ConnectionRecord) -> Result<InsertOutcome>;
+    /// or its tokenId was ever retired. `event` is written to the outbox in the same transaction, only if the
+    /// row is inserted.
+    async fn insert_connection(&self, record: &ConnectionRecord, event: Option<&OutboxEvent>) -> Result<InsertOutcome>;
     /// Compare-and-set on the fencing version: writes only if the row still has `update.expected_version`.
+    /// New credentials supersede any refresh in progress: the lease, the grant-in-flight flag and the failure
+    /// count are cleared, `next_refresh_at` and `update.event` are written in the same transaction.
     async fn update_credentials(&self, update: &CredentialsUpdate) -> Result<bool>;
     /// Permanently deletes the client's connection and tombstones its tokenId, then makes sure the deleted
-    /// bytes are not left in the database files (SQLite: `secure_delete` plus a WAL checkpoint).
-    async fn delete_connection(&self, client_id: ClientId, token_id: TokenId) -> Result<bool>;
+    /// bytes are not left in the database files (SQLite: `secure_delete` plus a WAL checkpoint). `event` is
+    /// written to the outbox in the same transaction, only if a row was deleted.
+    async fn delete_connection(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool>;
     async fn is_token_retired(&self, token_id: TokenId) -> Result<bool>;
     async fn count_connections(&self) -> Result<u64>;
+
+    // --- refresh scheduling ----------------------------------------------------------------------
+    //
+    // Lease times: PostgreSQL sets and compares `lease_until` on the database clock (`clock_timestamp()`),
+    // so instances whose clocks disagree still agree on who holds a lease; SQLite, whose file belongs to
+    // one host, uses the `now` passed in (the process clock). `next_refresh_at` is always compared with the
+    // caller's `now`, because the schedule is computed on the process clock.
+
+    /// Claims up to `limit` due connections (`status = 'active'`, `next_refresh_at <= now`, lease free or
+    /// expired without a grant in flight), oldest due first, skipping rows another transaction has locked.
+    /// Each claim sets the lease (`owner`, now + `lease`) and bumps the fencing version.
+    async fn claim_due_connections(
+        &self,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedConnection>>;
+    /// Claims one active connection whatever its schedule (on-demand refresh), if its lease is free or expired
+    /// without a grant in flight. `None`: missing, not active, or leased (re-read the row to see which).
+    async fn claim_connection(
+        &self,
+        token_id: TokenId,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>>;
+    /// Sets `grant_in_flight` if the row is still at `version`, leased by `owner`, and the lease outlives
+    /// `min_remaining` (the HTTP worst case). `false`: do not send the grant.
+    async fn mark_grant_in_flight(
+        &self,
+        token_id: TokenId,
+        version: u64,
+        owner: &str,
+        now: OffsetDateTime,
+        min_remaining: std::time::Duration,
+    ) -> Result<bool>;
+    /// The refresh write-back: [`Store::update_credentials`] with a compare-and-set on the version *and* the
+    /// lease owner. `false` is a lost compare-and-set: never a reason to send the grant again.
+    async fn complete_refresh(&self, update: &CredentialsUpdate, owner: &str) -> Result<bool>;
+    /// Ends a lease without new credentials (backoff, nothing due yet, a warning sent), clearing
+    /// `grant_in_flight`. Compare-and-set on version and owner.
+    async fn release_lease(&self, release: &LeaseRelease) -> Result<bool>;
+    /// Sets `status = 'reauthRequired'`, ends any lease, and writes the event, in one transaction.
+    /// Compare-and-set on the version (and the owner, when given).
+    async fn mark_reauth_required(&self, mark: &ReauthMark) -> Result<bool>;
+    /// Connections whose lease has expired (a dead or stalled worker), oldest first.
+    async fn expired_leases(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<ConnectionRecord>>;
+    /// Takes over an expired lease (compare-and-set on the version), keeping `grant_in_flight` as it is so
+    /// that a second crash is still recognised. Bumps the version.
+    async fn take_over_expired_lease(
+        &self,
+        token_id: TokenId,
+        expected_version: u64,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>>;
+    /// Active connections due at `now` (the scheduler's backlog).
+    async fn count_due_connections(&self, now: OffsetDateTime) -> Result<u64>;
+    /// Outbox events not yet delivered (the webhook backlog).
+    async fn count_pending_outbox(&self) -> Result<u64>;
+    /// Up to `limit` undelivered outbox events, oldest first (in insertion order within one millisecond).
+    async fn pending_outbox_events(&self, limit: u32) -> Result<Vec<OutboxEvent>>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -104,6 +180,13 @@ pub async fn open(database_url: &str) -> Result<DynStore> {
 /// Whether a URL names PostgreSQL.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `last_error` texts are kept short: they are for operators, and never carry an upstream body.
+pub const MAX_LAST_ERROR_CHARS: usize = 300;
+
+pub(crate) fn short_error(text: Option<&str>) -> Option<String> {
+    text.map(|t| t.chars().filter(|c| !c.is_control()).take(MAX_LAST_ERROR_CHARS).collect())
 }
 
 /// Key ids are UUIDs; a selector that parses as one matches by id, anything else by secret prefix.

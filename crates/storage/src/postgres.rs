@@ -12,13 +12,24 @@ use linkvault_domain::{ClientId, ConnectionStatus, NaturalKey, Scope, TokenId, T
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Row};
 
+/// The Link tables (`LinkStore`), kept in a file of their own.
+mod link;
+
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClientRecord, ConnectionRecord, CredentialsUpdate, InsertOutcome, KeyVersionRecord,
-    Result, RewrapCandidate, StorageError, Store, selector_as_uuid,
+    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, CredentialsUpdate,
+    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result, RewrapCandidate,
+    StorageError, Store, selector_as_uuid, short_error,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_refresh.sql"),
+    include_str!("../migrations/postgres/0003_link.sql"),
+];
+/// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
+/// start of the transaction, and leases must be measured against the time the statement actually runs.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// Arbitrary constant naming linkvault's migration lock.
 const MIGRATION_LOCK: i64 = 0x6c69_6e6b_7661_756c;
 const POOL_SIZE: usize = 16;
@@ -66,7 +77,47 @@ where
 const CONNECTION_COLUMNS: &str =
     "token_id, client_id, user_id, integration, scope, status, key_version, wrapped_data_key,
     data_key_generation, data_key_uses, credentials, account_id, account_name, access_expires_at, refresh_expires_at,
-    last_refreshed_at, refresh_count, created_at, updated_at, version";
+    last_refreshed_at, refresh_count, created_at, updated_at, version, next_refresh_at, lease_owner, lease_until,
+    grant_in_flight, refresh_failures, last_error, reauth_warned_at";
+
+/// [`CONNECTION_COLUMNS`] qualified with a table alias, for `UPDATE … FROM … RETURNING`.
+fn qualified_columns(alias: &str) -> String {
+    CONNECTION_COLUMNS.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+fn millis_of(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn u32_of_i32(v: i32) -> Result<u32> {
+    u32::try_from(v).map_err(|e| corrupt("negative counter", e))
+}
+
+/// Takes the pool's transaction type (not `GenericClient`) for its statement cache.
+async fn insert_outbox(c: &deadpool_postgres::Transaction<'_>, event: &OutboxEvent) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO outbox (id, client_id, event_type, payload, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .await?;
+    c.execute(
+        &stmt,
+        &[&event.id, event.client_id.as_uuid(), &event.event_type, &event.payload, &to_millis(event.created_at)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn outbox_from_row(r: &Row) -> Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        id: r.try_get("id")?,
+        client_id: ClientId::from_uuid(r.try_get("client_id")?),
+        event_type: r.try_get("event_type")?,
+        payload: r.try_get("payload")?,
+        created_at: from_millis(r.try_get("created_at")?)?,
+    })
+}
 
 fn connection_from_row(r: &Row) -> Result<ConnectionRecord> {
     Ok(ConnectionRecord {
@@ -90,6 +141,15 @@ fn connection_from_row(r: &Row) -> Result<ConnectionRecord> {
         created_at: from_millis(r.try_get("created_at")?)?,
         updated_at: from_millis(r.try_get("updated_at")?)?,
         version: u64_of(r.try_get("version")?)?,
+        refresh: RefreshState {
+            next_refresh_at: opt_from_millis(r.try_get("next_refresh_at")?)?,
+            lease_owner: r.try_get("lease_owner")?,
+            lease_until: opt_from_millis(r.try_get("lease_until")?)?,
+            grant_in_flight: r.try_get("grant_in_flight")?,
+            refresh_failures: u32_of_i32(r.try_get("refresh_failures")?)?,
+            last_error: r.try_get("last_error")?,
+            reauth_warned_at: opt_from_millis(r.try_get("reauth_warned_at")?)?,
+        },
     })
 }
 
@@ -437,7 +497,7 @@ impl Store for PostgresStore {
         row.as_ref().map(connection_from_row).transpose()
     }
 
-    async fn insert_connection(&self, r: &ConnectionRecord) -> Result<InsertOutcome> {
+    async fn insert_connection(&self, r: &ConnectionRecord, event: Option<&OutboxEvent>) -> Result<InsertOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let retired: bool = tx
@@ -450,7 +510,8 @@ impl Store for PostgresStore {
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO connections ({CONNECTION_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                         $21, $22, $23, $24, $25, $26, $27)
                  ON CONFLICT (client_id, user_id, integration, scope) DO NOTHING"
             ))
             .await?;
@@ -478,6 +539,13 @@ impl Store for PostgresStore {
                     &to_millis(r.created_at),
                     &to_millis(r.updated_at),
                     &i64_of(r.version),
+                    &opt_to_millis(r.refresh.next_refresh_at),
+                    &r.refresh.lease_owner,
+                    &opt_to_millis(r.refresh.lease_until),
+                    &r.refresh.grant_in_flight,
+                    &i32::try_from(r.refresh.refresh_failures).unwrap_or(i32::MAX),
+                    &short_error(r.refresh.last_error.as_deref()),
+                    &opt_to_millis(r.refresh.reauth_warned_at),
                 ],
             )
             .await?
@@ -487,6 +555,9 @@ impl Store for PostgresStore {
         }
         tx.execute("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = $1", &[&i32_of(r.key_version)])
             .await?;
+        if let Some(event) = event {
+            insert_outbox(&tx, event).await?;
+        }
         tx.commit().await?;
         Ok(InsertOutcome::Inserted)
     }
@@ -494,50 +565,17 @@ impl Store for PostgresStore {
     async fn update_credentials(&self, u: &CredentialsUpdate) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE connections SET status = $1, credentials = $2, data_key_uses = $3,
-                    key_version = COALESCE($4, key_version), wrapped_data_key = COALESCE($5, wrapped_data_key),
-                    data_key_generation = COALESCE($6, data_key_generation),
-                    account_id = $7, account_name = $8, access_expires_at = $9, refresh_expires_at = $10,
-                    last_refreshed_at = $11, refresh_count = $12, updated_at = $13, version = version + 1
-                 WHERE token_id = $14 AND version = $15",
-            )
-            .await?;
-        let rekey_version = u.rekey.as_ref().map(|k| i32_of(k.key_version));
-        let rekey_wrapped = u.rekey.as_ref().map(|k| k.wrapped_data_key.clone());
-        let rekey_generation = u.rekey.as_ref().map(|k| i32_of(k.data_key_generation));
-        let changed = tx
-            .execute(
-                &stmt,
-                &[
-                    &u.status.as_str(),
-                    &u.credentials,
-                    &i64_of(u.data_key_uses),
-                    &rekey_version,
-                    &rekey_wrapped,
-                    &rekey_generation,
-                    &u.account_id,
-                    &u.account_name,
-                    &opt_to_millis(u.access_expires_at),
-                    &opt_to_millis(u.refresh_expires_at),
-                    &opt_to_millis(u.last_refreshed_at),
-                    &i64_of(u.refresh_count),
-                    &to_millis(u.updated_at),
-                    u.token_id.as_uuid(),
-                    &i64_of(u.expected_version),
-                ],
-            )
-            .await?
-            == 1;
-        if changed && let Some(v) = rekey_version {
-            tx.execute("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = $1", &[&v]).await?;
-        }
+        let changed = write_credentials(&tx, u, None).await?;
         tx.commit().await?;
         Ok(changed)
     }
 
-    async fn delete_connection(&self, client_id: ClientId, token_id: TokenId) -> Result<bool> {
+    async fn delete_connection(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let deleted = tx
@@ -553,6 +591,9 @@ impl Store for PostgresStore {
                 &[token_id.as_uuid(), &to_millis(OffsetDateTime::now_utc())],
             )
             .await?;
+            if let Some(event) = event {
+                insert_outbox(&tx, event).await?;
+            }
         }
         tx.commit().await?;
         Ok(deleted)
@@ -569,6 +610,271 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         u64_of(c.query_one("SELECT COUNT(*) FROM connections", &[]).await?.try_get(0)?)
     }
+
+    async fn claim_due_connections(
+        &self,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedConnection>> {
+        let c = self.client().await?;
+        // SKIP LOCKED: concurrent claimers (other instances) each take different rows instead of queueing.
+        let stmt = c
+            .prepare_cached(&format!(
+                "WITH due AS (
+                     SELECT token_id, next_refresh_at AS due_at, lease_owner IS NOT NULL AS had_lease
+                     FROM connections
+                     WHERE status = 'active' AND next_refresh_at <= $1 AND NOT grant_in_flight
+                       AND (lease_until IS NULL OR lease_until <= {DB_NOW_MS})
+                     ORDER BY next_refresh_at LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE connections c SET lease_owner = $3, lease_until = {DB_NOW_MS} + $4, version = c.version + 1
+                 FROM due WHERE c.token_id = due.token_id
+                 RETURNING {}, due.due_at, due.had_lease",
+                qualified_columns("c")
+            ))
+            .await?;
+        let rows = c.query(&stmt, &[&to_millis(now), &i64::from(limit), &owner, &millis_of(lease)]).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(ClaimedConnection {
+                    record: connection_from_row(r)?,
+                    due_at: from_millis(r.try_get("due_at")?)?,
+                    took_over_expired_lease: r.try_get("had_lease")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING does not keep the subquery's order.
+        claimed.sort_by_key(|c| c.due_at);
+        Ok(claimed)
+    }
+
+    async fn claim_connection(
+        &self,
+        token_id: TokenId,
+        _now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "UPDATE connections SET lease_owner = $1, lease_until = {DB_NOW_MS} + $2, version = version + 1
+                 WHERE token_id = $3 AND status = 'active' AND NOT grant_in_flight
+                   AND (lease_until IS NULL OR lease_until <= {DB_NOW_MS})
+                 RETURNING {CONNECTION_COLUMNS}"
+            ))
+            .await?;
+        let row = c.query_opt(&stmt, &[&owner, &millis_of(lease), token_id.as_uuid()]).await?;
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    async fn mark_grant_in_flight(
+        &self,
+        token_id: TokenId,
+        version: u64,
+        owner: &str,
+        _now: OffsetDateTime,
+        min_remaining: std::time::Duration,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "UPDATE connections SET grant_in_flight = TRUE
+                 WHERE token_id = $1 AND version = $2 AND lease_owner = $3 AND lease_until > {DB_NOW_MS} + $4"
+            ))
+            .await?;
+        Ok(c.execute(&stmt, &[token_id.as_uuid(), &i64_of(version), &owner, &millis_of(min_remaining)]).await? == 1)
+    }
+
+    async fn complete_refresh(&self, update: &CredentialsUpdate, owner: &str) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let changed = write_credentials(&tx, update, Some(owner)).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn release_lease(&self, r: &LeaseRelease) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE connections SET lease_owner = NULL, lease_until = NULL, grant_in_flight = FALSE,
+                    next_refresh_at = $1, refresh_failures = $2, last_error = $3, reauth_warned_at = $4
+                 WHERE token_id = $5 AND version = $6 AND lease_owner = $7",
+            )
+            .await?;
+        let changed = tx
+            .execute(
+                &stmt,
+                &[
+                    &to_millis(r.next_refresh_at),
+                    &i32::try_from(r.refresh_failures).unwrap_or(i32::MAX),
+                    &short_error(r.last_error.as_deref()),
+                    &opt_to_millis(r.reauth_warned_at),
+                    r.token_id.as_uuid(),
+                    &i64_of(r.expected_version),
+                    &r.owner,
+                ],
+            )
+            .await?
+            == 1;
+        if changed && let Some(event) = &r.event {
+            insert_outbox(&tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn mark_reauth_required(&self, m: &ReauthMark) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE connections SET status = 'reauthRequired', lease_owner = NULL, lease_until = NULL,
+                    grant_in_flight = FALSE, next_refresh_at = NULL, last_error = $1, updated_at = $2,
+                    version = version + 1
+                 WHERE token_id = $3 AND version = $4 AND ($5::text IS NULL OR lease_owner = $5)",
+            )
+            .await?;
+        let changed = tx
+            .execute(
+                &stmt,
+                &[
+                    &short_error(m.last_error.as_deref()),
+                    &to_millis(m.updated_at),
+                    m.token_id.as_uuid(),
+                    &i64_of(m.expected_version),
+                    &m.owner,
+                ],
+            )
+            .await?
+            == 1;
+        if changed {
+            insert_outbox(&tx, &m.event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn expired_leases(&self, _now: OffsetDateTime, limit: u32) -> Result<Vec<ConnectionRecord>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {CONNECTION_COLUMNS} FROM connections
+                 WHERE lease_until IS NOT NULL AND lease_until <= {DB_NOW_MS} ORDER BY lease_until LIMIT $1"
+            ))
+            .await?;
+        let rows = c.query(&stmt, &[&i64::from(limit)]).await?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
+    async fn take_over_expired_lease(
+        &self,
+        token_id: TokenId,
+        expected_version: u64,
+        _now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "UPDATE connections SET lease_owner = $1, lease_until = {DB_NOW_MS} + $2, version = version + 1
+                 WHERE token_id = $3 AND version = $4 AND lease_until IS NOT NULL AND lease_until <= {DB_NOW_MS}
+                 RETURNING {CONNECTION_COLUMNS}"
+            ))
+            .await?;
+        let row =
+            c.query_opt(&stmt, &[&owner, &millis_of(lease), token_id.as_uuid(), &i64_of(expected_version)]).await?;
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    async fn count_due_connections(&self, now: OffsetDateTime) -> Result<u64> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT COUNT(*) FROM connections WHERE status = 'active' AND next_refresh_at <= $1")
+            .await?;
+        u64_of(c.query_one(&stmt, &[&to_millis(now)]).await?.try_get(0)?)
+    }
+
+    async fn count_pending_outbox(&self) -> Result<u64> {
+        let c = self.client().await?;
+        u64_of(c.query_one("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", &[]).await?.try_get(0)?)
+    }
+
+    async fn pending_outbox_events(&self, limit: u32) -> Result<Vec<OutboxEvent>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, client_id, event_type, payload, created_at FROM outbox
+                 WHERE delivered_at IS NULL ORDER BY created_at, seq LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+}
+
+/// The credentials write shared by `update_credentials` (any writer) and `complete_refresh` (the lease owner).
+async fn write_credentials(
+    c: &deadpool_postgres::Transaction<'_>,
+    u: &CredentialsUpdate,
+    owner: Option<&str>,
+) -> Result<bool> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE connections SET status = $1, credentials = $2, data_key_uses = $3,
+                key_version = COALESCE($4, key_version), wrapped_data_key = COALESCE($5, wrapped_data_key),
+                data_key_generation = COALESCE($6, data_key_generation),
+                account_id = $7, account_name = $8, access_expires_at = $9, refresh_expires_at = $10,
+                last_refreshed_at = $11, refresh_count = $12, updated_at = $13, version = version + 1,
+                next_refresh_at = $16, reauth_warned_at = $17, lease_owner = NULL, lease_until = NULL,
+                grant_in_flight = FALSE, refresh_failures = 0, last_error = NULL
+             WHERE token_id = $14 AND version = $15 AND ($18::text IS NULL OR lease_owner = $18)",
+        )
+        .await?;
+    let rekey_version = u.rekey.as_ref().map(|k| i32_of(k.key_version));
+    let rekey_wrapped = u.rekey.as_ref().map(|k| k.wrapped_data_key.clone());
+    let rekey_generation = u.rekey.as_ref().map(|k| i32_of(k.data_key_generation));
+    let changed = c
+        .execute(
+            &stmt,
+            &[
+                &u.status.as_str(),
+                &u.credentials,
+                &i64_of(u.data_key_uses),
+                &rekey_version,
+                &rekey_wrapped,
+                &rekey_generation,
+                &u.account_id,
+                &u.account_name,
+                &opt_to_millis(u.access_expires_at),
+                &opt_to_millis(u.refresh_expires_at),
+                &opt_to_millis(u.last_refreshed_at),
+                &i64_of(u.refresh_count),
+                &to_millis(u.updated_at),
+                u.token_id.as_uuid(),
+                &i64_of(u.expected_version),
+                &opt_to_millis(u.next_refresh_at),
+                &opt_to_millis(u.reauth_warned_at),
+                &owner,
+            ],
+        )
+        .await?
+        == 1;
+    if changed {
+        if let Some(v) = rekey_version {
+            c.execute("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = $1", &[&v]).await?;
+        }
+        if let Some(event) = &u.event {
+            insert_outbox(c, event).await?;
+        }
+    }
+    Ok(changed)
 }
 
 async fn insert_api_key<C: tokio_postgres::GenericClient + Sync>(c: &C, key: &ApiKeyRecord) -> Result<()> {

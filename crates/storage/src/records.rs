@@ -73,6 +73,81 @@ pub struct ConnectionRecord {
     pub updated_at: OffsetDateTime,
     /// Fencing version: every credentials write is a compare-and-set on it.
     pub version: u64,
+    /// The row's place in the refresh schedule and its lease.
+    pub refresh: RefreshState,
+}
+
+/// The refresh engine's columns of a connection: the connections table is the schedule (an indexed
+/// `next_refresh_at`), and the lease lives in the row. Holds no secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshState {
+    /// When the scheduler should next look at the connection (active connections only).
+    pub next_refresh_at: Option<OffsetDateTime>,
+    /// The engine instance holding the refresh lease, if any.
+    pub lease_owner: Option<String>,
+    /// When the lease ends. PostgreSQL sets and compares it on the database clock; SQLite on the clock of
+    /// the process passing `now` (one host owns an SQLite file).
+    pub lease_until: Option<OffsetDateTime>,
+    /// Set just before the refresh grant is sent and cleared by the write-back: a lease that expires with it
+    /// set is the crash window (the upstream may have rotated the refresh token we still hold).
+    pub grant_in_flight: bool,
+    /// Consecutive transient failures, for backoff.
+    pub refresh_failures: u32,
+    /// Short description of the last failure (never a token or an upstream body).
+    pub last_error: Option<String>,
+    /// When `connection.reauthRequiredSoon` was sent for the current refresh token.
+    pub reauth_warned_at: Option<OffsetDateTime>,
+}
+
+/// A webhook event written to the transactional outbox with the state change it announces. Delivery,
+/// signing and retries belong to the deliverer, which claims rows through the delivery columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: Uuid,
+    pub client_id: ClientId,
+    /// `connection.created`, `connection.reauthRequired`, …
+    pub event_type: String,
+    /// The JSON body (no secrets).
+    pub payload: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A connection the scheduler claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedConnection {
+    /// The row as it is after the claim (lease set, version bumped).
+    pub record: ConnectionRecord,
+    /// `next_refresh_at` before the claim: the start of the refresh window, for lateness.
+    pub due_at: OffsetDateTime,
+    /// The claim took over a lease that had expired without a grant in flight (a dead or stalled worker).
+    pub took_over_expired_lease: bool,
+}
+
+/// Ends a lease without new credentials: the next look at the connection, and the failure bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRelease {
+    pub token_id: TokenId,
+    /// The version the claim returned; the release is a compare-and-set on it and on the owner.
+    pub expected_version: u64,
+    pub owner: String,
+    pub next_refresh_at: OffsetDateTime,
+    pub refresh_failures: u32,
+    pub last_error: Option<String>,
+    pub reauth_warned_at: Option<OffsetDateTime>,
+    /// Written in the same transaction (e.g. `connection.reauthRequiredSoon`).
+    pub event: Option<OutboxEvent>,
+}
+
+/// Moves a connection to `reauthRequired` and announces it, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReauthMark {
+    pub token_id: TokenId,
+    pub expected_version: u64,
+    /// When set, the row must still be leased by this owner.
+    pub owner: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: OffsetDateTime,
+    pub event: OutboxEvent,
 }
 
 /// A new data key for a row (replacing the old one wholesale).
@@ -99,6 +174,13 @@ pub struct CredentialsUpdate {
     pub last_refreshed_at: Option<OffsetDateTime>,
     pub refresh_count: u64,
     pub updated_at: OffsetDateTime,
+    /// The connection's next place in the refresh schedule. Writing credentials also ends any lease, clears
+    /// the grant-in-flight flag and the failure count.
+    pub next_refresh_at: Option<OffsetDateTime>,
+    /// When `connection.reauthRequiredSoon` was sent for the refresh token being written (None: not yet).
+    pub reauth_warned_at: Option<OffsetDateTime>,
+    /// Written to the outbox in the same transaction, if the update succeeds.
+    pub event: Option<OutboxEvent>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

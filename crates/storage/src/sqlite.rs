@@ -13,14 +13,22 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The Link tables (`LinkStore`), kept in a file of their own.
+mod link;
+
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClientRecord, ConnectionRecord, CredentialsUpdate, InsertOutcome, KeyVersionRecord,
-    Result, RewrapCandidate, StorageError, Store, selector_as_uuid,
+    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, CredentialsUpdate,
+    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result, RewrapCandidate,
+    StorageError, Store, selector_as_uuid, short_error,
 };
 
 /// Ordered migrations; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_refresh.sql"),
+    include_str!("../migrations/sqlite/0003_link.sql"),
+];
 const MAX_IDLE_READERS: usize = 8;
 
 #[derive(Debug)]
@@ -137,7 +145,12 @@ fn i64_of(v: u64) -> i64 {
 const CONNECTION_COLUMNS: &str =
     "token_id, client_id, user_id, integration, scope, status, key_version, wrapped_data_key,
     data_key_generation, data_key_uses, credentials, account_id, account_name, access_expires_at, refresh_expires_at,
-    last_refreshed_at, refresh_count, created_at, updated_at, version";
+    last_refreshed_at, refresh_count, created_at, updated_at, version, next_refresh_at, lease_owner, lease_until,
+    grant_in_flight, refresh_failures, last_error, reauth_warned_at";
+
+fn millis_of(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
     Ok(ConnectionRecord {
@@ -161,6 +174,85 @@ fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
         created_at: conv(from_millis(row.get("created_at")?))?,
         updated_at: conv(from_millis(row.get("updated_at")?))?,
         version: u64_col(row, "version")?,
+        refresh: RefreshState {
+            next_refresh_at: conv(opt_from_millis(row.get("next_refresh_at")?))?,
+            lease_owner: row.get("lease_owner")?,
+            lease_until: conv(opt_from_millis(row.get("lease_until")?))?,
+            grant_in_flight: row.get::<_, i64>("grant_in_flight")? != 0,
+            refresh_failures: u32_col(row, "refresh_failures")?,
+            last_error: row.get("last_error")?,
+            reauth_warned_at: conv(opt_from_millis(row.get("reauth_warned_at")?))?,
+        },
+    })
+}
+
+fn insert_outbox_tx(tx: &Connection, event: &OutboxEvent) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (id, client_id, event_type, payload, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    )?
+    .execute(params![
+        event.id.to_string(),
+        event.client_id.to_string(),
+        event.event_type,
+        event.payload,
+        to_millis(event.created_at),
+    ])?;
+    Ok(())
+}
+
+/// The credentials write shared by `update_credentials` (any writer) and `complete_refresh` (the lease owner).
+fn write_credentials_tx(tx: &Connection, u: &CredentialsUpdate, owner: Option<&str>) -> Result<bool> {
+    let changed =
+        tx.prepare_cached(
+            "UPDATE connections SET status = ?1, credentials = ?2, data_key_uses = ?3,
+                key_version = COALESCE(?4, key_version), wrapped_data_key = COALESCE(?5, wrapped_data_key),
+                data_key_generation = COALESCE(?6, data_key_generation),
+                account_id = ?7, account_name = ?8, access_expires_at = ?9, refresh_expires_at = ?10,
+                last_refreshed_at = ?11, refresh_count = ?12, updated_at = ?13, version = version + 1,
+                next_refresh_at = ?16, reauth_warned_at = ?17, lease_owner = NULL, lease_until = NULL,
+                grant_in_flight = 0, refresh_failures = 0, last_error = NULL
+             WHERE token_id = ?14 AND version = ?15 AND (?18 IS NULL OR lease_owner = ?18)",
+        )?
+        .execute(params![
+            u.status.as_str(),
+            u.credentials,
+            i64_of(u.data_key_uses),
+            u.rekey.as_ref().map(|k| k.key_version),
+            u.rekey.as_ref().map(|k| k.wrapped_data_key.clone()),
+            u.rekey.as_ref().map(|k| k.data_key_generation),
+            u.account_id,
+            u.account_name,
+            opt_to_millis(u.access_expires_at),
+            opt_to_millis(u.refresh_expires_at),
+            opt_to_millis(u.last_refreshed_at),
+            i64_of(u.refresh_count),
+            to_millis(u.updated_at),
+            u.token_id.to_string(),
+            i64_of(u.expected_version),
+            opt_to_millis(u.next_refresh_at),
+            opt_to_millis(u.reauth_warned_at),
+            owner,
+        ])? == 1;
+    if changed {
+        if let Some(rekey) = &u.rekey {
+            tx.prepare_cached("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = ?1")?
+                .execute([rekey.key_version])?;
+        }
+        if let Some(event) = &u.event {
+            insert_outbox_tx(tx, event)?;
+        }
+    }
+    Ok(changed)
+}
+
+fn outbox_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        id: uuid_col(row, "id")?,
+        client_id: ClientId::from_uuid(uuid_col(row, "client_id")?),
+        event_type: row.get("event_type")?,
+        payload: row.get("payload")?,
+        created_at: conv(from_millis(row.get("created_at")?))?,
     })
 }
 
@@ -485,8 +577,9 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_connection(&self, record: &ConnectionRecord) -> Result<InsertOutcome> {
+    async fn insert_connection(&self, record: &ConnectionRecord, event: Option<&OutboxEvent>) -> Result<InsertOutcome> {
         let r = record.clone();
+        let event = event.cloned();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let retired: bool = tx
@@ -498,7 +591,8 @@ impl Store for SqliteStore {
             let inserted =
                 tx.prepare_cached(&format!(
                     "INSERT INTO connections ({CONNECTION_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                             ?21, ?22, ?23, ?24, ?25, ?26, ?27)
                      ON CONFLICT (client_id, user_id, integration, scope) DO NOTHING"
                 ))?
                 .execute(params![
@@ -522,12 +616,22 @@ impl Store for SqliteStore {
                     to_millis(r.created_at),
                     to_millis(r.updated_at),
                     i64_of(r.version),
+                    opt_to_millis(r.refresh.next_refresh_at),
+                    r.refresh.lease_owner,
+                    opt_to_millis(r.refresh.lease_until),
+                    i64::from(r.refresh.grant_in_flight),
+                    r.refresh.refresh_failures,
+                    short_error(r.refresh.last_error.as_deref()),
+                    opt_to_millis(r.refresh.reauth_warned_at),
                 ])? == 1;
             if !inserted {
                 return Ok(InsertOutcome::NaturalKeyTaken);
             }
             tx.prepare_cached("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = ?1")?
                 .execute([r.key_version])?;
+            if let Some(event) = &event {
+                insert_outbox_tx(&tx, event)?;
+            }
             tx.commit()?;
             Ok(InsertOutcome::Inserted)
         })
@@ -538,43 +642,20 @@ impl Store for SqliteStore {
         let u = u.clone();
         self.write(move |c| {
             let tx = c.transaction()?;
-            let changed =
-                tx.prepare_cached(
-                    "UPDATE connections SET status = ?1, credentials = ?2, data_key_uses = ?3,
-                        key_version = COALESCE(?4, key_version), wrapped_data_key = COALESCE(?5, wrapped_data_key),
-                        data_key_generation = COALESCE(?6, data_key_generation),
-                        account_id = ?7, account_name = ?8, access_expires_at = ?9, refresh_expires_at = ?10,
-                        last_refreshed_at = ?11, refresh_count = ?12, updated_at = ?13, version = version + 1
-                     WHERE token_id = ?14 AND version = ?15",
-                )?
-                .execute(params![
-                    u.status.as_str(),
-                    u.credentials,
-                    i64_of(u.data_key_uses),
-                    u.rekey.as_ref().map(|k| k.key_version),
-                    u.rekey.as_ref().map(|k| k.wrapped_data_key.clone()),
-                    u.rekey.as_ref().map(|k| k.data_key_generation),
-                    u.account_id,
-                    u.account_name,
-                    opt_to_millis(u.access_expires_at),
-                    opt_to_millis(u.refresh_expires_at),
-                    opt_to_millis(u.last_refreshed_at),
-                    i64_of(u.refresh_count),
-                    to_millis(u.updated_at),
-                    u.token_id.to_string(),
-                    i64_of(u.expected_version),
-                ])? == 1;
-            if changed && let Some(rekey) = &u.rekey {
-                tx.prepare_cached("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = ?1")?
-                    .execute([rekey.key_version])?;
-            }
+            let changed = write_credentials_tx(&tx, &u, None)?;
             tx.commit()?;
             Ok(changed)
         })
         .await
     }
 
-    async fn delete_connection(&self, client_id: ClientId, token_id: TokenId) -> Result<bool> {
+    async fn delete_connection(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        event: Option<&OutboxEvent>,
+    ) -> Result<bool> {
+        let event = event.cloned();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let deleted = tx.execute(
@@ -586,6 +667,9 @@ impl Store for SqliteStore {
                     "INSERT INTO retired_tokens (token_id, retired_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                     params![token_id.to_string(), to_millis(OffsetDateTime::now_utc())],
                 )?;
+                if let Some(event) = &event {
+                    insert_outbox_tx(&tx, event)?;
+                }
             }
             tx.commit()?;
             if deleted && let Err(e) = SqliteStore::checkpoint_truncate(c) {
@@ -608,6 +692,220 @@ impl Store for SqliteStore {
     async fn count_connections(&self) -> Result<u64> {
         self.read(|c| {
             Ok(u64::try_from(c.query_row("SELECT COUNT(*) FROM connections", [], |r| r.get::<_, i64>(0))?).unwrap_or(0))
+        })
+    }
+
+    async fn claim_due_connections(
+        &self,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedConnection>> {
+        let (owner, now_ms, until_ms) =
+            (owner.to_owned(), to_millis(now), to_millis(now).saturating_add(millis_of(lease)));
+        self.write(move |c| {
+            // One writer: selecting and updating inside an IMMEDIATE transaction is the whole claim.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let due: Vec<(String, i64, bool)> = tx
+                .prepare_cached(
+                    "SELECT token_id, next_refresh_at, lease_owner IS NOT NULL FROM connections
+                     WHERE status = 'active' AND next_refresh_at <= ?1 AND grant_in_flight = 0
+                       AND (lease_until IS NULL OR lease_until <= ?1)
+                     ORDER BY next_refresh_at LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut claimed = Vec::with_capacity(due.len());
+            for (token_id, due_ms, had_lease) in due {
+                let record = tx
+                    .prepare_cached(&format!(
+                        "UPDATE connections SET lease_owner = ?1, lease_until = ?2, version = version + 1
+                         WHERE token_id = ?3 RETURNING {CONNECTION_COLUMNS}"
+                    ))?
+                    .query_row(params![owner, until_ms, token_id], connection_from_row)?;
+                claimed.push(ClaimedConnection {
+                    record,
+                    due_at: from_millis(due_ms)?,
+                    took_over_expired_lease: had_lease,
+                });
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn claim_connection(
+        &self,
+        token_id: TokenId,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>> {
+        let (owner, now_ms, until_ms) =
+            (owner.to_owned(), to_millis(now), to_millis(now).saturating_add(millis_of(lease)));
+        self.write(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "UPDATE connections SET lease_owner = ?1, lease_until = ?2, version = version + 1
+                 WHERE token_id = ?3 AND status = 'active' AND grant_in_flight = 0
+                   AND (lease_until IS NULL OR lease_until <= ?4)
+                 RETURNING {CONNECTION_COLUMNS}"
+            ))?
+            .query_row(params![owner, until_ms, token_id.to_string(), now_ms], connection_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn mark_grant_in_flight(
+        &self,
+        token_id: TokenId,
+        version: u64,
+        owner: &str,
+        now: OffsetDateTime,
+        min_remaining: std::time::Duration,
+    ) -> Result<bool> {
+        let (owner, threshold) = (owner.to_owned(), to_millis(now).saturating_add(millis_of(min_remaining)));
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE connections SET grant_in_flight = 1
+                 WHERE token_id = ?1 AND version = ?2 AND lease_owner = ?3 AND lease_until > ?4",
+            )?
+            .execute(params![token_id.to_string(), i64_of(version), owner, threshold])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn complete_refresh(&self, update: &CredentialsUpdate, owner: &str) -> Result<bool> {
+        let (u, owner) = (update.clone(), owner.to_owned());
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let changed = write_credentials_tx(&tx, &u, Some(&owner))?;
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, release: &LeaseRelease) -> Result<bool> {
+        let r = release.clone();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let changed =
+                tx.prepare_cached(
+                    "UPDATE connections SET lease_owner = NULL, lease_until = NULL, grant_in_flight = 0,
+                        next_refresh_at = ?1, refresh_failures = ?2, last_error = ?3, reauth_warned_at = ?4
+                     WHERE token_id = ?5 AND version = ?6 AND lease_owner = ?7",
+                )?
+                .execute(params![
+                    to_millis(r.next_refresh_at),
+                    r.refresh_failures,
+                    short_error(r.last_error.as_deref()),
+                    opt_to_millis(r.reauth_warned_at),
+                    r.token_id.to_string(),
+                    i64_of(r.expected_version),
+                    r.owner,
+                ])? == 1;
+            if changed && let Some(event) = &r.event {
+                insert_outbox_tx(&tx, event)?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn mark_reauth_required(&self, mark: &ReauthMark) -> Result<bool> {
+        let m = mark.clone();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let changed =
+                tx.prepare_cached(
+                    "UPDATE connections SET status = 'reauthRequired', lease_owner = NULL, lease_until = NULL,
+                        grant_in_flight = 0, next_refresh_at = NULL, last_error = ?1, updated_at = ?2,
+                        version = version + 1
+                     WHERE token_id = ?3 AND version = ?4 AND (?5 IS NULL OR lease_owner = ?5)",
+                )?
+                .execute(params![
+                    short_error(m.last_error.as_deref()),
+                    to_millis(m.updated_at),
+                    m.token_id.to_string(),
+                    i64_of(m.expected_version),
+                    m.owner,
+                ])? == 1;
+            if changed {
+                insert_outbox_tx(&tx, &m.event)?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn expired_leases(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<ConnectionRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {CONNECTION_COLUMNS} FROM connections
+                 WHERE lease_until IS NOT NULL AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![to_millis(now), limit], connection_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn take_over_expired_lease(
+        &self,
+        token_id: TokenId,
+        expected_version: u64,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<ConnectionRecord>> {
+        let (owner, now_ms, until_ms) =
+            (owner.to_owned(), to_millis(now), to_millis(now).saturating_add(millis_of(lease)));
+        self.write(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "UPDATE connections SET lease_owner = ?1, lease_until = ?2, version = version + 1
+                 WHERE token_id = ?3 AND version = ?4 AND lease_until IS NOT NULL AND lease_until <= ?5
+                 RETURNING {CONNECTION_COLUMNS}"
+            ))?
+            .query_row(
+                params![owner, until_ms, token_id.to_string(), i64_of(expected_version), now_ms],
+                connection_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn count_due_connections(&self, now: OffsetDateTime) -> Result<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM connections WHERE status = 'active' AND next_refresh_at <= ?1")?
+                .query_row([to_millis(now)], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    async fn count_pending_outbox(&self) -> Result<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")?
+                .query_row([], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    async fn pending_outbox_events(&self, limit: u32) -> Result<Vec<OutboxEvent>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, client_id, event_type, payload, created_at FROM outbox
+                 WHERE delivered_at IS NULL ORDER BY created_at, rowid LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], outbox_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 }

@@ -17,8 +17,8 @@ use std::path::Path;
 use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, KeyVersionRecord, Rekey,
-    RewrapCandidate, Store,
+    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, KeyVersionRecord,
+    LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate, Store,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -135,6 +135,14 @@ conformance_tests! {
         delete_connection_only_for_owner_and_retires_token_id,
         concurrent_inserts_same_natural_key_exactly_one_wins,
         concurrent_updates_same_expected_version_exactly_one_wins,
+        claim_due_takes_due_active_free_rows_oldest_first,
+        expired_leases_are_reclaimed_unless_a_grant_was_in_flight,
+        grant_in_flight_requires_version_owner_and_lease_time,
+        complete_refresh_is_compare_and_set_on_version_and_owner,
+        release_lease_and_reauth_mark_write_their_event_atomically,
+        credential_writes_end_refresh_state_and_write_events,
+        concurrent_claimers_never_share_a_row,
+        last_error_is_kept_short,
     ],
     sqlite_only: [delete_scrubs_credentials_and_data_key_from_sqlite_files],
     postgres_only: [concurrent_migrate_on_empty_schema],
@@ -214,6 +222,15 @@ fn connection(client_id: ClientId, key_version: u32, user: &str, integration: &s
         created_at: ts(-60_004),
         updated_at: ts(-1_005),
         version: 1,
+        refresh: RefreshState {
+            next_refresh_at: Some(ts(3_000_003)),
+            lease_owner: None,
+            lease_until: None,
+            grant_in_flight: false,
+            refresh_failures: 2,
+            last_error: Some("token endpoint answered HTTP 503".to_owned()),
+            reauth_warned_at: Some(ts(9)),
+        },
     }
 }
 
@@ -242,6 +259,9 @@ fn credentials_update(r: &ConnectionRecord, rekey: Option<Rekey>) -> Credentials
         last_refreshed_at: Some(ts(7)),
         refresh_count: r.refresh_count + 1,
         updated_at: ts(8),
+        next_refresh_at: Some(ts(3_000_010)),
+        reauth_warned_at: None,
+        event: None,
     }
 }
 
@@ -264,6 +284,12 @@ fn applied(before: &ConnectionRecord, u: &CredentialsUpdate) -> ConnectionRecord
     after.refresh_count = u.refresh_count;
     after.updated_at = u.updated_at;
     after.version = before.version + 1;
+    // New credentials end any refresh in progress and reset the failure bookkeeping.
+    after.refresh = RefreshState {
+        next_refresh_at: u.next_refresh_at,
+        reauth_warned_at: u.reauth_warned_at,
+        ..RefreshState::default()
+    };
     after
 }
 
@@ -428,14 +454,14 @@ async fn wrap_count_counts_every_wrap(store: DynStore) -> TestResult {
 
     let a = connection(s.client, 1, "user-a", "coinbase", Scope::Read);
     let b = connection(s.client, 1, "user-b", "coinbase", Scope::Read);
-    assert_eq!(store.insert_connection(&a).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&a, None).await?, InsertOutcome::Inserted);
     assert_eq!(wrap_count(&store, 1).await?, 1);
-    assert_eq!(store.insert_connection(&b).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&b, None).await?, InsertOutcome::Inserted);
     assert_eq!(wrap_count(&store, 1).await?, 2);
 
     // A refused insert wraps nothing.
     let taken = ConnectionRecord { token_id: TokenId::new_random(), ..a.clone() };
-    assert_eq!(store.insert_connection(&taken).await?, InsertOutcome::NaturalKeyTaken);
+    assert_eq!(store.insert_connection(&taken, None).await?, InsertOutcome::NaturalKeyTaken);
     assert_eq!(wrap_count(&store, 1).await?, 2);
 
     assert!(store.insert_key_version(&key_version(2), true).await?);
@@ -474,8 +500,8 @@ async fn delete_key_version_only_when_unused_and_not_current(store: DynStore) ->
     let s = setup(&store).await?;
     let a = connection(s.client, 1, "user-a", "coinbase", Scope::Read);
     let b = connection(s.client, 1, "user-b", "kraken", Scope::Write);
-    assert_eq!(store.insert_connection(&a).await?, InsertOutcome::Inserted);
-    assert_eq!(store.insert_connection(&b).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&a, None).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&b, None).await?, InsertOutcome::Inserted);
     assert!(store.insert_key_version(&key_version(2), true).await?);
     assert!(store.insert_key_version(&key_version(3), false).await?);
     assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 2), (2, 0), (3, 0)]);
@@ -507,12 +533,12 @@ async fn rewrap_is_compare_and_set_without_bumping_version(store: DynStore) -> T
     let mut old = Vec::new();
     for i in 0..5 {
         let r = connection(s.client, 1, &format!("user-{i}"), "coinbase", Scope::Read);
-        assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+        assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
         old.push(r);
     }
     assert!(store.insert_key_version(&key_version(2), true).await?);
     let fresh = connection(s.client, 2, "user-new", "coinbase", Scope::Read);
-    assert_eq!(store.insert_connection(&fresh).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&fresh, None).await?, InsertOutcome::Inserted);
 
     // Only rows under another version are candidates, at most `limit` of them.
     assert_eq!(store.connections_needing_rewrap(2, 3).await?.len(), 3);
@@ -723,13 +749,13 @@ async fn insert_connection_and_natural_key_taken(store: DynStore) -> TestResult 
     let s = setup(&store).await?;
     assert_eq!(store.count_connections().await?, 0);
     let r = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
-    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
     assert_eq!(store.count_connections().await?, 1);
 
     // Same natural key, another tokenId (and other contents): refused, the first row is untouched.
     let mut rival = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
     rival.account_id = Some("rival".to_owned());
-    assert_eq!(store.insert_connection(&rival).await?, InsertOutcome::NaturalKeyTaken);
+    assert_eq!(store.insert_connection(&rival, None).await?, InsertOutcome::NaturalKeyTaken);
     assert_eq!(store.get_connection(rival.token_id).await?, None);
     assert_eq!(store.get_connection(r.token_id).await?, Some(r.clone()));
     assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, Some(r.clone()));
@@ -737,7 +763,7 @@ async fn insert_connection_and_natural_key_taken(store: DynStore) -> TestResult 
     assert!(!store.is_token_retired(rival.token_id).await?);
     // The rival's tokenId is still free to use for another natural key.
     let elsewhere = ConnectionRecord { user_id: "user-2".to_owned(), ..rival };
-    assert_eq!(store.insert_connection(&elsewhere).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&elsewhere, None).await?, InsertOutcome::Inserted);
     assert_eq!(store.count_connections().await?, 2);
     assert_eq!(store.get_connection(elsewhere.token_id).await?, Some(elsewhere));
     Ok(())
@@ -759,12 +785,12 @@ async fn natural_key_lookup_distinguishes_every_component(store: DynStore) -> Te
         connection(s.client, 1, "user-1", "Coinbase", Scope::Read),
     ];
 
-    assert_eq!(store.insert_connection(&base).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&base, None).await?, InsertOutcome::Inserted);
     for v in &variants {
         assert_eq!(store.find_connection_by_natural_key(&natural_key(v)?).await?, None, "{v:?} matched the base row");
     }
     for v in &variants {
-        assert_eq!(store.insert_connection(v).await?, InsertOutcome::Inserted, "{v:?} collided");
+        assert_eq!(store.insert_connection(v, None).await?, InsertOutcome::Inserted, "{v:?} collided");
     }
     assert_eq!(store.count_connections().await?, 1 + variants.len() as u64);
     for r in std::iter::once(&base).chain(&variants) {
@@ -805,7 +831,7 @@ async fn get_connection_round_trips_every_field(store: DynStore) -> TestResult {
     sparse.credentials = vec![0];
 
     for r in [&full, &sparse] {
-        assert_eq!(store.insert_connection(r).await?, InsertOutcome::Inserted);
+        assert_eq!(store.insert_connection(r, None).await?, InsertOutcome::Inserted);
     }
     for r in [&full, &sparse] {
         assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(r));
@@ -820,8 +846,8 @@ async fn update_credentials_is_compare_and_set(store: DynStore) -> TestResult {
     assert!(store.insert_key_version(&key_version(2), false).await?);
     let r = connection(s.client, 1, "user-1", "coinbase", Scope::Read);
     let bystander = connection(s.client, 1, "user-2", "coinbase", Scope::Read);
-    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
-    assert_eq!(store.insert_connection(&bystander).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&bystander, None).await?, InsertOutcome::Inserted);
 
     // Wrong expected version (behind or ahead): refused, nothing written.
     for wrong in [r.version - 1, r.version + 1] {
@@ -867,30 +893,30 @@ async fn delete_connection_only_for_owner_and_retires_token_id(store: DynStore) 
     store.insert_client(&other, &[]).await?;
     let r = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
     let keep = connection(s.client, 1, "user-2", "coinbase", Scope::Write);
-    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
-    assert_eq!(store.insert_connection(&keep).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&keep, None).await?, InsertOutcome::Inserted);
     assert!(!store.is_token_retired(r.token_id).await?);
 
     // Another client cannot delete it: nothing happens.
-    assert!(!store.delete_connection(other.client_id, r.token_id).await?);
-    assert!(!store.delete_connection(ClientId::new_random(), r.token_id).await?);
+    assert!(!store.delete_connection(other.client_id, r.token_id, None).await?);
+    assert!(!store.delete_connection(ClientId::new_random(), r.token_id, None).await?);
     assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(&r));
     assert!(!store.is_token_retired(r.token_id).await?);
     assert_eq!(store.count_connections().await?, 2);
 
     // An unknown tokenId deletes (and retires) nothing.
     let never = TokenId::new_random();
-    assert!(!store.delete_connection(s.client, never).await?);
+    assert!(!store.delete_connection(s.client, never, None).await?);
     assert!(!store.is_token_retired(never).await?);
 
     // The owner can.
-    assert!(store.delete_connection(s.client, r.token_id).await?);
+    assert!(store.delete_connection(s.client, r.token_id, None).await?);
     assert_eq!(store.get_connection(r.token_id).await?, None);
     assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, None);
     assert!(store.is_token_retired(r.token_id).await?);
     assert_eq!(store.count_connections().await?, 1);
     assert_eq!(store.get_connection(keep.token_id).await?.as_ref(), Some(&keep));
-    assert!(!store.delete_connection(s.client, r.token_id).await?, "deleting twice");
+    assert!(!store.delete_connection(s.client, r.token_id, None).await?, "deleting twice");
     assert_eq!(store.count_connections_by_key_version().await?, vec![(1, 1)]);
 
     // The retired tokenId can never come back, whatever its natural key, and the refusal wraps nothing.
@@ -898,16 +924,16 @@ async fn delete_connection_only_for_owner_and_retires_token_id(store: DynStore) 
     let again =
         ConnectionRecord { user_id: "user-3".to_owned(), ..connection(s.client, 1, "x", "coinbase", Scope::Read) };
     let again = ConnectionRecord { token_id: r.token_id, ..again };
-    assert_eq!(store.insert_connection(&again).await?, InsertOutcome::TokenIdRetired);
+    assert_eq!(store.insert_connection(&again, None).await?, InsertOutcome::TokenIdRetired);
     let same_key = ConnectionRecord { token_id: r.token_id, ..r.clone() };
-    assert_eq!(store.insert_connection(&same_key).await?, InsertOutcome::TokenIdRetired);
+    assert_eq!(store.insert_connection(&same_key, None).await?, InsertOutcome::TokenIdRetired);
     assert_eq!(store.get_connection(r.token_id).await?, None);
     assert_eq!(store.count_connections().await?, 1);
     assert_eq!(wrap_count(&store, 1).await?, wraps);
 
     // The natural key itself is free again, under a new tokenId.
     let successor = ConnectionRecord { token_id: TokenId::new_random(), ..r.clone() };
-    assert_eq!(store.insert_connection(&successor).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&successor, None).await?, InsertOutcome::Inserted);
     assert_eq!(store.find_connection_by_natural_key(&natural_key(&r)?).await?, Some(successor));
     assert!(store.is_token_retired(r.token_id).await?);
     Ok(())
@@ -927,7 +953,7 @@ async fn concurrent_inserts_same_natural_key_exactly_one_wins(store: DynStore) -
         let (store, barrier) = (store.clone(), barrier.clone());
         tasks.spawn(async move {
             barrier.wait().await;
-            store.insert_connection(&r).await.map(|outcome| (r.token_id, outcome))
+            store.insert_connection(&r, None).await.map(|outcome| (r.token_id, outcome))
         });
     }
     let mut winners = Vec::new();
@@ -954,7 +980,7 @@ async fn concurrent_updates_same_expected_version_exactly_one_wins(store: DynSto
     let s = setup(&store).await?;
     assert!(store.insert_key_version(&key_version(2), false).await?);
     let r = connection(s.client, 1, "racer", "coinbase", Scope::Write);
-    assert_eq!(store.insert_connection(&r).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
 
     // Half of the racers also rekey, so the winner's wrap is counted exactly once.
     let updates: Vec<CredentialsUpdate> = (0..RACERS)
@@ -1028,8 +1054,8 @@ async fn delete_scrubs_credentials_and_data_key_from_sqlite_files() -> TestResul
 
     let doomed = connection(s.client, 1, "user-doomed", "coinbase", Scope::Write);
     let survivor = connection(s.client, 1, "user-survivor", "coinbase", Scope::Write);
-    assert_eq!(store.insert_connection(&doomed).await?, InsertOutcome::Inserted);
-    assert_eq!(store.insert_connection(&survivor).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&doomed, None).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&survivor, None).await?, InsertOutcome::Inserted);
     // The doomed row's earlier credentials, replaced before the deletion, must not survive it either.
     let first_credentials = doomed.credentials.clone();
     let update = credentials_update(&doomed, None);
@@ -1045,7 +1071,7 @@ async fn delete_scrubs_credentials_and_data_key_from_sqlite_files() -> TestResul
     }
     assert!(!files_containing(&db, &first_credentials)?.is_empty());
 
-    assert!(store.delete_connection(s.client, doomed.token_id).await?);
+    assert!(store.delete_connection(s.client, doomed.token_id, None).await?);
 
     for (what, bytes) in secrets.into_iter().chain([("replaced credentials", first_credentials.as_slice())]) {
         let found = files_containing(&db, bytes)?;
@@ -1057,5 +1083,328 @@ async fn delete_scrubs_credentials_and_data_key_from_sqlite_files() -> TestResul
     assert!(!files_containing(&db, &survivor.wrapped_data_key)?.is_empty());
     drop(store);
     drop(fresh);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Refresh scheduling and the outbox
+// ------------------------------------------------------------------------------------------------
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn event(client_id: ClientId, event_type: &str) -> OutboxEvent {
+    OutboxEvent {
+        id: Uuid::new_v4(),
+        client_id,
+        event_type: event_type.to_owned(),
+        payload: format!("{{\"type\":\"{event_type}\"}}"),
+        created_at: ts(11),
+    }
+}
+
+/// A stored connection due at `ts(due_offset_ms)`.
+async fn due_connection(
+    store: &DynStore,
+    s: &Setup,
+    user: &str,
+    due_offset_ms: i64,
+) -> Result<ConnectionRecord, Box<dyn Error + Send + Sync>> {
+    let mut r = connection(s.client, 1, user, "coinbase", Scope::Read);
+    r.refresh = RefreshState { next_refresh_at: Some(ts(due_offset_ms)), ..RefreshState::default() };
+    assert_eq!(store.insert_connection(&r, None).await?, InsertOutcome::Inserted);
+    Ok(r)
+}
+
+async fn claim_due_takes_due_active_free_rows_oldest_first(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let later = due_connection(&store, &s, "later", -1_000).await?;
+    let first = due_connection(&store, &s, "first", -3_000).await?;
+    let _future = due_connection(&store, &s, "future", 60_000).await?;
+    let inactive = due_connection(&store, &s, "inactive", -5_000).await?;
+    let mut u = credentials_update(&inactive, None);
+    u.next_refresh_at = Some(ts(-5_000));
+    assert!(store.update_credentials(&u).await?, "now reauthRequired");
+    assert_eq!(store.count_due_connections(ts(0)).await?, 2, "reauthRequired rows are not due");
+
+    let one = store.claim_due_connections(ts(0), "worker-a", LEASE, 1).await?;
+    assert_eq!(one.len(), 1, "limit respected");
+    assert_eq!(one[0].record.token_id, first.token_id, "oldest due first");
+    assert_eq!(one[0].due_at, ts(-3_000));
+    assert!(!one[0].took_over_expired_lease);
+    let claimed = &one[0].record;
+    assert_eq!(claimed.version, first.version + 1, "claiming bumps the fencing version");
+    assert_eq!(claimed.refresh.lease_owner.as_deref(), Some("worker-a"));
+    assert!(claimed.refresh.lease_until.is_some());
+    if store.backend() == "sqlite" {
+        assert_eq!(claimed.refresh.lease_until, Some(ts(60_000)), "SQLite leases run on the caller's clock");
+    }
+    assert_eq!(store.get_connection(first.token_id).await?.as_ref(), Some(claimed));
+
+    let rest = store.claim_due_connections(ts(0), "worker-b", LEASE, 10).await?;
+    let ids: Vec<TokenId> = rest.iter().map(|c| c.record.token_id).collect();
+    assert_eq!(ids, vec![later.token_id], "leased, future and inactive rows are not claimed");
+    assert!(store.claim_due_connections(ts(0), "worker-c", LEASE, 10).await?.is_empty());
+    // On-demand claims respect the lease too.
+    assert!(store.claim_connection(first.token_id, ts(0), "worker-c", LEASE).await?.is_none());
+    assert!(store.claim_connection(inactive.token_id, ts(0), "worker-c", LEASE).await?.is_none());
+    let future = store.claim_connection(_future.token_id, ts(0), "worker-c", LEASE).await?;
+    assert_eq!(future.map(|r| (r.version, r.refresh.lease_owner)), Some((2, Some("worker-c".to_owned()))));
+    assert!(store.claim_connection(TokenId::new_random(), ts(0), "worker-c", LEASE).await?.is_none());
+    Ok(())
+}
+
+async fn expired_leases_are_reclaimed_unless_a_grant_was_in_flight(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let idle = due_connection(&store, &s, "idle", -2_000).await?;
+    let crashed = due_connection(&store, &s, "crashed", -1_000).await?;
+    let short = std::time::Duration::from_millis(150);
+    let claimed = store.claim_due_connections(ts(0), "dead-worker", short, 10).await?;
+    assert_eq!(claimed.len(), 2);
+    let crashed_claim = claimed.iter().find(|c| c.record.token_id == crashed.token_id).ok_or("claimed")?;
+    assert!(
+        store
+            .mark_grant_in_flight(
+                crashed.token_id,
+                crashed_claim.record.version,
+                "dead-worker",
+                ts(0),
+                std::time::Duration::ZERO
+            )
+            .await?
+    );
+    assert!(store.expired_leases(ts(0), 10).await?.is_empty() || store.backend() == "postgres");
+    // SQLite compares leases with the `now` passed in, PostgreSQL with its own clock: move both past the lease.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let later = ts(1_000);
+
+    let expired = store.expired_leases(later, 10).await?;
+    let mut expired_ids: Vec<TokenId> = expired.iter().map(|r| r.token_id).collect();
+    expired_ids.sort();
+    let mut want = vec![idle.token_id, crashed.token_id];
+    want.sort();
+    assert_eq!(expired_ids, want);
+
+    // The idle lease is simply reclaimable, and the claim says it took over an expired lease.
+    let reclaimed = store.claim_due_connections(later, "worker-b", LEASE, 10).await?;
+    assert_eq!(reclaimed.len(), 1, "a row whose grant was in flight is left to recovery");
+    assert_eq!(reclaimed[0].record.token_id, idle.token_id);
+    assert!(reclaimed[0].took_over_expired_lease);
+    assert!(store.claim_connection(crashed.token_id, later, "worker-b", LEASE).await?.is_none());
+
+    // Recovery takes the crashed row over with a compare-and-set, keeping the flag.
+    let row = store.get_connection(crashed.token_id).await?.ok_or("row")?;
+    assert!(row.refresh.grant_in_flight);
+    assert!(
+        store.take_over_expired_lease(crashed.token_id, row.version + 1, later, "recoverer", LEASE).await?.is_none()
+    );
+    let taken = store
+        .take_over_expired_lease(crashed.token_id, row.version, later, "recoverer", LEASE)
+        .await?
+        .ok_or("taken")?;
+    assert_eq!(taken.version, row.version + 1);
+    assert!(taken.refresh.grant_in_flight, "a second crash is still recognised");
+    assert_eq!(taken.refresh.lease_owner.as_deref(), Some("recoverer"));
+    assert!(
+        store.take_over_expired_lease(crashed.token_id, taken.version, later, "other", LEASE).await?.is_none(),
+        "a live lease is not taken over"
+    );
+    Ok(())
+}
+
+async fn grant_in_flight_requires_version_owner_and_lease_time(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let r = due_connection(&store, &s, "alice", -1).await?;
+    let claimed = store.claim_due_connections(ts(0), "me", LEASE, 1).await?.pop().ok_or("claimed")?.record;
+    let ten = std::time::Duration::from_secs(10);
+    assert!(!store.mark_grant_in_flight(r.token_id, claimed.version, "someone-else", ts(0), ten).await?);
+    assert!(!store.mark_grant_in_flight(r.token_id, claimed.version - 1, "me", ts(0), ten).await?);
+    assert!(
+        !store
+            .mark_grant_in_flight(r.token_id, claimed.version, "me", ts(0), std::time::Duration::from_secs(120))
+            .await?,
+        "a lease that does not outlive the HTTP worst case sends nothing"
+    );
+    assert!(!store.get_connection(r.token_id).await?.ok_or("row")?.refresh.grant_in_flight);
+    assert!(store.mark_grant_in_flight(r.token_id, claimed.version, "me", ts(0), ten).await?);
+    let row = store.get_connection(r.token_id).await?.ok_or("row")?;
+    assert!(row.refresh.grant_in_flight);
+    assert_eq!(row.version, claimed.version, "marking does not bump the version");
+    Ok(())
+}
+
+async fn complete_refresh_is_compare_and_set_on_version_and_owner(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let r = due_connection(&store, &s, "alice", -1).await?;
+    let claimed = store.claim_due_connections(ts(0), "me", LEASE, 1).await?.pop().ok_or("claimed")?.record;
+    assert!(store.mark_grant_in_flight(r.token_id, claimed.version, "me", ts(0), std::time::Duration::ZERO).await?);
+    let mut u = credentials_update(&claimed, None);
+    u.status = ConnectionStatus::Active;
+    u.reauth_warned_at = Some(ts(12));
+    u.event = Some(event(s.client, "connection.recovered"));
+    assert!(!store.complete_refresh(&u, "not-the-owner").await?);
+    let stale = CredentialsUpdate { expected_version: r.version, ..u.clone() };
+    assert!(!store.complete_refresh(&stale, "me").await?);
+    assert_eq!(store.count_pending_outbox().await?, 0, "a lost compare-and-set writes no event");
+    assert!(store.complete_refresh(&u, "me").await?);
+    let after = store.get_connection(r.token_id).await?.ok_or("row")?;
+    assert_eq!(after, applied(&claimed, &u));
+    assert!(
+        !after.refresh.grant_in_flight && after.refresh.lease_owner.is_none() && after.refresh.lease_until.is_none()
+    );
+    assert_eq!(store.pending_outbox_events(10).await?, vec![u.event.clone().ok_or("event")?]);
+    assert!(!store.complete_refresh(&u, "me").await?, "the same write-back twice loses");
+    Ok(())
+}
+
+async fn release_lease_and_reauth_mark_write_their_event_atomically(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let r = due_connection(&store, &s, "alice", -1).await?;
+    let claimed = store.claim_due_connections(ts(0), "me", LEASE, 1).await?.pop().ok_or("claimed")?.record;
+    assert!(store.mark_grant_in_flight(r.token_id, claimed.version, "me", ts(0), std::time::Duration::ZERO).await?);
+    let soon = event(s.client, "connection.reauthRequiredSoon");
+    let release = LeaseRelease {
+        token_id: r.token_id,
+        expected_version: claimed.version,
+        owner: "me".to_owned(),
+        next_refresh_at: ts(5_000),
+        refresh_failures: 3,
+        last_error: Some("token endpoint answered HTTP 503".to_owned()),
+        reauth_warned_at: Some(ts(1)),
+        event: Some(soon.clone()),
+    };
+    assert!(!store.release_lease(&LeaseRelease { owner: "other".to_owned(), ..release.clone() }).await?);
+    assert!(store.release_lease(&release).await?);
+    let row = store.get_connection(r.token_id).await?.ok_or("row")?;
+    assert_eq!(
+        row.refresh,
+        RefreshState {
+            next_refresh_at: Some(ts(5_000)),
+            lease_owner: None,
+            lease_until: None,
+            grant_in_flight: false,
+            refresh_failures: 3,
+            last_error: Some("token endpoint answered HTTP 503".to_owned()),
+            reauth_warned_at: Some(ts(1)),
+        }
+    );
+    assert_eq!(row.version, claimed.version, "a release does not bump the version");
+    assert!(!store.release_lease(&release).await?, "released once");
+    assert_eq!(store.pending_outbox_events(10).await?, vec![soon.clone()]);
+
+    let gone = event(s.client, "connection.reauthRequired");
+    let mark = ReauthMark {
+        token_id: r.token_id,
+        expected_version: row.version - 1,
+        owner: None,
+        last_error: Some("invalid_grant".to_owned()),
+        updated_at: ts(20),
+        event: gone.clone(),
+    };
+    assert!(!store.mark_reauth_required(&mark).await?, "stale version");
+    assert!(
+        !store
+            .mark_reauth_required(&ReauthMark {
+                expected_version: row.version,
+                owner: Some("x".into()),
+                ..mark.clone()
+            })
+            .await?
+    );
+    assert_eq!(store.count_pending_outbox().await?, 1);
+    assert!(store.mark_reauth_required(&ReauthMark { expected_version: row.version, ..mark.clone() }).await?);
+    let row = store.get_connection(r.token_id).await?.ok_or("row")?;
+    assert_eq!(row.status, ConnectionStatus::ReauthRequired);
+    assert_eq!(row.refresh.next_refresh_at, None);
+    assert_eq!(row.refresh.last_error.as_deref(), Some("invalid_grant"));
+    assert_eq!(row.updated_at, ts(20));
+    assert_eq!(store.pending_outbox_events(10).await?.len(), 2);
+    assert_eq!(store.count_due_connections(ts(1_000_000)).await?, 0);
+    assert!(store.claim_due_connections(ts(1_000_000), "me", LEASE, 10).await?.is_empty());
+    Ok(())
+}
+
+async fn credential_writes_end_refresh_state_and_write_events(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let mut r = connection(s.client, 1, "alice", "coinbase", Scope::Read);
+    r.refresh = RefreshState { next_refresh_at: Some(ts(-1)), ..RefreshState::default() };
+    let created = event(s.client, "connection.created");
+    assert_eq!(store.insert_connection(&r, Some(&created)).await?, InsertOutcome::Inserted);
+    // A refused insert writes no event.
+    let rival = ConnectionRecord { token_id: TokenId::new_random(), ..r.clone() };
+    assert_eq!(store.insert_connection(&rival, Some(&event(s.client, "x"))).await?, InsertOutcome::NaturalKeyTaken);
+    assert_eq!(store.pending_outbox_events(10).await?, vec![created.clone()]);
+
+    // Re-authentication while a refresh holds the lease with a grant in flight: the new credentials win and
+    // the refresh state is reset.
+    let claimed = store.claim_due_connections(ts(0), "worker", LEASE, 1).await?.pop().ok_or("claimed")?.record;
+    assert!(store.mark_grant_in_flight(r.token_id, claimed.version, "worker", ts(0), std::time::Duration::ZERO).await?);
+    let mut u = credentials_update(&claimed, None);
+    u.status = ConnectionStatus::Active;
+    u.event = Some(event(s.client, "connection.recovered"));
+    assert!(store.update_credentials(&u).await?);
+    let row = store.get_connection(r.token_id).await?.ok_or("row")?;
+    assert_eq!(row, applied(&claimed, &u));
+    assert_eq!(store.count_pending_outbox().await?, 2);
+
+    let deleted = event(s.client, "connection.deleted");
+    assert!(!store.delete_connection(ClientId::new_random(), r.token_id, Some(&deleted)).await?);
+    assert_eq!(store.count_pending_outbox().await?, 2, "no row deleted, no event");
+    assert!(store.delete_connection(s.client, r.token_id, Some(&deleted)).await?);
+    let events: Vec<String> = store.pending_outbox_events(10).await?.into_iter().map(|e| e.event_type).collect();
+    assert_eq!(events.len(), 3);
+    assert!(events.contains(&"connection.deleted".to_owned()));
+    Ok(())
+}
+
+async fn concurrent_claimers_never_share_a_row(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    const ROWS: usize = 60;
+    for i in 0..ROWS {
+        due_connection(&store, &s, &format!("user-{i}"), -(i as i64)).await?;
+    }
+    let mut tasks = JoinSet::new();
+    for worker in 0..RACERS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..ROWS {
+                let batch = store.claim_due_connections(ts(0), &format!("worker-{worker}"), LEASE, 7).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                mine.extend(batch.into_iter().map(|c| (c.record.token_id, c.record.refresh.lease_owner)));
+            }
+            Ok::<_, linkvault_storage::StorageError>(mine)
+        });
+    }
+    let mut seen = BTreeSet::new();
+    while let Some(result) = tasks.join_next().await {
+        for (token_id, owner) in result?? {
+            assert!(seen.insert(token_id), "{token_id} claimed twice");
+            assert_eq!(store.get_connection(token_id).await?.ok_or("row")?.refresh.lease_owner, owner);
+        }
+    }
+    assert_eq!(seen.len(), ROWS);
+    Ok(())
+}
+
+async fn last_error_is_kept_short(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let r = due_connection(&store, &s, "alice", -1).await?;
+    let claimed = store.claim_due_connections(ts(0), "me", LEASE, 1).await?.pop().ok_or("claimed")?.record;
+    let release = LeaseRelease {
+        token_id: r.token_id,
+        expected_version: claimed.version,
+        owner: "me".to_owned(),
+        next_refresh_at: ts(5),
+        refresh_failures: 1,
+        last_error: Some(format!("line\n{}", "x".repeat(1000))),
+        reauth_warned_at: None,
+        event: None,
+    };
+    assert!(store.release_lease(&release).await?);
+    let kept = store.get_connection(r.token_id).await?.ok_or("row")?.refresh.last_error.ok_or("error")?;
+    assert_eq!(kept.chars().count(), linkvault_storage::MAX_LAST_ERROR_CHARS);
+    assert!(!kept.contains('\n'));
     Ok(())
 }

@@ -6,10 +6,12 @@ mod credentials;
 mod error;
 mod keyring;
 pub mod master_key;
+pub mod refresh;
 mod rotation;
 mod service;
 
 pub use credentials::IntegrationCredentials;
 pub use error::VaultError;
+pub use refresh::{Refreshed, connection_event};
 pub use rotation::{RotationProgress, RotationReport};
 pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};

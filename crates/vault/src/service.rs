@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use linkvault_crypto::{ApiKeyDigester, ApiKeySecret, DataKey, KeyVersion, MasterKey, RowBinding, SECRET_PREFIX_LEN};
 use linkvault_domain::{
-    ClientId, Clock, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId, TokenMode,
-    ValidationError, decide_identity,
+    ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId,
+    TokenMode, ValidationError, decide_identity,
 };
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, Rekey,
+    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, RefreshState, Rekey,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,10 +17,11 @@ use uuid::Uuid;
 use crate::VaultError;
 use crate::credentials::IntegrationCredentials;
 use crate::keyring::Keyring;
+use crate::refresh::connection_event;
 
 const FINGERPRINT_META: &str = "master_key_fingerprint";
 /// The sealed field holding a connection's credentials (part of the associated data).
-const CREDENTIALS_FIELD: &str = "credentials";
+pub(crate) const CREDENTIALS_FIELD: &str = "credentials";
 /// Replace a row's data key long before AES-GCM's 2^32 random-nonce bound for one key.
 const DATA_KEY_MAX_USES: u64 = 1 << 30;
 /// Compare-and-set retries when concurrent writers touch the same natural key; each loser backs off with
@@ -234,7 +235,7 @@ impl Vault {
 
     // --- connections -----------------------------------------------------------------------------
 
-    async fn data_key_of(&self, record: &ConnectionRecord) -> Result<DataKey, VaultError> {
+    pub(crate) async fn data_key_of(&self, record: &ConnectionRecord) -> Result<DataKey, VaultError> {
         let kv = self.keyring.get(record.key_version, &self.store, &self.master).await?;
         let (c, t) = binding(&record.client_id, &record.token_id);
         Ok(kv.unwrap_data_key(
@@ -254,6 +255,11 @@ impl Vault {
 
     /// Stores credentials under the lifecycle table's identity rule: the natural key's existing tokenId is
     /// kept (its credentials replaced, its state back to active), otherwise a fresh tokenId is issued.
+    ///
+    /// The outbox receives `connection.created` for a new tokenId and `connection.recovered` when a
+    /// `reauthRequired` connection is re-authenticated, in the same transaction as the write. The connection is
+    /// scheduled for the refresh engine at once; the engine computes its real schedule from the integration's
+    /// timing (the vault does not know it) and sends no grant unless one is due.
     pub async fn store_credentials(
         &self,
         key: &NaturalKey,
@@ -276,7 +282,8 @@ impl Vault {
                 }
                 IdentityDecision::Issue(token_id) => {
                     let record = self.new_connection_record(key, token_id, &plaintext, meta).await?;
-                    match self.store.insert_connection(&record).await? {
+                    let event = connection_event(&record, ConnectionEvent::Created, record.created_at, None);
+                    match self.store.insert_connection(&record, Some(&event)).await? {
                         InsertOutcome::Inserted => return Ok(StoredConnection { token_id, created: true }),
                         // A concurrent writer took the natural key, or the id was retired: go round again.
                         InsertOutcome::NaturalKeyTaken | InsertOutcome::TokenIdRetired => {}
@@ -321,6 +328,7 @@ impl Vault {
             created_at: now,
             updated_at: now,
             version: 1,
+            refresh: RefreshState { next_refresh_at: Some(now), ..RefreshState::default() },
         })
     }
 
@@ -333,10 +341,25 @@ impl Vault {
         meta: &ConnectionMeta,
         event: LifecycleEvent,
     ) -> Result<bool, VaultError> {
+        let mut update = self.credentials_update(existing, plaintext, meta, event).await?;
+        update.next_refresh_at = Some(update.updated_at);
+        update.event = ConnectionEvent::for_transition(existing.status, update.status)
+            .map(|kind| connection_event(existing, kind, update.updated_at, None));
+        Ok(self.store.update_credentials(&update).await?)
+    }
+
+    /// The compare-and-set update that seals `plaintext` into `existing`, keeping the row's data key (so a
+    /// refresh costs no wrap) unless it is worn out. Schedule and event are left for the caller to set.
+    pub(crate) async fn credentials_update(
+        &self,
+        existing: &ConnectionRecord,
+        plaintext: &[u8],
+        meta: &ConnectionMeta,
+        event: LifecycleEvent,
+    ) -> Result<CredentialsUpdate, VaultError> {
         let (c, t) = binding(&existing.client_id, &existing.token_id);
         let row = RowBinding { client_id: &c, token_id: &t };
         let current_dk = self.data_key_of(existing).await?;
-        // The row keeps its data key (so a refresh costs no wrap); only a worn-out key is replaced.
         let (dk, rekey, uses) = if existing.data_key_uses >= DATA_KEY_MAX_USES {
             let kv = self.keyring.current(&self.store, &self.master).await?;
             let generation = existing.data_key_generation.saturating_add(1);
@@ -350,7 +373,7 @@ impl Vault {
         let status = existing.status.apply(event).map_err(|e| VaultError::Rotation(e.to_string()))?;
         let refreshed = event == LifecycleEvent::Refreshed;
         let now = self.clock.now();
-        let update = CredentialsUpdate {
+        Ok(CredentialsUpdate {
             token_id: existing.token_id,
             expected_version: existing.version,
             status,
@@ -364,8 +387,10 @@ impl Vault {
             last_refreshed_at: if refreshed { Some(now) } else { existing.last_refreshed_at },
             refresh_count: existing.refresh_count + u64::from(refreshed),
             updated_at: now,
-        };
-        Ok(self.store.update_credentials(&update).await?)
+            next_refresh_at: None,
+            reauth_warned_at: None,
+            event: None,
+        })
     }
 
     /// The connection behind a tokenId, if it belongs to `client_id`. Another client's connection is
@@ -381,8 +406,15 @@ impl Vault {
         Ok(ConnectionView::from(&self.connection_for(client_id, token_id).await?))
     }
 
-    /// Permanently deletes a connection: row and wrapped data key gone at once, tokenId retired forever.
+    /// Permanently deletes a connection: row and wrapped data key gone at once, tokenId retired forever, and
+    /// `connection.deleted` in the outbox in the same transaction.
     pub async fn delete(&self, client_id: ClientId, token_id: TokenId) -> Result<(), VaultError> {
-        if self.store.delete_connection(client_id, token_id).await? { Ok(()) } else { Err(VaultError::NotFound) }
+        let record = self.connection_for(client_id, token_id).await?;
+        let event = connection_event(&record, ConnectionEvent::Deleted, self.clock.now(), None);
+        if self.store.delete_connection(client_id, token_id, Some(&event)).await? {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
     }
 }

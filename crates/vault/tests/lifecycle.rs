@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use linkvault_crypto::MasterKey;
 use linkvault_domain::{
-    ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, SystemClock, TokenId, TokenMode, UserId,
+    ClientId, ConnectionEvent, ConnectionStatus, IntegrationType, NaturalKey, Scope, SystemClock, TokenId, TokenMode,
+    UserId,
 };
 use linkvault_storage::testing::{Backend, FreshStore, fresh_store};
-use linkvault_storage::{CredentialsUpdate, DynStore};
-use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault, VaultError};
+use linkvault_storage::{CredentialsUpdate, DynStore, ReauthMark};
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Refreshed, Vault, VaultError};
 use secrecy::ExposeSecret;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -138,7 +139,7 @@ on_every_backend!(deleted_is_not_found_and_never_reissued, |fresh: FreshStore| a
     let mut forged = vault.connection_for(client, again.token_id).await?;
     forged.token_id = first.token_id;
     forged.user_id = "mallory".into();
-    assert_eq!(fresh.store.insert_connection(&forged).await?, linkvault_storage::InsertOutcome::TokenIdRetired);
+    assert_eq!(fresh.store.insert_connection(&forged, None).await?, linkvault_storage::InsertOutcome::TokenIdRetired);
     TestResult::Ok(())
 });
 
@@ -199,6 +200,9 @@ on_every_backend!(moved_ciphertext_or_wrapped_key_fails_to_open, |fresh: FreshSt
         last_refreshed_at: None,
         refresh_count: 0,
         updated_at: rb.updated_at,
+        next_refresh_at: None,
+        reauth_warned_at: None,
+        event: None,
     };
     assert!(store.update_credentials(&moved_ct).await?);
     let tampered = vault.connection_for(client, b.token_id).await?;
@@ -299,6 +303,9 @@ on_every_backend!(reauth_lands_on_same_token_id_and_reactivates, |fresh: FreshSt
         last_refreshed_at: r.last_refreshed_at,
         refresh_count: r.refresh_count,
         updated_at: r.updated_at,
+        next_refresh_at: None,
+        reauth_warned_at: None,
+        event: None,
     };
     assert!(fresh.store.update_credentials(&update).await?);
     assert_eq!(vault.status(client, first.token_id).await?.status, ConnectionStatus::ReauthRequired);
@@ -334,5 +341,122 @@ on_every_backend!(api_keys_authenticate_and_revoke, |fresh: FreshStore| async mo
     assert!(vault.authenticate(&client.to_string(), added.expose()).await?.is_some());
     // A too-short selector is refused rather than revoking by accident.
     assert!(vault.revoke_api_key(client, "lvk_").await.is_err());
+    TestResult::Ok(())
+});
+
+/// The event types in the outbox, oldest first.
+async fn outbox_types(store: &DynStore) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    Ok(store.pending_outbox_events(100).await?.into_iter().map(|e| e.event_type).collect())
+}
+
+on_every_backend!(lifecycle_events_are_written_to_the_outbox, |fresh: FreshStore| async move {
+    let (vault, _) = vault_on(&fresh).await?;
+    let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
+    let k = key(client, "alice", "coinbase", Scope::Read)?;
+    let first = vault.store_credentials(&k, &creds("one"), &ConnectionMeta::default()).await?;
+    assert_eq!(outbox_types(&fresh.store).await?, ["connection.created"]);
+    // New credentials are scheduled for the engine at once.
+    let row = vault.connection_for(client, first.token_id).await?;
+    assert_eq!(row.refresh.next_refresh_at, Some(row.updated_at));
+
+    // Replacing an active connection's credentials is not news.
+    vault.store_credentials(&k, &creds("two"), &ConnectionMeta::default()).await?;
+    assert_eq!(outbox_types(&fresh.store).await?, ["connection.created"]);
+
+    // reauthRequired (as the engine marks it), then re-authentication onto the same tokenId: recovered.
+    let r = vault.connection_for(client, first.token_id).await?;
+    let gone =
+        linkvault_vault::connection_event(&r, ConnectionEvent::ReauthRequired, r.updated_at, Some("invalid_grant"));
+    assert!(
+        fresh
+            .store
+            .mark_reauth_required(&ReauthMark {
+                token_id: r.token_id,
+                expected_version: r.version,
+                owner: None,
+                last_error: Some("invalid_grant".into()),
+                updated_at: r.updated_at,
+                event: gone,
+            })
+            .await?
+    );
+    let again = vault.store_credentials(&k, &creds("three"), &ConnectionMeta::default()).await?;
+    assert_eq!(again.token_id, first.token_id);
+    assert_eq!(vault.status(client, first.token_id).await?.status, ConnectionStatus::Active);
+    vault.delete(client, first.token_id).await?;
+    assert!(matches!(vault.delete(client, first.token_id).await, Err(VaultError::NotFound)));
+    let events = fresh.store.pending_outbox_events(100).await?;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["connection.created", "connection.reauthRequired", "connection.recovered", "connection.deleted"]
+    );
+    for e in &events {
+        assert_eq!(e.client_id, client);
+        let payload: serde_json::Value = serde_json::from_str(&e.payload)?;
+        assert_eq!(payload["type"], e.event_type.as_str());
+        assert_eq!(payload["id"], e.id.to_string());
+        assert_eq!(payload["data"]["tokenId"], first.token_id.to_string());
+        assert_eq!(payload["data"]["userId"], "alice");
+        for secret in ["one", "two", "three", "refresh-of"] {
+            assert!(!e.payload.contains(secret), "no token in {}", e.payload);
+        }
+    }
+    assert!(events[1].payload.contains("invalid_grant"));
+    TestResult::Ok(())
+});
+
+on_every_backend!(refreshed_update_reseals_under_the_rows_data_key, |fresh: FreshStore| async move {
+    let (vault, _) = vault_on(&fresh).await?;
+    let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
+    let k = key(client, "alice", "coinbase", Scope::Read)?;
+    let stored = vault.store_credentials(&k, &creds("old"), &ConnectionMeta::default()).await?;
+    let lease = Duration::from_secs(60);
+    let now = vault.clock().now();
+    let claimed = fresh.store.claim_connection(stored.token_id, now, "engine-1", lease).await?.ok_or("claimed")?;
+    let new = IntegrationCredentials::new("new-access", Some("new-refresh".into()));
+    let expires = now + time::Duration::hours(1);
+    let next = now + time::Duration::minutes(55);
+    let update = vault
+        .refreshed_update(
+            &claimed,
+            &Refreshed {
+                credentials: &new,
+                access_expires_at: Some(expires),
+                refresh_expires_at: None,
+                next_refresh_at: next,
+                reauth_warned_at: None,
+            },
+        )
+        .await?;
+    assert_eq!(update.expected_version, claimed.version);
+    assert!(update.rekey.is_none(), "a refresh keeps the row's data key");
+    assert!(!fresh.store.complete_refresh(&update, "engine-2").await?, "only the lease owner writes back");
+    assert!(fresh.store.complete_refresh(&update, "engine-1").await?);
+    let row = vault.connection_for(client, stored.token_id).await?;
+    assert_eq!(row.refresh_count, 1);
+    assert_eq!(row.access_expires_at.map(|t| t.unix_timestamp()), Some(expires.unix_timestamp()));
+    assert_eq!(row.refresh.next_refresh_at.map(|t| t.unix_timestamp()), Some(next.unix_timestamp()));
+    assert_eq!(row.refresh.lease_owner, None);
+    assert_eq!(row.wrapped_data_key, claimed.wrapped_data_key);
+    let opened = vault.open_credentials(&row).await?;
+    assert_eq!(opened.access_token.expose_secret(), "new-access");
+    assert_eq!(opened.refresh_token.as_ref().map(|r| r.expose_secret().to_owned()), Some("new-refresh".into()));
+    // A reauthRequired connection cannot be "refreshed" (the lifecycle rule refuses).
+    let mut dead = row.clone();
+    dead.status = ConnectionStatus::ReauthRequired;
+    let refused = vault
+        .refreshed_update(
+            &dead,
+            &Refreshed {
+                credentials: &new,
+                access_expires_at: None,
+                refresh_expires_at: None,
+                next_refresh_at: next,
+                reauth_warned_at: None,
+            },
+        )
+        .await;
+    assert!(refused.is_err());
     TestResult::Ok(())
 });

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use linkvault_domain::{ClientId, Scope, TokenMode};
+use linkvault_storage::LinkStore as _;
 use serde_json::json;
 
 use crate::GlobalOptions;
@@ -16,6 +17,35 @@ pub enum ClientCommand {
     Key(KeyCommand),
     /// Change how a client receives connections.
     Mode(ModeArgs),
+    /// Manage the web origins allowed to embed the client's Link page (its CSP `frame-ancestors`).
+    #[command(subcommand)]
+    Origins(OriginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OriginsCommand {
+    /// Allow an origin (`https://app.example.com`, no path) to embed Link.
+    Add(OriginArgs),
+    /// Stop allowing an origin.
+    Remove(OriginArgs),
+    /// List the allowed origins.
+    List(OriginListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OriginArgs {
+    #[arg(long = "client")]
+    client_id: String,
+    #[arg(long)]
+    origin: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OriginListArgs {
+    #[arg(long = "client")]
+    client_id: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +127,7 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
             vault.set_token_mode(client, args.token_mode.parse()?).await?;
             println!("client {client} now uses {} tokens", args.token_mode);
         }
+        ClientCommand::Origins(cmd) => origins(&vault, cmd).await?,
         ClientCommand::Key(KeyCommand::Add(args)) => {
             let client = parse_client(&args.client_id)?;
             let scope: Scope = args.scope.parse()?;
@@ -112,6 +143,49 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
             match vault.revoke_api_key(client, &args.secret_prefix).await? {
                 0 => anyhow::bail!("client {client} has no live key matching {:?}", args.secret_prefix),
                 n => println!("revoked {n} key(s) of client {client}; they stop working immediately"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn origins(vault: &linkvault_vault::Vault, cmd: OriginsCommand) -> anyhow::Result<()> {
+    let store = vault.store();
+    match cmd {
+        OriginsCommand::Add(args) => {
+            let client = parse_client(&args.client_id)?;
+            let origin = args.origin.trim().trim_end_matches('/');
+            if !linkvault_server::link::valid_origin(origin) {
+                anyhow::bail!(
+                    "--origin {origin:?} is not an origin; give scheme://host[:port] with no path, e.g. https://app.example.com"
+                );
+            }
+            if vault.get_client(client).await?.is_none() {
+                anyhow::bail!("client {client} does not exist");
+            }
+            let added = store.add_link_origin(client, origin, vault.clock().now()).await?;
+            println!(
+                "{origin} {} to embed Link for client {client}",
+                if added { "is now allowed" } else { "was already allowed" }
+            );
+        }
+        OriginsCommand::Remove(args) => {
+            let client = parse_client(&args.client_id)?;
+            let origin = args.origin.trim().trim_end_matches('/');
+            if !store.remove_link_origin(client, origin).await? {
+                anyhow::bail!("{origin} is not an allowed origin of client {client}");
+            }
+            println!("{origin} may no longer embed Link for client {client}");
+        }
+        OriginsCommand::List(args) => {
+            let client = parse_client(&args.client_id)?;
+            let origins = store.link_origins(client).await?;
+            if args.json {
+                println!("{}", json!({"clientId": client.to_string(), "origins": origins}));
+            } else if origins.is_empty() {
+                println!("client {client} allows no origin to embed Link (sandbox mode always allows localhost)");
+            } else {
+                origins.iter().for_each(|o| println!("{o}"));
             }
         }
     }

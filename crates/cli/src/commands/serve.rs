@@ -9,7 +9,7 @@ use clap::Args;
 use linkvault_domain::TokenMode;
 use linkvault_integrations::Catalog;
 use linkvault_sandbox::SandboxConfig;
-use linkvault_server::AppState;
+use linkvault_server::{AppState, LinkConfig};
 use linkvault_vault::Vault;
 use serde_json::json;
 
@@ -61,17 +61,30 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         None
     };
 
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?;
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?
+        .with_link(LinkConfig::new(public_url.clone(), args.sandbox));
+    // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
+    // expire and are recovered by whichever instance looks next.
+    let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
+    let engine = state.engine.clone();
+    let scheduler = tokio::spawn(async move { engine.run(engine_stopped).await });
     let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
         if args.sandbox { ", sandbox enabled" } else { "" }
     );
+    if args.sandbox {
+        println!("demo app: open {public_url}/demo to connect a sandbox account through Link");
+    }
     tracing::info!(%bound, "serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server stopped with an error")?;
+    let _ = stop_engine.send(true);
+    if tokio::time::timeout(std::time::Duration::from_secs(20), scheduler).await.is_err() {
+        tracing::warn!("the refresh scheduler did not stop within 20 s; its leases will expire and be recovered");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,9 +5,9 @@
 use axum::Extension;
 use axum::extract::{Query, State};
 use base64::Engine as _;
-use linkvault_domain::{NaturalKey, UserId};
-use linkvault_integrations::AuthScheme;
+use linkvault_domain::{IntegrationType, NaturalKey, UserId};
 use linkvault_integrations::credentials::{CredentialsError, SignIn, SignInOutcome};
+use linkvault_integrations::{AuthScheme, Integration};
 use linkvault_vault::{Caller, ConnectionMeta, IntegrationCredentials};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,11 @@ pub(crate) struct AuthResponse {
     requires_reauthentication: Option<bool>,
 }
 
-fn decode(field: &'static str, value: Option<String>, encoded: bool) -> Result<Option<SecretString>, ApiError> {
+pub(crate) fn decode(
+    field: &'static str,
+    value: Option<String>,
+    encoded: bool,
+) -> Result<Option<SecretString>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     if !encoded {
         return Ok(Some(SecretString::from(value)));
@@ -77,17 +81,37 @@ fn failed(status: &'static str, message: String) -> ApiOk<AuthResponse> {
     ApiOk(Some(AuthResponse { status, error_message: Some(message), ..AuthResponse::default() }))
 }
 
-pub(crate) async fn authenticate(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    query: Query<AuthQuery>,
-    ApiJson(req): ApiJson<AuthRequest>,
-) -> Result<ApiOk<AuthResponse>, ApiError> {
-    let raw_user = query.0.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;
-    let user_id = UserId::parse(&raw_user).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
-    let integration_type = known_integration(&state, &req.integration_type)?;
+/// What one step of a credentials sign-in came to.
+pub(crate) enum SignInStep {
+    /// Answer the challenge with the MFA code.
+    MfaRequired { mfa_type: String, challenge_id: String, expires_in_seconds: Option<i64> },
+    /// The end user's mistake (`failed`) or a wrong/expired MFA code (`challengeFailed`); nothing stored.
+    Refused { status: &'static str, message: String },
+    /// Signed in; the session is stored under the natural key.
+    Stored {
+        stored: linkvault_vault::StoredConnection,
+        expires_in_seconds: i64,
+        account_id: Option<String>,
+        account_name: Option<String>,
+    },
+}
+
+/// The sign-in fields of one step, already decoded.
+pub(crate) struct SignInFields<'a> {
+    pub username: &'a SecretString,
+    pub password: &'a SecretString,
+    pub challenge_id: Option<&'a str>,
+    pub mfa_code: Option<&'a SecretString>,
+}
+
+/// The credentials integration named by `raw_type`, if it can sign users in here.
+pub(crate) fn credentials_integration<'s>(
+    state: &'s AppState,
+    raw_type: &str,
+) -> Result<(IntegrationType, &'s Integration), ApiError> {
+    let integration_type = known_integration(state, raw_type)?;
     let Some(integration) = state.catalog.get(integration_type.as_str()) else {
-        return Err(ApiError::integration_not_found(&req.integration_type));
+        return Err(ApiError::integration_not_found(raw_type));
     };
     if integration.auth != AuthScheme::Credentials {
         return Err(ApiError::invalid_field(
@@ -98,36 +122,40 @@ pub(crate) async fn authenticate(
     if let Some(problem) = integration.missing_configuration() {
         return Err(ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, problem));
     }
-    let encoded = req.is_sensitive_fields_encrypted;
-    let username = decode("username", req.username, encoded)?.ok_or_else(|| ApiError::missing_field("username"))?;
-    let password = decode("password", req.password, encoded)?.ok_or_else(|| ApiError::missing_field("password"))?;
-    let mfa_code = decode("mfaCode", req.mfa_code, encoded)?;
+    Ok((integration_type, integration))
+}
 
+/// One step of the credentials sign-in, shared by `/authenticate` and the Link page: signs in (or answers
+/// the MFA challenge) and, on success, stores the session under `key` (the managed-token identity).
+pub(crate) async fn sign_in_and_store(
+    state: &AppState,
+    key: &NaturalKey,
+    integration: &Integration,
+    fields: SignInFields<'_>,
+) -> Result<SignInStep, ApiError> {
     let sign_in = SignIn {
-        username: username.expose_secret(),
-        password: &password,
-        scope: caller.scope,
-        challenge_id: req.challenge_id.as_deref(),
-        mfa_code: mfa_code.as_ref(),
+        username: fields.username.expose_secret(),
+        password: fields.password,
+        scope: key.scope,
+        challenge_id: fields.challenge_id,
+        mfa_code: fields.mfa_code,
     };
     let session = match state.credentials.sign_in(integration, &sign_in).await {
         Ok(SignInOutcome::Succeeded(session)) => session,
         Ok(SignInOutcome::MfaRequired(challenge)) => {
             let now = state.vault.clock().now();
-            return Ok(ApiOk(Some(AuthResponse {
-                status: "mfaRequired",
-                mfa_type: Some(challenge.mfa_type),
-                challenge_id: Some(challenge.challenge_id),
-                challenge_expires_in_seconds: challenge.expires_at.map(|at| (at - now).whole_seconds().max(0)),
-                ..AuthResponse::default()
-            })));
+            return Ok(SignInStep::MfaRequired {
+                mfa_type: challenge.mfa_type,
+                challenge_id: challenge.challenge_id,
+                expires_in_seconds: challenge.expires_at.map(|at| (at - now).whole_seconds().max(0)),
+            });
         }
         // The end user's mistakes are answered inside the result, as Mesh does; nothing is stored.
         Err(e @ (CredentialsError::InvalidCredentials | CredentialsError::Rejected { .. })) => {
-            return Ok(failed("failed", e.to_string()));
+            return Ok(SignInStep::Refused { status: "failed", message: e.to_string() });
         }
         Err(e @ (CredentialsError::InvalidMfaCode | CredentialsError::ChallengeExpired)) => {
-            return Ok(failed("challengeFailed", e.to_string()));
+            return Ok(SignInStep::Refused { status: "challengeFailed", message: e.to_string() });
         }
         Err(CredentialsError::Transient { reason, .. }) => {
             return Err(ApiError::new(
@@ -140,8 +168,6 @@ pub(crate) async fn authenticate(
             return Err(ApiError::new(ApiStatus::ServerFailure, ErrorType::IntegrationUnavailable, e.to_string()));
         }
     };
-
-    let key = NaturalKey { client_id: caller.client_id, user_id, integration: integration_type, scope: caller.scope };
     let meta = ConnectionMeta {
         account_id: session.account_id.clone(),
         account_name: session.account_name.clone(),
@@ -149,14 +175,59 @@ pub(crate) async fn authenticate(
         refresh_expires_at: None,
     };
     let credentials = IntegrationCredentials { access_token: session.token, refresh_token: None };
-    let stored = state.vault.store_credentials(&key, &credentials, &meta).await?;
+    let stored = state.vault.store_credentials(key, &credentials, &meta).await?;
     state.metrics.connection_stored();
+    let expires_in_seconds = (session.expires_at - state.vault.clock().now()).whole_seconds().max(0);
+    Ok(SignInStep::Stored {
+        stored,
+        expires_in_seconds,
+        account_id: session.account_id,
+        account_name: session.account_name,
+    })
+}
+
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Query<AuthQuery>,
+    ApiJson(req): ApiJson<AuthRequest>,
+) -> Result<ApiOk<AuthResponse>, ApiError> {
+    let raw_user = query.0.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;
+    let user_id = UserId::parse(&raw_user).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    let (integration_type, integration) = credentials_integration(&state, &req.integration_type)?;
+    let encoded = req.is_sensitive_fields_encrypted;
+    let username = decode("username", req.username, encoded)?.ok_or_else(|| ApiError::missing_field("username"))?;
+    let password = decode("password", req.password, encoded)?.ok_or_else(|| ApiError::missing_field("password"))?;
+    let mfa_code = decode("mfaCode", req.mfa_code, encoded)?;
+
+    let key = NaturalKey { client_id: caller.client_id, user_id, integration: integration_type, scope: caller.scope };
+    let fields = SignInFields {
+        username: &username,
+        password: &password,
+        challenge_id: req.challenge_id.as_deref(),
+        mfa_code: mfa_code.as_ref(),
+    };
+    let (stored, expires_in, account_id, account_name) =
+        match sign_in_and_store(&state, &key, integration, fields).await? {
+            SignInStep::MfaRequired { mfa_type, challenge_id, expires_in_seconds } => {
+                return Ok(ApiOk(Some(AuthResponse {
+                    status: "mfaRequired",
+                    mfa_type: Some(mfa_type),
+                    challenge_id: Some(challenge_id),
+                    challenge_expires_in_seconds: expires_in_seconds,
+                    ..AuthResponse::default()
+                })));
+            }
+            SignInStep::Refused { status, message } => return Ok(failed(status, message)),
+            SignInStep::Stored { stored, expires_in_seconds, account_id, account_name } => {
+                (stored, expires_in_seconds, account_id, account_name)
+            }
+        };
     let token_id = stored.token_id.to_string();
-    let expires_in = (session.expires_at - state.vault.clock().now()).whole_seconds().max(0);
     // Managed tokens: the app receives the tokenId, never the integration's session (accessToken = tokenId).
     let account = json!({
-        "accountId": session.account_id.unwrap_or_default(),
-        "accountName": session.account_name.unwrap_or_default(),
+        "accountId": account_id.unwrap_or_default(),
+        "accountName": account_name.unwrap_or_default(),
         "meshAccountId": token_id,
         "isReconnected": !stored.created,
     });

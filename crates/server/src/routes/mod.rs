@@ -1,12 +1,12 @@
 //! Route table: which handler serves which path.
 
 mod account;
-mod authenticate;
+pub(crate) mod authenticate;
 mod integrations;
 mod ops;
 mod portfolio;
 mod token_use;
-mod tokens;
+pub(crate) mod tokens;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -23,6 +23,7 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/integrations", get(integrations::list))
         .route("/authenticationSchemes", get(integrations::schemes))
         .route("/authenticate", post(authenticate::authenticate))
+        .route("/linktoken", post(crate::link::linktoken::create))
         .route("/holdings/get", post(portfolio::holdings))
         .route("/balance/get", post(portfolio::balance))
 }

@@ -32,7 +32,9 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse 
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let connections = state.vault.store().count_connections().await.ok();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(connections))
+    let mut body = state.metrics.render(connections);
+    body.push_str(&state.engine.metrics().render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 pub(crate) async fn openapi() -> impl IntoResponse {

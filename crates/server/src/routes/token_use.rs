@@ -4,6 +4,7 @@
 
 use linkvault_domain::{AccessDenied, ConnectionStatus, Operation, TokenId, authorize_token_use};
 use linkvault_integrations::{AuthScheme, Integration};
+use linkvault_refresh::RefreshError;
 use linkvault_storage::ConnectionRecord;
 use linkvault_vault::{Caller, IntegrationCredentials};
 
@@ -20,7 +21,7 @@ pub(crate) struct Resolved<'a> {
 /// Why a resolved connection cannot be used right now.
 pub(crate) enum Unusable {
     /// The end user must sign in again (through Link or `/authenticate`); the tokenId stays valid.
-    ReauthRequired(ConnectionRecord),
+    ReauthRequired(Box<ConnectionRecord>),
     Error(ApiError),
 }
 
@@ -79,15 +80,29 @@ pub(crate) async fn resolve<'a>(
         return Err(ApiError::integration_not_found(integration_type).into());
     };
     if record.status == ConnectionStatus::ReauthRequired {
-        return Err(Unusable::ReauthRequired(record));
+        return Err(Unusable::ReauthRequired(Box::new(record)));
     }
     // A credentials session past its expiry cannot be refreshed: the user must sign in again.
     let now = state.vault.clock().now();
     if integration.auth == AuthScheme::Credentials && record.access_expires_at.is_some_and(|at| at <= now) {
-        return Err(Unusable::ReauthRequired(record));
+        return Err(Unusable::ReauthRequired(Box::new(record)));
     }
-    let credentials = state.vault.open_credentials(&record).await.map_err(ApiError::from)?;
-    Ok(Resolved { record, integration, credentials })
+    // Refreshed first if expired or inside the margin, coalescing with any refresh already in flight.
+    match state.engine.ensure_fresh(caller.client_id, token_id).await {
+        Ok((record, credentials)) => Ok(Resolved { record, integration, credentials }),
+        Err(RefreshError::NotFound) => Err(ApiError::token_not_found().into()),
+        Err(RefreshError::ReauthRequired) => Err(Unusable::ReauthRequired(Box::new(record))),
+        Err(RefreshError::Unavailable(reason)) => Err(ApiError::new(
+            ApiStatus::ServerFailure,
+            ErrorType::IntegrationUnavailable,
+            format!(
+                "{}: the connection's access could not be renewed just now ({reason}); retry shortly",
+                integration.name
+            ),
+        )
+        .into()),
+        Err(other) => Err(ApiError::internal(&other).into()),
+    }
 }
 
 /// Maps an integration API failure onto our answer.

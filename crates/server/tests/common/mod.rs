@@ -49,6 +49,8 @@ pub struct Options {
     pub catalog_toml: Option<String>,
     /// Sandbox session lifetime (the Binance-like server's `LINKVAULT_SANDBOX_SESSION_TTL_SECS`).
     pub session_ttl: Option<std::time::Duration>,
+    /// Link settings (public URL is set to the test server's; `sandbox` follows `Options::sandbox`).
+    pub link: Option<linkvault_server::LinkConfig>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -70,7 +72,10 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
         }
         extra = Some(axum::Router::new().nest("/sandbox", linkvault_sandbox::router(config)));
     }
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?;
+    let mut link = options.link.clone().unwrap_or_default();
+    link.public_url = base.clone();
+    link.sandbox = options.sandbox;
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
     let router = linkvault_server::app(state, extra);
     let app = router.clone();
     let server = tokio::spawn(async move {

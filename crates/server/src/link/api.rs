@@ -1,0 +1,228 @@
+//! The Link page's JSON API: start a session from the auth_code, check return users' tokenIds, and sign in
+//! to credentials integrations (with the MFA step). Every answer is an ApiResult.
+
+use axum::extract::State;
+use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, TokenId, UserId};
+use linkvault_integrations::Integration;
+use linkvault_storage::{LinkSessionRecord, LinkStart};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::extract::ApiJson;
+use crate::link::payload::{AccountInfo, access_token_payload, catalog, probe};
+use crate::link::session::LinkSession;
+use crate::link::{digest, random_token, span};
+use crate::routes::authenticate::{SignInFields, SignInStep, credentials_integration, sign_in_and_store};
+
+/// At most this many return-user tokens are checked per call.
+const MAX_RETURN_TOKENS: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StartRequest {
+    auth_code: String,
+}
+
+pub(crate) fn link_token_used() -> ApiError {
+    ApiError::new(
+        ApiStatus::BadRequest,
+        ErrorType::LinkTokenUsed,
+        "this link token was already used; link tokens are single use, ask the app for a new one",
+    )
+    .with_display("This link was already used. Close this window and start again.")
+}
+
+pub(crate) fn link_token_expired() -> ApiError {
+    ApiError::new(
+        ApiStatus::BadRequest,
+        ErrorType::LinkTokenExpired,
+        "this link token has expired or is not valid; link tokens must be opened within 10 minutes",
+    )
+    .with_display("This link has expired. Close this window and start again.")
+}
+
+/// `POST /link/api/session {authCode}` — uses the link token once and returns the session token.
+pub(crate) async fn start_session(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    if req.auth_code.is_empty() || req.auth_code.len() > 128 {
+        return Err(link_token_expired());
+    }
+    let session_token = random_token()?;
+    let now = state.vault.clock().now();
+    let until = now + span(state.link.session_ttl);
+    let started = state
+        .vault
+        .store()
+        .start_link_session(&digest(&req.auth_code), &digest(&session_token), now, until)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let record = match started {
+        LinkStart::Started(record) => record,
+        LinkStart::Used => return Err(link_token_used()),
+        LinkStart::Expired | LinkStart::Unknown => return Err(link_token_expired()),
+    };
+    let integration = record.integration_id.and_then(|id| state.catalog.by_id(id)).map(|i| i.integration_type.as_str());
+    Ok(ApiOk(Some(json!({
+        "sessionToken": session_token,
+        "expiresInSeconds": (until - now).whole_seconds(),
+        "integrationType": integration,
+        "restrictMultipleAccounts": record.restrict_multiple_accounts,
+        "sandbox": state.link.sandbox,
+        "integrations": catalog(&state),
+    }))))
+}
+
+/// One of the SDK's `IntegrationAccessToken`s (only the fields that matter; the rest are obsolete).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReturnToken {
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    broker_type: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ReturnTokensRequest {
+    tokens: Vec<ReturnToken>,
+}
+
+/// The connection a return user's tokenId names, if it belongs to this session's client, user and scope.
+/// Anything else (unknown, deleted, another user's or client's) is `None`, indistinguishably.
+async fn own_connection<'s>(
+    state: &'s AppState,
+    session: &LinkSessionRecord,
+    token: &ReturnToken,
+) -> Option<(linkvault_storage::ConnectionRecord, &'s Integration)> {
+    let token_id = token.access_token.trim().parse::<TokenId>().ok()?;
+    let record = state.vault.connection_for(session.client_id, token_id).await.ok()?;
+    if record.user_id != session.user_id || record.scope != session.scope {
+        return None;
+    }
+    if !token.broker_type.is_empty() && token.broker_type != record.integration {
+        return None;
+    }
+    let integration = state.catalog.get(&record.integration)?;
+    Some((record, integration))
+}
+
+/// `POST /link/api/return-tokens {tokens: IntegrationAccessToken[]}` — the tokenIds the SDK passed in
+/// `frontAccessTokens` that this session may use, with their state. Others are left out without a trace.
+pub(crate) async fn return_tokens(
+    State(state): State<AppState>,
+    LinkSession(session): LinkSession,
+    ApiJson(req): ApiJson<ReturnTokensRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    let now = state.vault.clock().now();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut connections = Vec::new();
+    for token in req.tokens.iter().take(MAX_RETURN_TOKENS) {
+        let Some((record, integration)) = own_connection(&state, &session, token).await else { continue };
+        if !seen.insert(record.token_id) {
+            continue;
+        }
+        let probe = probe(&state, &record, integration).await;
+        let active = probe.status == ConnectionStatus::Active;
+        let payload = active.then(|| {
+            access_token_payload(integration, record.token_id, &probe.accounts, record.access_expires_at, now, true)
+        });
+        connections.push(json!({
+            "tokenId": record.token_id.to_string(),
+            "brokerType": integration.integration_type.as_str(),
+            "status": probe.status.as_str(),
+            "accounts": accounts_json(&probe.accounts),
+            "payload": payload,
+        }));
+    }
+    Ok(ApiOk(Some(json!({ "connections": connections }))))
+}
+
+pub(crate) fn accounts_json(accounts: &[AccountInfo]) -> Vec<Value> {
+    accounts.iter().map(|a| json!({"accountId": a.id, "accountName": a.name})).collect()
+}
+
+/// The natural key of a connection made in this session: re-authentication lands on the same tokenId.
+pub(crate) fn session_key(session: &LinkSessionRecord, integration: IntegrationType) -> Result<NaturalKey, ApiError> {
+    let user_id = UserId::parse(&session.user_id).map_err(|e| ApiError::internal(&e.reason))?;
+    Ok(NaturalKey { client_id: session.client_id, user_id, integration, scope: session.scope })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CredentialsRequest {
+    #[serde(rename = "type")]
+    integration_type: String,
+    username: String,
+    password: String,
+    mfa_code: Option<String>,
+    challenge_id: Option<String>,
+}
+
+/// `POST /link/api/credentials` — one step of a username/password sign-in; on success the session is
+/// stored under this Link session's identity and the answer carries the `AccessTokenPayload`.
+pub(crate) async fn credentials(
+    State(state): State<AppState>,
+    LinkSession(session): LinkSession,
+    ApiJson(req): ApiJson<CredentialsRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    let (integration_type, integration) = credentials_integration(&state, &req.integration_type)?;
+    if req.username.trim().is_empty() {
+        return Err(ApiError::missing_field("username"));
+    }
+    if req.password.is_empty() {
+        return Err(ApiError::missing_field("password"));
+    }
+    let key = session_key(&session, integration_type)?;
+    let (username, password) = (SecretString::from(req.username), SecretString::from(req.password));
+    let mfa_code = req.mfa_code.filter(|c| !c.trim().is_empty()).map(SecretString::from);
+    let fields = SignInFields {
+        username: &username,
+        password: &password,
+        challenge_id: req.challenge_id.as_deref(),
+        mfa_code: mfa_code.as_ref(),
+    };
+    let answer = match sign_in_and_store(&state, &key, integration, fields).await? {
+        SignInStep::MfaRequired { mfa_type, challenge_id, expires_in_seconds } => json!({
+            "status": "mfaRequired", "mfaType": mfa_type, "challengeId": challenge_id,
+            "challengeExpiresInSeconds": expires_in_seconds,
+        }),
+        SignInStep::Refused { status, message } => json!({"status": status, "errorMessage": message}),
+        SignInStep::Stored { stored, account_id, account_name, .. } => {
+            let now = state.vault.clock().now();
+            let record = state.vault.connection_for(session.client_id, stored.token_id).await?;
+            let mut accounts = match state.vault.open_credentials(&record).await {
+                Ok(c) => {
+                    crate::link::payload::fetch_accounts(&state, integration, &c.access_token).await.unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
+            };
+            if accounts.is_empty() && (account_id.is_some() || account_name.is_some()) {
+                accounts.push(AccountInfo {
+                    id: account_id.unwrap_or_default(),
+                    name: account_name.unwrap_or_else(|| integration.name.clone()),
+                });
+            }
+            let payload = access_token_payload(
+                integration,
+                stored.token_id,
+                &accounts,
+                record.access_expires_at,
+                now,
+                !stored.created,
+            );
+            json!({
+                "status": "succeeded",
+                "tokenId": stored.token_id.to_string(),
+                "brokerType": integration.integration_type.as_str(),
+                "accounts": accounts_json(&accounts),
+                "payload": payload,
+            })
+        }
+    };
+    Ok(ApiOk(Some(answer)))
+}

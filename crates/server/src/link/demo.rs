@@ -1,0 +1,68 @@
+//! The sandbox demo at `/demo`: a page that plays the app. Its backend route creates link tokens for the
+//! sandbox demo client (created by `serve --sandbox`, id in meta `sandbox_demo_client_id`) directly through
+//! [`issue_link_token`], without a client secret. Served only in sandbox mode.
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use linkvault_domain::{ClientId, Scope, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::extract::ApiJson;
+use crate::link::assets::DEMO_HTML;
+use crate::link::linktoken::{LinkTokenSpec, issue_link_token};
+
+/// Meta key under which `serve --sandbox` records the demo client's id.
+pub const SANDBOX_DEMO_CLIENT_META: &str = "sandbox_demo_client_id";
+
+fn not_sandbox() -> ApiError {
+    ApiError::new(ApiStatus::NotFound, ErrorType::EndpointNotFound, "the demo is served only with --sandbox")
+}
+
+/// `GET /demo`.
+pub(crate) async fn page(State(state): State<AppState>) -> Response {
+    if !state.link.sandbox {
+        return not_sandbox().into_response();
+    }
+    let mut response = DEMO_HTML.into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DemoRequest {
+    user_id: String,
+    integration_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    restrict_multiple_accounts: bool,
+}
+
+/// `POST /demo/api/linktoken {userId}` — what an app's backend does with `POST /api/v1/linktoken`.
+pub(crate) async fn link_token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<DemoRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    if !state.link.sandbox {
+        return Err(not_sandbox());
+    }
+    let raw = state.vault.store().get_meta(SANDBOX_DEMO_CLIENT_META).await.map_err(|e| ApiError::internal(&e))?;
+    let client_id = raw
+        .and_then(|r| r.parse::<ClientId>().ok())
+        .ok_or_else(|| ApiError::internal(&"the sandbox demo client is missing; restart with --sandbox"))?;
+    let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    let spec = LinkTokenSpec {
+        client_id,
+        user_id,
+        scope: Scope::Read,
+        integration_id: req.integration_id.filter(|id| state.catalog.by_id(*id).is_some()),
+        restrict_multiple_accounts: req.restrict_multiple_accounts,
+        transfer_options: None,
+    };
+    let link_token = issue_link_token(&state, spec).await?;
+    Ok(ApiOk(Some(json!({ "linkToken": link_token }))))
+}

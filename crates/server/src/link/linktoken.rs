@@ -1,0 +1,125 @@
+//! `POST /api/v1/linktoken`: a short-lived (10 minutes), single-use link token, the standard padded base64 of
+//! `<public-url>/link/broker-connect?auth_code=<256-bit random>`. The session records the client, `userId`,
+//! the calling key's scope, `integrationId`, `restrictMultipleAccounts` and `transferOptions`.
+
+use axum::Extension;
+use axum::extract::State;
+use base64::Engine as _;
+use linkvault_domain::{ClientId, Scope, UserId};
+use linkvault_storage::LinkSessionRecord;
+use linkvault_vault::Caller;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk};
+use crate::extract::ApiJson;
+use crate::link::{digest, random_token, span};
+
+/// Rows this long past expiry are deleted when new link tokens are issued.
+const PURGE_AFTER: time::Duration = time::Duration::days(1);
+
+/// Mesh's `GetLinkTokenRequest`, the fields linkvault uses (others are accepted and ignored).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LinkTokenRequest {
+    user_id: Option<String>,
+    /// Deprecated in Mesh's API: go straight to this integration.
+    broker_type: Option<String>,
+    restrict_multiple_accounts: Option<bool>,
+    transfer_options: Option<Value>,
+    integration_id: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LinkTokenResponse {
+    link_token: String,
+    payment_link: Option<String>,
+}
+
+/// What a Link session is opened for.
+#[derive(Debug)]
+pub(crate) struct LinkTokenSpec {
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    pub scope: Scope,
+    pub integration_id: Option<Uuid>,
+    pub restrict_multiple_accounts: bool,
+    pub transfer_options: Option<String>,
+}
+
+/// Stores a new link session and returns its link token.
+pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> Result<String, ApiError> {
+    let auth_code = random_token()?;
+    let now = state.vault.clock().now();
+    let record = LinkSessionRecord {
+        id: Uuid::new_v4(),
+        code_digest: digest(&auth_code),
+        client_id: spec.client_id,
+        user_id: spec.user_id.as_str().to_owned(),
+        scope: spec.scope,
+        integration_id: spec.integration_id,
+        restrict_multiple_accounts: spec.restrict_multiple_accounts,
+        transfer_options: spec.transfer_options,
+        created_at: now,
+        expires_at: now + span(state.link.link_token_ttl),
+        used_at: None,
+        session_expires_at: None,
+    };
+    let store = state.vault.store();
+    store.insert_link_session(&record).await.map_err(|e| ApiError::internal(&e))?;
+    if let Err(e) = store.purge_link_sessions(now - PURGE_AFTER).await {
+        tracing::warn!(error = %e, "cannot purge old link sessions");
+    }
+    let url = format!("{}/link/broker-connect?auth_code={auth_code}", state.link.public_url);
+    Ok(base64::engine::general_purpose::STANDARD.encode(url))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<LinkTokenRequest>,
+) -> Result<ApiOk<LinkTokenResponse>, ApiError> {
+    let raw_user = req.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;
+    let user_id = UserId::parse(&raw_user).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    let integration_id = match (req.integration_id.as_deref(), req.broker_type.as_deref()) {
+        (Some(raw), _) => {
+            let id =
+                Uuid::parse_str(raw.trim()).map_err(|_| ApiError::invalid_field("integrationId", "is not a UUID"))?;
+            if state.catalog.by_id(id).is_none() {
+                return Err(ApiError::invalid_field(
+                    "integrationId",
+                    "names no integration; GET /api/v1/integrations lists the ids",
+                ));
+            }
+            Some(id)
+        }
+        (None, Some(broker_type)) => match state.catalog.get(broker_type) {
+            Some(integration) => Some(integration.id),
+            None => {
+                return Err(
+                    ApiError::integration_not_found(broker_type).with_data(serde_json::json!({"field": "brokerType"}))
+                );
+            }
+        },
+        (None, None) => None,
+    };
+    let transfer_options = match req.transfer_options {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.to_string()),
+        Some(_) => return Err(ApiError::invalid_field("transferOptions", "must be an object")),
+    };
+    let spec = LinkTokenSpec {
+        client_id: caller.client_id,
+        user_id,
+        scope: caller.scope,
+        integration_id,
+        // Mesh: "Defaults to true".
+        restrict_multiple_accounts: req.restrict_multiple_accounts.unwrap_or(true),
+        transfer_options,
+    };
+    let link_token = issue_link_token(&state, spec).await?;
+    Ok(ApiOk(Some(LinkTokenResponse { link_token, payment_link: None })))
+}

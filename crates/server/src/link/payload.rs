@@ -1,0 +1,146 @@
+//! What the Link page shows and posts: the catalog entries, a connection's accounts, and Mesh's
+//! `AccessTokenPayload` (managed tokens: `accessToken` is the tokenId).
+
+use linkvault_domain::{ConnectionStatus, TokenId};
+use linkvault_integrations::api::ApiError as ExchangeError;
+use linkvault_integrations::{AuthScheme, Integration};
+use linkvault_storage::ConnectionRecord;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::AppState;
+
+/// One catalog entry as the page needs it.
+pub(crate) fn catalog_entry(i: &Integration) -> Value {
+    json!({
+        "id": i.id,
+        "type": i.integration_type.as_str(),
+        "name": i.name,
+        "auth": match i.auth { AuthScheme::OAuth2 => "oauth", AuthScheme::Credentials => "credentials" },
+        "logoUrl": i.logo.url,
+        "logoBase64": i.logo.base64,
+    })
+}
+
+/// The integrations this installation can connect, sorted by name.
+pub(crate) fn catalog(state: &AppState) -> Vec<Value> {
+    let mut items: Vec<&Integration> = state.catalog.iter().filter(|i| i.missing_configuration().is_none()).collect();
+    items.sort_by_key(|i| i.name.to_lowercase());
+    items.into_iter().map(catalog_entry).collect()
+}
+
+/// An account as the connected screen lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct AccountInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// Mesh's `AccessTokenPayload` for a managed connection: one `accountTokens` entry per account, each with
+/// `accessToken == tokenId`.
+pub(crate) fn access_token_payload(
+    integration: &Integration,
+    token_id: TokenId,
+    accounts: &[AccountInfo],
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    reconnected: bool,
+) -> Value {
+    let token = token_id.to_string();
+    let fallback = [AccountInfo { id: String::new(), name: integration.name.clone() }];
+    let listed = if accounts.is_empty() { &fallback[..] } else { accounts };
+    let account_tokens: Vec<Value> = listed
+        .iter()
+        .map(|a| {
+            json!({
+                "account": {
+                    "accountId": a.id,
+                    "accountName": a.name,
+                    "meshAccountId": token,
+                    "frontAccountId": token,
+                    "fund": 0,
+                    "cash": 0,
+                    "isReconnected": reconnected,
+                },
+                "accessToken": token,
+                "tokenId": token,
+            })
+        })
+        .collect();
+    let mut payload = json!({
+        "accountTokens": account_tokens,
+        "brokerType": integration.integration_type.as_str(),
+        "brokerName": integration.name,
+        "brokerBrandInfo": {
+            "brokerLogo": integration.logo.base64.clone().unwrap_or_default(),
+            "brokerLogoUrl": integration.logo.url,
+        },
+    });
+    if let Some(at) = expires_at {
+        payload["expiresInSeconds"] = json!((at - now).whole_seconds().max(0));
+    }
+    payload
+}
+
+/// What Link knows about a stored connection when it is about to be reused.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    pub status: ConnectionStatus,
+    pub accounts: Vec<AccountInfo>,
+}
+
+fn stored_accounts(record: &ConnectionRecord, integration: &Integration) -> Vec<AccountInfo> {
+    match (&record.account_id, &record.account_name) {
+        (None, None) => Vec::new(),
+        (id, name) => vec![AccountInfo {
+            id: id.clone().unwrap_or_default(),
+            name: name.clone().unwrap_or_else(|| integration.name.clone()),
+        }],
+    }
+}
+
+/// Fetches the accounts with a connection's token. `Err(true)` means the integration refused the token.
+pub(crate) async fn fetch_accounts(
+    state: &AppState,
+    integration: &Integration,
+    token: &secrecy::SecretString,
+) -> Result<Vec<AccountInfo>, bool> {
+    match state.exchange.accounts(integration, token).await {
+        Ok(accounts) => Ok(accounts.into_iter().map(|a| AccountInfo { id: a.id, name: a.name }).collect()),
+        Err(ExchangeError::Unauthorized) => Err(true),
+        Err(e) => {
+            tracing::debug!(error = %e, integration = %integration.integration_type, "cannot list accounts");
+            Err(false)
+        }
+    }
+}
+
+/// Decides whether a stored connection can be reused as is, or needs the end user to sign in again.
+/// Credentials sessions cannot be refreshed: an expired or refused session needs a new sign-in. OAuth
+/// connections are kept fresh by the refresh engine and are reused unless marked `reauthRequired`.
+pub(crate) async fn probe(state: &AppState, record: &ConnectionRecord, integration: &Integration) -> Probe {
+    let stored = stored_accounts(record, integration);
+    if record.status == ConnectionStatus::ReauthRequired {
+        return Probe { status: ConnectionStatus::ReauthRequired, accounts: stored };
+    }
+    let now = state.vault.clock().now();
+    let expired = record.access_expires_at.is_some_and(|at| at <= now);
+    if integration.auth == AuthScheme::Credentials && expired {
+        return Probe { status: ConnectionStatus::ReauthRequired, accounts: stored };
+    }
+    let credentials = match state.vault.open_credentials(record).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open a connection's credentials for Link");
+            return Probe { status: record.status, accounts: stored };
+        }
+    };
+    match fetch_accounts(state, integration, &credentials.access_token).await {
+        Ok(accounts) if !accounts.is_empty() => Probe { status: ConnectionStatus::Active, accounts },
+        Ok(_) => Probe { status: ConnectionStatus::Active, accounts: stored },
+        Err(true) if integration.auth == AuthScheme::Credentials => {
+            Probe { status: ConnectionStatus::ReauthRequired, accounts: stored }
+        }
+        Err(_) => Probe { status: record.status, accounts: stored },
+    }
+}

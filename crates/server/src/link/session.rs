@@ -1,0 +1,45 @@
+//! The Link page's session: the `Authorization: Bearer` token issued when the page exchanged its auth_code,
+//! looked up by digest. Client credentials are never accepted here.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use linkvault_storage::LinkSessionRecord;
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiStatus, ErrorType};
+use crate::link::digest;
+
+/// A started, unexpired Link session.
+#[derive(Debug)]
+pub(crate) struct LinkSession(pub LinkSessionRecord);
+
+pub(crate) fn session_expired() -> ApiError {
+    ApiError::new(
+        ApiStatus::PermissionDenied,
+        ErrorType::LinkTokenExpired,
+        "the Link session is missing or has expired; open Link again with a new link token",
+    )
+    .with_display("This session has expired. Close this window and start again.")
+}
+
+impl FromRequestParts<AppState> for LinkSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 128)
+            .ok_or_else(session_expired)?;
+        let now = state.vault.clock().now();
+        match state.vault.store().find_link_session(&digest(token), now).await {
+            Ok(Some(record)) => Ok(LinkSession(record)),
+            Ok(None) => Err(session_expired()),
+            Err(e) => Err(ApiError::internal(&e)),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Storage of Link sessions (the hosted Link page): link tokens and the browser sessions they start, OAuth
+//! sign-ins pending inside a session, and the origins allowed to embed a client's Link pages.
+//!
+//! Only digests of the auth_code, the session token and the OAuth `state` are stored. Single use of a link
+//! token is a conditional `UPDATE … WHERE used_at IS NULL`, so it holds across instances sharing a database.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use linkvault_domain::{ClientId, Scope, TokenId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A link token and, once started, its browser session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkSessionRecord {
+    pub id: Uuid,
+    /// SHA-256 of the auth_code carried in the link token's URL.
+    pub code_digest: Vec<u8>,
+    pub client_id: ClientId,
+    pub user_id: String,
+    /// The scope of the API key that created the link token.
+    pub scope: Scope,
+    pub integration_id: Option<Uuid>,
+    pub restrict_multiple_accounts: bool,
+    /// `transferOptions` as sent, JSON text.
+    pub transfer_options: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// The link token must be started before this.
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+    pub session_expires_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for LinkSessionRecord {
+    // Digests are not secrets, but they are noise in logs; the user id is the client's pseudonymous id.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkSessionRecord")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("integration_id", &self.integration_id)
+            .field("restrict_multiple_accounts", &self.restrict_multiple_accounts)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("used_at", &self.used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What starting a session from an auth_code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStart {
+    /// The link token was unused and unexpired; it is now used and bound to the session digest.
+    Started(LinkSessionRecord),
+    /// Already used (by this or another instance).
+    Used,
+    /// Past its expiry.
+    Expired,
+    /// No such auth_code.
+    Unknown,
+}
+
+/// An OAuth sign-in started from a Link session, waiting for the integration's callback.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkOAuthRecord {
+    /// SHA-256 of the `state` sent to the integration.
+    pub state_digest: Vec<u8>,
+    pub session_id: Uuid,
+    pub integration: String,
+    /// The PKCE verifier (needed for the code exchange; cleared when the callback claims the row).
+    pub pkce_verifier: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+impl fmt::Debug for LinkOAuthRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkOAuthRecord")
+            .field("session_id", &self.session_id)
+            .field("integration", &self.integration)
+            .field("pkce_verifier", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a completed OAuth sign-in, collected once by the Link page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkOAuthOutcome {
+    pub integration: String,
+    pub token_id: Option<TokenId>,
+    /// A short, user-presentable reason when the sign-in failed.
+    pub error: Option<String>,
+}
+
+/// Everything the Link feature persists. Implemented by both backends; every method is atomic on its own.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
+    async fn insert_link_session(&self, record: &LinkSessionRecord) -> Result<()>;
+    /// The link token by its auth_code digest, whatever its state (for choosing the page's headers).
+    async fn find_link_by_code(&self, code_digest: &[u8]) -> Result<Option<LinkSessionRecord>>;
+    /// Marks the link token used and binds the session digest, if it is unused and `now < expires_at`.
+    async fn start_link_session(
+        &self,
+        code_digest: &[u8],
+        session_digest: &[u8],
+        now: OffsetDateTime,
+        session_expires_at: OffsetDateTime,
+    ) -> Result<LinkStart>;
+    /// A started session by the digest of its bearer token, unless it has expired.
+    async fn find_link_session(&self, session_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkSessionRecord>>;
+
+    /// A link session by id (the OAuth callback finds its session through the pending sign-in).
+    async fn get_link_session(&self, id: Uuid) -> Result<Option<LinkSessionRecord>>;
+
+    async fn insert_link_oauth(&self, record: &LinkOAuthRecord) -> Result<()>;
+    /// Claims a pending OAuth sign-in for its callback: once only, before it expires. Returns the row with
+    /// its verifier; the stored verifier is cleared in the same statement.
+    async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>>;
+    /// Records the callback's result on a claimed row.
+    async fn complete_link_oauth(
+        &self,
+        state_digest: &[u8],
+        token_id: Option<TokenId>,
+        error: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Takes (deletes and returns) the oldest completed OAuth result of a session.
+    async fn take_link_oauth_outcome(&self, session_id: Uuid) -> Result<Option<LinkOAuthOutcome>>;
+
+    /// Allows `origin` (`scheme://host[:port]`) to embed the client's Link pages. `false` if already allowed.
+    async fn add_link_origin(&self, client_id: ClientId, origin: &str, now: OffsetDateTime) -> Result<bool>;
+    async fn remove_link_origin(&self, client_id: ClientId, origin: &str) -> Result<bool>;
+    /// The client's allowed origins, sorted.
+    async fn link_origins(&self, client_id: ClientId) -> Result<Vec<String>>;
+
+    /// Deletes link sessions (and their OAuth rows) that expired before `before`.
+    async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64>;
+}

@@ -1,0 +1,188 @@
+//! Conformance tests of [`LinkStore`] (Link sessions, pending OAuth sign-ins, allowed origins), run against
+//! SQLite always and PostgreSQL when `LINKVAULT_TEST_DATABASE_URL` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::error::Error;
+
+use linkvault_domain::{ClientId, Scope, TokenId, TokenMode};
+use linkvault_storage::testing::{Backend, fresh_store};
+use linkvault_storage::{ClientRecord, DynStore, LinkOAuthRecord, LinkSessionRecord, LinkStart};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+type TestResult = Result<(), Box<dyn Error + Send + Sync>>;
+
+async fn with_store<F, Fut>(name: &str, body: F) -> TestResult
+where
+    F: Fn(DynStore) -> Fut,
+    Fut: std::future::Future<Output = TestResult>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !Backend::all().contains(&backend) {
+            println!("postgres::{name}: skipped, LINKVAULT_TEST_DATABASE_URL is not set");
+            continue;
+        }
+        let fresh = fresh_store(backend).await?;
+        body(fresh.store.clone()).await?;
+    }
+    Ok(())
+}
+
+fn now() -> OffsetDateTime {
+    // Whole milliseconds: what both backends store.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap()
+}
+
+async fn client(store: &DynStore) -> Result<ClientId, Box<dyn Error + Send + Sync>> {
+    let id = ClientId::new_random();
+    store
+        .insert_client(
+            &ClientRecord { client_id: id, name: "c".into(), token_mode: TokenMode::Managed, created_at: now() },
+            &[],
+        )
+        .await?;
+    Ok(id)
+}
+
+fn session(client_id: ClientId, code: &[u8], expires_at: OffsetDateTime) -> LinkSessionRecord {
+    LinkSessionRecord {
+        id: Uuid::new_v4(),
+        code_digest: code.to_vec(),
+        client_id,
+        user_id: "alice".into(),
+        scope: Scope::Write,
+        integration_id: Some(Uuid::new_v4()),
+        restrict_multiple_accounts: false,
+        transfer_options: Some(r#"{"transferType":"deposit"}"#.into()),
+        created_at: now(),
+        expires_at,
+        used_at: None,
+        session_expires_at: None,
+    }
+}
+
+#[tokio::test]
+async fn link_token_is_single_use_and_expires() -> TestResult {
+    with_store("link_token_is_single_use_and_expires", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let record = session(c, b"code-1", t0 + Duration::minutes(10));
+        store.insert_link_session(&record).await?;
+        assert_eq!(store.find_link_by_code(b"code-1").await?.map(|r| r.client_id), Some(c));
+
+        let started = store.start_link_session(b"code-1", b"sess-1", t0, t0 + Duration::minutes(30)).await?;
+        let LinkStart::Started(got) = started else { panic!("expected Started, got {started:?}") };
+        assert_eq!(
+            (got.user_id.as_str(), got.scope, got.integration_id),
+            ("alice", Scope::Write, record.integration_id)
+        );
+        assert_eq!(got.transfer_options, record.transfer_options);
+        assert!(!got.restrict_multiple_accounts);
+        assert_eq!(got.used_at, Some(t0));
+        assert_eq!(
+            store.start_link_session(b"code-1", b"sess-2", t0, t0 + Duration::minutes(30)).await?,
+            LinkStart::Used
+        );
+        assert_eq!(store.start_link_session(b"nope", b"sess-3", t0, t0).await?, LinkStart::Unknown);
+
+        store.insert_link_session(&session(c, b"code-2", t0 + Duration::seconds(1))).await?;
+        let late = t0 + Duration::seconds(1);
+        assert_eq!(store.start_link_session(b"code-2", b"sess-4", late, late).await?, LinkStart::Expired);
+
+        // The session is found by its digest until it expires; the rejected attempts bound nothing.
+        assert_eq!(store.find_link_session(b"sess-1", t0).await?.map(|r| r.id), Some(record.id));
+        assert!(store.find_link_session(b"sess-1", t0 + Duration::minutes(31)).await?.is_none());
+        assert!(store.find_link_session(b"sess-2", t0).await?.is_none());
+        assert!(store.find_link_session(b"sess-4", t0).await?.is_none());
+        assert_eq!(store.get_link_session(record.id).await?.map(|r| r.code_digest), Some(b"code-1".to_vec()));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_starts_have_one_winner() -> TestResult {
+    with_store("concurrent_starts_have_one_winner", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        store.insert_link_session(&session(c, b"race", t0 + Duration::minutes(10))).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..12u8 {
+            let store = store.clone();
+            tasks
+                .spawn(async move { store.start_link_session(b"race", &[i; 8], t0, t0 + Duration::minutes(30)).await });
+        }
+        let mut winners = 0;
+        while let Some(result) = tasks.join_next().await {
+            match result?? {
+                LinkStart::Started(_) => winners += 1,
+                LinkStart::Used => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
+    with_store("oauth_sign_ins_are_claimed_once_and_collected_once", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let s = session(c, b"code-o", t0 + Duration::minutes(10));
+        store.insert_link_session(&s).await?;
+        let pending = LinkOAuthRecord {
+            state_digest: b"state-1".to_vec(),
+            session_id: s.id,
+            integration: "coinbase".into(),
+            pkce_verifier: "v".repeat(43),
+            created_at: t0,
+            expires_at: t0 + Duration::minutes(10),
+        };
+        store.insert_link_oauth(&pending).await?;
+        assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "nothing completed yet");
+        assert!(!store.complete_link_oauth(b"state-1", None, Some("x"), t0).await?, "not claimed yet");
+        let claimed = store.claim_link_oauth(b"state-1", t0).await?.expect("claimed");
+        assert_eq!(claimed, pending);
+        assert!(store.claim_link_oauth(b"state-1", t0).await?.is_none(), "a state is claimed once");
+        let token = TokenId::new_random();
+        assert!(store.complete_link_oauth(b"state-1", Some(token), None, t0).await?);
+        assert!(!store.complete_link_oauth(b"state-1", None, Some("again"), t0).await?);
+        let outcome = store.take_link_oauth_outcome(s.id).await?.expect("outcome");
+        assert_eq!((outcome.integration.as_str(), outcome.token_id, outcome.error), ("coinbase", Some(token), None));
+        assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "collected once");
+
+        let expired = LinkOAuthRecord { state_digest: b"state-2".to_vec(), expires_at: t0, ..pending.clone() };
+        store.insert_link_oauth(&expired).await?;
+        assert!(store.claim_link_oauth(b"state-2", t0).await?.is_none(), "expired");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn allowed_origins_and_purge() -> TestResult {
+    with_store("allowed_origins_and_purge", |store| async move {
+        let (a, b) = (client(&store).await?, client(&store).await?);
+        let t0 = now();
+        assert!(store.add_link_origin(a, "https://b.example", t0).await?);
+        assert!(store.add_link_origin(a, "https://a.example", t0).await?);
+        assert!(!store.add_link_origin(a, "https://a.example", t0).await?, "already there");
+        assert_eq!(store.link_origins(a).await?, vec!["https://a.example", "https://b.example"]);
+        assert!(store.link_origins(b).await?.is_empty(), "per client");
+        assert!(store.remove_link_origin(a, "https://b.example").await?);
+        assert!(!store.remove_link_origin(a, "https://b.example").await?);
+        assert_eq!(store.link_origins(a).await?, vec!["https://a.example"]);
+
+        store.insert_link_session(&session(a, b"old", t0 - Duration::days(2))).await?;
+        store.insert_link_session(&session(a, b"new", t0 + Duration::minutes(10))).await?;
+        assert_eq!(store.purge_link_sessions(t0 - Duration::days(1)).await?, 1);
+        assert!(store.find_link_by_code(b"old").await?.is_none());
+        assert!(store.find_link_by_code(b"new").await?.is_some());
+        Ok(())
+    })
+    .await
+}
