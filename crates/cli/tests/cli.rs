@@ -119,6 +119,29 @@ async fn bad_catalog_file_stops_start_up_naming_entry_and_field() -> TestResult 
 }
 
 #[tokio::test]
+async fn client_webhook_set_prints_a_signing_secret() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let out = linkvault(dir.path(), None, None)
+        .args(["client", "webhook", "set", "--client", &id, "--url", "https://app.example.com/hooks", "--json"])
+        .output()
+        .await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(set["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{set}");
+    assert_eq!(set["url"], "https://app.example.com/hooks");
+    let bad = linkvault(dir.path(), None, None)
+        .args(["client", "webhook", "set", "--client", &id, "--url", "ftp://nope"])
+        .output()
+        .await?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("http(s) URL"));
+    Ok(())
+}
+
+#[tokio::test]
 async fn link_origins_are_managed_per_client() -> TestResult {
     let dir = tempfile::tempdir()?;
     let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;

@@ -20,6 +20,7 @@ const FORMAT_V1: u8 = 1;
 const KIND_KEY_VERSION: u8 = 1;
 const KIND_DATA_KEY: u8 = 2;
 const KIND_PAYLOAD: u8 = 3;
+const KIND_MASTER_SEALED: u8 = 4;
 const HEADER_LEN: usize = 1 + 1 + 4;
 const KEY_LEN: usize = 32;
 
@@ -245,6 +246,31 @@ impl DataKey {
     }
 }
 
+/// Seals a small secret that linkvault itself must use later (e.g. a webhook signing secret) under a key
+/// derived from the master key for `purpose`, bound to `context` (e.g. the client id). Not for connection
+/// credentials, which use the per-row data keys.
+pub fn seal_under_master(
+    master: &MasterKey,
+    purpose: &str,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let key = aead_key(master.derive(&format!("linkvault/v1/sealed/{purpose}")).as_ref())?;
+    seal(&key, header(KIND_MASTER_SEALED, 0), &[purpose.as_bytes(), context], plaintext)
+}
+
+/// Opens what [`seal_under_master`] sealed for the same purpose and context.
+pub fn open_under_master(
+    master: &MasterKey,
+    purpose: &str,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    parse_header(sealed, KIND_MASTER_SEALED)?;
+    let key = aead_key(master.derive(&format!("linkvault/v1/sealed/{purpose}")).as_ref())?;
+    open(&key, sealed, &[purpose.as_bytes(), context])
+}
+
 /// Raw single-layer AES-256-GCM open, exposed only so benchmarks can compare the envelope against it.
 #[doc(hidden)]
 pub fn bench_raw_aes_gcm() -> Result<impl Fn() -> bool, CryptoError> {
@@ -327,6 +353,18 @@ mod tests {
         assert_eq!(KeyVersion::version_of_wrapped(&w2)?, 2);
         assert!(v1.unwrap_data_key(row, 1, &w2).is_err());
         assert_eq!(v2.unwrap_data_key(row, 1, &w2)?.open(row, "credentials", &sealed)?.as_slice(), b"x");
+        Ok(())
+    }
+
+    #[test]
+    fn master_sealed_secrets_are_bound_to_purpose_and_context() -> Result<(), CryptoError> {
+        let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
+        let sealed = seal_under_master(&master, "webhook", b"client-a", b"whsec_x")?;
+        assert_eq!(open_under_master(&master, "webhook", b"client-a", &sealed)?.as_slice(), b"whsec_x");
+        assert!(open_under_master(&master, "webhook", b"client-b", &sealed).is_err());
+        assert!(open_under_master(&master, "other", b"client-a", &sealed).is_err());
+        let other = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
+        assert!(open_under_master(&other, "webhook", b"client-a", &sealed).is_err());
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use linkvault_integrations::oauth::OAuthClient;
 use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::{EngineConfig, RefreshEngine};
 use linkvault_vault::Vault;
+use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
 pub use link::LinkConfig;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub link: Arc<LinkConfig>,
     /// The token lifecycle engine: refreshes on demand for requests; `serve` also runs its scheduler.
     pub engine: RefreshEngine,
+    /// Delivers outbox events to clients' webhook endpoints; `serve` runs it.
+    pub webhooks: DeliveryWorker,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -62,6 +65,7 @@ impl AppState {
             Arc::clone(vault.clock()),
             EngineConfig::new(),
         );
+        let webhooks = DeliveryWorker::new(Arc::clone(&vault), WorkerConfig::default()).map_err(StateError)?;
         Ok(Self {
             vault,
             catalog,
@@ -71,6 +75,7 @@ impl AppState {
             exchange,
             link: Arc::default(),
             engine,
+            webhooks,
         })
     }
 

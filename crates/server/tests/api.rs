@@ -295,3 +295,23 @@ async fn sqlite_files_never_hold_plaintext_and_forget_deleted_ciphertext() -> Te
     }
     Ok(())
 }
+
+on_every_backend!(webhook_endpoint_is_set_with_a_write_key, |backend| async move {
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    let body = Some(json!({"url": "https://app.example.com/hooks"}).to_string());
+    let read = app.call(Method::POST, "/api/v1/webhooks", Some((&c.id, &c.read)), body.clone()).await?;
+    assert_eq!((read.code, read.error_type()), (403, "keyScopeInsufficient"), "{}", read.raw);
+    let set = app.call(Method::POST, "/api/v1/webhooks", Some((&c.id, &c.write)), body).await?;
+    assert_eq!(set.code, 200, "{}", set.raw);
+    let secret = set.content()["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let shown = app.call(Method::GET, "/api/v1/webhooks", Some((&c.id, &c.read)), None).await?;
+    assert_eq!(shown.content()["url"], "https://app.example.com/hooks");
+    assert!(!shown.raw.contains(&secret), "the secret is shown only once");
+    let bad = app
+        .call(Method::POST, "/api/v1/webhooks", Some((&c.id, &c.write)), Some(json!({"url": "nope"}).to_string()))
+        .await?;
+    assert_eq!((bad.code, bad.error_type()), (400, "invalidField"), "{}", bad.raw);
+    Ok::<(), Box<dyn std::error::Error>>(())
+});

@@ -14,6 +14,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Webhook endpoints and outbox delivery (`WebhookStore`).
+mod webhooks;
 
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
@@ -26,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
     include_str!("../migrations/postgres/0002_refresh.sql"),
     include_str!("../migrations/postgres/0003_link.sql"),
+    include_str!("../migrations/postgres/0004_webhooks.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
 /// start of the transaction, and leases must be measured against the time the statement actually runs.
@@ -803,7 +806,11 @@ impl Store for PostgresStore {
 
     async fn count_pending_outbox(&self) -> Result<u64> {
         let c = self.client().await?;
-        u64_of(c.query_one("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", &[]).await?.try_get(0)?)
+        u64_of(
+            c.query_one("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND given_up_at IS NULL", &[])
+                .await?
+                .try_get(0)?,
+        )
     }
 
     async fn pending_outbox_events(&self, limit: u32) -> Result<Vec<OutboxEvent>> {
@@ -811,7 +818,7 @@ impl Store for PostgresStore {
         let rows = c
             .query(
                 "SELECT id, client_id, event_type, payload, created_at FROM outbox
-                 WHERE delivered_at IS NULL ORDER BY created_at, seq LIMIT $1",
+                 WHERE delivered_at IS NULL AND given_up_at IS NULL ORDER BY created_at, seq LIMIT $1",
                 &[&i64::from(limit)],
             )
             .await?;

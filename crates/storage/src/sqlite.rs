@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Webhook endpoints and outbox delivery (`WebhookStore`).
+mod webhooks;
 
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
@@ -28,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_refresh.sql"),
     include_str!("../migrations/sqlite/0003_link.sql"),
+    include_str!("../migrations/sqlite/0004_webhooks.sql"),
 ];
 const MAX_IDLE_READERS: usize = 8;
 
@@ -892,7 +895,7 @@ impl Store for SqliteStore {
     async fn count_pending_outbox(&self) -> Result<u64> {
         self.read(|c| {
             let n: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")?
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND given_up_at IS NULL")?
                 .query_row([], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
@@ -902,7 +905,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, client_id, event_type, payload, created_at FROM outbox
-                 WHERE delivered_at IS NULL ORDER BY created_at, rowid LIMIT ?1",
+                 WHERE delivered_at IS NULL AND given_up_at IS NULL ORDER BY created_at, rowid LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -9,6 +9,7 @@ pub mod master_key;
 pub mod refresh;
 mod rotation;
 mod service;
+mod webhooks;
 
 pub use credentials::IntegrationCredentials;
 pub use error::VaultError;

@@ -6,7 +6,9 @@
 pub mod delivery;
 pub mod schedule;
 pub mod signing;
+pub mod worker;
 
 pub use delivery::{Attempt, Deliverer, DeliveryRequest};
 pub use schedule::{MAX_ATTEMPTS, next_attempt_delay};
 pub use signing::{SecretError, WebhookSecret, sign, verify};
+pub use worker::{DeliveryWorker, WorkerConfig, WorkerMetrics};

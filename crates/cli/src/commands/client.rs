@@ -2,7 +2,6 @@
 
 use clap::{Args, Subcommand};
 use linkvault_domain::{ClientId, Scope, TokenMode};
-use linkvault_storage::LinkStore as _;
 use serde_json::json;
 
 use crate::GlobalOptions;
@@ -17,9 +16,28 @@ pub enum ClientCommand {
     Key(KeyCommand),
     /// Change how a client receives connections.
     Mode(ModeArgs),
+    /// Manage the client's webhook endpoint.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Manage the web origins allowed to embed the client's Link page (its CSP `frame-ancestors`).
     #[command(subcommand)]
     Origins(OriginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Set the endpoint events are posted to, and print its new signing secret (`whsec_…`, shown once).
+    Set(WebhookSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookSetArgs {
+    #[arg(long = "client")]
+    client_id: String,
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +146,20 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
             println!("client {client} now uses {} tokens", args.token_mode);
         }
         ClientCommand::Origins(cmd) => origins(&vault, cmd).await?,
+        ClientCommand::Webhook(WebhookCommand::Set(args)) => {
+            let client = parse_client(&args.client_id)?;
+            let secret = linkvault_webhooks::WebhookSecret::generate()?;
+            vault.set_webhook_endpoint(client, &args.url, secret.expose()).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"clientId": client.to_string(), "url": args.url.trim(), "secret": secret.expose()})
+                );
+            } else {
+                println!("webhooks of client {client} go to {}", args.url.trim());
+                println!("signing secret (shown once): {}", secret.expose());
+            }
+        }
         ClientCommand::Key(KeyCommand::Add(args)) => {
             let client = parse_client(&args.client_id)?;
             let scope: Scope = args.scope.parse()?;

@@ -67,7 +67,10 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
     let engine = state.engine.clone();
+    let webhooks = state.webhooks.clone();
+    let deliveries_stopped = engine_stopped.clone();
     let scheduler = tokio::spawn(async move { engine.run(engine_stopped).await });
+    let deliverer = tokio::spawn(async move { webhooks.run(deliveries_stopped).await });
     let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
@@ -85,6 +88,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     if tokio::time::timeout(std::time::Duration::from_secs(20), scheduler).await.is_err() {
         tracing::warn!("the refresh scheduler did not stop within 20 s; its leases will expire and be recovered");
     }
+    // Deliveries in flight finish within the receiver timeout; unfinished ones are retried by the next start.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), deliverer).await;
     tracing::info!("stopped");
     Ok(())
 }

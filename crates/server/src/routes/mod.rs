@@ -7,6 +7,7 @@ mod ops;
 mod portfolio;
 mod token_use;
 pub(crate) mod tokens;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -24,6 +25,7 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/authenticationSchemes", get(integrations::schemes))
         .route("/authenticate", post(authenticate::authenticate))
         .route("/linktoken", post(crate::link::linktoken::create))
+        .route("/webhooks", post(webhooks::set).get(webhooks::get))
         .route("/holdings/get", post(portfolio::holdings))
         .route("/balance/get", post(portfolio::balance))
 }

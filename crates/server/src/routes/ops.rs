@@ -34,6 +34,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     let connections = state.vault.store().count_connections().await.ok();
     let mut body = state.metrics.render(connections);
     body.push_str(&state.engine.metrics().render());
+    body.push_str(&state.webhooks.metrics().render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

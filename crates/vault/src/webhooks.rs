@@ -1,0 +1,50 @@
+//! A client's webhook endpoint: the URL, and the signing secret sealed under a master-derived key (the
+//! secret must be usable to sign, so unlike API keys it cannot be stored as a digest).
+
+use linkvault_crypto::envelope::{open_under_master, seal_under_master};
+use linkvault_domain::{ClientId, ValidationError};
+use linkvault_storage::WebhookEndpointRecord;
+use secrecy::SecretString;
+
+use crate::{Vault, VaultError};
+
+const PURPOSE: &str = "webhook-secret";
+const MAX_URL_LEN: usize = 2048;
+
+impl Vault {
+    /// Sets the client's webhook endpoint and signing secret (replacing any previous one).
+    pub async fn set_webhook_endpoint(&self, client_id: ClientId, url: &str, secret: &str) -> Result<(), VaultError> {
+        let url = url.trim();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ValidationError::new(
+                "url",
+                "must be an absolute http(s) URL such as https://app.example.com/hooks/linkvault",
+            )
+            .into());
+        }
+        if self.store.get_client(client_id).await?.is_none() {
+            return Err(VaultError::UnknownClient(client_id.to_string()));
+        }
+        let sealed = seal_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), secret.as_bytes())?;
+        let now = self.clock().now();
+        let record = WebhookEndpointRecord {
+            client_id,
+            url: url.to_owned(),
+            secret_sealed: sealed,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.set_webhook_endpoint(&record).await?;
+        Ok(())
+    }
+
+    /// The client's endpoint URL and opened secret, if one is set.
+    pub async fn webhook_endpoint(&self, client_id: ClientId) -> Result<Option<(String, SecretString)>, VaultError> {
+        let Some(record) = self.store.get_webhook_endpoint(client_id).await? else { return Ok(None) };
+        let plain = open_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), &record.secret_sealed)?;
+        let text = String::from_utf8(plain.to_vec())
+            .map_err(|_| VaultError::Crypto(linkvault_crypto::CryptoError::Malformed))?;
+        Ok(Some((record.url, SecretString::from(text))))
+    }
+}

@@ -1,0 +1,174 @@
+//! The outbox deliverer: claims due events under a lease (so instances share the work and never send the
+//! same attempt twice at once), signs and posts each to its client's endpoint, and records the outcome —
+//! delivered, retry on the schedule, or given up after about three days.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use linkvault_domain::{ClientId, Clock};
+use linkvault_storage::{ClaimedDelivery, DeliveryOutcome};
+use linkvault_vault::Vault;
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+
+use crate::delivery::{Attempt, DELIVERY_TIMEOUT, Deliverer, DeliveryRequest};
+use crate::schedule::next_attempt_delay;
+use crate::signing::WebhookSecret;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub batch_size: u32,
+    /// Deliveries in flight at once (a slow receiver must not hold up everyone else's events).
+    pub concurrency: usize,
+    pub idle_poll: Duration,
+    /// Multiplies the retry schedule; 1.0 in production, tiny in tests so "three days" fits in seconds.
+    pub schedule_scale: f64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { batch_size: 50, concurrency: 16, idle_poll: Duration::from_millis(500), schedule_scale: 1.0 }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub given_up: AtomicU64,
+}
+
+impl WorkerMetrics {
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP linkvault_webhook_deliveries_total Webhook delivery attempts by outcome.\n# TYPE linkvault_webhook_deliveries_total counter\n",
+        );
+        for (outcome, counter) in
+            [("delivered", &self.delivered), ("failed", &self.failed_attempts), ("given_up", &self.given_up)]
+        {
+            out.push_str(&format!(
+                "linkvault_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryWorker {
+    vault: Arc<Vault>,
+    clock: Arc<dyn Clock>,
+    deliverer: Deliverer,
+    config: WorkerConfig,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl DeliveryWorker {
+    pub fn new(vault: Arc<Vault>, config: WorkerConfig) -> Result<Self, String> {
+        let clock = Arc::clone(vault.clock());
+        Ok(Self { vault, clock, deliverer: Deliverer::new()?, config, metrics: Arc::default() })
+    }
+
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Delivers until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let handled = match self.run_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook delivery pass failed");
+                    0
+                }
+            };
+            if handled == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.idle_poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// One pass: claims due events and attempts each once. Returns how many were attempted.
+    pub async fn run_once(&self) -> Result<usize, linkvault_vault::VaultError> {
+        let now = self.clock.now();
+        // The lease outlives every attempt of the batch, including the receiver timeout.
+        let lease = time::Duration::seconds(i64::try_from(DELIVERY_TIMEOUT.as_secs()).unwrap_or(10) * 3);
+        let claimed = self.vault.store().claim_outbox_deliveries(now, now + lease, self.config.batch_size).await?;
+        let attempted = claimed.len();
+        let mut endpoints: HashMap<ClientId, Option<(String, WebhookSecret)>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for delivery in claimed {
+            let client = delivery.event.client_id;
+            let endpoint = match endpoints.get(&client) {
+                Some(cached) => cached.clone(),
+                None => {
+                    let fetched = match self.vault.webhook_endpoint(client).await? {
+                        Some((url, secret)) => WebhookSecret::parse(secret.expose_secret()).ok().map(|s| (url, s)),
+                        None => None,
+                    };
+                    endpoints.insert(client, fetched.clone());
+                    fetched
+                }
+            };
+            while tasks.len() >= self.config.concurrency.max(1) {
+                let _ = tasks.join_next().await;
+            }
+            let worker = self.clone();
+            tasks.spawn(async move { worker.attempt(delivery, endpoint).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(attempted)
+    }
+
+    async fn attempt(&self, delivery: ClaimedDelivery, endpoint: Option<(String, WebhookSecret)>) {
+        let event = &delivery.event;
+        let outcome = match endpoint {
+            // Nowhere to deliver: kept (with the reason) for the operator instead of retried forever.
+            None => {
+                DeliveryOutcome::GiveUp { at: self.clock.now(), error: "the client has no webhook endpoint".into() }
+            }
+            Some((url, secret)) => {
+                let msg_id = format!("msg_{}", event.id.simple());
+                let request = DeliveryRequest {
+                    url: &url,
+                    msg_id: &msg_id,
+                    timestamp: self.clock.now().unix_timestamp(),
+                    body: event.payload.as_bytes(),
+                };
+                match self.deliverer.deliver(&secret, &request).await {
+                    Attempt::Delivered { .. } => DeliveryOutcome::Delivered { at: self.clock.now() },
+                    Attempt::Failed { reason } => {
+                        match next_attempt_delay(delivery.attempts.saturating_add(1), rand::random::<f64>()) {
+                            Some(delay) => {
+                                let scaled = delay.mul_f64(self.config.schedule_scale.max(0.0));
+                                let next =
+                                    self.clock.now() + time::Duration::try_from(scaled).unwrap_or(time::Duration::HOUR);
+                                DeliveryOutcome::Retry { next_attempt_at: next, error: reason }
+                            }
+                            None => DeliveryOutcome::GiveUp { at: self.clock.now(), error: reason },
+                        }
+                    }
+                }
+            }
+        };
+        match &outcome {
+            DeliveryOutcome::Delivered { .. } => self.metrics.delivered.fetch_add(1, Ordering::Relaxed),
+            DeliveryOutcome::Retry { .. } => self.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed),
+            DeliveryOutcome::GiveUp { .. } => self.metrics.given_up.fetch_add(1, Ordering::Relaxed),
+        };
+        if let Err(e) = self.vault.store().finish_outbox_attempt(event.id, &outcome).await {
+            // The lease expires and the event is attempted again: at-least-once, never lost.
+            tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The outbox deliverer end to end: events written by connection changes reach the client's endpoint, signed;
+//! a receiver that is down for a while gets every event once it is back; nothing is lost or given up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use linkvault_crypto::MasterKey;
+use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenMode, UserId};
+use linkvault_storage::testing::{Backend, fresh_store};
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault};
+use linkvault_webhooks::{DeliveryWorker, WebhookSecret, WorkerConfig, verify};
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+type Inbox = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn start_receiver(listener: tokio::net::TcpListener, inbox: Inbox) {
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let inbox = Arc::clone(&inbox);
+            async move {
+                inbox.lock().map(|mut v| v.push((headers, body))).ok();
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_every_event_afterwards() -> TestResult {
+    for backend in Backend::all() {
+        eprintln!("on {backend:?}");
+        let fresh = fresh_store(backend).await?;
+        let vault =
+            Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+        let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
+        let silent = vault.create_client("no endpoint", TokenMode::Managed).await?.client_id;
+
+        // The receiver's port is reserved, then closed: it is down.
+        let reserved = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = reserved.local_addr()?;
+        drop(reserved);
+        let secret = WebhookSecret::generate()?;
+        vault.set_webhook_endpoint(client, &format!("http://{addr}/hook"), secret.expose()).await?;
+
+        // Connection changes write events: 5 created, 1 deleted, and one for a client without an endpoint.
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let key = NaturalKey {
+                client_id: client,
+                user_id: UserId::parse(&format!("user-{i}"))?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope: Scope::Read,
+            };
+            ids.push(
+                vault
+                    .store_credentials(&key, &IntegrationCredentials::new("a", None), &ConnectionMeta::default())
+                    .await?
+                    .token_id,
+            );
+        }
+        vault.delete(client, ids[0]).await?;
+        let other = NaturalKey {
+            client_id: silent,
+            ..NaturalKey {
+                client_id: client,
+                user_id: UserId::parse("x")?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope: Scope::Read,
+            }
+        };
+        vault.store_credentials(&other, &IntegrationCredentials::new("a", None), &ConnectionMeta::default()).await?;
+
+        // Retries run on the real schedule, compressed 10,000×: 5 s → 0.5 ms, 5 min → 30 ms, 30 min → 180 ms.
+        let config = WorkerConfig { schedule_scale: 1e-4, ..WorkerConfig::default() };
+        let worker = DeliveryWorker::new(Arc::clone(&vault), config)?;
+        for _ in 0..4 {
+            worker.run_once().await?;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let metrics = worker.metrics();
+        assert!(metrics.failed_attempts.load(std::sync::atomic::Ordering::Relaxed) >= 6, "attempts failed while down");
+        assert_eq!(fresh.store.count_pending_outbox().await?, 6, "nothing is lost while the receiver is down");
+
+        // The receiver comes back on the same address; every event arrives.
+        let inbox: Inbox = Arc::default();
+        start_receiver(tokio::net::TcpListener::bind(addr).await?, Arc::clone(&inbox)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while fresh.store.count_pending_outbox().await? > 0 && tokio::time::Instant::now() < deadline {
+            worker.run_once().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(fresh.store.count_pending_outbox().await?, 0);
+
+        let got = inbox.lock().map(|v| v.clone()).map_err(|_| "poisoned")?;
+        let mut by_id: HashMap<String, Value> = HashMap::new();
+        for (headers, body) in &got {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let ts: i64 = h("webhook-timestamp").parse()?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            assert!(verify(&secret, &h("webhook-id"), ts, body, &h("webhook-signature"), now, 300), "signature");
+            by_id.insert(h("webhook-id"), serde_json::from_slice(body)?);
+        }
+        assert_eq!(by_id.len(), 6, "six distinct events, each delivered: {:?}", by_id.keys());
+        assert_eq!(got.len(), 6, "each delivered exactly once after the receiver came back");
+        let kinds: Vec<&str> = by_id.values().filter_map(|v| v["type"].as_str()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "connection.created").count(), 5);
+        assert_eq!(kinds.iter().filter(|k| **k == "connection.deleted").count(), 1);
+        // The event for the client without an endpoint was set aside, not retried forever.
+        assert_eq!(metrics.given_up.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(by_id.values().all(|v| !v.to_string().contains("\"a\"")), "no credential in any payload");
+    }
+    Ok(())
+}
