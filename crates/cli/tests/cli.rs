@@ -236,21 +236,9 @@ async fn another_master_key_fails_start_with_a_clear_message() -> TestResult {
 #[tokio::test]
 async fn serve_sandbox_starts_from_nothing_and_stops_gracefully() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut child = linkvault(dir.path(), None, None)
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("linkvault listening on ") {
-                return Ok::<_, std::io::Error>(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-        Ok(String::new())
-    })
-    .await??;
+    let mut cmd = linkvault(dir.path(), None, None);
+    cmd.args(["serve", "--sandbox", "--listen", "127.0.0.1:0"]);
+    let (mut child, url) = start_server(cmd).await?;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let health = reqwest::get(format!("{url}/healthz")).await?;
     assert_eq!(health.status(), 200);
