@@ -352,6 +352,17 @@ impl RefreshEngine {
         client_id: ClientId,
         token_id: TokenId,
     ) -> Result<(ConnectionRecord, IntegrationCredentials), RefreshError> {
+        self.ensure_fresh_from(client_id, token_id, None).await
+    }
+
+    /// [`ensure_fresh`](Self::ensure_fresh) for a caller that has just loaded the row (e.g. to check scope
+    /// before anything reaches the integration): the first round uses it instead of reading it again.
+    pub async fn ensure_fresh_from(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        mut loaded: Option<ConnectionRecord>,
+    ) -> Result<(ConnectionRecord, IntegrationCredentials), RefreshError> {
         let worker = &self.inner;
         let deadline = tokio::time::Instant::now() + worker.config.on_demand_timeout;
         let max_rounds = (worker.config.on_demand_timeout.as_millis()
@@ -359,7 +370,11 @@ impl RefreshEngine {
         .saturating_add(16);
         let mut attempted = false;
         for _ in 0..max_rounds {
-            let record = match worker.store.get_connection(token_id).await? {
+            let current = match loaded.take().filter(|r| r.token_id == token_id) {
+                Some(r) => Some(r),
+                None => worker.store.get_connection(token_id).await?,
+            };
+            let record = match current {
                 Some(r) if r.client_id == client_id => r,
                 _ => return Err(RefreshError::NotFound),
             };

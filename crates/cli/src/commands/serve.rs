@@ -9,6 +9,7 @@ use clap::Args;
 use linkvault_domain::TokenMode;
 use linkvault_integrations::Catalog;
 use linkvault_sandbox::SandboxConfig;
+use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
 use linkvault_server::{AppState, LinkConfig};
 use linkvault_vault::Vault;
 use serde_json::json;
@@ -16,7 +17,6 @@ use serde_json::json;
 use crate::GlobalOptions;
 use crate::bootstrap::open_vault;
 
-const SANDBOX_CLIENT_META: &str = "sandbox_demo_client_id";
 const SANDBOX_CLIENT_FILE: &str = "sandbox-client.json";
 
 #[derive(Debug, Args)]
@@ -97,7 +97,7 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
 /// Creates the sandbox demo client on first start; on every start says where its credentials are.
 async fn announce_sandbox_client(vault: &Vault, data_dir: &Path) -> anyhow::Result<()> {
     let file = data_dir.join(SANDBOX_CLIENT_FILE);
-    if let Some(id) = vault.store().get_meta(SANDBOX_CLIENT_META).await? {
+    if let Some(id) = vault.store().get_meta(SANDBOX_DEMO_CLIENT_META).await? {
         println!("sandbox demo client {id}; its credentials are in {}", file.display());
         return Ok(());
     }
@@ -109,7 +109,7 @@ async fn announce_sandbox_client(vault: &Vault, data_dir: &Path) -> anyhow::Resu
         .collect();
     let document = json!({"clientId": created.client_id.to_string(), "keys": keys});
     write_private(&file, &format!("{document:#}\n"))?;
-    vault.store().set_meta(SANDBOX_CLIENT_META, &created.client_id.to_string()).await?;
+    vault.store().set_meta(SANDBOX_DEMO_CLIENT_META, &created.client_id.to_string()).await?;
     println!("created the sandbox demo client (saved to {}):", file.display());
     println!("  X-Client-Id:     {}", created.client_id);
     for (scope, secret) in &created.keys {

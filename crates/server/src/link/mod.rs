@@ -8,6 +8,8 @@
 mod api;
 mod assets;
 mod demo;
+
+pub use demo::SANDBOX_DEMO_CLIENT_META;
 mod headers;
 
 pub use headers::valid_origin;

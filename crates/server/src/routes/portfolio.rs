@@ -45,8 +45,8 @@ pub(crate) async fn holdings(
     let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
         Ok(r) => r,
         // Holdings report a needed re-authentication inside the result, as Mesh's HoldingsModel does.
-        Err(Unusable::ReauthRequired(record)) => {
-            return Ok(not_authorized_holdings(&record.integration, "the end user must sign in again"));
+        Err(Unusable::ReauthRequired { integration, .. }) => {
+            return Ok(not_authorized_holdings(&integration, "the end user must sign in again"));
         }
         Err(Unusable::Error(e)) => return Err(e),
     };
@@ -89,12 +89,16 @@ pub(crate) async fn balance(
 ) -> Result<ApiOk<Value>, ApiError> {
     let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
         Ok(r) => r,
-        Err(Unusable::ReauthRequired(record)) => return Err(reauthentication_required(&record)),
+        Err(Unusable::ReauthRequired { token_id, integration }) => {
+            return Err(reauthentication_required(token_id, &integration));
+        }
         Err(Unusable::Error(e)) => return Err(e),
     };
     let balances = match state.exchange.balances(resolved.integration, &resolved.credentials.access_token).await {
         Ok(b) => b,
-        Err(Upstream::Unauthorized) => return Err(reauthentication_required(&resolved.record)),
+        Err(Upstream::Unauthorized) => {
+            return Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration));
+        }
         Err(e) => return Err(upstream_error(resolved.integration, &e)),
     };
     let total_cash: f64 = balances.iter().filter(|b| b.currency == "USD").map(|b| b.cash).sum();

@@ -2,8 +2,8 @@
 //! usable credentials — the one path every token-backed endpoint goes through, so isolation, scope and
 //! re-authentication signals are decided identically everywhere.
 
-use linkvault_domain::{AccessDenied, ConnectionStatus, Operation, TokenId, authorize_token_use};
-use linkvault_integrations::{AuthScheme, Integration};
+use linkvault_domain::{AccessDenied, Operation, TokenId, authorize_token_use};
+use linkvault_integrations::Integration;
 use linkvault_refresh::RefreshError;
 use linkvault_storage::ConnectionRecord;
 use linkvault_vault::{Caller, IntegrationCredentials};
@@ -21,7 +21,10 @@ pub(crate) struct Resolved<'a> {
 /// Why a resolved connection cannot be used right now.
 pub(crate) enum Unusable {
     /// The end user must sign in again (through Link or `/authenticate`); the tokenId stays valid.
-    ReauthRequired(Box<ConnectionRecord>),
+    ReauthRequired {
+        token_id: TokenId,
+        integration: String,
+    },
     Error(ApiError),
 }
 
@@ -39,13 +42,13 @@ pub(crate) fn key_scope_insufficient() -> ApiError {
     )
 }
 
-pub(crate) fn reauthentication_required(record: &ConnectionRecord) -> ApiError {
+pub(crate) fn reauthentication_required(token_id: TokenId, integration: &str) -> ApiError {
     ApiError::new(
         ApiStatus::BadRequest,
         ErrorType::ReauthenticationRequired,
         "the end user must sign in to this integration again (open Link with this tokenId); the tokenId stays the same",
     )
-    .with_data(serde_json::json!({"tokenId": record.token_id.to_string(), "brokerType": record.integration}))
+    .with_data(serde_json::json!({"tokenId": token_id.to_string(), "brokerType": integration}))
 }
 
 /// Finds the caller's connection for `auth_token` and `type`, checks scope for `operation`, and opens its
@@ -79,19 +82,14 @@ pub(crate) async fn resolve<'a>(
     let Some(integration) = state.catalog.get(integration.as_str()) else {
         return Err(ApiError::integration_not_found(integration_type).into());
     };
-    if record.status == ConnectionStatus::ReauthRequired {
-        return Err(Unusable::ReauthRequired(Box::new(record)));
-    }
-    // A credentials session past its expiry cannot be refreshed: the user must sign in again.
-    let now = state.vault.clock().now();
-    if integration.auth == AuthScheme::Credentials && record.access_expires_at.is_some_and(|at| at <= now) {
-        return Err(Unusable::ReauthRequired(Box::new(record)));
-    }
-    // Refreshed first if expired or inside the margin, coalescing with any refresh already in flight.
-    match state.engine.ensure_fresh(caller.client_id, token_id).await {
+    // The engine decides usability: refreshed first if expired or inside the margin (coalescing with any
+    // refresh in flight); a connection needing re-auth — including a credentials session past its expiry,
+    // which it marks and announces — is refused.
+    let reauth = Unusable::ReauthRequired { token_id, integration: record.integration.clone() };
+    match state.engine.ensure_fresh_from(caller.client_id, token_id, Some(record)).await {
         Ok((record, credentials)) => Ok(Resolved { record, integration, credentials }),
         Err(RefreshError::NotFound) => Err(ApiError::token_not_found().into()),
-        Err(RefreshError::ReauthRequired) => Err(Unusable::ReauthRequired(Box::new(record))),
+        Err(RefreshError::ReauthRequired) => Err(reauth),
         Err(RefreshError::Unavailable(reason)) => Err(ApiError::new(
             ApiStatus::ServerFailure,
             ErrorType::IntegrationUnavailable,
