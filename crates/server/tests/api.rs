@@ -31,7 +31,9 @@ on_every_backend!(lifecycle_table_over_http, |backend| async move {
     assert_eq!(uuid::Uuid::parse_str(&tid)?.get_version_num(), 4);
 
     // Same user and integration → same tokenId.
-    let again = app.import(&c.read, json!({"userId": "alice", "type": "coinbase", "accessToken": "a2"})).await?;
+    let again = app
+        .import(&c.read, json!({"userId": "alice", "type": "coinbase", "accessToken": "second-access-token-a2"}))
+        .await?;
     assert_eq!(token_id(&again), tid);
     assert_eq!(again.content()["created"], json!(false));
     // Different user → new tokenId.
@@ -59,7 +61,7 @@ on_every_backend!(lifecycle_table_over_http, |backend| async move {
         assert!(status.content().get(field).is_some(), "missing {field}: {}", status.raw);
     }
     assert_eq!(status.content()["status"], json!("active"));
-    assert!(!status.raw.contains("a2"), "a secret leaked into the status: {}", status.raw);
+    assert!(!status.raw.contains("second-access-token-a2"), "a secret leaked into the status: {}", status.raw);
     // Missing expiresInSeconds took the catalog default, not "no expiry".
     assert!(status.content()["accessTokenExpiresAt"].is_string());
 
