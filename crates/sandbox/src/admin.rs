@@ -192,7 +192,7 @@ struct ReportQuery {
 }
 
 /// `{"coinbase": {"tokensPresented", "totalPresentations", "maxPresentations", "presentedMoreThanOnce",
-/// "tokens": [{"sha256Prefix", "presentations"}]}, "uphold": {…}}` (tokens listed most-presented first, ≤100).
+/// "refreshedAfterAccessExpiry", "tokens": [{"sha256Prefix", "presentations"}]}, "uphold": {…}}` (tokens listed most-presented first, ≤100).
 async fn refresh_token_report(State(sandbox): State<Shared>, Query(query): Query<ReportQuery>) -> Response {
     let inner = sandbox.lock();
     let mut report = serde_json::Map::new();
@@ -202,6 +202,7 @@ async fn refresh_token_report(State(sandbox): State<Shared>, Query(query): Query
         }
         let empty = HashMap::new();
         let counts = inner.oauth.get(exchange).map(|s| &s.presentations).unwrap_or(&empty);
+        let late = inner.oauth.get(exchange).map_or(0, |s| s.refreshed_after_expiry);
         let mut tokens: Vec<(&String, &u32)> = counts.iter().collect();
         tokens.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         report.insert(
@@ -211,6 +212,7 @@ async fn refresh_token_report(State(sandbox): State<Shared>, Query(query): Query
                 "totalPresentations": counts.values().map(|c| u64::from(*c)).sum::<u64>(),
                 "maxPresentations": counts.values().copied().max().unwrap_or(0),
                 "presentedMoreThanOnce": counts.values().filter(|c| **c > 1).count(),
+                "refreshedAfterAccessExpiry": late,
                 "tokens": tokens.iter().take(100).map(|(hash, count)| json!({
                     "sha256Prefix": hash.get(..12).unwrap_or(hash.as_str()),
                     "presentations": count,
@@ -228,6 +230,7 @@ async fn reset_presentations(State(sandbox): State<Shared>) -> Json<Value> {
     let mut inner = sandbox.lock();
     for state in inner.oauth.values_mut() {
         state.presentations.clear();
+        state.refreshed_after_expiry = 0;
     }
     Json(json!({"reset": true}))
 }

@@ -69,6 +69,8 @@ struct Grant {
     username: String,
     scopes: Vec<String>,
     revoked: bool,
+    /// When the newest access token of this grant expires: a refresh after it was late.
+    access_expires_at: OffsetDateTime,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,9 @@ pub struct ExchangeState {
     refresh: HashMap<String, RefreshEntry>,
     /// How many times each refresh token was presented at the token endpoint (by hash).
     pub presentations: HashMap<String, u32>,
+    /// Successful refreshes of grants whose newest access token had already expired (the client let the
+    /// connection lapse before refreshing it).
+    pub refreshed_after_expiry: u64,
 }
 
 impl ExchangeState {
@@ -450,6 +455,9 @@ fn issue(
 ) -> Option<Value> {
     let access = random_token(&format!("{}at_", flavor.token_prefix))?;
     let access_expires = after(now, sandbox.config.access_ttl);
+    if let Some(g) = state.grants.get_mut(&grant) {
+        g.access_expires_at = access_expires;
+    }
     state
         .access
         .insert(token_hash(&access), AccessEntry { grant, scopes: scopes.to_vec(), expires_at: access_expires });
@@ -512,9 +520,16 @@ fn code_grant(
     entry.used_by_grant = Some(grant);
     let scopes = entry.scopes.clone();
     let username = entry.username.clone();
-    state
-        .grants
-        .insert(grant, Grant { client_id: client_id.to_owned(), username, scopes: scopes.clone(), revoked: false });
+    state.grants.insert(
+        grant,
+        Grant {
+            client_id: client_id.to_owned(),
+            username,
+            scopes: scopes.clone(),
+            revoked: false,
+            access_expires_at: now,
+        },
+    );
     match issue(flavor, sandbox, state, grant, &scopes, true, now) {
         Some(body) => token_answer(body),
         None => server_failure(),
@@ -562,6 +577,9 @@ fn refresh_grant(
             requested
         }
     };
+    if grant.access_expires_at <= now {
+        state.refreshed_after_expiry += 1;
+    }
     if flavor.rotating {
         if let Some(entry) = state.refresh.get_mut(&hash) {
             entry.spent = true;

@@ -54,16 +54,27 @@ pub struct StateError(String);
 
 impl AppState {
     pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Result<Self, StateError> {
+        Self::with_tuning(vault, catalog, HttpLimits::default(), EngineConfig::new())
+    }
+
+    /// As [`AppState::new`], with the bounds of every upstream HTTP call (`limits`) and the refresh engine's
+    /// tuning set by the operator.
+    pub fn with_tuning(
+        vault: Arc<Vault>,
+        catalog: Arc<Catalog>,
+        limits: HttpLimits,
+        engine: EngineConfig,
+    ) -> Result<Self, StateError> {
         let clock = Arc::clone(vault.clock());
-        let oauth = OAuthClient::new(Arc::clone(&clock)).map_err(|e| StateError(e.to_string()))?;
-        let credentials = CredentialsClient::new(clock).map_err(|e| StateError(e.to_string()))?;
-        let exchange = ExchangeApi::new(HttpLimits::default()).map_err(|e| StateError(e.to_string()))?;
+        let oauth = OAuthClient::with_limits(Arc::clone(&clock), limits).map_err(|e| StateError(e.to_string()))?;
+        let credentials = CredentialsClient::with_limits(clock, limits).map_err(|e| StateError(e.to_string()))?;
+        let exchange = ExchangeApi::new(limits).map_err(|e| StateError(e.to_string()))?;
         let engine = RefreshEngine::new(
             Arc::clone(&vault),
             Arc::clone(&catalog),
             oauth.clone(),
             Arc::clone(vault.clock()),
-            EngineConfig::new(),
+            engine,
         );
         let webhooks = DeliveryWorker::new(Arc::clone(&vault), WorkerConfig::default()).map_err(StateError)?;
         Ok(Self {

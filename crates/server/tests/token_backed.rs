@@ -2,11 +2,19 @@
 //! clients, and the re-authentication signal when a session has expired.
 
 mod common;
+#[path = "../../webhooks/tests/support/receiver.rs"]
+mod receiver;
+
+use std::sync::Arc;
 
 use common::{ClientCreds, Options, TestApp, TestResult, spawn_app_with};
+use linkvault_domain::{ClientId, ManualClock};
 use linkvault_storage::testing::Backend;
+use linkvault_webhooks::{DeliveryWorker, WebhookSecret, WorkerConfig};
+use receiver::Receiver;
 use reqwest::Method;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 async fn connect(
     app: &TestApp,
@@ -87,6 +95,63 @@ async fn holdings_and_balance_by_token_id_for_every_key_and_token_scope() -> Tes
             post(&app, (&c.id, &c.read), "/api/v1/holdings/get", json!({"authToken": "raw-token", "type": "sandbox"}))
                 .await?;
         assert_eq!(garbage.error_type(), "tokenNotFound");
+    }
+    Ok(())
+}
+
+/// The acceptance row "re-auth keeps the tokenId", over HTTP on both backends: a Binance-like session expires
+/// (on the injected clock) → the next use reports re-authentication, the connection shows `reauthRequired`
+/// and the app's webhook endpoint receives `connection.reauthRequired`; `/authenticate` again for that user →
+/// the same tokenId, `active`, and `connection.recovered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_session_is_announced_and_reauthentication_keeps_the_token_id() -> TestResult {
+    for backend in Backend::all() {
+        eprintln!("on {backend:?}");
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let options = Options {
+            sandbox: true,
+            session_ttl: Some(std::time::Duration::from_secs(600)),
+            clock: Some(clock.clone()),
+            ..Options::default()
+        };
+        let app = spawn_app_with(backend, options).await?;
+        let c = &app.client;
+        let secret = WebhookSecret::generate()?;
+        let secret_text = secret.expose().to_owned();
+        let hooks = Receiver::start(secret).await?;
+        let client_id: ClientId = c.id.parse()?;
+        app.vault.set_webhook_endpoint(client_id, &hooks.url, &secret_text).await?;
+        let deliverer = DeliveryWorker::new(Arc::clone(&app.vault), WorkerConfig::default())?;
+
+        let token = connect(&app, c, &c.read, "alice").await?;
+        let body = json!({"authToken": token, "type": "binanceInternationalDirect"});
+        let holdings = post(&app, (&c.id, &c.read), "/api/v1/holdings/get", body.clone()).await?;
+        assert_eq!(holdings.content()["status"], "succeeded", "{}", holdings.raw);
+
+        // The session's lifetime passes.
+        clock.advance(time::Duration::seconds(601));
+        let balance = post(&app, (&c.id, &c.read), "/api/v1/balance/get", body.clone()).await?;
+        assert_eq!((balance.code, balance.error_type()), (400, "reauthenticationRequired"), "{}", balance.raw);
+        assert_eq!(balance.body["errorData"]["tokenId"].as_str(), Some(token.as_str()));
+        let holdings = post(&app, (&c.id, &c.read), "/api/v1/holdings/get", body.clone()).await?;
+        assert_eq!(holdings.content()["status"], "notAuthorized", "{}", holdings.raw);
+        let status = app.status(&c.id, &c.read, &token).await?;
+        assert_eq!(status.content()["status"], "reauthRequired", "{}", status.raw);
+        deliverer.run_once().await?;
+        assert_eq!(hooks.types_for(&token), ["connection.created", "connection.reauthRequired"]);
+
+        // The user signs in again: the same tokenId, active, and the app is told.
+        assert_eq!(connect(&app, c, &c.read, "alice").await?, token, "re-authentication keeps the tokenId");
+        let status = app.status(&c.id, &c.read, &token).await?;
+        assert_eq!(status.content()["status"], "active", "{}", status.raw);
+        let holdings = post(&app, (&c.id, &c.read), "/api/v1/holdings/get", body).await?;
+        assert_eq!(holdings.content()["status"], "succeeded", "{}", holdings.raw);
+        deliverer.run_once().await?;
+        assert_eq!(
+            hooks.types_for(&token),
+            ["connection.created", "connection.reauthRequired", "connection.recovered"]
+        );
+        assert_eq!(hooks.bad_signatures(), 0);
     }
     Ok(())
 }

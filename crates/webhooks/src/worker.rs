@@ -103,12 +103,26 @@ impl DeliveryWorker {
         let now = self.clock.now();
         // The lease outlives every attempt of the batch, including the receiver timeout.
         let lease = time::Duration::seconds(i64::try_from(DELIVERY_TIMEOUT.as_secs()).unwrap_or(10) * 3);
-        let claimed = self.vault.store().claim_outbox_deliveries(now, now + lease, self.config.batch_size).await?;
+        let mut claimed = self.vault.store().claim_outbox_deliveries(now, now + lease, self.config.batch_size).await?;
         let attempted = claimed.len();
+        // One connection's events go out one after another in the order they happened (a receiver that is up
+        // sees `created` before `reauthRequired` before `recovered`); different connections go out in parallel.
+        claimed.sort_by_key(|d| d.event.created_at);
+        let mut groups: Vec<(ClientId, Vec<ClaimedDelivery>)> = Vec::new();
+        let mut group_of: HashMap<(ClientId, String), usize> = HashMap::new();
+        for delivery in claimed {
+            let subject = (delivery.event.client_id, subject_of(&delivery.event.payload));
+            let index = *group_of.entry(subject).or_insert_with(|| {
+                groups.push((delivery.event.client_id, Vec::new()));
+                groups.len() - 1
+            });
+            if let Some((_, group)) = groups.get_mut(index) {
+                group.push(delivery);
+            }
+        }
         let mut endpoints: HashMap<ClientId, Option<(String, WebhookSecret)>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for delivery in claimed {
-            let client = delivery.event.client_id;
+        for (client, group) in groups {
             let endpoint = match endpoints.get(&client) {
                 Some(cached) => cached.clone(),
                 None => {
@@ -124,7 +138,11 @@ impl DeliveryWorker {
                 let _ = tasks.join_next().await;
             }
             let worker = self.clone();
-            tasks.spawn(async move { worker.attempt(delivery, endpoint).await });
+            tasks.spawn(async move {
+                for delivery in group {
+                    worker.attempt(delivery, endpoint.clone()).await;
+                }
+            });
         }
         while tasks.join_next().await.is_some() {}
         Ok(attempted)
@@ -171,4 +189,12 @@ impl DeliveryWorker {
             tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
         }
     }
+}
+
+/// The connection an event is about (its `data.tokenId`), or the event itself when it names none.
+fn subject_of(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("data")?.get("tokenId")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| payload.to_owned())
 }

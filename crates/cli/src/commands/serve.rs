@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use linkvault_domain::TokenMode;
-use linkvault_integrations::Catalog;
+use linkvault_integrations::{Catalog, HttpLimits};
+use linkvault_refresh::EngineConfig;
 use linkvault_sandbox::SandboxConfig;
 use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
 use linkvault_server::{AppState, LinkConfig};
@@ -33,6 +35,56 @@ pub struct ServeArgs {
     /// A TOML file that adds or overrides integrations.
     #[arg(long, env = "LINKVAULT_CATALOG")]
     catalog: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Limits on upstream calls and on this instance's share of the refresh work. Rate and concurrency are per
+/// integration and per instance: with several instances, divide the integration's own limit among them.
+#[derive(Debug, Args)]
+struct Tuning {
+    /// Refresh grants started per second, per integration (a token bucket with twice this burst).
+    #[arg(long, env = "LINKVAULT_REFRESH_RATE", default_value_t = 20.0, value_parser = positive_rate)]
+    refresh_rate: f64,
+    /// Refresh grants in progress at once, per integration.
+    #[arg(long, env = "LINKVAULT_REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    refresh_concurrency: u32,
+    /// How long a claimed connection stays leased to this instance, in seconds. Raised to twice the upstream
+    /// worst case if lower; a crashed instance's connections are taken over when it runs out.
+    #[arg(long, env = "LINKVAULT_REFRESH_LEASE_SECS", default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    refresh_lease_secs: u64,
+    /// Upper bound on one call to an integration (refresh grant, sign-in, API call), in seconds.
+    #[arg(long, env = "LINKVAULT_UPSTREAM_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    upstream_timeout_secs: u64,
+}
+
+fn positive_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 => Ok(rate),
+        _ => Err(format!("{raw:?} is not a rate between 0 and 100000 grants per second (e.g. 20 or 0.5)")),
+    }
+}
+
+impl Tuning {
+    fn limits(&self) -> HttpLimits {
+        let total = Duration::from_secs(self.upstream_timeout_secs);
+        HttpLimits {
+            connect_timeout: total.min(HttpLimits::default().connect_timeout),
+            total_timeout: total,
+            ..HttpLimits::default()
+        }
+    }
+
+    fn engine(&self) -> EngineConfig {
+        let mut config = EngineConfig::new();
+        config.per_integration_rate_per_sec = self.refresh_rate;
+        // Burst of two seconds' worth, at least one grant.
+        config.per_integration_burst = (self.refresh_rate * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        config.per_integration_concurrency = self.refresh_concurrency as usize;
+        config.max_in_flight = config.max_in_flight.max(config.per_integration_concurrency);
+        config.lease = Duration::from_secs(self.refresh_lease_secs);
+        config
+    }
 }
 
 pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
@@ -61,8 +113,9 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         None
     };
 
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?
-        .with_link(LinkConfig::new(public_url.clone(), args.sandbox));
+    let state =
+        AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
+            .with_link(LinkConfig::new(public_url.clone(), args.sandbox));
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);

@@ -39,6 +39,8 @@ pub struct Harness {
     pub sandbox_base: String,
     pub client: ClientId,
     pub clock: Arc<dyn Clock>,
+    /// The vault's master key (base64), for `linkvault` processes started on the same store.
+    pub master_key: String,
     http: reqwest::Client,
     server: JoinHandle<()>,
 }
@@ -68,7 +70,9 @@ pub async fn harness(
     tune(&mut catalog);
     let catalog = Arc::new(catalog);
     let fresh = fresh_store(backend).await?;
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?);
+    let master = MasterKey::generate()?;
+    let master_key = master.to_base64().as_str().to_owned();
+    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), master, Arc::clone(&clock)).await?);
     let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), test_limits())?;
     let engine =
@@ -78,7 +82,7 @@ pub async fn harness(
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(64)
         .build()?;
-    Ok(Harness { fresh, vault, engine, catalog, oauth, sandbox_base: base, client, clock, http, server })
+    Ok(Harness { fresh, vault, engine, catalog, oauth, sandbox_base: base, client, clock, master_key, http, server })
 }
 
 /// Sets the timing of one catalog entry.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use linkvault_crypto::MasterKey;
-use linkvault_domain::{SystemClock, TokenMode};
+use linkvault_domain::{Clock, SystemClock, TokenMode};
 use linkvault_integrations::Catalog;
 use linkvault_server::AppState;
 use linkvault_storage::testing::{Backend, FreshStore, fresh_store};
@@ -51,11 +51,14 @@ pub struct Options {
     pub session_ttl: Option<std::time::Duration>,
     /// Link settings (public URL is set to the test server's; `sandbox` follows `Options::sandbox`).
     pub link: Option<linkvault_server::LinkConfig>,
+    /// The clock of the vault, the engine and the sandbox (the system clock when unset).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
     let fresh = fresh_store(backend).await?;
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+    let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let mut catalog = Catalog::embedded();
@@ -66,7 +69,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     if options.sandbox {
         let sandbox_base = format!("{base}/sandbox");
         catalog.point_at_sandbox(&sandbox_base)?;
-        let mut config = linkvault_sandbox::SandboxConfig::new(sandbox_base);
+        let mut config = linkvault_sandbox::SandboxConfig::new(sandbox_base).with_clock(Arc::clone(&clock));
         if let Some(ttl) = options.session_ttl {
             config.session_ttl = ttl;
         }
