@@ -27,9 +27,22 @@ pub use metrics::Metrics;
 /// Largest request body accepted on any endpoint.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Shared state of every handler. Cheap to clone.
+/// Shared state of every handler: one allocation behind an `Arc`, so the per-request clones the extractors and
+/// middleware make are a reference-count increment (cloning every field cost several percent of a request).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug, Clone)]
+pub struct Services {
     pub vault: Arc<Vault>,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
@@ -77,7 +90,7 @@ impl AppState {
             engine,
         );
         let webhooks = DeliveryWorker::new(Arc::clone(&vault), WorkerConfig::default()).map_err(StateError)?;
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             vault,
             catalog,
             metrics: Arc::new(Metrics::default()),
@@ -87,12 +100,12 @@ impl AppState {
             link: Arc::default(),
             engine,
             webhooks,
-        })
+        })))
     }
 
     /// Sets where Link is served from and whether sandbox mode is on (the default is `LinkConfig::default()`).
     pub fn with_link(mut self, link: LinkConfig) -> Self {
-        self.link = Arc::new(link);
+        Arc::make_mut(&mut self.0).link = Arc::new(link);
         self
     }
 }

@@ -123,7 +123,7 @@ impl SqliteStore {
     }
 }
 
-fn uuid_col(row: &Row<'_>, idx: &str) -> rusqlite::Result<Uuid> {
+fn uuid_col(row: &Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<Uuid> {
     let text: String = row.get(idx)?;
     Uuid::parse_str(&text)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -133,11 +133,11 @@ fn conv<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> rusqlite::Resu
     r.map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into()))
 }
 
-fn u32_col(row: &Row<'_>, idx: &str) -> rusqlite::Result<u32> {
+fn u32_col(row: &Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<u32> {
     conv(u32::try_from(row.get::<_, i64>(idx)?))
 }
 
-fn u64_col(row: &Row<'_>, idx: &str) -> rusqlite::Result<u64> {
+fn u64_col(row: &Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<u64> {
     conv(u64::try_from(row.get::<_, i64>(idx)?))
 }
 
@@ -151,40 +151,46 @@ const CONNECTION_COLUMNS: &str =
     last_refreshed_at, refresh_count, created_at, updated_at, version, next_refresh_at, lease_owner, lease_until,
     grant_in_flight, refresh_failures, last_error, reauth_warned_at";
 
+/// Built once: the hottest read (every token-backed request) should not format its SQL each time.
+static SELECT_CONNECTION_BY_TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE token_id = ?1"));
+
 fn millis_of(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Reads a row selected with [`CONNECTION_COLUMNS`], by position (looking columns up by name costs a string
+/// comparison per column per row on the hottest read path).
 fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
     Ok(ConnectionRecord {
-        token_id: TokenId::from_uuid(uuid_col(row, "token_id")?),
-        client_id: ClientId::from_uuid(uuid_col(row, "client_id")?),
-        user_id: row.get("user_id")?,
-        integration: row.get("integration")?,
-        scope: conv(row.get::<_, String>("scope")?.parse::<Scope>())?,
-        status: conv(row.get::<_, String>("status")?.parse::<ConnectionStatus>())?,
-        key_version: u32_col(row, "key_version")?,
-        wrapped_data_key: row.get("wrapped_data_key")?,
-        data_key_generation: u32_col(row, "data_key_generation")?,
-        data_key_uses: u64_col(row, "data_key_uses")?,
-        credentials: row.get("credentials")?,
-        account_id: row.get("account_id")?,
-        account_name: row.get("account_name")?,
-        access_expires_at: conv(opt_from_millis(row.get("access_expires_at")?))?,
-        refresh_expires_at: conv(opt_from_millis(row.get("refresh_expires_at")?))?,
-        last_refreshed_at: conv(opt_from_millis(row.get("last_refreshed_at")?))?,
-        refresh_count: u64_col(row, "refresh_count")?,
-        created_at: conv(from_millis(row.get("created_at")?))?,
-        updated_at: conv(from_millis(row.get("updated_at")?))?,
-        version: u64_col(row, "version")?,
+        token_id: TokenId::from_uuid(uuid_col(row, 0)?),
+        client_id: ClientId::from_uuid(uuid_col(row, 1)?),
+        user_id: row.get(2)?,
+        integration: row.get(3)?,
+        scope: conv(row.get::<_, String>(4)?.parse::<Scope>())?,
+        status: conv(row.get::<_, String>(5)?.parse::<ConnectionStatus>())?,
+        key_version: u32_col(row, 6)?,
+        wrapped_data_key: row.get(7)?,
+        data_key_generation: u32_col(row, 8)?,
+        data_key_uses: u64_col(row, 9)?,
+        credentials: row.get(10)?,
+        account_id: row.get(11)?,
+        account_name: row.get(12)?,
+        access_expires_at: conv(opt_from_millis(row.get(13)?))?,
+        refresh_expires_at: conv(opt_from_millis(row.get(14)?))?,
+        last_refreshed_at: conv(opt_from_millis(row.get(15)?))?,
+        refresh_count: u64_col(row, 16)?,
+        created_at: conv(from_millis(row.get(17)?))?,
+        updated_at: conv(from_millis(row.get(18)?))?,
+        version: u64_col(row, 19)?,
         refresh: RefreshState {
-            next_refresh_at: conv(opt_from_millis(row.get("next_refresh_at")?))?,
-            lease_owner: row.get("lease_owner")?,
-            lease_until: conv(opt_from_millis(row.get("lease_until")?))?,
-            grant_in_flight: row.get::<_, i64>("grant_in_flight")? != 0,
-            refresh_failures: u32_col(row, "refresh_failures")?,
-            last_error: row.get("last_error")?,
-            reauth_warned_at: conv(opt_from_millis(row.get("reauth_warned_at")?))?,
+            next_refresh_at: conv(opt_from_millis(row.get(20)?))?,
+            lease_owner: row.get(21)?,
+            lease_until: conv(opt_from_millis(row.get(22)?))?,
+            grant_in_flight: row.get::<_, i64>(23)? != 0,
+            refresh_failures: u32_col(row, 24)?,
+            last_error: row.get(25)?,
+            reauth_warned_at: conv(opt_from_millis(row.get(26)?))?,
         },
     })
 }
@@ -546,12 +552,13 @@ impl Store for SqliteStore {
                  WHERE k.digest = ?1 AND k.revoked_at IS NULL",
             )?
             .query_row([digest], |r| {
+                // By position, in the SELECT's order (this runs on every authenticated request).
                 Ok(AuthenticatedKey {
-                    key_id: uuid_col(r, "key_id")?,
-                    client_id: ClientId::from_uuid(uuid_col(r, "client_id")?),
-                    scope: conv(r.get::<_, String>("scope")?.parse::<Scope>())?,
-                    digest: r.get("digest")?,
-                    token_mode: conv(r.get::<_, String>("token_mode")?.parse::<TokenMode>())?,
+                    key_id: uuid_col(r, 0)?,
+                    client_id: ClientId::from_uuid(uuid_col(r, 1)?),
+                    scope: conv(r.get::<_, String>(2)?.parse::<Scope>())?,
+                    digest: r.get(3)?,
+                    token_mode: conv(r.get::<_, String>(4)?.parse::<TokenMode>())?,
                 })
             })
             .optional()?)
@@ -574,7 +581,7 @@ impl Store for SqliteStore {
 
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>> {
         self.read(|c| {
-            Ok(c.prepare_cached(&format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE token_id = ?1"))?
+            Ok(c.prepare_cached(&SELECT_CONNECTION_BY_TOKEN)?
                 .query_row([token_id.to_string()], connection_from_row)
                 .optional()?)
         })
@@ -910,5 +917,15 @@ impl Store for SqliteStore {
             let rows = stmt.query_map([limit], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+mod column_order_tests {
+    /// `connection_from_row` reads by position: this is the order it assumes.
+    #[test]
+    fn connection_columns_are_in_the_order_connection_from_row_reads() {
+        let columns: Vec<&str> = super::CONNECTION_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(columns, ["token_id", "client_id", "user_id", "integration", "scope", "status", "key_version", "wrapped_data_key", "data_key_generation", "data_key_uses", "credentials", "account_id", "account_name", "access_expires_at", "refresh_expires_at", "last_refreshed_at", "refresh_count", "created_at", "updated_at", "version", "next_refresh_at", "lease_owner", "lease_until", "grant_in_flight", "refresh_failures", "last_error", "reauth_warned_at"]);
     }
 }
