@@ -87,6 +87,9 @@ pub struct FamilyRefresh {
     pub access_ttl: time::Duration,
     /// With `createNewRefreshToken`: the new refresh token's digest and end.
     pub rotate_to: Option<(Vec<u8>, Option<OffsetDateTime>)>,
+    /// The family's access tokens that expired before this are deleted on the way (bounding the table; later
+    /// ones are kept so that they answer `tokenExpired` rather than look unknown).
+    pub purge_expired_before: OffsetDateTime,
 }
 
 impl fmt::Debug for FamilyRefresh {
@@ -125,8 +128,8 @@ pub trait ClientTokenStore: Send + Sync {
 
     /// Applies a refresh atomically: looks up the presented refresh token (current or spent), decides with
     /// `linkvault_domain::decide_refresh`, and either stores the new token(s) with a compare-and-set on the
-    /// family row, revokes the family on reuse, or changes nothing. Expired access tokens of the family are
-    /// purged on the way.
+    /// family row, revokes the family on reuse, or changes nothing. Access tokens of the family that expired
+    /// before `purge_expired_before` are deleted on the way.
     async fn refresh_token_family(&self, refresh: &FamilyRefresh) -> Result<RefreshOutcome>;
 
     /// The family an access token belongs to, with the token's end (whatever the family's state).

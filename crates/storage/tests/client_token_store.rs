@@ -130,6 +130,7 @@ fn refresh(f: &TokenFamilyRecord, presented: &[u8], rotate: bool, at: OffsetDate
         access_digest: digest(),
         access_ttl: Duration::hours(1),
         rotate_to: rotate.then(|| (digest(), Some(at + Duration::days(30)))),
+        purge_expired_before: at - Duration::days(1),
     }
 }
 
@@ -322,6 +323,26 @@ async fn deleting_the_connection_deletes_its_families_and_digests() -> TestResul
         // The other connection's family is untouched.
         assert_eq!(store.token_families(keep.token_id).await?, vec![kept_family]);
         assert!(store.find_access_token(&kept_access).await?.is_some());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_purges_long_expired_access_tokens_only() -> TestResult {
+    with_store("refresh_purges_long_expired_access_tokens_only", |store, _| async move {
+        let fx = setup(&store).await?;
+        let (family, first_access) = issue(&store, &fx.connection, None).await?;
+        // Two hours on: the first access token (one hour) has expired but is kept, to answer "expired".
+        let soon = refresh(&family, &family.refresh_digest, false, now() + Duration::hours(2));
+        assert!(matches!(store.refresh_token_family(&soon).await?, RefreshOutcome::Refreshed { .. }));
+        assert!(store.find_access_token(&first_access).await?.is_some());
+        // Three days on: both earlier access tokens expired over a day ago and are gone.
+        let later = refresh(&family, &family.refresh_digest, false, now() + Duration::days(3));
+        assert!(matches!(store.refresh_token_family(&later).await?, RefreshOutcome::Refreshed { .. }));
+        assert!(store.find_access_token(&first_access).await?.is_none());
+        assert!(store.find_access_token(&soon.access_digest).await?.is_none());
+        assert!(store.find_access_token(&later.access_digest).await?.is_some());
         Ok(())
     })
     .await

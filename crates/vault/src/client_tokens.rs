@@ -12,6 +12,11 @@ use uuid::Uuid;
 
 use crate::{Vault, VaultError};
 
+/// How long an expired access token is remembered, so that it answers `tokenExpired` (after that it is
+/// deleted on the family's next refresh and looks unknown). Bounds the rows per family to about a day's
+/// refreshes.
+const EXPIRED_ACCESS_RETENTION: Duration = Duration::days(1);
+
 /// Lifetimes of client-managed tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTokenPolicy {
@@ -122,6 +127,7 @@ impl Vault {
             rotate_to: new_refresh
                 .as_ref()
                 .map(|t| (self.client_digest(t.expose()), policy.refresh_ttl.map(|ttl| now + ttl))),
+            purge_expired_before: now - EXPIRED_ACCESS_RETENTION,
         };
         Ok(match self.store.refresh_token_family(&request).await? {
             RefreshOutcome::Refreshed { family, access_expires_at } => Ok(ClientTokens {

@@ -167,7 +167,7 @@ async fn apply_refresh(tx: &Transaction<'_>, r: &FamilyRefresh) -> Result<Option
             }
             let purge =
                 tx.prepare_cached("DELETE FROM client_access_tokens WHERE family_id = $1 AND expires_at <= $2").await?;
-            tx.execute(&purge, &[&f.family_id, &now_ms]).await?;
+            tx.execute(&purge, &[&f.family_id, &to_millis(r.purge_expired_before)]).await?;
             let access_expires_at = access_expiry(r.now, r.access_ttl, refresh_end);
             let access = NewAccessToken { digest: r.access_digest.clone(), expires_at: access_expires_at };
             insert_access(tx, f.family_id, &access, r.now).await?;

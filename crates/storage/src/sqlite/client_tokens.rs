@@ -122,7 +122,7 @@ fn apply_refresh(tx: &Connection, r: &FamilyRefresh) -> Result<RefreshOutcome> {
                 return Err(StorageError::Database("token family changed during its refresh".into()));
             }
             tx.prepare_cached("DELETE FROM client_access_tokens WHERE family_id = ?1 AND expires_at <= ?2")?
-                .execute(params![family_id, now_ms])?;
+                .execute(params![family_id, to_millis(r.purge_expired_before)])?;
             let access_expires_at = access_expiry(r.now, r.access_ttl, refresh_end);
             let access = NewAccessToken { digest: r.access_digest.clone(), expires_at: access_expires_at };
             insert_access(tx, &family_id, &access, r.now)?;
