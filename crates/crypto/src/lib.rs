@@ -6,9 +6,11 @@
 //! owning row's identity are bound as associated data, so a ciphertext copied into another row fails to open.
 
 pub mod api_key;
+pub mod client_token;
 pub mod envelope;
 pub mod master;
 
 pub use api_key::{ApiKeyDigester, ApiKeySecret, SECRET_PREFIX_LEN};
+pub use client_token::{ClientToken, ClientTokenDigester, ClientTokenKind};
 pub use envelope::{CryptoError, DataKey, KeyVersion, RowBinding};
 pub use master::{MasterKey, MasterKeyError};

@@ -5,12 +5,16 @@
 //! behaviour the managed-tokens lifecycle table promises is decided in exactly one place.
 
 pub mod access;
+pub mod client_tokens;
 pub mod clock;
 pub mod identity;
 pub mod lifecycle;
 pub mod schedule;
 
 pub use access::{AccessDenied, Operation, authorize_token_use};
+pub use client_tokens::{
+    AccessMatch, FamilyState, RefreshDecision, RefreshMatch, RevokedReason, TokenRefusal, decide_access, decide_refresh,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use identity::{
     ClientId, IdentityDecision, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId, ValidationError,

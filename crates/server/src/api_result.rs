@@ -52,8 +52,14 @@ pub enum ErrorType {
     /// A read key called a write endpoint (extension).
     KeyScopeInsufficient,
     ReauthenticationRequired,
+    /// A client-managed access or refresh token past its end.
     TokenExpired,
+    /// A client-managed token whose family was revoked (refresh-token reuse, or a newer sign-in) (extension).
+    TokenRevoked,
+    /// A spent refresh token was presented again; its whole family is now revoked.
     RefreshTokenReused,
+    /// Mesh's own errorType for a refresh token it does not recognise (`POST /api/v1/token/refresh`).
+    BadRequest,
     LinkTokenExpired,
     LinkTokenUsed,
     IntegrationNotFound,

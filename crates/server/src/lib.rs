@@ -4,6 +4,7 @@
 pub mod api_result;
 mod auth;
 mod extract;
+mod handout;
 pub mod link;
 mod metrics;
 mod routes;

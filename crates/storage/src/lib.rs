@@ -4,6 +4,7 @@
 //!
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
+mod client_tokens;
 mod error;
 mod link;
 mod postgres;
@@ -21,6 +22,9 @@ use linkvault_domain::{ClientId, NaturalKey, TokenId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use client_tokens::{
+    AccessTokenMatch, ClientTokenStore, FamilyRefresh, NewAccessToken, RefreshOutcome, TokenFamilyRecord,
+};
 pub use error::StorageError;
 pub use link::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord, LinkStart, LinkStore};
 pub use postgres::PostgresStore;
@@ -32,7 +36,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Everything linkvault persists. Implementations must make every method atomic on its own.
 #[async_trait]
-pub trait Store: LinkStore + WebhookStore + Send + Sync + Debug {
+pub trait Store: LinkStore + WebhookStore + ClientTokenStore + Send + Sync + Debug {
     /// A short name of the backend, for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

@@ -12,6 +12,8 @@ use linkvault_domain::{ClientId, ConnectionStatus, NaturalKey, Scope, TokenId, T
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Row};
 
+/// Client-managed token families (`ClientTokenStore`).
+mod client_tokens;
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
@@ -29,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0002_refresh.sql"),
     include_str!("../migrations/postgres/0003_link.sql"),
     include_str!("../migrations/postgres/0004_webhooks.sql"),
+    include_str!("../migrations/postgres/0005_client_tokens.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
 /// start of the transaction, and leases must be measured against the time the statement actually runs.

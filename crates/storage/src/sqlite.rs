@@ -13,6 +13,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// Client-managed token families (`ClientTokenStore`).
+mod client_tokens;
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
@@ -31,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_refresh.sql"),
     include_str!("../migrations/sqlite/0003_link.sql"),
     include_str!("../migrations/sqlite/0004_webhooks.sql"),
+    include_str!("../migrations/sqlite/0005_client_tokens.sql"),
 ];
 const MAX_IDLE_READERS: usize = 8;
 

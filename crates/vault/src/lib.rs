@@ -2,6 +2,7 @@
 //! reads or writes a connection's secrets goes through [`Vault`], so encryption, row binding, identity and
 //! isolation are applied the same way on every path (HTTP API, CLI, refresh engine).
 
+mod client_tokens;
 mod credentials;
 mod error;
 mod keyring;
@@ -11,6 +12,7 @@ mod rotation;
 mod service;
 mod webhooks;
 
+pub use client_tokens::{ClientTokenPolicy, ClientTokenRefusal, ClientTokens};
 pub use credentials::IntegrationCredentials;
 pub use error::VaultError;
 pub use refresh::{Refreshed, connection_event};

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use linkvault_crypto::{ApiKeyDigester, ApiKeySecret, DataKey, KeyVersion, MasterKey, RowBinding, SECRET_PREFIX_LEN};
+use linkvault_crypto::{
+    ApiKeyDigester, ApiKeySecret, ClientTokenDigester, DataKey, KeyVersion, MasterKey, RowBinding, SECRET_PREFIX_LEN,
+};
 use linkvault_domain::{
     ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId,
     TokenMode, ValidationError, decide_identity,
@@ -105,7 +107,10 @@ pub struct Vault {
     pub(crate) master: MasterKey,
     pub(crate) keyring: Keyring,
     digester: ApiKeyDigester,
-    clock: Arc<dyn Clock>,
+    /// Digests client-managed tokens (its own derived key, apart from API keys').
+    pub(crate) client_token_digester: ClientTokenDigester,
+    pub(crate) client_token_policy: crate::ClientTokenPolicy,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 fn binding(record_client: &ClientId, record_token: &TokenId) -> (Uuid, Uuid) {
@@ -121,7 +126,15 @@ impl Vault {
         if expected != configured {
             return Err(VaultError::WrongMasterKey { expected, configured });
         }
-        let vault = Self { store, digester: ApiKeyDigester::new(&master), master, keyring: Keyring::new(), clock };
+        let vault = Self {
+            store,
+            digester: ApiKeyDigester::new(&master),
+            client_token_digester: ClientTokenDigester::new(&master),
+            client_token_policy: crate::ClientTokenPolicy::default(),
+            master,
+            keyring: Keyring::new(),
+            clock,
+        };
         vault.keyring.reload(&vault.store, &vault.master).await?;
         Ok(vault)
     }

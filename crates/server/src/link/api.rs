@@ -1,7 +1,8 @@
-//! The Link page's JSON API: start a session from the auth_code, check return users' tokenIds, and sign in
+//! The Link page's JSON API: start a session from the auth_code, check return users' tokens, and sign in
 //! to credentials integrations (with the MFA step). Every answer is an ApiResult.
 
 use axum::extract::State;
+use linkvault_crypto::ClientTokenKind;
 use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, TokenId, UserId};
 use linkvault_integrations::Integration;
 use linkvault_storage::{LinkSessionRecord, LinkStart};
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
+use crate::handout::{Handout, hand_out, token_mode_of};
 use crate::link::payload::{AccountInfo, access_token_payload, catalog, probe};
 use crate::link::session::LinkSession;
 use crate::link::{digest, random_token, span};
@@ -92,14 +94,21 @@ pub(crate) struct ReturnTokensRequest {
     tokens: Vec<ReturnToken>,
 }
 
-/// The connection a return user's tokenId names, if it belongs to this session's client, user and scope.
-/// Anything else (unknown, deleted, another user's or client's) is `None`, indistinguishably.
+/// The connection a return user's token names — a tokenId, or in client-managed mode a live access token —
+/// if it belongs to this session's client, user and scope, with what to hand back for it. Anything else
+/// (unknown, expired, revoked, deleted, another user's or client's) is `None`, indistinguishably.
 async fn own_connection<'s>(
     state: &'s AppState,
     session: &LinkSessionRecord,
     token: &ReturnToken,
-) -> Option<(linkvault_storage::ConnectionRecord, &'s Integration)> {
-    let token_id = token.access_token.trim().parse::<TokenId>().ok()?;
+) -> Option<(linkvault_storage::ConnectionRecord, &'s Integration, Handout)> {
+    let presented = token.access_token.trim();
+    let client_token = ClientTokenKind::of(presented) == Some(ClientTokenKind::Access);
+    let token_id = if client_token {
+        state.vault.resolve_access_token(session.client_id, presented).await.ok()?.ok()?
+    } else {
+        presented.parse::<TokenId>().ok()?
+    };
     let record = state.vault.connection_for(session.client_id, token_id).await.ok()?;
     if record.user_id != session.user_id || record.scope != session.scope {
         return None;
@@ -108,10 +117,16 @@ async fn own_connection<'s>(
         return None;
     }
     let integration = state.catalog.get(&record.integration)?;
-    Some((record, integration))
+    // A return user is handed back what it presented: its tokens stay as they are.
+    let handout = if client_token {
+        Handout::Returning { token_id, access_token: presented.to_owned() }
+    } else {
+        Handout::Managed { token_id, expires_at: record.access_expires_at }
+    };
+    Some((record, integration, handout))
 }
 
-/// `POST /link/api/return-tokens {tokens: IntegrationAccessToken[]}` — the tokenIds the SDK passed in
+/// `POST /link/api/return-tokens {tokens: IntegrationAccessToken[]}` — the tokens the SDK passed in
 /// `frontAccessTokens` that this session may use, with their state. Others are left out without a trace.
 pub(crate) async fn return_tokens(
     State(state): State<AppState>,
@@ -122,15 +137,13 @@ pub(crate) async fn return_tokens(
     let mut seen = std::collections::BTreeSet::new();
     let mut connections = Vec::new();
     for token in req.tokens.iter().take(MAX_RETURN_TOKENS) {
-        let Some((record, integration)) = own_connection(&state, &session, token).await else { continue };
+        let Some((record, integration, handout)) = own_connection(&state, &session, token).await else { continue };
         if !seen.insert(record.token_id) {
             continue;
         }
         let probe = probe(&state, &record, integration).await;
         let active = probe.status == ConnectionStatus::Active;
-        let payload = active.then(|| {
-            access_token_payload(integration, record.token_id, &probe.accounts, record.access_expires_at, now, true)
-        });
+        let payload = active.then(|| access_token_payload(integration, &handout, &probe.accounts, now, true));
         connections.push(json!({
             "tokenId": record.token_id.to_string(),
             "brokerType": integration.integration_type.as_str(),
@@ -207,14 +220,9 @@ pub(crate) async fn credentials(
                     name: account_name.unwrap_or_else(|| integration.name.clone()),
                 });
             }
-            let payload = access_token_payload(
-                integration,
-                stored.token_id,
-                &accounts,
-                record.access_expires_at,
-                now,
-                !stored.created,
-            );
+            // Client-managed mode: a new token family for the connection (retiring any earlier one).
+            let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
+            let payload = access_token_payload(integration, &handout, &accounts, now, !stored.created);
             json!({
                 "status": "succeeded",
                 "tokenId": stored.token_id.to_string(),

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
+use crate::handout::{hand_out, token_mode_of};
 use crate::link::api::{accounts_json, session_key};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
@@ -193,7 +194,10 @@ pub(crate) async fn result(
     };
     let now = state.vault.clock().now();
     let reconnected = record.created_at < record.updated_at;
-    let payload = access_token_payload(integration, token_id, &accounts, record.access_expires_at, now, reconnected);
+    // Client-managed mode: the completed sign-in hands out a new token family (collected once: the outcome row
+    // was taken above).
+    let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
+    let payload = access_token_payload(integration, &handout, &accounts, now, reconnected);
     Ok(ApiOk(Some(json!({
         "status": "succeeded",
         "tokenId": token_id.to_string(),

@@ -1,7 +1,7 @@
 //! What the Link page shows and posts: the catalog entries, a connection's accounts, and Mesh's
-//! `AccessTokenPayload` (managed tokens: `accessToken` is the tokenId).
+//! `AccessTokenPayload` (managed tokens: `accessToken` is the tokenId; client-managed: linkvault's tokens).
 
-use linkvault_domain::{ConnectionStatus, TokenId};
+use linkvault_domain::ConnectionStatus;
 use linkvault_integrations::api::ApiError as ExchangeError;
 use linkvault_integrations::{AuthScheme, Integration};
 use linkvault_storage::ConnectionRecord;
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::AppState;
+use crate::handout::Handout;
 
 /// One catalog entry as the page needs it.
 pub(crate) fn catalog_entry(i: &Integration) -> Value {
@@ -36,35 +37,30 @@ pub(crate) struct AccountInfo {
     pub name: String,
 }
 
-/// Mesh's `AccessTokenPayload` for a managed connection: one `accountTokens` entry per account, each with
-/// `accessToken == tokenId`.
+/// Mesh's `AccessTokenPayload`: one `accountTokens` entry per account, each with the hand-out's tokens
+/// (managed: `accessToken == tokenId`; client-managed: the family's access and refresh tokens).
 pub(crate) fn access_token_payload(
     integration: &Integration,
-    token_id: TokenId,
+    handout: &Handout,
     accounts: &[AccountInfo],
-    expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
     reconnected: bool,
 ) -> Value {
-    let token = token_id.to_string();
+    let mesh_account_id = handout.mesh_account_id();
     let fallback = [AccountInfo { id: String::new(), name: integration.name.clone() }];
     let listed = if accounts.is_empty() { &fallback[..] } else { accounts };
     let account_tokens: Vec<Value> = listed
         .iter()
         .map(|a| {
-            json!({
-                "account": {
-                    "accountId": a.id,
-                    "accountName": a.name,
-                    "meshAccountId": token,
-                    "frontAccountId": token,
-                    "fund": 0,
-                    "cash": 0,
-                    "isReconnected": reconnected,
-                },
-                "accessToken": token,
-                "tokenId": token,
-            })
+            handout.account_token(json!({
+                "accountId": a.id,
+                "accountName": a.name,
+                "meshAccountId": mesh_account_id,
+                "frontAccountId": mesh_account_id,
+                "fund": 0,
+                "cash": 0,
+                "isReconnected": reconnected,
+            }))
         })
         .collect();
     let mut payload = json!({
@@ -76,8 +72,11 @@ pub(crate) fn access_token_payload(
             "brokerLogoUrl": integration.logo.url,
         },
     });
-    if let Some(at) = expires_at {
-        payload["expiresInSeconds"] = json!((at - now).whole_seconds().max(0));
+    if let Some(seconds) = handout.expires_in(now) {
+        payload["expiresInSeconds"] = json!(seconds);
+    }
+    if let Some(seconds) = handout.refresh_expires_in(now) {
+        payload["refreshTokenExpiresInSeconds"] = json!(seconds);
     }
     payload
 }

@@ -1,9 +1,9 @@
 //! `DELETE /api/v1/account`: removing a connection is permanent — row and data key destroyed at once, the
-//! tokenId retired forever — and the grant is revoked at the integration, so the tokens die there too.
+//! tokenId retired forever — and the grant is revoked at the integration, so the tokens die there too. A
+//! client-managed access token names its connection as well; the connection's token families go with it.
 
 use axum::Extension;
 use axum::extract::State;
-use linkvault_domain::TokenId;
 use linkvault_integrations::AuthScheme;
 use linkvault_integrations::oauth::TokenTypeHint;
 use linkvault_vault::{Caller, IntegrationCredentials};
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::extract::ApiJson;
+use crate::routes::token_use::token_id_of;
 use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
@@ -29,9 +30,12 @@ pub(crate) async fn remove(
 ) -> Result<ApiOk<()>, ApiError> {
     let integration = known_integration(&state, &req.integration_type)?;
     if req.auth_token.trim().is_empty() {
-        return Err(ApiError::invalid_field("authToken", "must not be empty; send the tokenId to remove"));
+        return Err(ApiError::invalid_field(
+            "authToken",
+            "must not be empty; send the tokenId (or client-managed access token) to remove",
+        ));
     }
-    let token_id = req.auth_token.trim().parse::<TokenId>().map_err(|_| ApiError::token_not_found())?;
+    let token_id = token_id_of(&state, &caller, &req.auth_token).await?;
     let record = state.vault.connection_for(caller.client_id, token_id).await?;
     if record.integration != integration.as_str() {
         // The tokenId exists but not for this integration: as unknown as any other.

@@ -1,6 +1,7 @@
 //! `POST /api/v1/authenticate?userId=…`: signs an end user in to a credentials integration (username,
 //! password, then the MFA step) and stores the session under the managed-token identity, so the same user
-//! and integration always land on the same tokenId.
+//! and integration always land on the same tokenId. A client in client-managed mode receives a new family of
+//! linkvault access and refresh tokens for that connection instead of the tokenId.
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
+use crate::handout::{Handout, hand_out};
 use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
@@ -54,6 +56,8 @@ pub(crate) struct AuthResponse {
     challenge_expires_in_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_in_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_expires_in_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account_tokens: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,18 +227,27 @@ pub(crate) async fn authenticate(
                 (stored, expires_in_seconds, account_id, account_name)
             }
         };
-    let token_id = stored.token_id.to_string();
     // Managed tokens: the app receives the tokenId, never the integration's session (accessToken = tokenId).
+    // Client-managed tokens: a new family of linkvault access and refresh tokens instead.
+    let record = state.vault.connection_for(caller.client_id, stored.token_id).await?;
+    let handout = hand_out(&state, caller.token_mode, &record).await?;
+    let now = state.vault.clock().now();
     let account = json!({
         "accountId": account_id.unwrap_or_default(),
         "accountName": account_name.unwrap_or_default(),
-        "meshAccountId": token_id,
+        "meshAccountId": handout.mesh_account_id(),
         "isReconnected": !stored.created,
     });
+    // Managed: the session's remaining life, as before. Client-managed: the access token's.
+    let expires_in = match handout {
+        Handout::Client(_) => handout.expires_in(now).unwrap_or(expires_in),
+        _ => expires_in,
+    };
     Ok(ApiOk(Some(AuthResponse {
         status: "succeeded",
         expires_in_seconds: Some(expires_in),
-        account_tokens: Some(vec![json!({"account": account, "accessToken": token_id, "tokenId": token_id})]),
+        refresh_token_expires_in_seconds: handout.refresh_expires_in(now),
+        account_tokens: Some(vec![handout.account_token(account)]),
         requires_reauthentication: Some(false),
         ..AuthResponse::default()
     })))

@@ -5,7 +5,8 @@ pub(crate) mod authenticate;
 mod integrations;
 mod ops;
 mod portfolio;
-mod token_use;
+mod token_refresh;
+pub(crate) mod token_use;
 pub(crate) mod tokens;
 mod webhooks;
 
@@ -28,6 +29,7 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/webhooks", post(webhooks::set).get(webhooks::get))
         .route("/holdings/get", post(portfolio::holdings))
         .route("/balance/get", post(portfolio::balance))
+        .route("/token/refresh", post(token_refresh::refresh))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {

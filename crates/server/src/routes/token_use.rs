@@ -2,7 +2,8 @@
 //! usable credentials — the one path every token-backed endpoint goes through, so isolation, scope and
 //! re-authentication signals are decided identically everywhere.
 
-use linkvault_domain::{AccessDenied, Operation, TokenId, authorize_token_use};
+use linkvault_crypto::ClientTokenKind;
+use linkvault_domain::{AccessDenied, Operation, TokenId, TokenRefusal, authorize_token_use};
 use linkvault_integrations::Integration;
 use linkvault_refresh::RefreshError;
 use linkvault_storage::ConnectionRecord;
@@ -51,6 +52,35 @@ pub(crate) fn reauthentication_required(token_id: TokenId, integration: &str) ->
     .with_data(serde_json::json!({"tokenId": token_id.to_string(), "brokerType": integration}))
 }
 
+/// The answer to a refused client-managed access token. Unknown (including another client's) is
+/// `tokenNotFound`, byte-for-byte the answer for an unknown tokenId.
+pub(crate) fn access_token_refused(why: TokenRefusal) -> ApiError {
+    match why {
+        TokenRefusal::Unknown => ApiError::token_not_found(),
+        TokenRefusal::Expired => ApiError::new(
+            ApiStatus::PermissionDenied,
+            ErrorType::TokenExpired,
+            "the access token has expired; get a new one from POST /api/v1/token/refresh",
+        ),
+        TokenRefusal::Revoked | TokenRefusal::RefreshTokenReused => ApiError::new(
+            ApiStatus::PermissionDenied,
+            ErrorType::TokenRevoked,
+            "the access token has been revoked; the end user must connect the account again",
+        ),
+    }
+}
+
+/// The connection an `authToken` names: a tokenId, or (client-managed mode) a linkvault access token
+/// (`lva_…`) that is the caller's, unexpired and not revoked. The scope and ownership checks follow in the
+/// caller, identically for both.
+pub(crate) async fn token_id_of(state: &AppState, caller: &Caller, auth_token: &str) -> Result<TokenId, ApiError> {
+    let auth_token = auth_token.trim();
+    if ClientTokenKind::of(auth_token) == Some(ClientTokenKind::Access) {
+        return state.vault.resolve_access_token(caller.client_id, auth_token).await?.map_err(access_token_refused);
+    }
+    auth_token.parse::<TokenId>().map_err(|_| ApiError::token_not_found())
+}
+
 /// Finds the caller's connection for `auth_token` and `type`, checks scope for `operation`, and opens its
 /// credentials. Nothing reaches the integration before every check has passed.
 pub(crate) async fn resolve<'a>(
@@ -61,7 +91,7 @@ pub(crate) async fn resolve<'a>(
     operation: Operation,
 ) -> Result<Resolved<'a>, Unusable> {
     let integration = crate::routes::tokens::known_integration(state, integration_type)?;
-    let token_id = auth_token.trim().parse::<TokenId>().map_err(|_| ApiError::token_not_found())?;
+    let token_id = token_id_of(state, caller, auth_token).await?;
     let record = state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?;
     if record.integration != integration.as_str() {
         return Err(ApiError::token_not_found().into());
@@ -74,7 +104,7 @@ pub(crate) async fn resolve<'a>(
             return Err(ApiError::new(
                 ApiStatus::PermissionDenied,
                 ErrorType::TokenScopeMismatch,
-                "this tokenId was connected with a read-scoped key; connect the account with a write key for write calls",
+                "this token was connected with a read-scoped key; connect the account with a write key for write calls",
             )
             .into());
         }
@@ -122,5 +152,74 @@ pub(crate) fn upstream_error(integration: &Integration, e: &linkvault_integratio
             ErrorType::IntegrationUnavailable,
             format!("{} answered unexpectedly: {other}", integration.name),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scope rules through a client-managed access token: the same answers as through the tokenId. (No
+    //! write endpoint takes a token yet, so `resolve` is called directly with `Operation::Write`.)
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use linkvault_crypto::MasterKey;
+    use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenMode, UserId};
+    use linkvault_integrations::Catalog;
+    use linkvault_storage::testing::{Backend, fresh_store};
+    use linkvault_vault::{ConnectionMeta, Vault};
+    use secrecy::SecretString;
+
+    use super::*;
+
+    async fn write_call(state: &AppState, caller: &Caller, token: &str) -> Result<(), (ApiStatus, ErrorType)> {
+        match resolve(state, caller, token, "coinbase", Operation::Write).await {
+            Ok(_) => Ok(()),
+            Err(Unusable::Error(e)) => Err((e.status, e.error_type)),
+            Err(Unusable::ReauthRequired { .. }) => Err((ApiStatus::BadRequest, ErrorType::ReauthenticationRequired)),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_scoped_family_cannot_write_and_a_write_scoped_one_can() -> Result<(), Box<dyn std::error::Error>> {
+        let fresh = fresh_store(Backend::Sqlite).await?;
+        let vault =
+            Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+        let state = AppState::new(Arc::clone(&vault), Arc::new(Catalog::embedded()))?;
+        let client = vault.create_client("cm", TokenMode::Client).await?.client_id;
+        let mut tokens = Vec::new();
+        for scope in [Scope::Read, Scope::Write] {
+            let key = NaturalKey {
+                client_id: client,
+                user_id: UserId::parse("alice")?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope,
+            };
+            let credentials = IntegrationCredentials {
+                access_token: SecretString::from("upstream-access"),
+                refresh_token: Some(SecretString::from("upstream-refresh")),
+            };
+            // Far from expiry, so the engine hands the credentials out without calling the integration.
+            let meta = ConnectionMeta {
+                access_expires_at: Some(vault.clock().now() + time::Duration::days(1)),
+                ..ConnectionMeta::default()
+            };
+            let stored = vault.store_credentials(&key, &credentials, &meta).await?;
+            let record = vault.connection_for(client, stored.token_id).await?;
+            tokens.push(vault.issue_client_tokens(&record).await?.access_token.expose().to_owned());
+        }
+        let caller =
+            |scope| Caller { client_id: client, scope, token_mode: TokenMode::Client, key_id: uuid::Uuid::nil() };
+        let (read_family, write_family) = (&tokens[0], &tokens[1]);
+        assert_eq!(
+            write_call(&state, &caller(Scope::Write), read_family).await,
+            Err((ApiStatus::PermissionDenied, ErrorType::TokenScopeMismatch))
+        );
+        assert_eq!(
+            write_call(&state, &caller(Scope::Read), write_family).await,
+            Err((ApiStatus::PermissionDenied, ErrorType::KeyScopeInsufficient))
+        );
+        assert_eq!(write_call(&state, &caller(Scope::Write), write_family).await, Ok(()));
+        Ok(())
     }
 }

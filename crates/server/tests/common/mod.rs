@@ -53,12 +53,18 @@ pub struct Options {
     pub link: Option<linkvault_server::LinkConfig>,
     /// The clock of the vault, the engine and the sandbox (the system clock when unset).
     pub clock: Option<Arc<dyn Clock>>,
+    /// Lifetimes of client-managed tokens (default: `ClientTokenPolicy::default()`).
+    pub client_token_policy: Option<linkvault_vault::ClientTokenPolicy>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
     let fresh = fresh_store(backend).await?;
     let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?);
+    let mut vault = Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?;
+    if let Some(policy) = options.client_token_policy {
+        vault = vault.with_client_token_policy(policy);
+    }
+    let vault = Arc::new(vault);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let mut catalog = Catalog::embedded();
@@ -89,7 +95,15 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
 }
 
 pub async fn create_client(vault: &Vault, name: &str) -> Result<ClientCreds, Box<dyn std::error::Error>> {
-    let created = vault.create_client(name, TokenMode::Managed).await?;
+    create_client_in_mode(vault, name, TokenMode::Managed).await
+}
+
+pub async fn create_client_in_mode(
+    vault: &Vault,
+    name: &str,
+    mode: TokenMode,
+) -> Result<ClientCreds, Box<dyn std::error::Error>> {
+    let created = vault.create_client(name, mode).await?;
     Ok(ClientCreds {
         id: created.client_id.to_string(),
         read: created.keys[0].1.expose().to_owned(),

@@ -1,0 +1,107 @@
+//! What an app receives for a connection, by its client's token mode: the tokenId (managed mode, Mesh's
+//! Managed Tokens: `accessToken == tokenId`), or a new client-managed token family (`lva_…` access token,
+//! `lvr_…` refresh token, their lifetimes, and no tokenId). Shared by `/api/v1/authenticate` and Link, so
+//! both hand out the same thing in the same shape (Mesh's `BrokerAccountTokens`).
+
+use linkvault_domain::{ClientId, TokenId, TokenMode};
+use linkvault_storage::ConnectionRecord;
+use linkvault_vault::ClientTokens;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::api_result::ApiError;
+
+/// Names `meshAccountId` for client-mode hand-outs: stable per connection, but not the tokenId itself.
+const MESH_ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_47a0_8a3b_4f0e_9d6c_2b7e_1f40_a9d3);
+
+/// The tokens handed to the app for one connection.
+#[derive(Debug)]
+pub(crate) enum Handout {
+    Managed {
+        token_id: TokenId,
+        expires_at: Option<OffsetDateTime>,
+    },
+    Client(ClientTokens),
+    /// A return user in client mode (Link `frontAccessTokens`): the app's own access token, echoed.
+    Returning {
+        token_id: TokenId,
+        access_token: String,
+    },
+}
+
+/// The caller's token mode, read from the client record (Link sessions carry only the client id).
+pub(crate) async fn token_mode_of(state: &AppState, client_id: ClientId) -> Result<TokenMode, ApiError> {
+    Ok(state.vault.get_client(client_id).await?.map_or(TokenMode::Managed, |c| c.token_mode))
+}
+
+/// Hands `record` out to a client in `mode`; in client mode this issues a new token family, retiring any
+/// earlier one of the same connection.
+pub(crate) async fn hand_out(
+    state: &AppState,
+    mode: TokenMode,
+    record: &ConnectionRecord,
+) -> Result<Handout, ApiError> {
+    Ok(match mode {
+        TokenMode::Managed => Handout::Managed { token_id: record.token_id, expires_at: record.access_expires_at },
+        TokenMode::Client => Handout::Client(state.vault.issue_client_tokens(record).await?),
+    })
+}
+
+/// Whole seconds from `now` to `at`, rounded to the nearest: stored instants keep milliseconds, and the
+/// moments spent answering should not turn a 3600-second lifetime into 3599.
+fn seconds_until(at: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    let ms = i64::try_from((at - now).whole_milliseconds()).unwrap_or(i64::MAX);
+    (ms.saturating_add(500) / 1000).max(0)
+}
+
+impl Handout {
+    pub(crate) fn token_id(&self) -> TokenId {
+        match self {
+            Handout::Managed { token_id, .. } | Handout::Returning { token_id, .. } => *token_id,
+            Handout::Client(t) => t.token_id,
+        }
+    }
+
+    /// `meshAccountId`: the tokenId in managed mode (as before), a stable derived id otherwise.
+    pub(crate) fn mesh_account_id(&self) -> String {
+        match self {
+            Handout::Managed { token_id, .. } => token_id.to_string(),
+            _ => Uuid::new_v5(&MESH_ACCOUNT_NAMESPACE, self.token_id().as_uuid().as_bytes()).to_string(),
+        }
+    }
+
+    /// One `BrokerAccountTokens` / `AccountToken` entry for `account`.
+    pub(crate) fn account_token(&self, account: Value) -> Value {
+        match self {
+            Handout::Managed { token_id, .. } => {
+                let id = token_id.to_string();
+                json!({"account": account, "accessToken": id, "tokenId": id})
+            }
+            Handout::Client(t) => json!({
+                "account": account,
+                "accessToken": t.access_token.expose(),
+                "refreshToken": t.refresh_token.as_ref().map(linkvault_crypto::ClientToken::expose),
+            }),
+            Handout::Returning { access_token, .. } => json!({"account": account, "accessToken": access_token}),
+        }
+    }
+
+    /// `expiresInSeconds`: the integration session's remaining life (managed), or the access token's.
+    pub(crate) fn expires_in(&self, now: OffsetDateTime) -> Option<i64> {
+        match self {
+            Handout::Managed { expires_at, .. } => expires_at.map(|at| seconds_until(at, now)),
+            Handout::Client(t) => Some(seconds_until(t.access_expires_at, now)),
+            Handout::Returning { .. } => None,
+        }
+    }
+
+    /// `refreshTokenExpiresInSeconds`, for client-managed refresh tokens that expire.
+    pub(crate) fn refresh_expires_in(&self, now: OffsetDateTime) -> Option<i64> {
+        match self {
+            Handout::Client(t) => t.refresh_expires_at.map(|at| seconds_until(at, now)),
+            _ => None,
+        }
+    }
+}
