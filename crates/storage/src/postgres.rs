@@ -14,6 +14,8 @@ use tokio_postgres::{NoTls, Row};
 
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Managed-transfer previews and executions (`TransferStore`).
+mod transfers;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
 mod webhooks;
 
@@ -29,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0002_refresh.sql"),
     include_str!("../migrations/postgres/0003_link.sql"),
     include_str!("../migrations/postgres/0004_webhooks.sql"),
+    // 0005 (client-managed tokens) is merged in from its own branch before this one.
+    include_str!("../migrations/postgres/0006_transfers.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
 /// start of the transaction, and leases must be measured against the time the statement actually runs.

@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Managed-transfer previews and executions (`TransferStore`).
+mod transfers;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
 mod webhooks;
 
@@ -31,6 +33,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_refresh.sql"),
     include_str!("../migrations/sqlite/0003_link.sql"),
     include_str!("../migrations/sqlite/0004_webhooks.sql"),
+    // 0005 (client-managed tokens) is merged in from its own branch before this one.
+    include_str!("../migrations/sqlite/0006_transfers.sql"),
 ];
 const MAX_IDLE_READERS: usize = 8;
 

@@ -20,6 +20,9 @@ pub(crate) struct RemoveRequest {
     auth_token: String,
     #[serde(rename = "type")]
     integration_type: String,
+    /// Extension: the end user whose connection this is; another user's tokenId is then not found.
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 pub(crate) async fn remove(
@@ -32,6 +35,7 @@ pub(crate) async fn remove(
         return Err(ApiError::invalid_field("authToken", "must not be empty; send the tokenId to remove"));
     }
     let token_id = req.auth_token.trim().parse::<TokenId>().map_err(|_| ApiError::token_not_found())?;
+    crate::routes::user_check::check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
     let record = state.vault.connection_for(caller.client_id, token_id).await?;
     if record.integration != integration.as_str() {
         // The tokenId exists but not for this integration: as unknown as any other.

@@ -7,6 +7,8 @@ mod ops;
 mod portfolio;
 mod token_use;
 pub(crate) mod tokens;
+pub(crate) mod transfers;
+mod user_check;
 mod webhooks;
 
 use axum::Router;
@@ -28,6 +30,8 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/webhooks", post(webhooks::set).get(webhooks::get))
         .route("/holdings/get", post(portfolio::holdings))
         .route("/balance/get", post(portfolio::balance))
+        .route("/transfers/managed/preview", post(transfers::preview))
+        .route("/transfers/managed/execute", post(transfers::execute))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {

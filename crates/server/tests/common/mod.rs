@@ -51,11 +51,14 @@ pub struct Options {
     pub session_ttl: Option<std::time::Duration>,
     /// Link settings (public URL is set to the test server's; `sandbox` follows `Options::sandbox`).
     pub link: Option<linkvault_server::LinkConfig>,
+    /// The server's clock (default: the system clock), e.g. a `ManualClock` to pass expiries.
+    pub clock: Option<Arc<dyn linkvault_domain::Clock>>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
     let fresh = fresh_store(backend).await?;
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+    let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, clock).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let mut catalog = Catalog::embedded();
