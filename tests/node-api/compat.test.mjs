@@ -93,6 +93,70 @@ test('authenticate, holdings, balance, then delete', async () => {
   );
 });
 
+test('link token for a user', async () => {
+  const api = client(creds.read);
+  const res = await api.managedAccountAuthentication.v1LinktokenCreate({ userId: 'node-link-user', restrictMultipleAccounts: true });
+  assert.equal(res.status, 200);
+  assert.equal(res.data.status, 'ok');
+  const url = new URL(Buffer.from(res.data.content.linkToken, 'base64').toString('utf8'));
+  assert.equal(url.origin, new URL(baseURL).origin, 'the link token points at this server');
+  assert.equal(url.pathname, '/link/broker-connect');
+  assert.ok(url.searchParams.get('auth_code'));
+  await assert.rejects(
+    api.managedAccountAuthentication.v1LinktokenCreate({}),
+    (err) => err.response?.status === 400 && err.response.data.errorType === 'missingField',
+  );
+});
+
+test('managed transfer: preview, execute, retried execute → the same transfer', async () => {
+  const write = client(creds.write);
+  const tokenId = await connectBinance(write, 'node-transfer-user');
+  /** @type {import('@meshconnect/node-api').PreviewTransferRequest} */
+  const previewRequest = {
+    fromAuthToken: tokenId,
+    fromType: 'binanceInternationalDirect',
+    networkId: 'e3c7fdd8-b1fc-4e51-85ae-bb276e075611',
+    symbol: 'USDC',
+    toAddress: '0x52908400098527886E0F7030069857D2E4169EE7',
+    amount: 25,
+    transactionId: 'node-order-1',
+  };
+  const preview = await write.managedTransfers.v1TransfersManagedPreviewCreate(previewRequest);
+  assert.equal(preview.data.status, 'ok');
+  assert.equal(preview.data.content.status, 'succeeded');
+  const result = preview.data.content.previewResult;
+  assert.equal(result.previewExpiresIn, 300);
+  assert.equal(result.symbol, 'USDC');
+  assert.equal(result.amount, 25);
+  assert.equal(result.networkName, 'Ethereum');
+  assert.equal(result.clientTransactionId, 'node-order-1');
+  assert.ok(result.institutionTransferFee.fee > 0);
+
+  /** @type {import('@meshconnect/node-api').ExecuteTransferRequest} */
+  const executeRequest = { fromAuthToken: tokenId, fromType: 'binanceInternationalDirect', previewId: result.previewId };
+  const params = { headers: { 'Idempotency-Key': 'node-execute-1' } };
+  const first = await write.managedTransfers.v1TransfersManagedExecuteCreate(executeRequest, params);
+  assert.equal(first.data.status, 'ok');
+  assert.equal(first.data.content.status, 'succeeded');
+  const transfer = first.data.content.executeTransferResult;
+  assert.ok(transfer.transferId);
+  assert.equal(transfer.amount, 25);
+  assert.equal(transfer.toAddress, previewRequest.toAddress);
+
+  const retried = await write.managedTransfers.v1TransfersManagedExecuteCreate(executeRequest, params);
+  assert.equal(retried.data.content.executeTransferResult.transferId, transfer.transferId);
+  const retriedWithoutKey = await write.managedTransfers.v1TransfersManagedExecuteCreate(executeRequest);
+  assert.equal(retriedWithoutKey.data.content.executeTransferResult.transferId, transfer.transferId);
+  const counts = await (await fetch(`${baseURL}/sandbox/admin/requests`)).json();
+  assert.equal(counts.binance.transfersCreated, 1, 'one transfer at the exchange');
+
+  // A read key may not call the write endpoints.
+  await assert.rejects(
+    client(creds.read).managedTransfers.v1TransfersManagedPreviewCreate(previewRequest),
+    (err) => err.response?.status === 403 && err.response.data.errorType === 'keyScopeInsufficient',
+  );
+});
+
 test('wrong credentials are an empty 401', async () => {
   const api = new FrontApi({ baseURL, headers: { 'X-Client-Id': creds.clientId, 'X-Client-Secret': 'lvk_wrong' } });
   await assert.rejects(api.managedAccountAuthentication.v1IntegrationsList(), (err) => err.response?.status === 401 && err.response.data === '');

@@ -65,6 +65,10 @@ pub struct TransferRequest {
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Idempotency key (Coinbase's send API calls it `idem`): the exchange answers a repeated key with the
+    /// transfer it already made instead of sending again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +81,45 @@ pub struct Transfer {
     pub network: Option<String>,
     pub status: String,
     pub created_at: String,
+    /// Withdrawal fee taken, in the symbol.
+    #[serde(default)]
+    pub fee: Option<f64>,
+    #[serde(default)]
+    pub from_address: Option<String>,
+    /// The on-chain transaction hash, once known.
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+/// What to ask a quote for: a send of `amount` (in the symbol) or of `amount_usd` worth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuoteRequest {
+    pub symbol: String,
+    pub network: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_usd: Option<f64>,
+}
+
+/// The exchange's answer to a quote: the send is possible, at this fee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferQuote {
+    pub symbol: String,
+    pub network: String,
+    pub address: String,
+    /// The amount that would be sent, in the symbol.
+    pub amount: f64,
+    pub fee: f64,
+    pub fee_currency: String,
+    pub price_usd: f64,
+    /// The balance of the symbol available to send.
+    pub available: f64,
+    #[serde(default)]
+    pub from_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +142,10 @@ struct Transfers {
 struct TransferCreated {
     transfer: Transfer,
 }
+#[derive(Deserialize)]
+struct Quoted {
+    quote: TransferQuote,
+}
 
 /// Calls an integration's account API.
 #[derive(Debug, Clone)]
@@ -111,6 +158,11 @@ impl ExchangeApi {
     pub fn new(limits: HttpLimits) -> Result<Self, ApiError> {
         let http = http::build_client(&limits).map_err(ApiError::Config)?;
         Ok(Self { http, limits })
+    }
+
+    /// The HTTP limits every call runs within (a claim on a call must outlive `worst_case()`).
+    pub fn limits(&self) -> &HttpLimits {
+        &self.limits
     }
 
     pub async fn accounts(&self, integration: &Integration, token: &SecretString) -> Result<Vec<Account>, ApiError> {
@@ -129,7 +181,20 @@ impl ExchangeApi {
         Ok(self.get::<Transfers>(integration, token, "transfers").await?.transfers)
     }
 
-    /// Sends a transfer; needs a write-scoped token.
+    /// Checks a send (balance, network, fee) without making it; needs a write-scoped token.
+    pub async fn quote_transfer(
+        &self,
+        integration: &Integration,
+        token: &SecretString,
+        quote: &QuoteRequest,
+    ) -> Result<TransferQuote, ApiError> {
+        let url = self.url(integration, "transfers/quote")?;
+        let quoted: Quoted = self.call(self.http.post(url).json(quote), token).await?;
+        Ok(quoted.quote)
+    }
+
+    /// Sends a transfer; needs a write-scoped token. With `transfer.idem` set, a repeated call (a retry after
+    /// a timeout, or after a crash) answers with the transfer the first one made.
     pub async fn create_transfer(
         &self,
         integration: &Integration,

@@ -1,11 +1,13 @@
 //! Integrations: the catalog of exchanges linkvault can connect to (data, not code) and, per auth scheme,
 //! the adapters that talk to them: OAuth 2.0 ([`oauth`]), username/password sessions ([`credentials`]) and the
-//! exchanges' account API ([`api`]), all over bounded HTTP ([`http`]).
+//! exchanges' account API ([`api`]) with the networks transfers use ([`networks`]), all over bounded HTTP
+//! ([`http`]).
 
 pub mod api;
 pub mod catalog;
 pub mod credentials;
 pub mod http;
+pub mod networks;
 pub mod oauth;
 
 pub use catalog::{

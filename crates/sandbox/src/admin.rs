@@ -1,6 +1,7 @@
 //! Sandbox admin API for tests: fault injection per exchange (latency, 5xx, 429 with Retry-After, forced
-//! `invalid_grant`, for the next N matching requests), refresh-token presentation counts, and forced expiry of
-//! Binance sessions and OAuth access tokens.
+//! `invalid_grant`, for the next N matching requests), refresh-token presentation counts, per-endpoint counts of
+//! account-API requests and of transfers actually made (so tests can prove a refused call never got here, and
+//! a retried send moved funds once), and forced expiry of Binance sessions and OAuth access tokens.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -128,8 +129,28 @@ pub async fn apply_fault(sandbox: &Shared, exchange: &'static str, target: Fault
     }
 }
 
+/// Account-API requests that reached each exchange, by endpoint, and the transfers each one made.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    requests: HashMap<(&'static str, &'static str), u64>,
+    transfers_created: HashMap<&'static str, u64>,
+}
+
+impl RequestCounts {
+    /// Counts a request as it arrives, before faults, authentication or scope checks.
+    pub fn request(&mut self, exchange: &'static str, endpoint: &'static str) {
+        *self.requests.entry((exchange, endpoint)).or_default() += 1;
+    }
+
+    /// Counts a send that moved funds (not one answered from its idempotency key).
+    pub fn transfer_created(&mut self, exchange: &'static str) {
+        *self.transfers_created.entry(exchange).or_default() += 1;
+    }
+}
+
 pub fn router() -> Router<Shared> {
     Router::new()
+        .route("/requests", get(request_report))
         .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
         .route("/refresh-tokens", get(refresh_token_report))
         .route("/refresh-tokens/reset", post(reset_presentations))
@@ -252,4 +273,30 @@ async fn expire_access_tokens(State(sandbox): State<Shared>, Path(exchange): Pat
         "binance" => Json(json!({"expired": inner.binance.expire_all(now)})).into_response(),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "exchange must be coinbase, uphold or binance"),
     }
+}
+
+/// `{"coinbase": {"requests": {"holdings": 2, "transfers.create": 1, …}, "totalRequests": 3,
+/// "transfersCreated": 1}, "uphold": {…}, "binance": {…}}`.
+async fn request_report(State(sandbox): State<Shared>) -> Json<Value> {
+    let inner = sandbox.lock();
+    let mut report = serde_json::Map::new();
+    for exchange in EXCHANGES {
+        let mut requests = serde_json::Map::new();
+        let mut total = 0;
+        for ((ex, endpoint), count) in &inner.counts.requests {
+            if ex == exchange {
+                requests.insert((*endpoint).to_owned(), json!(count));
+                total += count;
+            }
+        }
+        report.insert(
+            (*exchange).to_owned(),
+            json!({
+                "requests": requests,
+                "totalRequests": total,
+                "transfersCreated": inner.counts.transfers_created.get(exchange).copied().unwrap_or(0),
+            }),
+        );
+    }
+    Json(Value::Object(report))
 }

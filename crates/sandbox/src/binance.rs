@@ -74,6 +74,10 @@ pub fn router() -> Router<Shared> {
             get(|s: State<Shared>, h: HeaderMap| api(s, h, ApiCall::Transfers))
                 .post(|s: State<Shared>, h: HeaderMap, body: Json<Value>| api(s, h, ApiCall::CreateTransfer(body.0))),
         )
+        .route(
+            "/api/transfers/quote",
+            post(|s: State<Shared>, h: HeaderMap, body: Json<Value>| api(s, h, ApiCall::QuoteTransfer(body.0))),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +201,7 @@ async fn sign_out(State(sandbox): State<Shared>, headers: HeaderMap) -> Response
 }
 
 async fn api(State(sandbox): State<Shared>, headers: HeaderMap, call: ApiCall) -> Response {
+    sandbox.lock().counts.request(EXCHANGE, call.name());
     if let Some(response) = apply_fault(&sandbox, EXCHANGE, FaultTarget::Api).await {
         return response;
     }
@@ -208,5 +213,10 @@ async fn api(State(sandbox): State<Shared>, headers: HeaderMap, call: ApiCall) -
         return session_expired();
     };
     let (username, write) = (session.username.clone(), session.write);
-    portfolio::answer(&mut inner.portfolios, EXCHANGE, &username, write, now, call)
+    let is_send = matches!(call, ApiCall::CreateTransfer(_));
+    let response = portfolio::answer(&mut inner.portfolios, EXCHANGE, &username, write, now, call);
+    if is_send && response.status() == StatusCode::CREATED {
+        inner.counts.transfer_created(EXCHANGE);
+    }
+    response
 }

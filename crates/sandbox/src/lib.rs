@@ -124,6 +124,7 @@ pub(crate) struct Inner {
     pub binance: binance::BinanceState,
     pub portfolios: portfolio::Portfolios,
     pub faults: admin::Faults,
+    pub counts: admin::RequestCounts,
 }
 
 impl Sandbox {
@@ -140,9 +141,11 @@ pub(crate) type Shared = Arc<Sandbox>;
 /// - `GET /` — index (JSON)
 /// - `/coinbase/…` and `/uphold/…`: `GET|POST /oauth/authorize` (consent page with sign-in form),
 ///   `POST /oauth/token`, `POST /oauth/revoke`, `GET /.well-known/oauth-authorization-server`,
-///   `GET /api/accounts|holdings|balances|transfers`, `POST /api/transfers` (write scope)
+///   `GET /api/accounts|holdings|balances|transfers`, `POST /api/transfers` (write scope; an `idem` key makes
+///   a repeated send return the first transfer), `POST /api/transfers/quote` (write scope: balance, network
+///   and fee check without sending)
 /// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
-/// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/refresh-tokens`,
+/// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
 ///   `POST /admin/{exchange}/expire-access-tokens`
 pub fn router(config: SandboxConfig) -> Router {

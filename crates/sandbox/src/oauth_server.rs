@@ -158,6 +158,12 @@ pub fn router(flavor: Flavor) -> Router<Shared> {
                 },
             ),
         )
+        .route(
+            "/api/transfers/quote",
+            post(move |s: State<Shared>, h: HeaderMap, body: Json<Value>| {
+                api(flavor, s, h, ApiCall::QuoteTransfer(body.0))
+            }),
+        )
 }
 
 async fn metadata(flavor: Flavor, State(sandbox): State<Shared>) -> Json<Value> {
@@ -631,6 +637,7 @@ async fn revoke(
 }
 
 async fn api(flavor: Flavor, State(sandbox): State<Shared>, headers: HeaderMap, call: ApiCall) -> Response {
+    sandbox.lock().counts.request(flavor.key, call.name());
     if let Some(response) = apply_fault(&sandbox, flavor.key, FaultTarget::Api).await {
         return response;
     }
@@ -652,5 +659,10 @@ async fn api(flavor: Flavor, State(sandbox): State<Shared>, headers: HeaderMap, 
     let Some(grant) = state.grants.get(&entry.grant).filter(|g| !g.revoked) else { return unauthorized() };
     let can_write = entry.scopes.iter().any(|s| flavor.write_scopes.contains(&s.as_str()));
     let username = grant.username.clone();
-    portfolio::answer(&mut inner.portfolios, flavor.key, &username, can_write, now, call)
+    let is_send = matches!(call, ApiCall::CreateTransfer(_));
+    let response = portfolio::answer(&mut inner.portfolios, flavor.key, &username, can_write, now, call);
+    if is_send && response.status() == StatusCode::CREATED {
+        inner.counts.transfer_created(flavor.key);
+    }
+    response
 }

@@ -67,6 +67,12 @@ pub enum ErrorType {
     TooManyRequests,
     /// No such endpoint (extension).
     EndpointNotFound,
+    /// The previewId is unknown, another client's, or for another tokenId (extension; Mesh's PreviewNotFound).
+    PreviewNotFound,
+    /// The preview can no longer be executed (extension; Mesh's PreviewExpired).
+    PreviewExpired,
+    /// A transactionId or Idempotency-Key already names a different transfer (extension).
+    IdempotencyKeyReused,
     /// Something failed on our side (extension).
     Internal,
 }

@@ -24,6 +24,7 @@ use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 pub use api_result::{ApiError, ApiStatus, ErrorType};
 pub use link::LinkConfig;
 pub use metrics::Metrics;
+pub use routes::transfers::{PREVIEW_EXPIRES_IN, upstream_idempotency_key};
 
 /// Largest request body accepted on any endpoint.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

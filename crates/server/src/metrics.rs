@@ -18,6 +18,7 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     connections_stored: AtomicU64,
     connections_deleted: AtomicU64,
+    transfers_executed: AtomicU64,
 }
 
 impl Metrics {
@@ -31,6 +32,11 @@ impl Metrics {
 
     pub(crate) fn connection_deleted(&self) {
         self.connections_deleted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A managed transfer was made at the integration (retries answered from the stored result not counted).
+    pub(crate) fn transfer_executed(&self) {
+        self.transfers_executed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every counter; `connections` is the live row count read at scrape time.
@@ -57,6 +63,11 @@ impl Metrics {
                 &self.connections_stored,
             ),
             ("linkvault_connections_deleted_total", "Connections permanently deleted.", &self.connections_deleted),
+            (
+                "linkvault_transfers_executed_total",
+                "Managed transfers made at an integration.",
+                &self.transfers_executed,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(

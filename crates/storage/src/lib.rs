@@ -12,6 +12,7 @@ mod records;
 mod sqlite;
 pub mod testing;
 mod time_conv;
+mod transfers;
 mod webhooks;
 
 use std::fmt::Debug;
@@ -30,13 +31,14 @@ pub use link::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord, LinkStart, 
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
+pub use transfers::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord, TransferStore};
 pub use webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookStore};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Everything linkvault persists. Implementations must make every method atomic on its own.
 #[async_trait]
-pub trait Store: LinkStore + WebhookStore + ClientTokenStore + Send + Sync + Debug {
+pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + Send + Sync + Debug {
     /// A short name of the backend, for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

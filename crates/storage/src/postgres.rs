@@ -16,6 +16,8 @@ use tokio_postgres::{NoTls, Row};
 mod client_tokens;
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Managed-transfer previews and executions (`TransferStore`).
+mod transfers;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
 mod webhooks;
 
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0003_link.sql"),
     include_str!("../migrations/postgres/0004_webhooks.sql"),
     include_str!("../migrations/postgres/0005_client_tokens.sql"),
+    include_str!("../migrations/postgres/0006_transfers.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
 /// start of the transaction, and leases must be measured against the time the statement actually runs.

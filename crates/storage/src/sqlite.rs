@@ -17,6 +17,8 @@ use uuid::Uuid;
 mod client_tokens;
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Managed-transfer previews and executions (`TransferStore`).
+mod transfers;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
 mod webhooks;
 
@@ -34,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_link.sql"),
     include_str!("../migrations/sqlite/0004_webhooks.sql"),
     include_str!("../migrations/sqlite/0005_client_tokens.sql"),
+    include_str!("../migrations/sqlite/0006_transfers.sql"),
 ];
 const MAX_IDLE_READERS: usize = 8;
 
@@ -929,6 +932,37 @@ mod column_order_tests {
     #[test]
     fn connection_columns_are_in_the_order_connection_from_row_reads() {
         let columns: Vec<&str> = super::CONNECTION_COLUMNS.split(',').map(str::trim).collect();
-        assert_eq!(columns, ["token_id", "client_id", "user_id", "integration", "scope", "status", "key_version", "wrapped_data_key", "data_key_generation", "data_key_uses", "credentials", "account_id", "account_name", "access_expires_at", "refresh_expires_at", "last_refreshed_at", "refresh_count", "created_at", "updated_at", "version", "next_refresh_at", "lease_owner", "lease_until", "grant_in_flight", "refresh_failures", "last_error", "reauth_warned_at"]);
+        assert_eq!(
+            columns,
+            [
+                "token_id",
+                "client_id",
+                "user_id",
+                "integration",
+                "scope",
+                "status",
+                "key_version",
+                "wrapped_data_key",
+                "data_key_generation",
+                "data_key_uses",
+                "credentials",
+                "account_id",
+                "account_name",
+                "access_expires_at",
+                "refresh_expires_at",
+                "last_refreshed_at",
+                "refresh_count",
+                "created_at",
+                "updated_at",
+                "version",
+                "next_refresh_at",
+                "lease_owner",
+                "lease_until",
+                "grant_in_flight",
+                "refresh_failures",
+                "last_error",
+                "reauth_warned_at"
+            ]
+        );
     }
 }

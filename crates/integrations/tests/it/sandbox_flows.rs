@@ -53,7 +53,8 @@ async fn coinbase_code_flow_rotation_and_reuse_revokes_the_grant() {
         assert!(holdings.iter().any(|h| h.symbol == "BTC" && h.amount > 0.0), "{holdings:?}");
         let balances = api.balances(coinbase, &t1.access_token).await.unwrap();
         assert_eq!(balances[0].currency, "USD");
-        let transfer = TransferRequest { symbol: "ETH".into(), amount: 1.5, address: "0xabc".into(), network: None };
+        let transfer =
+            TransferRequest { symbol: "ETH".into(), amount: 1.5, address: "0xabc".into(), network: None, idem: None };
         let sent = api.create_transfer(coinbase, &t1.access_token, &transfer).await.unwrap();
         assert_eq!(sent.status, "succeeded");
         assert_eq!(api.transfers(coinbase, &t1.access_token).await.unwrap().len(), 1);
@@ -169,7 +170,8 @@ async fn read_scope_cannot_transfer() {
                 .unwrap();
         assert_eq!(metadata["token_endpoint"].as_str(), coinbase.endpoints.token_url.as_ref().map(|u| u.as_str()));
         assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
-        let transfer = TransferRequest { symbol: "BTC".into(), amount: 0.1, address: "bc1q".into(), network: None };
+        let transfer =
+            TransferRequest { symbol: "BTC".into(), amount: 0.1, address: "bc1q".into(), network: None, idem: None };
         let err = api.create_transfer(coinbase, &tokens.access_token, &transfer).await.unwrap_err();
         assert_eq!(err, ApiError::InsufficientScope);
     })
@@ -332,7 +334,8 @@ async fn binance_sign_in_mfa_and_session_expiry() {
 
         let holdings = api.holdings(binance, &session.token).await.unwrap();
         assert!(!holdings.is_empty());
-        let transfer = TransferRequest { symbol: "BTC".into(), amount: 0.5, address: "bc1q".into(), network: None };
+        let transfer =
+            TransferRequest { symbol: "BTC".into(), amount: 0.5, address: "bc1q".into(), network: None, idem: None };
         assert_eq!(
             api.create_transfer(binance, &session.token, &transfer).await.unwrap_err(),
             ApiError::InsufficientScope

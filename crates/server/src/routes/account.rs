@@ -21,6 +21,9 @@ pub(crate) struct RemoveRequest {
     auth_token: String,
     #[serde(rename = "type")]
     integration_type: String,
+    /// Extension: the end user whose connection this is; another user's tokenId is then not found.
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 pub(crate) async fn remove(
@@ -36,6 +39,7 @@ pub(crate) async fn remove(
         ));
     }
     let token_id = token_id_of(&state, &caller, &req.auth_token).await?;
+    crate::routes::user_check::check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
     let record = state.vault.connection_for(caller.client_id, token_id).await?;
     if record.integration != integration.as_str() {
         // The tokenId exists but not for this integration: as unknown as any other.

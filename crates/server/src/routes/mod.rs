@@ -8,6 +8,8 @@ mod portfolio;
 mod token_refresh;
 pub(crate) mod token_use;
 pub(crate) mod tokens;
+pub(crate) mod transfers;
+mod user_check;
 mod webhooks;
 
 use axum::Router;
@@ -30,6 +32,8 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/holdings/get", post(portfolio::holdings))
         .route("/balance/get", post(portfolio::balance))
         .route("/token/refresh", post(token_refresh::refresh))
+        .route("/transfers/managed/preview", post(transfers::preview))
+        .route("/transfers/managed/execute", post(transfers::execute))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {

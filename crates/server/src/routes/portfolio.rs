@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::extract::ApiJson;
 use crate::routes::token_use::{Unusable, reauthentication_required, resolve, upstream_error};
+use crate::routes::user_check::check_user;
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
 #[derive(Deserialize)]
@@ -24,6 +25,9 @@ pub(crate) struct TokenRequest {
     #[serde(default)]
     #[allow(dead_code)] // accepted for compatibility; market values are always included
     include_market_value: Option<bool>,
+    /// Extension: the end user the call is for; another user's tokenId is then not found.
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 fn not_authorized_holdings(record_type: &str, message: &str) -> ApiOk<Value> {
@@ -42,6 +46,7 @@ pub(crate) async fn holdings(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
+    check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
     let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
         Ok(r) => r,
         // Holdings report a needed re-authentication inside the result, as Mesh's HoldingsModel does.
@@ -87,6 +92,7 @@ pub(crate) async fn balance(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
+    check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
     let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
         Ok(r) => r,
         Err(Unusable::ReauthRequired { token_id, integration }) => {

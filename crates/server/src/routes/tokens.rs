@@ -2,8 +2,8 @@
 //! management, and read a connection's status without its secrets.
 
 use axum::Extension;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
 use linkvault_vault::{Caller, ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
@@ -166,14 +166,25 @@ pub(crate) async fn import(
     Ok(ApiOk(Some(ImportResponse { created: stored.created, status: view.into() })))
 }
 
+/// `?userId=` (extension): the end user the tokenId should belong to.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StatusQuery {
+    user_id: Option<String>,
+}
+
 pub(crate) async fn status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     raw_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<ApiOk<StatusResponse>, ApiError> {
     // A malformed id (even one that is not UTF-8) is as unknown as a well-formed one that does not exist.
     let token_id =
         raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
+    let Query(query) = query.map_err(|e| ApiError::invalid_field("userId", e.body_text()))?;
+    let user_id = query.user_id;
+    crate::routes::user_check::check_user(&state, &caller, &token_id.to_string(), user_id.as_deref()).await?;
     let view = state.vault.status(caller.client_id, token_id).await?;
     Ok(ApiOk(Some(view.into())))
 }

@@ -1,0 +1,654 @@
+//! `POST /api/v1/transfers/managed/preview` and `POST /api/v1/transfers/managed/execute`: sending crypto from
+//! a connected account by its tokenId, in Mesh's shapes, exactly once.
+//!
+//! A preview validates the request, asks the integration for a quote (balance, network, fee) and stores what
+//! the client agreed to for `previewExpiresIn` seconds. An execute claims the preview in the database *before*
+//! calling the integration (one conditional insert, unique per preview and per client on transactionId and
+//! `Idempotency-Key`), so a retried or concurrent execute — on any instance — finds the claim and answers with
+//! its stored result (or `inProgress`). The integration is called with an idempotency key derived from the
+//! previewId, so even a crash between its answer and our write-back cannot send twice: the retry that takes
+//! the abandoned claim over gets the first transfer back.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use linkvault_domain::{Operation, Scope};
+use linkvault_integrations::Integration;
+use linkvault_integrations::api::{ApiError as Upstream, QuoteRequest, Transfer, TransferQuote, TransferRequest};
+use linkvault_integrations::networks::{self, Network};
+use linkvault_storage::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord};
+use linkvault_vault::Caller;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::extract::ApiJson;
+use crate::routes::token_use::{
+    Resolved, Unusable, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
+};
+use crate::routes::user_check::check_user;
+
+/// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
+pub const PREVIEW_EXPIRES_IN: Duration = Duration::from_secs(300);
+/// Expired previews are kept this long for a clear `previewExpired` answer, then purged.
+const PURGE_AFTER: time::Duration = time::Duration::days(1);
+/// Mesh's limit on `transactionId`.
+const MAX_TRANSACTION_ID_CHARS: usize = 128;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+const MAX_ADDRESS_CHARS: usize = 128;
+const MAX_SYMBOL_CHARS: usize = 20;
+/// Largest amount accepted, in the symbol or in fiat: anything bigger is a unit mistake.
+const MAX_AMOUNT: f64 = 1e15;
+/// Time for recording the integration's answer after the call itself.
+const WRITE_BACK_ALLOWANCE: Duration = Duration::from_secs(5);
+/// Namespace of the idempotency keys sent to integrations (UUIDv5 of the previewId under it).
+const IDEM_NAMESPACE: Uuid = Uuid::from_u128(0x6c76_7472_616e_7366_6572_6964_656d_0001);
+pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The idempotency key an execute of `preview_id` sends to the integration: the same for every attempt, on
+/// every instance, so the integration recognises a repeat.
+pub fn upstream_idempotency_key(preview_id: Uuid) -> String {
+    Uuid::new_v5(&IDEM_NAMESPACE, preview_id.as_bytes()).to_string()
+}
+
+/// How long an execute holds its claim before a retry may take it over: one integration call at its worst plus
+/// the write-back, so a live holder is never overtaken.
+fn claim_lease(state: &AppState) -> time::Duration {
+    span(state.exchange.limits().worst_case() + WRITE_BACK_ALLOWANCE)
+}
+
+fn span(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+/// Mesh's `PreviewTransferRequest` (+ the extension `userId`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewRequest {
+    from_auth_token: String,
+    from_type: String,
+    #[serde(default)]
+    to_auth_token: Option<String>,
+    #[serde(default)]
+    to_type: Option<String>,
+    #[serde(default)]
+    network_id: Option<String>,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    to_address: Option<String>,
+    #[serde(default)]
+    address_tag: Option<String>,
+    #[serde(default)]
+    amount: Option<f64>,
+    #[serde(default)]
+    amount_in_fiat: Option<f64>,
+    #[serde(default)]
+    fiat_currency: Option<String>,
+    #[serde(default)]
+    transaction_id: Option<String>,
+    #[serde(default)]
+    is_bridging: Option<bool>,
+    #[serde(default)]
+    is_inclusive_fee_enabled: Option<bool>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+/// Mesh's `ExecuteTransferRequest` (+ the extension `userId`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExecuteRequest {
+    from_auth_token: String,
+    from_type: String,
+    preview_id: String,
+    /// Accepted for compatibility: the sandbox exchanges do not ask for a code on sends, so it is not used.
+    #[serde(default)]
+    #[allow(dead_code)]
+    mfa_code: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    try_another_mfa: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    challenge_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+/// What the client agreed to, as stored with the preview (JSON) and used by the execute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PreviewDetails {
+    network_id: Uuid,
+    network_name: String,
+    /// The network's name at the integration's API.
+    network: String,
+    symbol: String,
+    to_address: String,
+    address_tag: Option<String>,
+    /// What the destination receives, in the symbol (sent to the integration as the amount).
+    amount: f64,
+    amount_in_fiat: f64,
+    fee: f64,
+    fee_currency: String,
+    fee_in_fiat: f64,
+    unit_price: f64,
+    /// What leaves the account, fees included.
+    total_amount: f64,
+    total_amount_in_fiat: f64,
+    from_address: Option<String>,
+    inclusive_fee: bool,
+}
+
+impl PreviewDetails {
+    /// Identifies the transfer itself (source, destination, asset, amount), not the preview.
+    fn fingerprint(&self, token_id: &str, integration: &str) -> String {
+        let canonical = json!([
+            token_id,
+            integration,
+            self.network,
+            self.symbol,
+            self.to_address,
+            self.address_tag,
+            self.amount.to_bits().to_string()
+        ]);
+        let digest = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn fee_json(fee: f64, currency: &str, in_fiat: f64) -> Value {
+    json!({"fee": fee, "feeCurrency": currency, "feeInFiat": in_fiat})
+}
+
+/// Refuses a read key before anything else: the endpoint is write-only whatever the tokenId.
+fn require_write_key(caller: &Caller) -> Result<(), ApiError> {
+    if caller.scope == Scope::Write { Ok(()) } else { Err(key_scope_insufficient()) }
+}
+
+async fn resolve_write<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    auth_token: &str,
+    integration_type: &str,
+) -> Result<Resolved<'a>, ApiError> {
+    match resolve(state, caller, auth_token, integration_type, Operation::Write).await {
+        Ok(resolved) => Ok(resolved),
+        Err(Unusable::ReauthRequired { token_id, integration }) => {
+            Err(reauthentication_required(token_id, &integration))
+        }
+        Err(Unusable::Error(e)) => Err(e),
+    }
+}
+
+fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+    match value.as_deref().map(str::trim) {
+        None => Err(ApiError::missing_field(field)),
+        Some("") => Err(ApiError::invalid_field(field, "must not be empty")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max_chars {
+        return Err(ApiError::invalid_field(field, format!("is longer than {max_chars} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_amount(field: &str, value: f64) -> Result<f64, ApiError> {
+    if !value.is_finite() || value <= 0.0 {
+        return Err(ApiError::invalid_field(field, "must be a positive number"));
+    }
+    if value > MAX_AMOUNT {
+        return Err(ApiError::invalid_field(field, format!("must be at most {MAX_AMOUNT}")));
+    }
+    Ok(value)
+}
+
+/// A validated preview request, before the integration is asked.
+struct ValidPreview {
+    network: &'static Network,
+    symbol: String,
+    to_address: String,
+    address_tag: Option<String>,
+    /// `Ok(amount in the symbol)` or `Err(amount in USD)`.
+    amount: Result<f64, f64>,
+    transaction_id: Option<String>,
+    inclusive_fee: bool,
+}
+
+fn validate_preview(req: &PreviewRequest) -> Result<ValidPreview, ApiError> {
+    if req.to_auth_token.is_some() || req.to_type.is_some() {
+        return Err(ApiError::invalid_field(
+            "toAuthToken",
+            "transfers to another connected account are not supported; send toAddress",
+        ));
+    }
+    if req.is_bridging == Some(true) {
+        return Err(ApiError::invalid_field("isBridging", "bridging transfers are not supported"));
+    }
+    let raw_network = required("networkId", &req.network_id)?;
+    let network_id =
+        Uuid::parse_str(raw_network).map_err(|_| ApiError::invalid_field("networkId", "must be a UUID"))?;
+    let network = networks::by_id(network_id).ok_or_else(|| {
+        ApiError::invalid_field(
+            "networkId",
+            "is not a network linkvault can send over (Ethereum, Polygon, Solana, Base)",
+        )
+    })?;
+    let symbol = required("symbol", &req.symbol)?;
+    if symbol.len() > MAX_SYMBOL_CHARS || !symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::invalid_field("symbol", "must be a ticker symbol such as ETH or USDC"));
+    }
+    let to_address = required("toAddress", &req.to_address)?;
+    check_text("toAddress", to_address, MAX_ADDRESS_CHARS)?;
+    if !network.address.accepts(to_address) {
+        return Err(ApiError::invalid_field(
+            "toAddress",
+            format!("is not a {} address ({})", network.name, network.address.describe()),
+        ));
+    }
+    let address_tag = match req.address_tag.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(tag) => {
+            check_text("addressTag", tag, MAX_ADDRESS_CHARS)?;
+            Some(tag.to_owned())
+        }
+    };
+    let amount = match (req.amount, req.amount_in_fiat) {
+        (None, None) => return Err(ApiError::missing_field("amount")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field("amountInFiat", "send either amount or amountInFiat, not both"));
+        }
+        (Some(a), None) => Ok(check_amount("amount", a)?),
+        (None, Some(f)) => Err(check_amount("amountInFiat", f)?),
+    };
+    if let Some(currency) = req.fiat_currency.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        if !currency.eq_ignore_ascii_case("USD") {
+            return Err(ApiError::invalid_field("fiatCurrency", "only USD is supported"));
+        }
+    }
+    let transaction_id = match req.transaction_id.as_deref() {
+        None | Some("") => None,
+        Some(id) => {
+            check_text("transactionId", id, MAX_TRANSACTION_ID_CHARS)?;
+            Some(id.to_owned())
+        }
+    };
+    Ok(ValidPreview {
+        network,
+        symbol: symbol.to_ascii_uppercase(),
+        to_address: to_address.to_owned(),
+        address_tag,
+        amount,
+        transaction_id,
+        inclusive_fee: req.is_inclusive_fee_enabled.unwrap_or(false),
+    })
+}
+
+/// Maps the integration's refusal of a quote onto the field the client should fix.
+fn quote_refused(integration: &Integration, error: &Upstream, fiat: bool, token: &Resolved<'_>) -> ApiError {
+    match error {
+        Upstream::Unauthorized => reauthentication_required(token.record.token_id, &token.record.integration),
+        Upstream::Rejected { error: code, message, .. } => {
+            let reason = message.clone().unwrap_or_else(|| code.clone());
+            let field = match code.as_str() {
+                "insufficient_funds" if fiat => "amountInFiat",
+                "insufficient_funds" | "invalid_request" => "amount",
+                "unsupported_symbol" => "symbol",
+                "unsupported_network" => "networkId",
+                "invalid_address" => "toAddress",
+                _ => return upstream_error(integration, error),
+            };
+            ApiError::invalid_field(field, format!("{} refused the transfer: {reason}", integration.name))
+        }
+        other => upstream_error(integration, other),
+    }
+}
+
+pub(crate) async fn preview(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<PreviewRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    require_write_key(&caller)?;
+    let valid = validate_preview(&req)?;
+    check_user(&state, &caller, &req.from_auth_token, req.user_id.as_deref()).await?;
+    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type).await?;
+
+    let quote_request = QuoteRequest {
+        symbol: valid.symbol.clone(),
+        network: valid.network.api_name.to_owned(),
+        address: valid.to_address.clone(),
+        amount: valid.amount.ok(),
+        amount_usd: valid.amount.err(),
+    };
+    let token: &SecretString = &resolved.credentials.access_token;
+    let quote: TransferQuote = state
+        .exchange
+        .quote_transfer(resolved.integration, token, &quote_request)
+        .await
+        .map_err(|e| quote_refused(resolved.integration, &e, valid.amount.is_err(), &resolved))?;
+
+    // Inclusive fees come out of the amount: the destination receives the amount less the fee.
+    let (amount, total_amount) = if valid.inclusive_fee {
+        (quote.amount - quote.fee, quote.amount)
+    } else {
+        (quote.amount, quote.amount + quote.fee)
+    };
+    if amount <= 0.0 {
+        return Err(ApiError::invalid_field("amount", "is not more than the fee, so nothing would arrive"));
+    }
+    let details = PreviewDetails {
+        network_id: valid.network.id,
+        network_name: valid.network.name.to_owned(),
+        network: valid.network.api_name.to_owned(),
+        symbol: quote.symbol.clone(),
+        to_address: valid.to_address,
+        address_tag: valid.address_tag,
+        amount,
+        amount_in_fiat: amount * quote.price_usd,
+        fee: quote.fee,
+        fee_currency: quote.fee_currency.clone(),
+        fee_in_fiat: quote.fee * quote.price_usd,
+        unit_price: quote.price_usd,
+        total_amount,
+        total_amount_in_fiat: total_amount * quote.price_usd,
+        from_address: quote.from_address.clone(),
+        inclusive_fee: valid.inclusive_fee,
+    };
+    let now = state.vault.clock().now();
+    let record = TransferPreviewRecord {
+        preview_id: Uuid::new_v4(),
+        client_id: caller.client_id,
+        token_id: resolved.record.token_id,
+        integration: resolved.record.integration.clone(),
+        client_transaction_id: valid.transaction_id.clone(),
+        details: serde_json::to_string(&details).map_err(|e| ApiError::internal(&e))?,
+        created_at: now,
+        expires_at: now + span(PREVIEW_EXPIRES_IN),
+    };
+    let store = state.vault.store();
+    store.insert_transfer_preview(&record).await.map_err(|e| ApiError::internal(&e))?;
+    if let Err(e) = store.purge_transfer_previews(now - PURGE_AFTER).await {
+        tracing::warn!(error = %e, "cannot purge old transfer previews");
+    }
+    Ok(ApiOk(Some(json!({
+        "status": "succeeded",
+        "previewResult": {
+            "previewId": record.preview_id,
+            "previewExpiresIn": PREVIEW_EXPIRES_IN.as_secs(),
+            "fromAddress": details.from_address,
+            "toAddress": details.to_address,
+            "addressTag": details.address_tag,
+            "symbol": details.symbol,
+            "amount": details.amount,
+            "amountInFiat": details.amount_in_fiat,
+            "totalEstimatedAmount": details.total_amount,
+            "totalEstimatedAmountInFiat": details.total_amount_in_fiat,
+            "networkId": details.network_id,
+            "networkName": details.network_name,
+            "institutionTransferFee": fee_json(details.fee, &details.fee_currency, details.fee_in_fiat),
+            "estimatedNetworkGasFee": null,
+            "unitPrice": details.unit_price,
+            "clientTransactionId": record.client_transaction_id,
+            "isInclusiveFeeEnabled": details.inclusive_fee,
+            "fiatCurrency": "USD",
+        },
+    }))))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_CHARS && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "Idempotency-Key",
+                format!("must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters without spaces"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn preview_not_found() -> ApiError {
+    ApiError::new(
+        ApiStatus::NotFound,
+        ErrorType::PreviewNotFound,
+        "previewId: no preview with this id exists for this client and tokenId; preview the transfer first",
+    )
+    .with_data(json!({"field": "previewId"}))
+}
+
+fn in_progress() -> ApiOk<Value> {
+    ApiOk(Some(json!({
+        "status": "inProgress",
+        "errorMessage": "this transfer is being executed by another request; execute again shortly for its result",
+        "executeTransferResult": null,
+    })))
+}
+
+pub(crate) async fn execute(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ExecuteRequest>,
+) -> Result<ApiOk<Value>, ApiError> {
+    require_write_key(&caller)?;
+    let preview_id =
+        Uuid::parse_str(req.preview_id.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    check_user(&state, &caller, &req.from_auth_token, req.user_id.as_deref()).await?;
+    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type).await?;
+
+    let store = state.vault.store();
+    let preview = store
+        .get_transfer_preview(caller.client_id, preview_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .filter(|p| p.token_id == resolved.record.token_id && p.integration == resolved.record.integration)
+        .ok_or_else(preview_not_found)?;
+    let details: PreviewDetails = serde_json::from_str(&preview.details).map_err(|e| ApiError::internal(&e))?;
+    let token_text = preview.token_id.to_string();
+    let fingerprint = details.fingerprint(&token_text, &preview.integration);
+
+    let now = state.vault.clock().now();
+    let lease = claim_lease(&state);
+    let claimed = if preview.expires_at <= now {
+        // Too late to start, but a retry of an execute that started in time still gets its answer.
+        let existing = store
+            .find_transfer_execution(
+                caller.client_id,
+                preview_id,
+                preview.client_transaction_id.as_deref(),
+                idempotency_key.as_deref(),
+            )
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        match existing {
+            Some(row) => ExecutionClaim::Existing(Box::new(row)),
+            None => {
+                return Err(ApiError::new(
+                    ApiStatus::BadRequest,
+                    ErrorType::PreviewExpired,
+                    format!(
+                        "previewId: the preview expired ({} s after it was made); preview the transfer again",
+                        PREVIEW_EXPIRES_IN.as_secs()
+                    ),
+                )
+                .with_data(json!({"field": "previewId"})));
+            }
+        }
+    } else {
+        let record = TransferExecutionRecord {
+            preview_id,
+            client_id: caller.client_id,
+            token_id: preview.token_id,
+            client_transaction_id: preview.client_transaction_id.clone(),
+            idempotency_key: idempotency_key.clone(),
+            fingerprint: fingerprint.clone(),
+            state: ExecutionState::Pending,
+            attempt: 1,
+            lease_until: now + lease,
+            result: None,
+            transfer_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store.claim_transfer_execution(&record).await.map_err(|e| ApiError::internal(&e))?
+    };
+
+    let (execution_id, attempt) = match claimed {
+        ExecutionClaim::Claimed => (preview_id, 1),
+        ExecutionClaim::Existing(row) => {
+            if row.preview_id != preview_id && row.fingerprint != fingerprint {
+                // The key names another transfer: repeating that one's answer would mislead, sending would
+                // break the key's promise.
+                let field = if row.client_transaction_id.is_some()
+                    && row.client_transaction_id == preview.client_transaction_id
+                {
+                    "transactionId"
+                } else {
+                    "Idempotency-Key"
+                };
+                return Err(ApiError::new(
+                    ApiStatus::Conflict,
+                    ErrorType::IdempotencyKeyReused,
+                    format!("{field}: already used for a different transfer (previewId {})", row.preview_id),
+                )
+                .with_data(json!({"field": field, "previewId": row.preview_id})));
+            }
+            match row.state {
+                ExecutionState::Succeeded => return stored_result(&row),
+                ExecutionState::Pending if row.lease_until > now => return Ok(in_progress()),
+                ExecutionState::Pending => {
+                    // The holder gave up or died: take over, sending again under the same idempotency key.
+                    let taken = store
+                        .take_over_transfer_execution(row.preview_id, row.attempt, now, now + lease)
+                        .await
+                        .map_err(|e| ApiError::internal(&e))?;
+                    if !taken {
+                        return Ok(in_progress());
+                    }
+                    (row.preview_id, row.attempt + 1)
+                }
+            }
+        }
+    };
+    send(&state, &resolved, &details, execution_id, attempt).await
+}
+
+fn stored_result(row: &TransferExecutionRecord) -> Result<ApiOk<Value>, ApiError> {
+    let text = row.result.as_deref().ok_or_else(|| ApiError::internal(&"succeeded execution without a result"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| ApiError::internal(&e))?;
+    Ok(ApiOk(Some(value)))
+}
+
+fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
+    let fee = transfer.fee.unwrap_or(details.fee);
+    json!({
+        "status": "succeeded",
+        "errorMessage": null,
+        "executeTransferResult": {
+            "transferId": transfer.id,
+            "status": if transfer.status == "succeeded" { "succeeded" } else { "pending" },
+            "statusDetails": transfer.status,
+            "fromAddress": transfer.from_address.clone().or_else(|| details.from_address.clone()),
+            "toAddress": transfer.address,
+            "symbol": transfer.symbol,
+            "networkName": details.network_name,
+            "networkId": details.network_id,
+            "hash": transfer.hash,
+            "amount": transfer.amount,
+            "amountInFiat": transfer.amount * details.unit_price,
+            "totalAmountInFiat": (transfer.amount + fee) * details.unit_price,
+            "institutionTransferFee": fee_json(fee, &details.fee_currency, fee * details.unit_price),
+            "networkGasFee": null,
+        },
+    })
+}
+
+/// Calls the integration for a claimed execution and records the outcome.
+async fn send(
+    state: &AppState,
+    resolved: &Resolved<'_>,
+    details: &PreviewDetails,
+    execution_id: Uuid,
+    attempt: u32,
+) -> Result<ApiOk<Value>, ApiError> {
+    let store = state.vault.store();
+    let request = TransferRequest {
+        symbol: details.symbol.clone(),
+        amount: details.amount,
+        address: details.to_address.clone(),
+        network: Some(details.network.clone()),
+        idem: Some(upstream_idempotency_key(execution_id)),
+    };
+    let outcome =
+        state.exchange.create_transfer(resolved.integration, &resolved.credentials.access_token, &request).await;
+    let now = state.vault.clock().now();
+    // Only a first attempt's definite refusal proves nothing was sent; after a take-over an earlier attempt may
+    // have reached the integration, so the claim stays (released for the next retry) and is never forgotten.
+    let release = |forget: bool| async move {
+        if let Err(e) = store.release_transfer_execution(execution_id, attempt, forget, now).await {
+            tracing::warn!(error = %e, "cannot release a transfer execution claim; it frees itself when its lease ends");
+        }
+    };
+    match outcome {
+        Ok(transfer) => {
+            let result = transfer_result(details, &transfer);
+            let completed = store
+                .complete_transfer_execution(execution_id, attempt, &result.to_string(), &transfer.id, now)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            if !completed {
+                // Our lease ran out and a retry took over; it sends under the same key and records the same transfer.
+                tracing::warn!(attempt, "transfer execution was taken over before its write-back");
+            }
+            state.metrics.transfer_executed();
+            Ok(ApiOk(Some(result)))
+        }
+        Err(Upstream::Unauthorized) => {
+            release(attempt == 1).await;
+            Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration))
+        }
+        Err(Upstream::Rejected { error, message, .. }) => {
+            release(attempt == 1).await;
+            let reason = message.unwrap_or(error);
+            Ok(ApiOk(Some(json!({
+                "status": "failed",
+                "errorMessage": format!("{} refused the transfer: {reason}", resolved.integration.name),
+                "executeTransferResult": null,
+            }))))
+        }
+        Err(e @ Upstream::InsufficientScope) => {
+            release(attempt == 1).await;
+            Err(upstream_error(resolved.integration, &e))
+        }
+        Err(e) => {
+            // Timeout, 5xx, unreadable answer: the transfer may or may not have been made.
+            release(false).await;
+            Err(ApiError::new(
+                ApiStatus::ServerFailure,
+                ErrorType::IntegrationUnavailable,
+                format!(
+                    "{}: the outcome of the transfer is unknown ({e}); execute again with the same previewId — it will not transfer twice",
+                    resolved.integration.name
+                ),
+            )
+            .with_data(json!({"previewId": execution_id})))
+        }
+    }
+}
