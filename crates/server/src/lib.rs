@@ -8,6 +8,7 @@ mod handout;
 pub mod link;
 mod metrics;
 mod routes;
+mod timefmt;
 
 use std::sync::Arc;
 

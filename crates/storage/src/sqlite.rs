@@ -64,7 +64,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA secure_delete = ON;
-         PRAGMA journal_size_limit = 0;",
+         PRAGMA journal_size_limit = 0;
+         PRAGMA mmap_size = 268435456;",
     )?;
     Ok(conn)
 }

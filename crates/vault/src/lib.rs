@@ -5,6 +5,7 @@
 mod client_tokens;
 mod credentials;
 mod error;
+mod key_cache;
 mod keyring;
 pub mod master_key;
 pub mod refresh;
@@ -15,6 +16,7 @@ mod webhooks;
 pub use client_tokens::{ClientTokenPolicy, ClientTokenRefusal, ClientTokens};
 pub use credentials::IntegrationCredentials;
 pub use error::VaultError;
+pub use key_cache::KEY_CACHE_TTL;
 pub use refresh::{Refreshed, connection_event};
 pub use rotation::{RotationProgress, RotationReport};
 pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};

@@ -107,6 +107,8 @@ pub struct Vault {
     pub(crate) master: MasterKey,
     pub(crate) keyring: Keyring,
     digester: ApiKeyDigester,
+    /// Recently authenticated keys (one second), so most requests authenticate without a database read.
+    key_cache: crate::key_cache::KeyCache,
     /// Digests client-managed tokens (its own derived key, apart from API keys').
     pub(crate) client_token_digester: ClientTokenDigester,
     pub(crate) client_token_policy: crate::ClientTokenPolicy,
@@ -129,6 +131,7 @@ impl Vault {
         let vault = Self {
             store,
             digester: ApiKeyDigester::new(&master),
+            key_cache: crate::key_cache::KeyCache::default(),
             client_token_digester: ClientTokenDigester::new(&master),
             client_token_policy: crate::ClientTokenPolicy::default(),
             master,
@@ -191,6 +194,7 @@ impl Vault {
 
     pub async fn set_token_mode(&self, client_id: ClientId, mode: TokenMode) -> Result<(), VaultError> {
         if self.store.set_client_token_mode(client_id, mode).await? {
+            self.key_cache.clear();
             Ok(())
         } else {
             Err(VaultError::UnknownClient(client_id.to_string()))
@@ -221,7 +225,9 @@ impl Vault {
             )
             .into());
         }
-        Ok(self.store.revoke_api_keys(client_id, selector, self.clock.now()).await?)
+        let revoked = self.store.revoke_api_keys(client_id, selector, self.clock.now()).await?;
+        self.key_cache.clear();
+        Ok(revoked)
     }
 
     pub async fn list_api_keys(&self, client_id: ClientId) -> Result<Vec<ApiKeyRecord>, VaultError> {
@@ -237,13 +243,20 @@ impl Vault {
             return Ok(None);
         }
         let digest = self.digester.digest(secret);
+        let now = std::time::Instant::now();
+        if let Some(caller) = self.key_cache.get(&digest, now) {
+            return Ok((caller.client_id == client_id).then_some(caller));
+        }
         let Some(key) = self.store.find_api_key(&digest).await? else {
             return Ok(None);
         };
         if key.client_id != client_id || !ApiKeyDigester::matches(&key.digest, &digest) {
             return Ok(None);
         }
-        Ok(Some(Caller { client_id: key.client_id, scope: key.scope, token_mode: key.token_mode, key_id: key.key_id }))
+        let caller =
+            Caller { client_id: key.client_id, scope: key.scope, token_mode: key.token_mode, key_id: key.key_id };
+        self.key_cache.put(digest, caller, now);
+        Ok(Some(caller))
     }
 
     // --- connections -----------------------------------------------------------------------------

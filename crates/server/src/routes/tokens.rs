@@ -7,7 +7,6 @@ use axum::extract::{Path, Query, State};
 use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
 use linkvault_vault::{Caller, ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::AppState;
@@ -62,7 +61,7 @@ pub(crate) struct StatusResponse {
 }
 
 fn rfc3339(t: Option<OffsetDateTime>) -> Option<String> {
-    t.and_then(|t| t.format(&Rfc3339).ok())
+    t.and_then(crate::timefmt::rfc3339)
 }
 
 impl From<ConnectionView> for StatusResponse {
