@@ -117,9 +117,10 @@ impl AppState {
 pub fn app(state: AppState, extra: Option<Router>) -> Router {
     let api = routes::api_router()
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client))
-        .fallback(routes::api_not_found);
+        // Unknown endpoints answer without authentication, as before any key is checked.
+        .route("/api/v1/{*rest}", axum::routing::any(routes::api_not_found));
     let mut router =
-        Router::new().nest("/api/v1", api).merge(routes::ops_router()).merge(link::router()).with_state(state.clone());
+        Router::new().merge(api).merge(routes::ops_router()).merge(link::router()).with_state(state.clone());
     if let Some(extra) = extra {
         router = router.merge(extra);
     }

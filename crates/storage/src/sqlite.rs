@@ -131,8 +131,14 @@ impl SqliteStore {
 }
 
 fn uuid_col(row: &Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(idx)?;
-    Uuid::parse_str(&text)
+    Uuid::parse_str(text_col(row, idx)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A TEXT column borrowed from the row (no allocation; for values that are parsed at once).
+fn text_col<'r>(row: &'r Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<&'r str> {
+    row.get_ref(idx)?
+        .as_str()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
@@ -174,8 +180,8 @@ fn connection_from_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
         client_id: ClientId::from_uuid(uuid_col(row, 1)?),
         user_id: row.get(2)?,
         integration: row.get(3)?,
-        scope: conv(row.get::<_, String>(4)?.parse::<Scope>())?,
-        status: conv(row.get::<_, String>(5)?.parse::<ConnectionStatus>())?,
+        scope: conv(text_col(row, 4)?.parse::<Scope>())?,
+        status: conv(text_col(row, 5)?.parse::<ConnectionStatus>())?,
         key_version: u32_col(row, 6)?,
         wrapped_data_key: row.get(7)?,
         data_key_generation: u32_col(row, 8)?,
@@ -563,9 +569,9 @@ impl Store for SqliteStore {
                 Ok(AuthenticatedKey {
                     key_id: uuid_col(r, 0)?,
                     client_id: ClientId::from_uuid(uuid_col(r, 1)?),
-                    scope: conv(r.get::<_, String>(2)?.parse::<Scope>())?,
+                    scope: conv(text_col(r, 2)?.parse::<Scope>())?,
                     digest: r.get(3)?,
-                    token_mode: conv(r.get::<_, String>(4)?.parse::<TokenMode>())?,
+                    token_mode: conv(text_col(r, 4)?.parse::<TokenMode>())?,
                 })
             })
             .optional()?)

@@ -18,22 +18,23 @@ use axum::routing::{delete, get, post};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiStatus, ErrorType};
 
-/// `/api/v1/...` routes; all require client authentication.
+/// `/api/v1/...` routes (full paths: merged rather than nested, which saves a URI rewrite per request); all
+/// require client authentication.
 pub(crate) fn api_router() -> Router<AppState> {
     Router::new()
-        .route("/tokens/import", post(tokens::import))
-        .route("/tokens/{token_id}", get(tokens::status))
-        .route("/account", delete(account::remove))
-        .route("/integrations", get(integrations::list))
-        .route("/authenticationSchemes", get(integrations::schemes))
-        .route("/authenticate", post(authenticate::authenticate))
-        .route("/linktoken", post(crate::link::linktoken::create))
-        .route("/webhooks", post(webhooks::set).get(webhooks::get))
-        .route("/holdings/get", post(portfolio::holdings))
-        .route("/balance/get", post(portfolio::balance))
-        .route("/token/refresh", post(token_refresh::refresh))
-        .route("/transfers/managed/preview", post(transfers::preview))
-        .route("/transfers/managed/execute", post(transfers::execute))
+        .route("/api/v1/tokens/import", post(tokens::import))
+        .route("/api/v1/tokens/{token_id}", get(tokens::status))
+        .route("/api/v1/account", delete(account::remove))
+        .route("/api/v1/integrations", get(integrations::list))
+        .route("/api/v1/authenticationSchemes", get(integrations::schemes))
+        .route("/api/v1/authenticate", post(authenticate::authenticate))
+        .route("/api/v1/linktoken", post(crate::link::linktoken::create))
+        .route("/api/v1/webhooks", post(webhooks::set).get(webhooks::get))
+        .route("/api/v1/holdings/get", post(portfolio::holdings))
+        .route("/api/v1/balance/get", post(portfolio::balance))
+        .route("/api/v1/token/refresh", post(token_refresh::refresh))
+        .route("/api/v1/transfers/managed/preview", post(transfers::preview))
+        .route("/api/v1/transfers/managed/execute", post(transfers::execute))
 }
 
 pub(crate) fn ops_router() -> Router<AppState> {
