@@ -119,11 +119,6 @@ impl FakeUpstream {
             per_second: ledger.per_second.clone(),
         }
     }
-
-    /// The instant `per_second[0]` starts at.
-    pub fn epoch(&self) -> OffsetDateTime {
-        self.shared.epoch
-    }
 }
 
 fn oauth_error(status: StatusCode, error: &str) -> Response {
