@@ -93,17 +93,41 @@ struct Envelope<T: Serialize> {
 #[derive(Debug)]
 pub struct ApiOk<T: Serialize>(pub Option<T>);
 
+/// The success envelope, borrowing its fixed parts (same JSON as [`Envelope`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OkEnvelope<T: Serialize> {
+    status: ApiStatus,
+    message: &'static str,
+    display_message: Option<&'static str>,
+    error_type: &'static str,
+    error_data: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<T>,
+}
+
 impl<T: Serialize> IntoResponse for ApiOk<T> {
     fn into_response(self) -> Response {
-        let body = Envelope {
+        let body = OkEnvelope {
             status: ApiStatus::Ok,
-            message: String::new(),
+            message: "",
             display_message: None,
-            error_type: String::new(),
+            error_type: "",
             error_data: None,
             content: self.0,
         };
-        (StatusCode::OK, Json(body)).into_response()
+        // Sized for a typical answer up front: growing the buffer from axum's small default copied the body
+        // several times on every response.
+        let mut bytes = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut bytes, &body) {
+            Ok(()) => (
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => ApiError::internal(&e).into_response(),
+        }
     }
 }
 

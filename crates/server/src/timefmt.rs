@@ -2,30 +2,52 @@
 //! percent of the token status request. The output is identical to `time`'s `Rfc3339` (checked by the tests
 //! below over many instants); offsets other than UTC fall back to it.
 
-use std::fmt::Write as _;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// `2026-11-21T08:15:02.5Z`: fractional seconds only when non-zero, trailing zeros trimmed, `Z` for UTC.
+#[cfg(test)]
 pub(crate) fn rfc3339(t: OffsetDateTime) -> Option<String> {
-    if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
-        return t.format(&Rfc3339).ok();
-    }
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(30);
-    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
-    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
-    let nanos = t.nanosecond();
-    if nanos != 0 {
-        let mut digits = format!("{nanos:09}");
-        while digits.ends_with('0') {
-            digits.pop();
-        }
-        out.push('.');
-        out.push_str(&digits);
-    }
-    out.push('Z');
+    write!(out, "{}", Rfc3339Time(t)).ok()?;
     Some(out)
+}
+
+/// An instant that serializes as its RFC 3339 text, written straight into the response (no `String`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rfc3339Time(pub OffsetDateTime);
+
+impl fmt::Display for Rfc3339Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
+            let text = t.format(&Rfc3339).map_err(|_| fmt::Error)?;
+            return f.write_str(&text);
+        }
+        let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
+        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())?;
+        let mut nanos = t.nanosecond();
+        if nanos != 0 {
+            let mut width = 9;
+            while nanos % 10 == 0 {
+                nanos /= 10;
+                width -= 1;
+            }
+            write!(f, ".{nanos:0width$}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl Serialize for Rfc3339Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use axum::extract::{Path, Query, State};
 use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
 use linkvault_vault::{Caller, ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::extract::ApiJson;
+use crate::timefmt::Rfc3339Time;
 
 /// Longest integration token accepted (real ones are well under 4 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -45,41 +46,43 @@ pub(crate) struct ImportResponse {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusResponse {
-    token_id: String,
+    #[serde(serialize_with = "display")]
+    token_id: TokenId,
     user_id: String,
     broker_type: String,
     scope: &'static str,
     status: &'static str,
     account_id: Option<String>,
     account_name: Option<String>,
-    access_token_expires_at: Option<String>,
-    refresh_token_expires_at: Option<String>,
-    last_refreshed_at: Option<String>,
+    access_token_expires_at: Option<Rfc3339Time>,
+    refresh_token_expires_at: Option<Rfc3339Time>,
+    last_refreshed_at: Option<Rfc3339Time>,
     refresh_count: u64,
-    created_at: Option<String>,
-    updated_at: Option<String>,
+    created_at: Rfc3339Time,
+    updated_at: Rfc3339Time,
 }
 
-fn rfc3339(t: Option<OffsetDateTime>) -> Option<String> {
-    t.and_then(crate::timefmt::rfc3339)
+/// Written straight into the response through its `Display` (no intermediate `String`).
+fn display<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 impl From<ConnectionView> for StatusResponse {
     fn from(v: ConnectionView) -> Self {
         Self {
-            token_id: v.token_id.to_string(),
+            token_id: v.token_id,
             user_id: v.user_id,
             broker_type: v.integration,
             scope: v.scope.as_str(),
             status: v.status.as_str(),
             account_id: v.account_id,
             account_name: v.account_name,
-            access_token_expires_at: rfc3339(v.access_expires_at),
-            refresh_token_expires_at: rfc3339(v.refresh_expires_at),
-            last_refreshed_at: rfc3339(v.last_refreshed_at),
+            access_token_expires_at: v.access_expires_at.map(Rfc3339Time),
+            refresh_token_expires_at: v.refresh_expires_at.map(Rfc3339Time),
+            last_refreshed_at: v.last_refreshed_at.map(Rfc3339Time),
             refresh_count: v.refresh_count,
-            created_at: rfc3339(Some(v.created_at)),
-            updated_at: rfc3339(Some(v.updated_at)),
+            created_at: Rfc3339Time(v.created_at),
+            updated_at: Rfc3339Time(v.updated_at),
         }
     }
 }
