@@ -22,31 +22,68 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rfc3339Time(pub OffsetDateTime);
 
+impl Rfc3339Time {
+    /// Writes UTC instants of years 0–9999 into `buf` digit by digit (`core::fmt` machinery was most of this
+    /// function's cost); `None` for anything else.
+    fn write_utc(self, buf: &mut [u8; 30]) -> Option<usize> {
+        let t = self.0;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        if !t.offset().is_utc() {
+            return None;
+        }
+        let two = |buf: &mut [u8; 30], at: usize, v: u32| {
+            buf[at] = b'0' + (v / 10 % 10) as u8;
+            buf[at + 1] = b'0' + (v % 10) as u8;
+        };
+        two(buf, 0, year / 100);
+        two(buf, 2, year % 100);
+        buf[4] = b'-';
+        two(buf, 5, u32::from(u8::from(t.month())));
+        buf[7] = b'-';
+        two(buf, 8, u32::from(t.day()));
+        buf[10] = b'T';
+        two(buf, 11, u32::from(t.hour()));
+        buf[13] = b':';
+        two(buf, 14, u32::from(t.minute()));
+        buf[16] = b':';
+        two(buf, 17, u32::from(t.second()));
+        let mut len = 19;
+        let nanos = t.nanosecond();
+        if nanos != 0 {
+            buf[len] = b'.';
+            len += 1;
+            let mut digits = [0u8; 9];
+            let mut n = nanos;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let used = 9 - digits.iter().rev().take_while(|d| **d == b'0').count();
+            buf[len..len + used].copy_from_slice(&digits[..used]);
+            len += used;
+        }
+        buf[len] = b'Z';
+        Some(len + 1)
+    }
+}
+
 impl fmt::Display for Rfc3339Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
-        if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
-            let text = t.format(&Rfc3339).map_err(|_| fmt::Error)?;
-            return f.write_str(&text);
+        let mut buf = [0u8; 30];
+        match self.write_utc(&mut buf).and_then(|len| std::str::from_utf8(&buf[..len]).ok()) {
+            Some(text) => f.write_str(text),
+            None => f.write_str(&self.0.format(&Rfc3339).map_err(|_| fmt::Error)?),
         }
-        let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
-        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())?;
-        let mut nanos = t.nanosecond();
-        if nanos != 0 {
-            let mut width = 9;
-            while nanos % 10 == 0 {
-                nanos /= 10;
-                width -= 1;
-            }
-            write!(f, ".{nanos:0width$}")?;
-        }
-        f.write_str("Z")
     }
 }
 
 impl Serialize for Rfc3339Time {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let mut buf = [0u8; 30];
+        match self.write_utc(&mut buf).and_then(|len| std::str::from_utf8(&buf[..len]).ok()) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
