@@ -84,6 +84,8 @@ pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + S
     // --- connections -----------------------------------------------------------------------------
     async fn find_connection_by_natural_key(&self, key: &NaturalKey) -> Result<Option<ConnectionRecord>>;
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>>;
+    /// The connection's status fields only (the hottest read: `GET /api/v1/tokens/{id}`).
+    async fn get_connection_summary(&self, token_id: TokenId) -> Result<Option<ConnectionSummary>>;
     /// Inserts a new connection (and counts one wrap for its key version) unless its natural key is taken
     /// or its tokenId was ever retired. `event` is written to the outbox in the same transaction, only if the
     /// row is inserted.

@@ -23,9 +23,9 @@ mod webhooks;
 
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, CredentialsUpdate,
-    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result, RewrapCandidate,
-    StorageError, Store, selector_as_uuid, short_error,
+    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, ConnectionSummary,
+    CredentialsUpdate, InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result,
+    RewrapCandidate, StorageError, Store, selector_as_uuid, short_error,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -504,6 +504,34 @@ impl Store for PostgresStore {
             c.prepare_cached(&format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE token_id = $1")).await?;
         let row = c.query_opt(&stmt, &[token_id.as_uuid()]).await?;
         row.as_ref().map(connection_from_row).transpose()
+    }
+
+    async fn get_connection_summary(&self, token_id: TokenId) -> Result<Option<ConnectionSummary>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_id, client_id, user_id, integration, scope, status, account_id, account_name,
+                        access_expires_at, refresh_expires_at, last_refreshed_at, refresh_count, created_at, updated_at
+                 FROM connections WHERE token_id = $1",
+            )
+            .await?;
+        let Some(r) = c.query_opt(&stmt, &[token_id.as_uuid()]).await? else { return Ok(None) };
+        Ok(Some(ConnectionSummary {
+            token_id: TokenId::from_uuid(r.try_get("token_id")?),
+            client_id: ClientId::from_uuid(r.try_get("client_id")?),
+            user_id: r.try_get("user_id")?,
+            integration: r.try_get("integration")?,
+            scope: parse::<Scope>("scope", r.try_get("scope")?)?,
+            status: parse::<ConnectionStatus>("status", r.try_get("status")?)?,
+            account_id: r.try_get("account_id")?,
+            account_name: r.try_get("account_name")?,
+            access_expires_at: opt_from_millis(r.try_get("access_expires_at")?)?,
+            refresh_expires_at: opt_from_millis(r.try_get("refresh_expires_at")?)?,
+            last_refreshed_at: opt_from_millis(r.try_get("last_refreshed_at")?)?,
+            refresh_count: u64_of(r.try_get("refresh_count")?)?,
+            created_at: from_millis(r.try_get("created_at")?)?,
+            updated_at: from_millis(r.try_get("updated_at")?)?,
+        }))
     }
 
     async fn insert_connection(&self, r: &ConnectionRecord, event: Option<&OutboxEvent>) -> Result<InsertOutcome> {

@@ -46,6 +46,25 @@ pub struct KeyVersionRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// What a status read shows of a connection: no key material, no credentials, no refresh bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSummary {
+    pub token_id: TokenId,
+    pub client_id: ClientId,
+    pub user_id: String,
+    pub integration: String,
+    pub scope: Scope,
+    pub status: ConnectionStatus,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub access_expires_at: Option<OffsetDateTime>,
+    pub refresh_expires_at: Option<OffsetDateTime>,
+    pub last_refreshed_at: Option<OffsetDateTime>,
+    pub refresh_count: u64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
 /// One managed connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionRecord {

@@ -24,9 +24,9 @@ mod webhooks;
 
 use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, CredentialsUpdate,
-    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result, RewrapCandidate,
-    StorageError, Store, selector_as_uuid, short_error,
+    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ConnectionRecord, ConnectionSummary,
+    CredentialsUpdate, InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Result,
+    RewrapCandidate, StorageError, Store, selector_as_uuid, short_error,
 };
 
 /// Ordered migrations; `PRAGMA user_version` records how many have been applied.
@@ -163,6 +163,31 @@ const CONNECTION_COLUMNS: &str =
     data_key_generation, data_key_uses, credentials, account_id, account_name, access_expires_at, refresh_expires_at,
     last_refreshed_at, refresh_count, created_at, updated_at, version, next_refresh_at, lease_owner, lease_until,
     grant_in_flight, refresh_failures, last_error, reauth_warned_at";
+
+/// Columns of a [`ConnectionSummary`], read by position in this order.
+const SUMMARY_SELECT: &str =
+    "SELECT token_id, client_id, user_id, integration, scope, status, account_id, account_name,
+    access_expires_at, refresh_expires_at, last_refreshed_at, refresh_count, created_at, updated_at
+    FROM connections WHERE token_id = ?1";
+
+fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<ConnectionSummary> {
+    Ok(ConnectionSummary {
+        token_id: TokenId::from_uuid(uuid_col(row, 0)?),
+        client_id: ClientId::from_uuid(uuid_col(row, 1)?),
+        user_id: row.get(2)?,
+        integration: row.get(3)?,
+        scope: conv(text_col(row, 4)?.parse::<Scope>())?,
+        status: conv(text_col(row, 5)?.parse::<ConnectionStatus>())?,
+        account_id: row.get(6)?,
+        account_name: row.get(7)?,
+        access_expires_at: conv(opt_from_millis(row.get(8)?))?,
+        refresh_expires_at: conv(opt_from_millis(row.get(9)?))?,
+        last_refreshed_at: conv(opt_from_millis(row.get(10)?))?,
+        refresh_count: u64_col(row, 11)?,
+        created_at: conv(from_millis(row.get(12)?))?,
+        updated_at: conv(from_millis(row.get(13)?))?,
+    })
+}
 
 /// Built once: the hottest read (every token-backed request) should not format its SQL each time.
 static SELECT_CONNECTION_BY_TOKEN: std::sync::LazyLock<String> =
@@ -597,6 +622,12 @@ impl Store for SqliteStore {
             Ok(c.prepare_cached(&SELECT_CONNECTION_BY_TOKEN)?
                 .query_row([token_id.to_string()], connection_from_row)
                 .optional()?)
+        })
+    }
+
+    async fn get_connection_summary(&self, token_id: TokenId) -> Result<Option<ConnectionSummary>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(SUMMARY_SELECT)?.query_row([token_id.to_string()], summary_from_row).optional()?)
         })
     }
 

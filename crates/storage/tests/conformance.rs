@@ -17,8 +17,8 @@ use std::path::Path;
 use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, KeyVersionRecord,
-    LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate, Store,
+    ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DynStore, InsertOutcome,
+    KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate, Store,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -836,8 +836,27 @@ async fn get_connection_round_trips_every_field(store: DynStore) -> TestResult {
     for r in [&full, &sparse] {
         assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(r));
         assert_eq!(store.find_connection_by_natural_key(&natural_key(r)?).await?.as_ref(), Some(r));
+        // The status read returns the same values for its fields.
+        let summary = ConnectionSummary {
+            token_id: r.token_id,
+            client_id: r.client_id,
+            user_id: r.user_id.clone(),
+            integration: r.integration.clone(),
+            scope: r.scope,
+            status: r.status,
+            account_id: r.account_id.clone(),
+            account_name: r.account_name.clone(),
+            access_expires_at: r.access_expires_at,
+            refresh_expires_at: r.refresh_expires_at,
+            last_refreshed_at: r.last_refreshed_at,
+            refresh_count: r.refresh_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        };
+        assert_eq!(store.get_connection_summary(r.token_id).await?, Some(summary));
     }
     assert_eq!(store.get_connection(TokenId::new_random()).await?, None);
+    assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use linkvault_domain::{
     TokenMode, ValidationError, decide_identity,
 };
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, CredentialsUpdate, DynStore, InsertOutcome, RefreshState, Rekey,
+    ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DynStore, InsertOutcome,
+    RefreshState, Rekey,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -81,9 +82,8 @@ pub struct ConnectionView {
     pub updated_at: OffsetDateTime,
 }
 
-impl From<ConnectionRecord> for ConnectionView {
-    /// By value: the strings move instead of being copied (the status read is the hottest path).
-    fn from(r: ConnectionRecord) -> Self {
+impl From<ConnectionSummary> for ConnectionView {
+    fn from(r: ConnectionSummary) -> Self {
         Self {
             token_id: r.token_id,
             user_id: r.user_id,
@@ -450,7 +450,11 @@ impl Vault {
     }
 
     pub async fn status(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionView, VaultError> {
-        Ok(ConnectionView::from(self.connection_for(client_id, token_id).await?))
+        // The narrow read: no credentials or key material are loaded to answer a status.
+        match self.store.get_connection_summary(token_id).await? {
+            Some(summary) if summary.client_id == client_id => Ok(ConnectionView::from(summary)),
+            _ => Err(VaultError::NotFound),
+        }
     }
 
     /// Permanently deletes a connection: row and wrapped data key gone at once, tokenId retired forever, and
