@@ -135,6 +135,12 @@ fn uuid_col(row: &Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<Uui
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
+/// A UUID's stored text form, written into `buf` (binding `to_string()` allocated and went through `fmt` on
+/// every read).
+fn uuid_text<'b>(id: &Uuid, buf: &'b mut [u8; 36]) -> &'b str {
+    id.hyphenated().encode_lower(buf)
+}
+
 /// A TEXT column borrowed from the row (no allocation; for values that are parsed at once).
 fn text_col<'r>(row: &'r Row<'_>, idx: impl rusqlite::RowIndex) -> rusqlite::Result<&'r str> {
     row.get_ref(idx)?
@@ -620,14 +626,16 @@ impl Store for SqliteStore {
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>> {
         self.read(|c| {
             Ok(c.prepare_cached(&SELECT_CONNECTION_BY_TOKEN)?
-                .query_row([token_id.to_string()], connection_from_row)
+                .query_row([uuid_text(token_id.as_uuid(), &mut [0; 36])], connection_from_row)
                 .optional()?)
         })
     }
 
     async fn get_connection_summary(&self, token_id: TokenId) -> Result<Option<ConnectionSummary>> {
         self.read(|c| {
-            Ok(c.prepare_cached(SUMMARY_SELECT)?.query_row([token_id.to_string()], summary_from_row).optional()?)
+            let mut buf = [0; 36];
+            let id = uuid_text(token_id.as_uuid(), &mut buf);
+            Ok(c.prepare_cached(SUMMARY_SELECT)?.query_row([id], summary_from_row).optional()?)
         })
     }
 
