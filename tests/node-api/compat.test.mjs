@@ -2,21 +2,12 @@
 // --sandbox`: proves wire compatibility of every endpoint linkvault serves that the client knows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { FrontApi } from '@meshconnect/node-api';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const binary = process.env.LINKVAULT_BIN
-  ?? join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug', 'linkvault');
+import { startServer } from './server.mjs';
 
 let server;
-let dataDir;
 let baseURL;
 let creds;
 
@@ -25,28 +16,14 @@ function client(secret) {
 }
 
 before(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'linkvault-node-api-'));
-  server = spawn(binary, ['serve', '--sandbox', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, LINKVAULT_LOG: 'warn' },
-  });
-  baseURL = await new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line from ${binary} within 30 s`)), 30_000);
-    server.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start ${binary}: ${e.message} (build it with cargo build -p linkvault)`)); });
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      const m = line.match(/^linkvault listening on (\S+)/);
-      if (m) { clearTimeout(timer); resolvePromise(m[1]); }
-    });
-  });
-  creds = JSON.parse(readFileSync(join(dataDir, 'sandbox-client.json'), 'utf8'));
+  server = await startServer('linkvault-node-api-');
+  baseURL = server.baseURL;
+  creds = JSON.parse(readFileSync(join(server.dataDir, 'sandbox-client.json'), 'utf8'));
   creds.read = creds.keys.find((k) => k.scope === 'read').secret;
   creds.write = creds.keys.find((k) => k.scope === 'write').secret;
 });
 
-after(() => {
-  server?.kill('SIGTERM');
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => server?.stop());
 
 async function connectBinance(api, userId) {
   const auth = api.selfManagedAccountAuthentication;

@@ -4,51 +4,28 @@
 // `createNewRefreshToken` — and a spent refresh token presented again revokes the family.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { execFileSync } from 'node:child_process';
 import { FrontApi } from '@meshconnect/node-api';
+import { binary, startServer } from './server.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const binary = process.env.LINKVAULT_BIN
-  ?? join(process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target'), 'debug', 'linkvault');
 const TYPE = 'binanceInternationalDirect';
 
 let server;
-let dataDir;
 let baseURL;
 let creds;
 
 before(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'linkvault-node-refresh-'));
-  server = spawn(binary, ['serve', '--sandbox', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, LINKVAULT_LOG: 'warn' },
-  });
-  baseURL = await new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line from ${binary} within 30 s`)), 30_000);
-    server.on('error', (e) => { clearTimeout(timer); reject(new Error(`cannot start ${binary}: ${e.message} (build it with cargo build -p linkvault)`)); });
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      const m = line.match(/^linkvault listening on (\S+)/);
-      if (m) { clearTimeout(timer); resolvePromise(m[1]); }
-    });
-  });
+  server = await startServer('linkvault-node-refresh-');
+  baseURL = server.baseURL;
   // A second process on the same data dir (SQLite allows it): the operator's CLI creating a client-mode app.
-  const out = execFileSync(binary, ['--data-dir', dataDir, 'client', 'create', '--name', 'node client-managed', '--token-mode', 'client', '--json'], {
+  const out = execFileSync(binary, ['--data-dir', server.dataDir, 'client', 'create', '--name', 'node client-managed', '--token-mode', 'client', '--json'], {
     env: { ...process.env, LINKVAULT_LOG: 'warn' },
   });
   const created = JSON.parse(out.toString());
   creds = { clientId: created.clientId, read: created.keys.find((k) => k.scope === 'read').secret };
 });
 
-after(() => {
-  server?.kill('SIGTERM');
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => server?.stop());
 
 function api() {
   return new FrontApi({ baseURL, headers: { 'X-Client-Id': creds.clientId, 'X-Client-Secret': creds.read } });

@@ -1,6 +1,8 @@
 //! The `linkvault` binary as an operator uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+mod support;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -31,22 +33,10 @@ fn linkvault(data_dir: &Path, database_url: Option<&str>, master_key: Option<&st
     cmd
 }
 
-/// Starts `linkvault serve` on a free port and returns the child and its base URL.
+/// Starts `linkvault serve` on a free port (its stderr discarded) and returns the child and its base URL.
 async fn start_server(mut cmd: Command) -> Result<(tokio::process::Child, String), Box<dyn std::error::Error>> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("linkvault listening on ") {
-                return Ok::<_, std::io::Error>(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-        Ok(String::new())
-    })
-    .await??;
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
+    cmd.stderr(Stdio::null());
+    Ok(support::start_server(cmd).await.map_err(|e| e.to_string())?)
 }
 
 #[tokio::test]

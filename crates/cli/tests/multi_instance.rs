@@ -14,6 +14,7 @@
 mod common;
 #[path = "../../webhooks/tests/support/receiver.rs"]
 mod receiver;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -27,7 +28,6 @@ use linkvault_refresh::EngineConfig;
 use linkvault_storage::testing::{Backend, postgres_test_url};
 use linkvault_webhooks::WebhookSecret;
 use receiver::Receiver;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_linkvault");
@@ -46,8 +46,8 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 /// Starts one `linkvault serve` on the shared database and returns it with its base URL.
 async fn start_instance(dir: &Path, database_url: &str, master_key: &str, catalog: &Path) -> Res<(Child, String)> {
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
         .arg(dir)
         .arg("--database-url")
         .arg(database_url)
@@ -60,25 +60,9 @@ async fn start_instance(dir: &Path, database_url: &str, master_key: &str, catalo
         .env_remove("LINKVAULT_DATABASE_URL")
         .env("LINKVAULT_MASTER_KEY", master_key)
         .env("LINKVAULT_LOG", "warn")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("linkvault listening on ") {
-                return Ok::<_, std::io::Error>(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-        Ok(String::new())
-    })
-    .await??;
-    if url.is_empty() {
-        return Err("the instance stopped before listening".into());
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
+        .kill_on_drop(true);
+    support::start_server(cmd).await
 }
 
 /// A Prometheus sample's value from an instance's `/metrics`, 0 when absent.

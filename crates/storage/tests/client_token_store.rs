@@ -3,43 +3,21 @@
 //! detection, concurrent presentation of one refresh token, isolation, and deletion with the connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{TestResult, now, with_store_file};
+
 use std::error::Error;
 use std::path::Path;
 use std::sync::Arc;
 
 use linkvault_domain::{ClientId, ConnectionStatus, RevokedReason, Scope, TokenId, TokenMode, TokenRefusal};
-use linkvault_storage::testing::{Backend, fresh_store};
 use linkvault_storage::{
     ClientRecord, ConnectionRecord, DynStore, FamilyRefresh, InsertOutcome, KeyVersionRecord, NewAccessToken,
     RefreshOutcome, RefreshState, TokenFamilyRecord,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-
-type TestResult = Result<(), Box<dyn Error + Send + Sync>>;
-
-async fn with_store<F, Fut>(name: &str, body: F) -> TestResult
-where
-    F: Fn(DynStore, Option<std::path::PathBuf>) -> Fut,
-    Fut: std::future::Future<Output = TestResult>,
-{
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        if !Backend::all().contains(&backend) {
-            println!("postgres::{name}: skipped, LINKVAULT_TEST_DATABASE_URL is not set");
-            continue;
-        }
-        let fresh = fresh_store(backend).await?;
-        let file = (backend == Backend::Sqlite).then(|| fresh.dir.path().join("linkvault.db"));
-        body(fresh.store.clone(), file).await?;
-    }
-    Ok(())
-}
-
-fn now() -> OffsetDateTime {
-    // Whole milliseconds: what both backends store.
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap()
-}
 
 fn digest() -> Vec<u8> {
     let mut out = Uuid::new_v4().as_bytes().to_vec();
@@ -136,7 +114,7 @@ fn refresh(f: &TokenFamilyRecord, presented: &[u8], rotate: bool, at: OffsetDate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_and_find_access_tokens() -> TestResult {
-    with_store("issue_and_find_access_tokens", |store, _| async move {
+    with_store_file("issue_and_find_access_tokens", |store, _| async move {
         let fx = setup(&store).await?;
         let (family, access) = issue(&store, &fx.connection, None).await?;
         let found = store.find_access_token(&access).await?.ok_or("access token not found")?;
@@ -161,7 +139,7 @@ async fn issue_and_find_access_tokens() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_without_and_with_rotation_then_reuse_revokes() -> TestResult {
-    with_store("refresh_without_and_with_rotation_then_reuse_revokes", |store, _| async move {
+    with_store_file("refresh_without_and_with_rotation_then_reuse_revokes", |store, _| async move {
         let fx = setup(&store).await?;
         let (family, first_access) = issue(&store, &fx.connection, Some(now() + Duration::days(30))).await?;
         let r1 = family.refresh_digest.clone();
@@ -204,7 +182,7 @@ async fn refresh_without_and_with_rotation_then_reuse_revokes() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_expired_and_foreign_refresh_tokens_change_nothing() -> TestResult {
-    with_store("unknown_expired_and_foreign_refresh_tokens_change_nothing", |store, _| async move {
+    with_store_file("unknown_expired_and_foreign_refresh_tokens_change_nothing", |store, _| async move {
         let fx = setup(&store).await?;
         let end = now() + Duration::minutes(5);
         let (family, _) = issue(&store, &fx.connection, Some(end)).await?;
@@ -239,7 +217,7 @@ async fn unknown_expired_and_foreign_refresh_tokens_change_nothing() -> TestResu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotations_of_one_refresh_token_exactly_one_wins() -> TestResult {
-    with_store("concurrent_rotations_of_one_refresh_token_exactly_one_wins", |store, _| async move {
+    with_store_file("concurrent_rotations_of_one_refresh_token_exactly_one_wins", |store, _| async move {
         const RACERS: usize = 12;
         let fx = setup(&store).await?;
         let (family, _) = issue(&store, &fx.connection, None).await?;
@@ -290,7 +268,7 @@ fn file_contains(db: &Path, needle: &[u8]) -> Result<bool, Box<dyn Error + Send 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_connection_deletes_its_families_and_digests() -> TestResult {
-    with_store("deleting_the_connection_deletes_its_families_and_digests", |store, file| async move {
+    with_store_file("deleting_the_connection_deletes_its_families_and_digests", |store, file| async move {
         let fx = setup(&store).await?;
         let keep = connection(fx.client, "bob");
         assert_eq!(store.insert_connection(&keep, None).await?, InsertOutcome::Inserted);
@@ -330,7 +308,7 @@ async fn deleting_the_connection_deletes_its_families_and_digests() -> TestResul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_purges_long_expired_access_tokens_only() -> TestResult {
-    with_store("refresh_purges_long_expired_access_tokens_only", |store, _| async move {
+    with_store_file("refresh_purges_long_expired_access_tokens_only", |store, _| async move {
         let fx = setup(&store).await?;
         let (family, first_access) = issue(&store, &fx.connection, None).await?;
         // Two hours on: the first access token (one hour) has expired but is kept, to answer "expired".

@@ -2,48 +2,14 @@
 //! SQLite always and PostgreSQL when `LINKVAULT_TEST_DATABASE_URL` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::error::Error;
+mod support;
 
-use linkvault_domain::{ClientId, Scope, TokenId, TokenMode};
-use linkvault_storage::testing::{Backend, fresh_store};
-use linkvault_storage::{ClientRecord, DynStore, LinkOAuthRecord, LinkSessionRecord, LinkStart};
+use support::{TestResult, client, now, with_store};
+
+use linkvault_domain::{ClientId, Scope, TokenId};
+use linkvault_storage::{LinkOAuthRecord, LinkSessionRecord, LinkStart};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-
-type TestResult = Result<(), Box<dyn Error + Send + Sync>>;
-
-async fn with_store<F, Fut>(name: &str, body: F) -> TestResult
-where
-    F: Fn(DynStore) -> Fut,
-    Fut: std::future::Future<Output = TestResult>,
-{
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        if !Backend::all().contains(&backend) {
-            println!("postgres::{name}: skipped, LINKVAULT_TEST_DATABASE_URL is not set");
-            continue;
-        }
-        let fresh = fresh_store(backend).await?;
-        body(fresh.store.clone()).await?;
-    }
-    Ok(())
-}
-
-fn now() -> OffsetDateTime {
-    // Whole milliseconds: what both backends store.
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap()
-}
-
-async fn client(store: &DynStore) -> Result<ClientId, Box<dyn Error + Send + Sync>> {
-    let id = ClientId::new_random();
-    store
-        .insert_client(
-            &ClientRecord { client_id: id, name: "c".into(), token_mode: TokenMode::Managed, created_at: now() },
-            &[],
-        )
-        .await?;
-    Ok(id)
-}
 
 fn session(client_id: ClientId, code: &[u8], expires_at: OffsetDateTime) -> LinkSessionRecord {
     LinkSessionRecord {
