@@ -65,6 +65,27 @@ pub struct ConnectionSummary {
     pub updated_at: OffsetDateTime,
 }
 
+impl From<&ConnectionRecord> for ConnectionSummary {
+    fn from(r: &ConnectionRecord) -> Self {
+        Self {
+            token_id: r.token_id,
+            client_id: r.client_id,
+            user_id: r.user_id.clone(),
+            integration: r.integration.clone(),
+            scope: r.scope,
+            status: r.status,
+            account_id: r.account_id.clone(),
+            account_name: r.account_name.clone(),
+            access_expires_at: r.access_expires_at,
+            refresh_expires_at: r.refresh_expires_at,
+            last_refreshed_at: r.last_refreshed_at,
+            refresh_count: r.refresh_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
 /// One managed connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionRecord {

@@ -837,22 +837,7 @@ async fn get_connection_round_trips_every_field(store: DynStore) -> TestResult {
         assert_eq!(store.get_connection(r.token_id).await?.as_ref(), Some(r));
         assert_eq!(store.find_connection_by_natural_key(&natural_key(r)?).await?.as_ref(), Some(r));
         // The status read returns the same values for its fields.
-        let summary = ConnectionSummary {
-            token_id: r.token_id,
-            client_id: r.client_id,
-            user_id: r.user_id.clone(),
-            integration: r.integration.clone(),
-            scope: r.scope,
-            status: r.status,
-            account_id: r.account_id.clone(),
-            account_name: r.account_name.clone(),
-            access_expires_at: r.access_expires_at,
-            refresh_expires_at: r.refresh_expires_at,
-            last_refreshed_at: r.last_refreshed_at,
-            refresh_count: r.refresh_count,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        };
+        let summary = ConnectionSummary::from(r);
         assert_eq!(store.get_connection_summary(r.token_id).await?, Some(summary));
     }
     assert_eq!(store.get_connection(TokenId::new_random()).await?, None);

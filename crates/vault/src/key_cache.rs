@@ -20,29 +20,44 @@ const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    entries: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Bumped by every [`KeyCache::clear`]: a lookup that started before a revocation must not put its
+    /// (possibly revoked) answer back afterwards.
+    generation: u64,
+    map: HashMap<[u8; 32], (Caller, Instant)>,
 }
 
 impl KeyCache {
-    pub(crate) fn get(&self, digest: &[u8; 32], now: Instant) -> Option<Caller> {
+    /// The cached caller, or the generation to hand to [`KeyCache::put`] after looking the key up.
+    pub(crate) fn get(&self, digest: &[u8; 32], now: Instant) -> Result<Caller, u64> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        match entries.get(digest) {
-            Some((caller, stored)) if now.saturating_duration_since(*stored) < KEY_CACHE_TTL => Some(*caller),
-            _ => None,
+        match entries.map.get(digest) {
+            Some((caller, stored)) if now.saturating_duration_since(*stored) < KEY_CACHE_TTL => Ok(*caller),
+            _ => Err(entries.generation),
         }
     }
 
-    pub(crate) fn put(&self, digest: [u8; 32], caller: Caller, now: Instant) {
+    /// Caches a lookup's answer unless the cache was cleared since `generation` was read.
+    pub(crate) fn put(&self, digest: [u8; 32], caller: Caller, now: Instant, generation: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        if entries.generation != generation {
+            return;
         }
-        entries.insert(digest, (caller, now));
+        if entries.map.len() >= MAX_ENTRIES {
+            entries.map.clear();
+        }
+        entries.map.insert(digest, (caller, now));
     }
 
     /// Forgets everything (after a revocation or a client change made through this process).
     pub(crate) fn clear(&self) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.generation = entries.generation.wrapping_add(1);
+        entries.map.clear();
     }
 }
 
@@ -67,12 +82,22 @@ mod tests {
         let cache = KeyCache::default();
         let t0 = Instant::now();
         let c = caller();
-        cache.put([1; 32], c, t0);
-        assert_eq!(cache.get(&[1; 32], t0 + Duration::from_millis(999)), Some(c));
-        assert_eq!(cache.get(&[1; 32], t0 + KEY_CACHE_TTL), None);
-        assert_eq!(cache.get(&[2; 32], t0), None);
+        cache.put([1; 32], c, t0, 0);
+        assert_eq!(cache.get(&[1; 32], t0 + Duration::from_millis(999)), Ok(c));
+        assert_eq!(cache.get(&[1; 32], t0 + KEY_CACHE_TTL), Err(0));
+        assert_eq!(cache.get(&[2; 32], t0), Err(0));
         cache.clear();
-        assert_eq!(cache.get(&[1; 32], t0), None);
+        assert_eq!(cache.get(&[1; 32], t0), Err(1));
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_clear_is_not_cached() {
+        let cache = KeyCache::default();
+        let t0 = Instant::now();
+        let Err(generation) = cache.get(&[1; 32], t0) else { panic!("empty cache") };
+        cache.clear(); // a revocation lands while the store lookup is in flight
+        cache.put([1; 32], caller(), t0, generation);
+        assert_eq!(cache.get(&[1; 32], t0), Err(1));
     }
 
     #[test]
@@ -82,8 +107,8 @@ mod tests {
         for i in 0..=MAX_ENTRIES {
             let mut digest = [0u8; 32];
             digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            cache.put(digest, caller(), t0);
+            cache.put(digest, caller(), t0, 0);
         }
-        assert!(cache.entries.lock().unwrap_or_else(PoisonError::into_inner).len() <= MAX_ENTRIES);
+        assert!(cache.entries.lock().unwrap_or_else(PoisonError::into_inner).map.len() <= MAX_ENTRIES);
     }
 }

@@ -64,63 +64,8 @@ pub struct StoredConnection {
     pub created: bool,
 }
 
-/// A connection as its owner may see it: everything but secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionView {
-    pub token_id: TokenId,
-    pub user_id: String,
-    pub integration: String,
-    pub scope: Scope,
-    pub status: ConnectionStatus,
-    pub account_id: Option<String>,
-    pub account_name: Option<String>,
-    pub access_expires_at: Option<OffsetDateTime>,
-    pub refresh_expires_at: Option<OffsetDateTime>,
-    pub last_refreshed_at: Option<OffsetDateTime>,
-    pub refresh_count: u64,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-}
-
-impl From<ConnectionSummary> for ConnectionView {
-    fn from(r: ConnectionSummary) -> Self {
-        Self {
-            token_id: r.token_id,
-            user_id: r.user_id,
-            integration: r.integration,
-            scope: r.scope,
-            status: r.status,
-            account_id: r.account_id,
-            account_name: r.account_name,
-            access_expires_at: r.access_expires_at,
-            refresh_expires_at: r.refresh_expires_at,
-            last_refreshed_at: r.last_refreshed_at,
-            refresh_count: r.refresh_count,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-impl From<&ConnectionRecord> for ConnectionView {
-    fn from(r: &ConnectionRecord) -> Self {
-        Self {
-            token_id: r.token_id,
-            user_id: r.user_id.clone(),
-            integration: r.integration.clone(),
-            scope: r.scope,
-            status: r.status,
-            account_id: r.account_id.clone(),
-            account_name: r.account_name.clone(),
-            access_expires_at: r.access_expires_at,
-            refresh_expires_at: r.refresh_expires_at,
-            last_refreshed_at: r.last_refreshed_at,
-            refresh_count: r.refresh_count,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
+/// A connection as its owner may see it: everything but secrets (the store's narrow status read).
+pub type ConnectionView = ConnectionSummary;
 
 #[derive(Debug)]
 pub struct Vault {
@@ -265,9 +210,10 @@ impl Vault {
         }
         let digest = self.digester.digest(secret);
         let now = std::time::Instant::now();
-        if let Some(caller) = self.key_cache.get(&digest, now) {
-            return Ok((caller.client_id == client_id).then_some(caller));
-        }
+        let generation = match self.key_cache.get(&digest, now) {
+            Ok(caller) => return Ok((caller.client_id == client_id).then_some(caller)),
+            Err(generation) => generation,
+        };
         let Some(key) = self.store.find_api_key(&digest).await? else {
             return Ok(None);
         };
@@ -276,7 +222,7 @@ impl Vault {
         }
         let caller =
             Caller { client_id: key.client_id, scope: key.scope, token_mode: key.token_mode, key_id: key.key_id };
-        self.key_cache.put(digest, caller, now);
+        self.key_cache.put(digest, caller, now, generation);
         Ok(Some(caller))
     }
 
@@ -452,7 +398,7 @@ impl Vault {
     pub async fn status(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionView, VaultError> {
         // The narrow read: no credentials or key material are loaded to answer a status.
         match self.store.get_connection_summary(token_id).await? {
-            Some(summary) if summary.client_id == client_id => Ok(ConnectionView::from(summary)),
+            Some(summary) if summary.client_id == client_id => Ok(summary),
             _ => Err(VaultError::NotFound),
         }
     }

@@ -13,7 +13,6 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::extract::ApiJson;
 use crate::routes::token_use::{Unusable, reauthentication_required, resolve, upstream_error};
-use crate::routes::user_check::check_user;
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
 #[derive(Deserialize)]
@@ -46,8 +45,8 @@ pub(crate) async fn holdings(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
-    check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
-    let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
+    let user = req.user_id.as_deref();
+    let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await {
         Ok(r) => r,
         // Holdings report a needed re-authentication inside the result, as Mesh's HoldingsModel does.
         Err(Unusable::ReauthRequired { integration, .. }) => {
@@ -92,8 +91,8 @@ pub(crate) async fn balance(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
-    check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
-    let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, Operation::Read).await {
+    let user = req.user_id.as_deref();
+    let resolved = match resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await {
         Ok(r) => r,
         Err(Unusable::ReauthRequired { token_id, integration }) => {
             return Err(reauthentication_required(token_id, &integration));

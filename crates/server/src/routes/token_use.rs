@@ -11,6 +11,7 @@ use linkvault_vault::{Caller, IntegrationCredentials};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiStatus, ErrorType};
+use crate::routes::user_check::{check_owner, requested_user};
 
 /// A connection resolved for one call.
 pub(crate) struct Resolved<'a> {
@@ -81,18 +82,34 @@ pub(crate) async fn token_id_of(state: &AppState, caller: &Caller, auth_token: &
     auth_token.parse::<TokenId>().map_err(|_| ApiError::token_not_found())
 }
 
-/// Finds the caller's connection for `auth_token` and `type`, checks scope for `operation`, and opens its
-/// credentials. Nothing reaches the integration before every check has passed.
+/// Finds the caller's connection for `auth_token` and `type` (and, when the request names one, `user_id`'s),
+/// checks scope for `operation`, and opens its credentials. Nothing reaches the integration before every check
+/// has passed; the connection is loaded once.
 pub(crate) async fn resolve<'a>(
     state: &'a AppState,
     caller: &Caller,
     auth_token: &str,
     integration_type: &str,
+    user_id: Option<&str>,
     operation: Operation,
 ) -> Result<Resolved<'a>, Unusable> {
+    // A named user is checked first, as the userId extension's own refusal (before the type is looked at).
+    let user = requested_user(user_id)?;
+    let mut loaded = None;
+    if let Some(user) = &user {
+        let token_id = token_id_of(state, caller, auth_token).await?;
+        let record = state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?;
+        check_owner(&record.user_id, Some(user))?;
+        loaded = Some((token_id, record));
+    }
     let integration = crate::routes::tokens::known_integration(state, integration_type)?;
-    let token_id = token_id_of(state, caller, auth_token).await?;
-    let record = state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?;
+    let (token_id, record) = match loaded {
+        Some(loaded) => loaded,
+        None => {
+            let token_id = token_id_of(state, caller, auth_token).await?;
+            (token_id, state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?)
+        }
+    };
     if record.integration != integration.as_str() {
         return Err(ApiError::token_not_found().into());
     }
@@ -173,7 +190,7 @@ mod tests {
     use super::*;
 
     async fn write_call(state: &AppState, caller: &Caller, token: &str) -> Result<(), (ApiStatus, ErrorType)> {
-        match resolve(state, caller, token, "coinbase", Operation::Write).await {
+        match resolve(state, caller, token, "coinbase", None, Operation::Write).await {
             Ok(_) => Ok(()),
             Err(Unusable::Error(e)) => Err((e.status, e.error_type)),
             Err(Unusable::ReauthRequired { .. }) => Err((ApiStatus::BadRequest, ErrorType::ReauthenticationRequired)),

@@ -185,8 +185,8 @@ pub(crate) async fn status(
     let token_id =
         raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
     let Query(query) = query.map_err(|e| ApiError::invalid_field("userId", e.body_text()))?;
-    let user_id = query.user_id;
-    crate::routes::user_check::check_user(&state, &caller, &token_id.to_string(), user_id.as_deref()).await?;
+    let user = crate::routes::user_check::requested_user(query.user_id.as_deref())?;
     let view = state.vault.status(caller.client_id, token_id).await?;
+    crate::routes::user_check::check_owner(&view.user_id, user.as_ref())?;
     Ok(ApiOk(Some(view.into())))
 }

@@ -31,7 +31,6 @@ use crate::extract::ApiJson;
 use crate::routes::token_use::{
     Resolved, Unusable, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
 };
-use crate::routes::user_check::check_user;
 
 /// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
 pub const PREVIEW_EXPIRES_IN: Duration = Duration::from_secs(300);
@@ -177,8 +176,9 @@ async fn resolve_write<'a>(
     caller: &Caller,
     auth_token: &str,
     integration_type: &str,
+    user_id: Option<&str>,
 ) -> Result<Resolved<'a>, ApiError> {
-    match resolve(state, caller, auth_token, integration_type, Operation::Write).await {
+    match resolve(state, caller, auth_token, integration_type, user_id, Operation::Write).await {
         Ok(resolved) => Ok(resolved),
         Err(Unusable::ReauthRequired { token_id, integration }) => {
             Err(reauthentication_required(token_id, &integration))
@@ -323,8 +323,7 @@ pub(crate) async fn preview(
 ) -> Result<ApiOk<Value>, ApiError> {
     require_write_key(&caller)?;
     let valid = validate_preview(&req)?;
-    check_user(&state, &caller, &req.from_auth_token, req.user_id.as_deref()).await?;
-    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type).await?;
+    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
 
     let quote_request = QuoteRequest {
         symbol: valid.symbol.clone(),
@@ -450,8 +449,7 @@ pub(crate) async fn execute(
     let preview_id =
         Uuid::parse_str(req.preview_id.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))?;
     let idempotency_key = idempotency_key(&headers)?;
-    check_user(&state, &caller, &req.from_auth_token, req.user_id.as_deref()).await?;
-    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type).await?;
+    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
 
     let store = state.vault.store();
     let preview = store
