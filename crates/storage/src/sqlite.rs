@@ -1,8 +1,9 @@
 //! The embedded SQLite store: WAL, foreign keys, a busy timeout and `secure_delete`, so deleted secrets are
 //! zeroed in the file; after a deletion the WAL is checkpointed and truncated so no old page survives there.
 //!
-//! Reads run inline on a small pool of connections (a point lookup costs ~7 µs, less than a hop to the
-//! blocking pool); writes go through one writer connection on the blocking pool, as SQLite has one writer.
+//! Reads run inline on a small pool of connections (a point lookup costs a few µs, less than a hop to the
+//! blocking pool) and reuse a read snapshot until this process writes (see `readers`); writes go through one
+//! writer connection on the blocking pool, as SQLite has one writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +18,8 @@ use uuid::Uuid;
 mod client_tokens;
 /// The Link tables (`LinkStore`), kept in a file of their own.
 mod link;
+/// Pooled read connections and the read snapshots they reuse.
+mod readers;
 /// Managed-transfer previews and executions (`TransferStore`).
 mod transfers;
 /// Webhook endpoints and outbox delivery (`WebhookStore`).
@@ -38,13 +41,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_client_tokens.sql"),
     include_str!("../migrations/sqlite/0006_transfers.sql"),
 ];
-const MAX_IDLE_READERS: usize = 8;
-
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<readers::ReaderPool>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +83,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
+                readers: readers::ReaderPool::new(path),
             }),
         })
     }
@@ -92,16 +93,7 @@ impl SqliteStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = match lock(&self.inner.readers).pop() {
-            Some(c) => c,
-            None => open_connection(&self.inner.path)?,
-        };
-        let out = f(&conn);
-        let mut idle = lock(&self.inner.readers);
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+        self.inner.readers.read(f)
     }
 
     async fn write<T: Send + 'static>(
@@ -109,15 +101,22 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut lock(&inner.writer)))
-            .await
-            .map_err(|e| StorageError::Database(format!("writer task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let out = f(&mut lock(&inner.writer));
+            // Whatever `f` committed (even if it then failed) is visible to every read that starts after this.
+            inner.readers.invalidate();
+            out
+        })
+        .await
+        .map_err(|e| StorageError::Database(format!("writer task failed: {e}")))?
     }
 
     /// Moves every WAL frame into the database file and truncates the WAL, so bytes that a deletion zeroed
-    /// in the database are not still readable in an older frame. Retries briefly while readers finish.
-    fn checkpoint_truncate(conn: &Connection) -> Result<()> {
+    /// in the database are not still readable in an older frame. Ends this process's idle read snapshots
+    /// first, and retries briefly while readers finish.
+    fn checkpoint_truncate(readers: &readers::ReaderPool, conn: &Connection) -> Result<()> {
         for _ in 0..50 {
+            readers.release_snapshots();
             let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
             if busy == 0 {
                 return Ok(());
@@ -718,6 +717,7 @@ impl Store for SqliteStore {
         event: Option<&OutboxEvent>,
     ) -> Result<bool> {
         let event = event.cloned();
+        let readers = Arc::clone(&self.inner.readers);
         self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let deleted = tx.execute(
@@ -734,7 +734,7 @@ impl Store for SqliteStore {
                 }
             }
             tx.commit()?;
-            if deleted && let Err(e) = SqliteStore::checkpoint_truncate(c) {
+            if deleted && let Err(e) = SqliteStore::checkpoint_truncate(&readers, c) {
                 // The deletion is committed; only the scrub of older WAL frames is late. It completes at the next
                 // checkpoint, so report success rather than invite a retry that would find nothing.
                 tracing::warn!(error = %e, "deleted connection: WAL checkpoint deferred");
