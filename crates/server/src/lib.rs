@@ -115,10 +115,9 @@ impl AppState {
 
 /// The complete router. `extra` is merged in before the common layers (e.g. the sandbox exchanges).
 pub fn app(state: AppState, extra: Option<Router>) -> Router {
-    let api = routes::api_router()
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client))
-        // Unknown endpoints answer without authentication, as before any key is checked.
-        .route("/api/v1/{*rest}", axum::routing::any(routes::api_not_found));
+    // Every `/api/v1` handler authenticates the client through its `auth::Client` argument. Unknown endpoints
+    // answer without authentication, as before any key is checked.
+    let api = routes::api_router().route("/api/v1/{*rest}", axum::routing::any(routes::api_not_found));
     let mut router =
         Router::new().merge(api).merge(routes::ops_router()).merge(link::router()).with_state(state.clone());
     if let Some(extra) = extra {

@@ -115,6 +115,33 @@ on_every_backend!(authentication_failures_are_empty_401s, |backend| async move {
     Ok::<(), Box<dyn std::error::Error>>(())
 });
 
+on_every_backend!(every_documented_api_operation_requires_client_credentials, |backend| async move {
+    // Authentication is an argument of each handler, so this walks every `/api/v1` operation the OpenAPI
+    // document lists: without credentials, or with a forged secret, each is an empty 401, decided before the
+    // (malformed) body or the path is looked at.
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    let forged = format!("{}{}", &c.write[..c.write.len() - 1], if c.write.ends_with('x') { 'y' } else { 'x' });
+    let spec: serde_json::Value = serde_json::from_str(include_str!("../../../docs/openapi.json"))?;
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().ok_or("openapi.json has no paths")? {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let concrete = path.replace("{tokenId}", "not-a-token-id");
+        for method in item.as_object().ok_or("a path item is not an object")?.keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes())?;
+            for creds in [None, Some((c.id.as_str(), forged.as_str()))] {
+                let answer = app.call(method.clone(), &concrete, creds, Some("{".into())).await?;
+                assert_eq!((answer.code, answer.raw.as_str()), (401, ""), "{method} {path} with {creds:?}");
+            }
+            operations += 1;
+        }
+    }
+    assert!(operations >= 14, "only {operations} /api/v1 operations in openapi.json");
+    Ok::<(), Box<dyn std::error::Error>>(())
+});
+
 on_every_backend!(bad_input_gets_a_4xx_that_names_the_problem, |backend| async move {
     let app = spawn_app(backend).await?;
     let c = &app.client;

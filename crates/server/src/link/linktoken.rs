@@ -2,18 +2,17 @@
 //! `<public-url>/link/broker-connect?auth_code=<256-bit random>`. The session records the client, `userId`,
 //! the calling key's scope, `integrationId`, `restrictMultipleAccounts` and `transferOptions`.
 
-use axum::Extension;
 use axum::extract::State;
 use base64::Engine as _;
 use linkvault_domain::{ClientId, Scope, UserId};
 use linkvault_storage::LinkSessionRecord;
-use linkvault_vault::Caller;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::link::{digest, random_token, span};
 
@@ -79,7 +78,7 @@ pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> R
 
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<LinkTokenRequest>,
 ) -> Result<ApiOk<LinkTokenResponse>, ApiError> {
     let raw_user = req.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;

@@ -2,15 +2,15 @@
 //! tokenId retired forever — and the grant is revoked at the integration, so the tokens die there too. A
 //! client-managed access token names its connection as well; the connection's token families go with it.
 
-use axum::Extension;
 use axum::extract::State;
 use linkvault_integrations::AuthScheme;
 use linkvault_integrations::oauth::TokenTypeHint;
-use linkvault_vault::{Caller, IntegrationCredentials};
+use linkvault_vault::IntegrationCredentials;
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::token_id_of;
 use crate::routes::tokens::known_integration;
@@ -28,7 +28,7 @@ pub(crate) struct RemoveRequest {
 
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<RemoveRequest>,
 ) -> Result<ApiOk<()>, ApiError> {
     let integration = known_integration(&state, &req.integration_type)?;

@@ -3,19 +3,19 @@
 //! and integration always land on the same tokenId. A client in client-managed mode receives a new family of
 //! linkvault access and refresh tokens for that connection instead of the tokenId.
 
-use axum::Extension;
 use axum::extract::{Query, State};
 use base64::Engine as _;
 use linkvault_domain::{IntegrationType, NaturalKey, UserId};
 use linkvault_integrations::credentials::{CredentialsError, SignIn, SignInOutcome};
 use linkvault_integrations::{AuthScheme, Integration};
-use linkvault_vault::{Caller, ConnectionMeta, IntegrationCredentials};
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::{Handout, hand_out};
 use crate::routes::tokens::known_integration;
@@ -192,7 +192,7 @@ pub(crate) async fn sign_in_and_store(
 
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     query: Query<AuthQuery>,
     ApiJson(req): ApiJson<AuthRequest>,
 ) -> Result<ApiOk<AuthResponse>, ApiError> {

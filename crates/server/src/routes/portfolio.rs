@@ -1,16 +1,15 @@
 //! `POST /api/v1/holdings/get` and `POST /api/v1/balance/get`: read an account through its tokenId, in
 //! Mesh's shapes, without the app ever handling the integration's token.
 
-use axum::Extension;
 use axum::extract::State;
 use linkvault_domain::Operation;
 use linkvault_integrations::api::ApiError as Upstream;
-use linkvault_vault::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::{Unusable, reauthentication_required, resolve, upstream_error};
 
@@ -42,7 +41,7 @@ fn not_authorized_holdings(record_type: &str, message: &str) -> ApiOk<Value> {
 
 pub(crate) async fn holdings(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let user = req.user_id.as_deref();
@@ -88,7 +87,7 @@ pub(crate) async fn holdings(
 
 pub(crate) async fn balance(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let user = req.user_id.as_deref();

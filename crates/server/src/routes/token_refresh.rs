@@ -3,16 +3,15 @@
 //! refresh token that spends the old one. A spent refresh token presented again revokes its whole family.
 //! The integration's own tokens are not touched here: linkvault keeps them fresh behind the family.
 
-use axum::Extension;
 use axum::extract::State;
 use linkvault_crypto::ClientTokenKind;
 use linkvault_domain::{TokenMode, TokenRefusal};
-use linkvault_vault::Caller;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::Handout;
 use crate::routes::tokens::known_integration;
@@ -60,7 +59,7 @@ fn refused(why: TokenRefusal) -> ApiError {
 
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let integration = known_integration(&state, &req.integration_type)?;

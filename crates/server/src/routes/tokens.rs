@@ -1,16 +1,16 @@
 //! `POST /api/v1/tokens/import` and `GET /api/v1/tokens/{tokenId}`: bring existing integration tokens under
 //! management, and read a connection's status without its secrets.
 
-use axum::Extension;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
-use linkvault_vault::{Caller, ConnectionMeta, ConnectionView, IntegrationCredentials};
+use linkvault_vault::{ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::timefmt::Rfc3339Time;
 
@@ -133,7 +133,7 @@ pub(crate) fn known_integration(state: &AppState, raw: &str) -> Result<Integrati
 
 pub(crate) async fn import(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> Result<ApiOk<ImportResponse>, ApiError> {
     let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
@@ -177,7 +177,7 @@ pub(crate) struct StatusQuery {
 
 pub(crate) async fn status(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     raw_id: Result<Path<String>, PathRejection>,
     query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<ApiOk<StatusResponse>, ApiError> {

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use linkvault_domain::{Operation, Scope};
@@ -27,6 +26,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::{
     Resolved, Unusable, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
@@ -318,7 +318,7 @@ fn quote_refused(integration: &Integration, error: &Upstream, fiat: bool, token:
 
 pub(crate) async fn preview(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<PreviewRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     require_write_key(&caller)?;
@@ -441,7 +441,7 @@ fn in_progress() -> ApiOk<Value> {
 
 pub(crate) async fn execute(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ExecuteRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {

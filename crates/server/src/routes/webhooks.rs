@@ -1,16 +1,15 @@
 //! `POST /api/v1/webhooks` sets the calling client's webhook endpoint and answers a new signing secret
 //! (shown once); `GET /api/v1/webhooks` shows the endpoint (never the secret). Setting needs a write key.
 
-use axum::Extension;
 use axum::extract::State;
 use linkvault_domain::Scope;
-use linkvault_vault::Caller;
 use linkvault_webhooks::WebhookSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
+use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::key_scope_insufficient;
 
@@ -21,7 +20,7 @@ pub(crate) struct SetWebhook {
 
 pub(crate) async fn set(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Client(caller): Client,
     ApiJson(req): ApiJson<SetWebhook>,
 ) -> Result<ApiOk<Value>, ApiError> {
     if caller.scope != Scope::Write {
@@ -32,10 +31,7 @@ pub(crate) async fn set(
     Ok(ApiOk(Some(json!({"url": req.url.trim(), "secret": secret.expose()}))))
 }
 
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<ApiOk<Value>, ApiError> {
+pub(crate) async fn get(State(state): State<AppState>, Client(caller): Client) -> Result<ApiOk<Value>, ApiError> {
     let url = state.vault.webhook_endpoint(caller.client_id).await?.map(|(url, _)| url);
     Ok(ApiOk(Some(json!({"url": url}))))
 }
