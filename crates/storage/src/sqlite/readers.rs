@@ -7,9 +7,9 @@
 //! - every write of this process bumps [`ReaderPool::invalidate`]'s generation once it has committed, and a
 //!   snapshot from an older generation is ended before the next read: a caller always sees its own writes and
 //!   every write this process finished before the read began, exactly as without reuse;
-//! - a snapshot is used for at most [`SNAPSHOT_MAX_AGE`], and a sweeper thread ends idle ones older than that,
-//!   so a write made by another process on the same file (a CLI command next to `serve`) is seen within
-//!   twice that time, and snapshots never hold back a checkpoint for longer;
+//! - no read uses a snapshot older than [`SNAPSHOT_MAX_AGE`], so a write made by another process on the same
+//!   file (a CLI command next to `serve`) is seen by every read that starts that long after it; a sweeper
+//!   thread ends idle snapshots past that age, so none holds back a checkpoint for more than twice as long;
 //! - before the truncating checkpoint that scrubs a deletion from the WAL, the writer ends every idle snapshot.
 
 use std::path::{Path, PathBuf};
