@@ -5,7 +5,7 @@
 //! blocking pool) and reuse a read snapshot until this process writes (see `readers`); writes go through one
 //! writer connection on the blocking pool, as SQLite has one writer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -43,7 +43,6 @@ const MIGRATIONS: &[&str] = &[
 ];
 #[derive(Debug)]
 struct Inner {
-    path: PathBuf,
     writer: Mutex<Connection>,
     readers: Arc<readers::ReaderPool>,
 }
@@ -79,17 +78,11 @@ impl SqliteStore {
                 .map_err(|e| StorageError::Database(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = open_connection(path)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                readers: readers::ReaderPool::new(path),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers: readers::ReaderPool::new(path) }) })
     }
 
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.inner.readers.path()
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

@@ -41,11 +41,11 @@ const fn scheme_type(auth: AuthScheme) -> &'static str {
     }
 }
 
-pub(crate) async fn list(_: Client, State(state): State<AppState>) -> ApiOk<IntegrationList> {
+pub(crate) async fn list(State(state): State<AppState>, _: Client) -> ApiOk<IntegrationList> {
     ApiOk(Some(IntegrationList { items: state.catalog.iter().map(model).collect() }))
 }
 
-pub(crate) async fn schemes(_: Client, State(state): State<AppState>) -> ApiOk<Vec<Value>> {
+pub(crate) async fn schemes(State(state): State<AppState>, _: Client) -> ApiOk<Vec<Value>> {
     let items = state
         .catalog
         .iter()

@@ -102,6 +102,11 @@ impl ReaderPool {
         pool
     }
 
+    /// The database file the pool reads.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `f` on a pooled connection, inside a read snapshot that reflects every write this process had
     /// committed when the call began.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
