@@ -10,6 +10,8 @@ use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
+use crate::api::AccountApiKind;
+
 /// The client id the built-in sandbox exchanges accept (`serve --sandbox`). Not a secret anywhere else.
 pub const SANDBOX_CLIENT_ID: &str = "linkvault-sandbox";
 /// The client secret the built-in sandbox exchanges accept. It only opens the in-memory sandbox.
@@ -107,7 +109,8 @@ pub struct Endpoints {
     pub token_url: Option<Url>,
     /// RFC 7009 revocation endpoint (OAuth), or the sign-out endpoint (credentials).
     pub revoke_url: Option<Url>,
-    /// Base of the exchange's account API (accounts, holdings, balances, transfers).
+    /// The origin of the exchange's account API (`https://api.coinbase.com`); the adapter adds the provider's
+    /// documented paths (`/v2/accounts`). A path here is kept as a prefix (the sandbox's `/sandbox/coinbase`).
     pub api_base_url: Option<Url>,
     /// Credentials sign-in endpoint (username/password, then the MFA step).
     pub sign_in_url: Option<Url>,
@@ -191,6 +194,8 @@ pub struct Integration {
     pub features: Features,
     /// Mesh `IntegrationModel.categories` values (`exchange`, `wallet`, …).
     pub categories: Vec<String>,
+    /// Which provider API the account calls speak; None: the integration holds tokens only.
+    pub account_api: Option<AccountApiKind>,
 }
 
 impl Integration {
@@ -210,6 +215,7 @@ impl Integration {
             authorize_params: BTreeMap::new(),
             features: Features::ALL,
             categories: vec!["exchange".to_owned()],
+            account_api: None,
         }
     }
 
@@ -331,7 +337,7 @@ impl Catalog {
                             authorize_url: url("https://login.coinbase.com/oauth2/auth"),
                             token_url: url("https://login.coinbase.com/oauth2/token"),
                             revoke_url: url("https://login.coinbase.com/oauth2/revoke"),
-                            api_base_url: url("https://api.coinbase.com/v2"),
+                            api_base_url: url("https://api.coinbase.com"),
                             sign_in_url: None,
                         };
                         integration.logo.url = Some("https://www.coinbase.com/favicon.ico".to_owned());
@@ -341,23 +347,26 @@ impl Catalog {
                     integration.scopes_write = strings(&COINBASE_WRITE_SCOPES);
                     integration.timing.rotates_refresh_tokens = true;
                     integration.timing.default_access_ttl_secs = 3600;
+                    integration.account_api = Some(AccountApiKind::CoinbaseV2);
                 }
                 "uphold" => {
                     integration.endpoints = Endpoints {
                         authorize_url: url("https://wallet.uphold.com/authorize"),
                         token_url: url("https://api.uphold.com/oauth2/token"),
                         revoke_url: url("https://api.uphold.com/oauth2/revoke"),
-                        api_base_url: url("https://api.uphold.com/v0"),
+                        api_base_url: url("https://api.uphold.com"),
                         sign_in_url: None,
                     };
                     integration.logo.url = Some("https://uphold.com/favicon.ico".to_owned());
                     integration.scopes_read = strings(&UPHOLD_READ_SCOPES);
                     integration.scopes_write = strings(&UPHOLD_WRITE_SCOPES);
+                    integration.account_api = Some(AccountApiKind::UpholdV0);
                 }
                 _ => {
                     // Credentials sessions are not refreshed: the default lifetime is the session's.
                     integration.timing.default_access_ttl_secs = 24 * 3600;
                     integration.timing.refresh_margin_secs = 0;
+                    integration.account_api = Some(AccountApiKind::BinanceSpot);
                 }
             }
             catalog.insert(integration);
@@ -497,7 +506,7 @@ impl Catalog {
                         authorize_url: None,
                         token_url: None,
                         revoke_url: Some(join("binance/auth/sign-out")?),
-                        api_base_url: Some(join("binance/api")?),
+                        api_base_url: Some(join("binance")?),
                         sign_in_url: Some(join("binance/auth/sign-in")?),
                     };
                 }
@@ -507,7 +516,7 @@ impl Catalog {
                         authorize_url: Some(join(&format!("{exchange}/oauth/authorize"))?),
                         token_url: Some(join(&format!("{exchange}/oauth/token"))?),
                         revoke_url: Some(join(&format!("{exchange}/oauth/revoke"))?),
-                        api_base_url: Some(join(&format!("{exchange}/api"))?),
+                        api_base_url: Some(join(exchange)?),
                         sign_in_url: None,
                     };
                     integration.client.client_id = Some(SANDBOX_CLIENT_ID.to_owned());
@@ -549,6 +558,7 @@ const KNOWN_KEYS: &[&str] = &[
     "reuse_grace_secs",
     "features",
     "categories",
+    "account_api",
 ];
 
 /// Mesh `IntegrationModel.categories`.
@@ -591,6 +601,7 @@ struct RawEntry {
     reuse_grace_secs: Option<u64>,
     features: Option<Vec<String>>,
     categories: Option<Vec<String>>,
+    account_api: Option<String>,
 }
 
 type FieldError = (Option<&'static str>, String);
@@ -713,6 +724,14 @@ fn parse_entry(
         if let Some(raw_url) = raw_url {
             *slot = Some(parse_url(field, raw_url)?);
         }
+    }
+
+    if let Some(name) = &raw.account_api {
+        let names: Vec<&str> = AccountApiKind::ALL.iter().map(|k| k.as_str()).collect();
+        integration.account_api = Some(
+            AccountApiKind::parse(name)
+                .ok_or_else(|| field_err("account_api", format!("{name:?} is not one of {}", names.join(", "))))?,
+        );
     }
 
     if let Some(client_id) = &raw.client_id {

@@ -9,6 +9,7 @@
 
 mod admin;
 mod binance;
+mod ledger;
 mod oauth_server;
 mod portfolio;
 mod util;
@@ -123,6 +124,7 @@ pub(crate) struct Inner {
     pub oauth: HashMap<&'static str, oauth_server::ExchangeState>,
     pub binance: binance::BinanceState,
     pub portfolios: portfolio::Portfolios,
+    pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
     pub counts: admin::RequestCounts,
 }

@@ -551,12 +551,12 @@ async fn a_crash_between_send_and_write_back_does_not_transfer_twice() -> TestRe
         catalog.point_at_sandbox(&format!("{}/sandbox", app.base))?;
         let binance = catalog.get(BINANCE).ok_or("binance")?;
         let details: Value = serde_json::from_str(&stored.details)?;
-        let api = linkvault_integrations::api::ExchangeApi::new(HttpLimits::default())?;
+        let api = linkvault_integrations::api::LegacyApi::new(HttpLimits::default())?;
         let sent = api
             .create_transfer(
                 binance,
                 &credentials.access_token,
-                &linkvault_integrations::api::TransferRequest {
+                &linkvault_integrations::api::legacy_sandbox::TransferRequest {
                     symbol: "ETH".into(),
                     amount: details["amount"].as_f64().unwrap_or_default(),
                     address: ADDRESS.into(),

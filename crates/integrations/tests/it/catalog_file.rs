@@ -2,7 +2,7 @@
 //! entry and field.
 
 use linkvault_domain::Scope;
-use linkvault_integrations::api::ExchangeApi;
+use linkvault_integrations::api::LegacyApi as ExchangeApi;
 use linkvault_integrations::oauth::{self, OAuthClient};
 use linkvault_integrations::{AuthScheme, Catalog, HttpLimits, derived_id};
 

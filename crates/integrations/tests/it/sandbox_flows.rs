@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linkvault_domain::{Clock, ManualClock, Scope};
-use linkvault_integrations::api::{ApiError, ExchangeApi, TransferRequest};
+use linkvault_integrations::api::legacy_sandbox::TransferRequest;
+use linkvault_integrations::api::{ApiError, LegacyApi as ExchangeApi};
 use linkvault_integrations::oauth::{self, OAuthClient, OAuthError, Revocation, TokenTypeHint};
 use linkvault_integrations::{
     CredentialsClient, CredentialsError, HttpLimits, Integration, SignIn, SignInOutcome, TokenSet,

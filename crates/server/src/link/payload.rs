@@ -104,7 +104,7 @@ pub(crate) async fn fetch_accounts(
     integration: &Integration,
     token: &secrecy::SecretString,
 ) -> Result<Vec<AccountInfo>, bool> {
-    match state.exchange.accounts(integration, token).await {
+    match state.exchange.legacy.accounts(integration, token).await {
         Ok(accounts) => Ok(accounts.into_iter().map(|a| AccountInfo { id: a.id, name: a.name }).collect()),
         Err(ExchangeError::Unauthorized) => Err(true),
         Err(e) => {

@@ -54,7 +54,7 @@ pub(crate) async fn holdings(
         Err(Unusable::Error(e)) => return Err(e),
     };
     let token = &resolved.credentials.access_token;
-    let holdings = match state.exchange.holdings(resolved.integration, token).await {
+    let holdings = match state.exchange.legacy.holdings(resolved.integration, token).await {
         Ok(h) => h,
         Err(Upstream::Unauthorized) => {
             return Ok(not_authorized_holdings(
@@ -98,7 +98,8 @@ pub(crate) async fn balance(
         }
         Err(Unusable::Error(e)) => return Err(e),
     };
-    let balances = match state.exchange.balances(resolved.integration, &resolved.credentials.access_token).await {
+    let balances = match state.exchange.legacy.balances(resolved.integration, &resolved.credentials.access_token).await
+    {
         Ok(b) => b,
         Err(Upstream::Unauthorized) => {
             return Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration));

@@ -15,7 +15,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use linkvault_domain::{Operation, Scope};
 use linkvault_integrations::Integration;
-use linkvault_integrations::api::{ApiError as Upstream, QuoteRequest, Transfer, TransferQuote, TransferRequest};
+use linkvault_integrations::api::ApiError as Upstream;
+use linkvault_integrations::api::legacy_sandbox::{QuoteRequest, Transfer, TransferQuote, TransferRequest};
 use linkvault_integrations::networks::{self, Network};
 use linkvault_storage::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord};
 use linkvault_vault::Caller;
@@ -335,6 +336,7 @@ pub(crate) async fn preview(
     let token: &SecretString = &resolved.credentials.access_token;
     let quote: TransferQuote = state
         .exchange
+        .legacy
         .quote_transfer(resolved.integration, token, &quote_request)
         .await
         .map_err(|e| quote_refused(resolved.integration, &e, valid.amount.is_err(), &resolved))?;
@@ -595,7 +597,7 @@ async fn send(
         idem: Some(upstream_idempotency_key(execution_id)),
     };
     let outcome =
-        state.exchange.create_transfer(resolved.integration, &resolved.credentials.access_token, &request).await;
+        state.exchange.legacy.create_transfer(resolved.integration, &resolved.credentials.access_token, &request).await;
     let now = state.vault.clock().now();
     // Only a first attempt's definite refusal proves nothing was sent; after a take-over an earlier attempt may
     // have reached the integration, so the claim stays (released for the next retry) and is never forgotten.

@@ -1,8 +1,5 @@
-//! Exchange account API client: accounts, holdings, balances and transfers at an integration's `api_base_url`,
-//! called with an access token (OAuth) or session token (credentials) as a Bearer credential, within the same
-//! HTTP limits as the auth adapters. Speaks the JSON shapes the built-in sandbox exchanges serve.
-
-use std::time::Duration;
+//! The former invented account protocol (`{api_base_url}/holdings`, …) that only the old sandbox spoke. Kept
+//! only while the server moves to the provider adapters; to be deleted.
 
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
@@ -11,26 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::ApiError;
 use crate::catalog::Integration;
 use crate::http::{self, FetchError, HttpLimits, RawResponse, sanitize};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// The token is expired, revoked or unknown (401): refresh it, or sign in again for credentials sessions.
-    #[error("the integration did not accept the token (expired or revoked)")]
-    Unauthorized,
-    /// The token lacks the scope (403), e.g. a transfer with a read-only connection.
-    #[error("the connection's scope does not allow this call")]
-    InsufficientScope,
-    #[error("the integration refused the call ({error}, HTTP {status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Rejected { status: u16, error: String, message: Option<String> },
-    #[error("the integration is unavailable for now: {reason}")]
-    Transient { retry_after: Option<Duration>, reason: String },
-    #[error("the integration's answer is unusable: {0}")]
-    Protocol(String),
-    #[error("integration configuration: {0}")]
-    Config(String),
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,12 +129,12 @@ struct Quoted {
 
 /// Calls an integration's account API.
 #[derive(Debug, Clone)]
-pub struct ExchangeApi {
+pub struct LegacyApi {
     http: reqwest::Client,
     limits: HttpLimits,
 }
 
-impl ExchangeApi {
+impl LegacyApi {
     pub fn new(limits: HttpLimits) -> Result<Self, ApiError> {
         let http = http::build_client(&limits).map_err(ApiError::Config)?;
         Ok(Self { http, limits })
