@@ -300,3 +300,16 @@ async fn request_report(State(sandbox): State<Shared>) -> Json<Value> {
     }
     Json(Value::Object(report))
 }
+
+/// A pending account-API fault for `exchange`, for modules that answer in their provider's own error format:
+/// an injected latency is slept here (and `None` returned, as for no fault); any other fault is handed back to
+/// be rendered by the caller.
+pub async fn take_api_fault(sandbox: &Shared, exchange: &'static str) -> Option<FaultSpec> {
+    let fault = sandbox.lock().faults.take(exchange, FaultTarget::Api)?;
+    tracing::debug!(exchange, ?fault.kind, "sandbox fault injected");
+    if fault.kind == FaultKind::Latency {
+        tokio::time::sleep(Duration::from_millis(fault.latency_ms.unwrap_or(1000).min(600_000))).await;
+        return None;
+    }
+    Some(fault)
+}

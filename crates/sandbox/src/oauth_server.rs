@@ -666,3 +666,38 @@ async fn api(flavor: Flavor, State(sandbox): State<Shared>, headers: HeaderMap, 
     }
     response
 }
+
+/// Why a Bearer access token does not open the account API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Unknown (never issued, or removed by a refresh or revocation).
+    Invalid,
+    /// Issued, but past its lifetime.
+    Expired,
+    /// Its grant was revoked (a spent refresh token came back, or the user revoked access).
+    Revoked,
+}
+
+/// Who a Bearer access token belongs to at an OAuth exchange: the sandbox username and the token's scopes.
+/// Each exchange's account API module renders the refusal in its provider's own error format.
+pub fn bearer_user(
+    sandbox: &Shared,
+    flavor: Flavor,
+    headers: &HeaderMap,
+    now: OffsetDateTime,
+) -> Result<(String, Vec<String>), BearerRefusal> {
+    let token = bearer(headers).ok_or(BearerRefusal::Missing)?;
+    let mut inner = sandbox.lock();
+    let state = inner.oauth.entry(flavor.key).or_default();
+    let entry = state.access.get(&token_hash(token)).ok_or(BearerRefusal::Invalid)?;
+    let grant = state.grants.get(&entry.grant).ok_or(BearerRefusal::Invalid)?;
+    if grant.revoked {
+        return Err(BearerRefusal::Revoked);
+    }
+    if entry.expires_at <= now {
+        return Err(BearerRefusal::Expired);
+    }
+    Ok((grant.username.clone(), entry.scopes.clone()))
+}

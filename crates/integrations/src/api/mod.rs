@@ -76,6 +76,25 @@ impl fmt::Debug for Credential<'_> {
     }
 }
 
+impl<'a> Credential<'a> {
+    /// How a stored connection's secrets authenticate its account calls. OAuth access tokens (Coinbase,
+    /// Uphold) are Bearer tokens. A Binance Spot connection stores its API key as the access token and the API
+    /// secret as the refresh token (the engine never refreshes it: it is not OAuth); a credentials session at a
+    /// Binance-shaped integration (`binanceInternationalDirect`) is a session-bound key that also signs.
+    pub fn of_stored(
+        integration: &Integration,
+        access_token: &'a SecretString,
+        refresh_token: Option<&'a SecretString>,
+    ) -> Credential<'a> {
+        match integration.account_api {
+            Some(AccountApiKind::BinanceSpot) => {
+                Credential::ApiKey { key: access_token, secret: refresh_token.unwrap_or(access_token) }
+            }
+            _ => Credential::Bearer(access_token),
+        }
+    }
+}
+
 /// Why an exchange refused a transfer, in terms the end user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
