@@ -39,25 +39,69 @@ pub struct Network {
     pub id: Uuid,
     /// Display name, as Mesh's `networkName`.
     pub name: &'static str,
-    /// The name the exchange APIs take in `network`.
+    /// linkvault's canonical name of the network; each exchange adapter maps it to its provider's own.
     pub api_name: &'static str,
     pub address: AddressFormat,
-}
-
-const fn network(id: u128, name: &'static str, api_name: &'static str, address: AddressFormat) -> Network {
-    Network { id: Uuid::from_u128(id), name, api_name, address }
+    /// EIP-155 chain id for EVM networks, Mesh's `chainId` otherwise.
+    pub chain_id: &'static str,
+    pub native_symbol: &'static str,
+    /// Mesh's `networkType`.
+    pub network_type: &'static str,
+    /// The assets linkvault moves on it (Mesh's `supportedTokens`).
+    pub tokens: &'static [&'static str],
 }
 
 /// Networks with the ids Mesh publishes for them.
 pub const NETWORKS: &[Network] = &[
-    network(0xe3c7fdd8_b1fc_4e51_85ae_bb276e075611, "Ethereum", "ethereum", AddressFormat::Evm),
-    network(0x7436e9d0_ba42_4d2b_b4c0_8e4e606b2c12, "Polygon", "polygon", AddressFormat::Evm),
-    network(0x0291810a_5947_424d_9a59_e88bb33e999d, "Solana", "solana", AddressFormat::Base58),
-    network(0xaa883b03_120d_477c_a588_37c2afd3ca71, "Base", "base", AddressFormat::Evm),
+    Network {
+        id: Uuid::from_u128(0xe3c7fdd8_b1fc_4e51_85ae_bb276e075611),
+        name: "Ethereum",
+        api_name: "ethereum",
+        address: AddressFormat::Evm,
+        chain_id: "1",
+        native_symbol: "ETH",
+        network_type: "evm",
+        tokens: &["ETH", "USDC", "USDT", "PYUSD"],
+    },
+    Network {
+        id: Uuid::from_u128(0x7436e9d0_ba42_4d2b_b4c0_8e4e606b2c12),
+        name: "Polygon",
+        api_name: "polygon",
+        address: AddressFormat::Evm,
+        chain_id: "137",
+        native_symbol: "POL",
+        network_type: "evm",
+        tokens: &["POL", "USDC", "USDT"],
+    },
+    Network {
+        id: Uuid::from_u128(0x0291810a_5947_424d_9a59_e88bb33e999d),
+        name: "Solana",
+        api_name: "solana",
+        address: AddressFormat::Base58,
+        chain_id: "101",
+        native_symbol: "SOL",
+        network_type: "solana",
+        tokens: &["SOL", "USDC", "PYUSD"],
+    },
+    Network {
+        id: Uuid::from_u128(0xaa883b03_120d_477c_a588_37c2afd3ca71),
+        name: "Base",
+        api_name: "base",
+        address: AddressFormat::Evm,
+        chain_id: "8453",
+        native_symbol: "ETH",
+        network_type: "evm",
+        tokens: &["ETH", "USDC"],
+    },
 ];
 
 pub fn by_id(id: Uuid) -> Option<&'static Network> {
     NETWORKS.iter().find(|n| n.id == id)
+}
+
+/// The network linkvault calls `api_name` (`ethereum`, …).
+pub fn by_api_name(api_name: &str) -> Option<&'static Network> {
+    NETWORKS.iter().find(|n| n.api_name == api_name)
 }
 
 #[cfg(test)]

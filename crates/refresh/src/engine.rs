@@ -62,6 +62,9 @@ pub enum Trigger {
     Scheduled,
     OnDemand,
     Recovery,
+    /// The integration refused the access token on an account call as expired, although our clock says it
+    /// is not: refresh now, whatever the schedule says.
+    Refused,
 }
 
 /// What became of one claimed connection.
@@ -449,6 +452,77 @@ impl RefreshEngine {
     }
 }
 
+impl RefreshEngine {
+    /// The integration refused `refused_access` on an account call. `revoked`: it said the credential is
+    /// revoked or invalid (a deleted API key, a revoked grant) — the connection becomes `reauthRequired` with its
+    /// webhook. Otherwise it said "expired": a renewable connection is refreshed now (once; a connection already
+    /// renewed since `refused_access` was read is not refreshed again) and the fresh credentials returned; one
+    /// that cannot be renewed needs the end user.
+    pub async fn credential_refused(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        refused_access: &secrecy::SecretString,
+        revoked: bool,
+    ) -> Result<(ConnectionRecord, IntegrationCredentials), RefreshError> {
+        use secrecy::ExposeSecret as _;
+        let worker = &self.inner;
+        let record = match worker.store.get_connection(token_id).await? {
+            Some(r) if r.client_id == client_id => r,
+            _ => return Err(RefreshError::NotFound),
+        };
+        if record.status != ConnectionStatus::Active {
+            return Err(RefreshError::ReauthRequired);
+        }
+        let integration = worker
+            .catalog
+            .get(&record.integration)
+            .ok_or_else(|| RefreshError::UnknownIntegration(record.integration.clone()))?;
+        let credentials = worker.vault.open_credentials(&record).await?;
+        if credentials.access_token.expose_secret() != refused_access.expose_secret() {
+            // Renewed since the caller read it: use the new one.
+            return Ok((record, credentials));
+        }
+        let renewable = renewal_of(integration, &credentials) == Renewal::RefreshGrant;
+        let Some(guard) = worker.try_register(token_id) else {
+            // A refresh of this connection is already running here: its outcome is what we want.
+            return self.ensure_fresh(client_id, token_id).await;
+        };
+        let now = worker.clock.now();
+        let Some(claimed) =
+            worker.store.claim_connection(token_id, now, &worker.config.owner, worker.config.lease).await?
+        else {
+            drop(guard);
+            return self.ensure_fresh(client_id, token_id).await;
+        };
+        let outcome = if revoked || !renewable {
+            let reason = if revoked { "credentialRevoked" } else { "credentialRefused" };
+            worker.mark_reauth(&claimed, reason).await?
+        } else {
+            let due_at = claimed.refresh.next_refresh_at;
+            worker.process(claimed, due_at, Trigger::Refused).await
+        };
+        drop(guard);
+        if outcome == RefreshOutcome::ReauthRequired {
+            return Err(RefreshError::ReauthRequired);
+        }
+        let record = match worker.store.get_connection(token_id).await? {
+            Some(r) if r.client_id == client_id => r,
+            _ => return Err(RefreshError::NotFound),
+        };
+        if record.status != ConnectionStatus::Active {
+            return Err(RefreshError::ReauthRequired);
+        }
+        let credentials = worker.vault.open_credentials(&record).await?;
+        if credentials.access_token.expose_secret() == refused_access.expose_secret() {
+            return Err(RefreshError::Unavailable(
+                record.refresh.last_error.clone().unwrap_or_else(|| "the refresh did not complete".to_owned()),
+            ));
+        }
+        Ok((record, credentials))
+    }
+}
+
 impl Worker {
     /// Registers a refresh of `token_id` in the single-flight map, unless one is already registered.
     fn try_register(&self, token_id: TokenId) -> Option<FlightGuard<'_>> {
@@ -521,7 +595,8 @@ impl Worker {
         if trigger != Trigger::Scheduled
             && matches!(decision, Decision::Wait { .. })
             && renewal == Renewal::RefreshGrant
-            && (trigger == Trigger::Recovery || schedule::needs_refresh_on_demand(now, &policy, &times))
+            && (matches!(trigger, Trigger::Recovery | Trigger::Refused)
+                || schedule::needs_refresh_on_demand(now, &policy, &times))
         {
             decision = Decision::Refresh;
         }

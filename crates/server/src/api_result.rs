@@ -73,6 +73,13 @@ pub enum ErrorType {
     PreviewExpired,
     /// A transactionId or Idempotency-Key already names a different transfer (extension).
     IdempotencyKeyReused,
+    /// The integration holds tokens only (its catalog entry names no `account_api`), or cannot do this call
+    /// (extension).
+    FeatureNotSupported,
+    /// The integration has no such thing (an unknown transfer id, no deposit address for that asset) (extension).
+    NotFoundAtIntegration,
+    /// The integration refused the transfer for a reason the end user can act on (extension).
+    TransferRefused,
     /// Something failed on our side (extension).
     Internal,
 }

@@ -10,6 +10,7 @@ use linkvault_domain::{
     ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId,
     TokenMode, ValidationError, decide_identity,
 };
+use linkvault_domain::{IntegrationType, UserId};
 use linkvault_storage::{
     ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DynStore, InsertOutcome,
     RefreshState, Rekey,
@@ -393,6 +394,27 @@ impl Vault {
             Some(record) if record.client_id == client_id => Ok(record),
             _ => Err(VaultError::NotFound),
         }
+    }
+
+    /// The client's connections of `user_id`, at most one per integration named (the read-scoped one when both
+    /// scopes are connected: they reach the same account), in the order the integrations are given.
+    pub async fn connections_of_user<'i>(
+        &self,
+        client_id: ClientId,
+        user_id: &UserId,
+        integrations: impl IntoIterator<Item = &'i IntegrationType>,
+    ) -> Result<Vec<ConnectionRecord>, VaultError> {
+        let mut found = Vec::new();
+        for integration in integrations {
+            for scope in [Scope::Read, Scope::Write] {
+                let key = NaturalKey { client_id, user_id: user_id.clone(), integration: integration.clone(), scope };
+                if let Some(record) = self.store.find_connection_by_natural_key(&key).await? {
+                    found.push(record);
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     pub async fn status(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionView, VaultError> {

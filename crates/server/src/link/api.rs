@@ -10,6 +10,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use linkvault_integrations::api::Credential;
+
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
@@ -210,15 +212,16 @@ pub(crate) async fn credentials(
             let record = state.vault.connection_for(session.client_id, stored.token_id).await?;
             let mut accounts = match state.vault.open_credentials(&record).await {
                 Ok(c) => {
-                    crate::link::payload::fetch_accounts(&state, integration, &c.access_token).await.unwrap_or_default()
+                    let credential = Credential::of_stored(integration, &c.access_token, c.refresh_token.as_ref());
+                    crate::link::payload::fetch_accounts(&state, integration, credential).await.unwrap_or_default()
                 }
                 Err(_) => Vec::new(),
             };
             if accounts.is_empty() && (account_id.is_some() || account_name.is_some()) {
-                accounts.push(AccountInfo {
-                    id: account_id.unwrap_or_default(),
-                    name: account_name.unwrap_or_else(|| integration.name.clone()),
-                });
+                accounts.push(AccountInfo::named(
+                    account_id.unwrap_or_default(),
+                    account_name.unwrap_or_else(|| integration.name.clone()),
+                ));
             }
             // Client-managed mode: a new token family for the connection (retiring any earlier one).
             let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;

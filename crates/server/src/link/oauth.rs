@@ -118,7 +118,8 @@ async fn complete(
                 format!("{} did not accept the sign-in", integration.name)
             },
         )?;
-    let accounts = fetch_accounts(state, integration, &tokens.access_token).await.unwrap_or_default();
+    let credential = linkvault_integrations::api::Credential::Bearer(&tokens.access_token);
+    let accounts = fetch_accounts(state, integration, credential).await.unwrap_or_default();
     let first = accounts.first();
     let meta = ConnectionMeta {
         account_id: first.map(|a| a.id.clone()),
@@ -187,10 +188,10 @@ pub(crate) async fn result(
     };
     let accounts: Vec<AccountInfo> = match (&record.account_id, &record.account_name) {
         (None, None) => Vec::new(),
-        (id, name) => vec![AccountInfo {
-            id: id.clone().unwrap_or_default(),
-            name: name.clone().unwrap_or_else(|| integration.name.clone()),
-        }],
+        (id, name) => vec![AccountInfo::named(
+            id.clone().unwrap_or_default(),
+            name.clone().unwrap_or_else(|| integration.name.clone()),
+        )],
     };
     let now = state.vault.clock().now();
     let reconnected = record.created_at < record.updated_at;

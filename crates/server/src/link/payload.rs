@@ -2,7 +2,7 @@
 //! `AccessTokenPayload` (managed tokens: `accessToken` is the tokenId; client-managed: linkvault's tokens).
 
 use linkvault_domain::ConnectionStatus;
-use linkvault_integrations::api::ApiError as ExchangeError;
+use linkvault_integrations::api::Credential;
 use linkvault_integrations::{AuthScheme, Integration};
 use linkvault_storage::ConnectionRecord;
 use serde_json::{Value, json};
@@ -30,11 +30,20 @@ pub(crate) fn catalog(state: &AppState) -> Vec<Value> {
     items.into_iter().map(catalog_entry).collect()
 }
 
-/// An account as the connected screen lists it.
+/// An account as the connected screen lists it, with what it holds (Mesh's `fund`, `cash`, in USD).
 #[derive(Debug, Clone)]
 pub(crate) struct AccountInfo {
     pub id: String,
     pub name: String,
+    pub fund: f64,
+    pub cash: f64,
+}
+
+impl AccountInfo {
+    /// An account known by name only (from the stored connection), its balances not read.
+    pub(crate) fn named(id: String, name: String) -> Self {
+        Self { id, name, fund: 0.0, cash: 0.0 }
+    }
 }
 
 /// Mesh's `AccessTokenPayload`: one `accountTokens` entry per account, each with the hand-out's tokens
@@ -47,7 +56,7 @@ pub(crate) fn access_token_payload(
     reconnected: bool,
 ) -> Value {
     let mesh_account_id = handout.mesh_account_id();
-    let fallback = [AccountInfo { id: String::new(), name: integration.name.clone() }];
+    let fallback = [AccountInfo::named(String::new(), integration.name.clone())];
     let listed = if accounts.is_empty() { &fallback[..] } else { accounts };
     let account_tokens: Vec<Value> = listed
         .iter()
@@ -57,8 +66,8 @@ pub(crate) fn access_token_payload(
                 "accountName": a.name,
                 "meshAccountId": mesh_account_id,
                 "frontAccountId": mesh_account_id,
-                "fund": 0,
-                "cash": 0,
+                "fund": a.fund,
+                "cash": a.cash,
                 "isReconnected": reconnected,
             }))
         })
@@ -91,22 +100,36 @@ pub(crate) struct Probe {
 fn stored_accounts(record: &ConnectionRecord, integration: &Integration) -> Vec<AccountInfo> {
     match (&record.account_id, &record.account_name) {
         (None, None) => Vec::new(),
-        (id, name) => vec![AccountInfo {
-            id: id.clone().unwrap_or_default(),
-            name: name.clone().unwrap_or_else(|| integration.name.clone()),
-        }],
+        (id, name) => vec![AccountInfo::named(
+            id.clone().unwrap_or_default(),
+            name.clone().unwrap_or_else(|| integration.name.clone()),
+        )],
     }
 }
 
-/// Fetches the accounts with a connection's token. `Err(true)` means the integration refused the token.
+/// The connection's account as Link shows it: what the provider's account API lists, as one account (a
+/// Coinbase or Uphold connection has one wallet or card per currency; Mesh shows the connection as one
+/// account) with `fund` the USD value of all of it and `cash` its fiat. `Err(true)`: the integration refused
+/// the credential.
 pub(crate) async fn fetch_accounts(
     state: &AppState,
     integration: &Integration,
-    token: &secrecy::SecretString,
+    credential: Credential<'_>,
 ) -> Result<Vec<AccountInfo>, bool> {
-    match state.exchange.legacy.accounts(integration, token).await {
-        Ok(accounts) => Ok(accounts.into_iter().map(|a| AccountInfo { id: a.id, name: a.name }).collect()),
-        Err(ExchangeError::Unauthorized) => Err(true),
+    use linkvault_integrations::api::ApiError as Upstream;
+    let listed = match state.exchange.adapter(integration, credential) {
+        Ok((api, call)) => api.accounts(call).await,
+        Err(e) => Err(e),
+    };
+    match listed {
+        Ok(accounts) => {
+            let Some(first) = accounts.first() else { return Ok(Vec::new()) };
+            let name = if accounts.len() == 1 { first.name.clone() } else { integration.name.clone() };
+            let fund = accounts.iter().filter_map(|a| a.value_usd).sum();
+            let cash = accounts.iter().filter_map(|a| a.cash_usd).sum();
+            Ok(vec![AccountInfo { id: first.id.clone(), name, fund, cash }])
+        }
+        Err(Upstream::Unauthorized | Upstream::Revoked(_)) => Err(true),
         Err(e) => {
             tracing::debug!(error = %e, integration = %integration.integration_type, "cannot list accounts");
             Err(false)
@@ -134,7 +157,8 @@ pub(crate) async fn probe(state: &AppState, record: &ConnectionRecord, integrati
             return Probe { status: record.status, accounts: stored };
         }
     };
-    match fetch_accounts(state, integration, &credentials.access_token).await {
+    let credential = Credential::of_stored(integration, &credentials.access_token, credentials.refresh_token.as_ref());
+    match fetch_accounts(state, integration, credential).await {
         Ok(accounts) if !accounts.is_empty() => Probe { status: ConnectionStatus::Active, accounts },
         Ok(_) => Probe { status: ConnectionStatus::Active, accounts: stored },
         Err(true) if integration.auth == AuthScheme::Credentials => {

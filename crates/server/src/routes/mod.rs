@@ -8,6 +8,7 @@ mod portfolio;
 mod token_refresh;
 pub(crate) mod token_use;
 pub(crate) mod tokens;
+mod transfer_info;
 pub(crate) mod transfers;
 mod user_check;
 mod webhooks;
@@ -32,6 +33,13 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/api/v1/webhooks", post(webhooks::set).get(webhooks::get))
         .route("/api/v1/holdings/get", post(portfolio::holdings))
         .route("/api/v1/balance/get", post(portfolio::balance))
+        .route("/api/v1/holdings/value", post(portfolio::value))
+        .route("/api/v1/holdings/portfolio", get(portfolio::holdings_portfolio))
+        .route("/api/v1/balance/portfolio", get(portfolio::balance_portfolio))
+        .route("/api/v1/transfers/list", post(transfer_info::list))
+        .route("/api/v1/transfers/managed/address/get", post(transfer_info::deposit_address))
+        .route("/api/v1/transfers/managed/networks", get(transfer_info::networks))
+        .route("/api/v1/transfers/managed/tokens", get(transfer_info::tokens))
         .route("/api/v1/token/refresh", post(token_refresh::refresh))
         .route("/api/v1/transfers/managed/preview", post(transfers::preview))
         .route("/api/v1/transfers/managed/execute", post(transfers::execute))

@@ -4,7 +4,11 @@
 
 use linkvault_crypto::ClientTokenKind;
 use linkvault_domain::{AccessDenied, Operation, TokenId, TokenRefusal, authorize_token_use};
+use std::future::Future;
+use std::pin::Pin;
+
 use linkvault_integrations::Integration;
+use linkvault_integrations::api::{AccountApi, ApiError as Upstream, Call, Credential};
 use linkvault_refresh::RefreshError;
 use linkvault_storage::ConnectionRecord;
 use linkvault_vault::{Caller, IntegrationCredentials};
@@ -150,9 +154,88 @@ pub(crate) async fn resolve<'a>(
     }
 }
 
+/// The future an adapter call returns (what `async_trait` methods return).
+pub(crate) type AccountFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, Upstream>> + Send + 'c>>;
+
+/// Why an account call gave no answer.
+#[derive(Debug)]
+pub(crate) enum AccountFailure {
+    /// The integration no longer accepts the connection: it is now `reauthRequired` (its webhook sent) and the
+    /// end user must sign in again; the tokenId stays.
+    Reauth,
+    /// Any other refusal or failure of the integration.
+    Upstream(Upstream),
+    /// Ours (storage, or the connection could not be renewed).
+    Local(ApiError),
+}
+
+impl AccountFailure {
+    /// The answer for endpoints without a result-level status.
+    pub(crate) fn into_api_error(self, resolved: &Resolved<'_>) -> ApiError {
+        match self {
+            AccountFailure::Reauth => reauthentication_required(resolved.record.token_id, &resolved.record.integration),
+            AccountFailure::Upstream(e) => upstream_error(resolved.integration, &e),
+            AccountFailure::Local(e) => e,
+        }
+    }
+}
+
+/// Runs one account-API call for a resolved connection, through the adapter its catalog entry names. An
+/// access token the integration calls expired is refreshed once (the engine's single flight) and the call
+/// retried; a credential it calls revoked or invalid — or an expired one that refresh did not cure — makes
+/// the connection `reauthRequired`, with its webhook, so the next call does not reach the integration.
+/// `data` is whatever the call needs besides the credential (a quote request, a transfer id, `()`).
+pub(crate) async fn call_account<X, T>(
+    state: &AppState,
+    resolved: &mut Resolved<'_>,
+    data: &X,
+    op: impl for<'c> Fn(&'c dyn AccountApi, Call<'c>, &'c X) -> AccountFuture<'c, T>,
+) -> Result<T, AccountFailure>
+where
+    X: Sync + ?Sized,
+{
+    let mut renewed = false;
+    loop {
+        let credentials = &resolved.credentials;
+        let credential =
+            Credential::of_stored(resolved.integration, &credentials.access_token, credentials.refresh_token.as_ref());
+        let (api, call) = state.exchange.adapter(resolved.integration, credential).map_err(AccountFailure::Upstream)?;
+        let revoked = match op(api, call, data).await {
+            Ok(answer) => return Ok(answer),
+            Err(Upstream::Unauthorized) => renewed,
+            Err(Upstream::Revoked(reason)) => {
+                tracing::info!(integration = %resolved.record.integration, reason, "integration revoked a credential");
+                true
+            }
+            Err(other) => return Err(AccountFailure::Upstream(other)),
+        };
+        let refused = resolved.credentials.access_token.clone();
+        let (client_id, token_id) = (resolved.record.client_id, resolved.record.token_id);
+        match state.engine.credential_refused(client_id, token_id, &refused, revoked).await {
+            Ok((record, credentials)) if !revoked => {
+                resolved.record = record;
+                resolved.credentials = credentials;
+                renewed = true;
+            }
+            Ok(_) | Err(RefreshError::ReauthRequired) => return Err(AccountFailure::Reauth),
+            Err(RefreshError::NotFound) => return Err(AccountFailure::Local(ApiError::token_not_found())),
+            Err(RefreshError::Unavailable(reason)) => {
+                return Err(AccountFailure::Local(ApiError::new(
+                    ApiStatus::ServerFailure,
+                    ErrorType::IntegrationUnavailable,
+                    format!(
+                        "{}: the connection's access could not be renewed just now ({reason}); retry shortly",
+                        resolved.integration.name
+                    ),
+                )));
+            }
+            Err(other) => return Err(AccountFailure::Local(ApiError::internal(&other))),
+        }
+    }
+}
+
 /// Maps an integration API failure onto our answer.
-pub(crate) fn upstream_error(integration: &Integration, e: &linkvault_integrations::api::ApiError) -> ApiError {
-    use linkvault_integrations::api::ApiError as Upstream;
+pub(crate) fn upstream_error(integration: &Integration, e: &Upstream) -> ApiError {
     match e {
         Upstream::Transient { .. } => ApiError::new(
             ApiStatus::ServerFailure,
@@ -163,6 +246,24 @@ pub(crate) fn upstream_error(integration: &Integration, e: &linkvault_integratio
             ApiStatus::PermissionDenied,
             ErrorType::TokenScopeMismatch,
             format!("{} refused the call for lack of scope", integration.name),
+        ),
+        Upstream::NotSupported(reason) => {
+            ApiError::new(ApiStatus::BadRequest, ErrorType::FeatureNotSupported, reason.clone())
+        }
+        Upstream::NotFound(what) => ApiError::new(
+            ApiStatus::NotFound,
+            ErrorType::NotFoundAtIntegration,
+            format!("{}: {what}", integration.name),
+        ),
+        Upstream::Refused { message, .. } => ApiError::new(
+            ApiStatus::BadRequest,
+            ErrorType::TransferRefused,
+            format!("{} refused: {message}", integration.name),
+        ),
+        Upstream::Unauthorized | Upstream::Revoked(_) => ApiError::new(
+            ApiStatus::BadRequest,
+            ErrorType::ReauthenticationRequired,
+            format!("{} no longer accepts this connection; the end user must sign in again", integration.name),
         ),
         other => ApiError::new(
             ApiStatus::ServerFailure,

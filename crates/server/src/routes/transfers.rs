@@ -14,9 +14,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use linkvault_domain::{Operation, Scope};
-use linkvault_integrations::Integration;
-use linkvault_integrations::api::ApiError as Upstream;
-use linkvault_integrations::api::legacy_sandbox::{QuoteRequest, Transfer, TransferQuote, TransferRequest};
+use linkvault_integrations::api::{
+    ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote, TransferStatus,
+};
 use linkvault_integrations::networks::{self, Network};
 use linkvault_storage::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord};
 use linkvault_vault::Caller;
@@ -30,7 +30,8 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::{
-    Resolved, Unusable, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
+    AccountFailure, Resolved, Unusable, call_account, key_scope_insufficient, reauthentication_required, resolve,
+    upstream_error,
 };
 
 /// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
@@ -107,9 +108,8 @@ pub(crate) struct ExecuteRequest {
     from_auth_token: String,
     from_type: String,
     preview_id: String,
-    /// Accepted for compatibility: the sandbox exchanges do not ask for a code on sends, so it is not used.
+    /// The second factor, after an execute answered `mfaRequired` (Coinbase 2FA).
     #[serde(default)]
-    #[allow(dead_code)]
     mfa_code: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -144,6 +144,9 @@ struct PreviewDetails {
     total_amount_in_fiat: f64,
     from_address: Option<String>,
     inclusive_fee: bool,
+    /// The exchange's own quote, committed by the execute (Uphold); absent where the exchange makes none.
+    #[serde(default)]
+    quote_id: Option<String>,
 }
 
 impl PreviewDetails {
@@ -297,23 +300,28 @@ fn validate_preview(req: &PreviewRequest) -> Result<ValidPreview, ApiError> {
     })
 }
 
+/// The request field a refusal is about.
+fn refusal_field(reason: &Refusal, fiat: bool) -> &'static str {
+    match reason {
+        Refusal::InsufficientFunds | Refusal::BelowMinimum if fiat => "amountInFiat",
+        Refusal::InsufficientFunds | Refusal::BelowMinimum => "amount",
+        Refusal::UnsupportedAsset => "symbol",
+        Refusal::UnsupportedNetwork => "networkId",
+        Refusal::InvalidAddress | Refusal::AddressNotWhitelisted => "toAddress",
+        Refusal::QuoteExpired | Refusal::IdempotencyConflict => "previewId",
+        Refusal::InvalidMfaCode => "mfaCode",
+        Refusal::Other(_) => "amount",
+    }
+}
+
 /// Maps the integration's refusal of a quote onto the field the client should fix.
-fn quote_refused(integration: &Integration, error: &Upstream, fiat: bool, token: &Resolved<'_>) -> ApiError {
-    match error {
-        Upstream::Unauthorized => reauthentication_required(token.record.token_id, &token.record.integration),
-        Upstream::Rejected { error: code, message, .. } => {
-            let reason = message.clone().unwrap_or_else(|| code.clone());
-            let field = match code.as_str() {
-                "insufficient_funds" if fiat => "amountInFiat",
-                "insufficient_funds" | "invalid_request" => "amount",
-                "unsupported_symbol" => "symbol",
-                "unsupported_network" => "networkId",
-                "invalid_address" => "toAddress",
-                _ => return upstream_error(integration, error),
-            };
-            ApiError::invalid_field(field, format!("{} refused the transfer: {reason}", integration.name))
-        }
-        other => upstream_error(integration, other),
+fn quote_refused(failure: AccountFailure, fiat: bool, resolved: &Resolved<'_>) -> ApiError {
+    match failure {
+        AccountFailure::Upstream(Upstream::Refused { reason, message }) => ApiError::invalid_field(
+            refusal_field(&reason, fiat),
+            format!("{} refused the transfer: {message}", resolved.integration.name),
+        ),
+        other => other.into_api_error(resolved),
     }
 }
 
@@ -324,22 +332,21 @@ pub(crate) async fn preview(
 ) -> Result<ApiOk<Value>, ApiError> {
     require_write_key(&caller)?;
     let valid = validate_preview(&req)?;
-    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
+    let mut resolved =
+        resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
 
     let quote_request = QuoteRequest {
         symbol: valid.symbol.clone(),
         network: valid.network.api_name.to_owned(),
         address: valid.to_address.clone(),
+        tag: valid.address_tag.clone(),
         amount: valid.amount.ok(),
         amount_usd: valid.amount.err(),
     };
-    let token: &SecretString = &resolved.credentials.access_token;
-    let quote: TransferQuote = state
-        .exchange
-        .legacy
-        .quote_transfer(resolved.integration, token, &quote_request)
-        .await
-        .map_err(|e| quote_refused(resolved.integration, &e, valid.amount.is_err(), &resolved))?;
+    let quote: TransferQuote =
+        call_account(&state, &mut resolved, &quote_request, |api, call, request| api.quote(call, request))
+            .await
+            .map_err(|e| quote_refused(e, valid.amount.is_err(), &resolved))?;
 
     // Inclusive fees come out of the amount: the destination receives the amount less the fee.
     let (amount, total_amount) = if valid.inclusive_fee {
@@ -367,8 +374,14 @@ pub(crate) async fn preview(
         total_amount_in_fiat: total_amount * quote.price_usd,
         from_address: quote.from_address.clone(),
         inclusive_fee: valid.inclusive_fee,
+        quote_id: quote.quote_id.clone(),
     };
     let now = state.vault.clock().now();
+    // An exchange quote that ends sooner than ours bounds the preview: executing it later would fail.
+    let expires_in = quote
+        .expires_at
+        .map(|at| (at - now).clamp(time::Duration::ZERO, span(PREVIEW_EXPIRES_IN)))
+        .unwrap_or(span(PREVIEW_EXPIRES_IN));
     let record = TransferPreviewRecord {
         preview_id: Uuid::new_v4(),
         client_id: caller.client_id,
@@ -377,7 +390,7 @@ pub(crate) async fn preview(
         client_transaction_id: valid.transaction_id.clone(),
         details: serde_json::to_string(&details).map_err(|e| ApiError::internal(&e))?,
         created_at: now,
-        expires_at: now + span(PREVIEW_EXPIRES_IN),
+        expires_at: now + expires_in,
     };
     let store = state.vault.store();
     store.insert_transfer_preview(&record).await.map_err(|e| ApiError::internal(&e))?;
@@ -388,7 +401,7 @@ pub(crate) async fn preview(
         "status": "succeeded",
         "previewResult": {
             "previewId": record.preview_id,
-            "previewExpiresIn": PREVIEW_EXPIRES_IN.as_secs(),
+            "previewExpiresIn": expires_in.whole_seconds(),
             "fromAddress": details.from_address,
             "toAddress": details.to_address,
             "addressTag": details.address_tag,
@@ -451,7 +464,15 @@ pub(crate) async fn execute(
     let preview_id =
         Uuid::parse_str(req.preview_id.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))?;
     let idempotency_key = idempotency_key(&headers)?;
-    let resolved = resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
+    let mfa_code = match req.mfa_code.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(code) if code.len() <= 32 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Some(SecretString::from(code.to_owned()))
+        }
+        Some(_) => return Err(ApiError::invalid_field("mfaCode", "must be up to 32 letters and digits")),
+    };
+    let mut resolved =
+        resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
 
     let store = state.vault.store();
     let preview = store
@@ -547,13 +568,22 @@ pub(crate) async fn execute(
             }
         }
     };
-    send(&state, &resolved, &details, execution_id, attempt).await
+    send(&state, &mut resolved, &details, execution_id, attempt, mfa_code).await
 }
 
 fn stored_result(row: &TransferExecutionRecord) -> Result<ApiOk<Value>, ApiError> {
     let text = row.result.as_deref().ok_or_else(|| ApiError::internal(&"succeeded execution without a result"))?;
     let value: Value = serde_json::from_str(text).map_err(|e| ApiError::internal(&e))?;
     Ok(ApiOk(Some(value)))
+}
+
+/// Mesh's word for where a transfer stands.
+fn mesh_status(status: TransferStatus) -> &'static str {
+    match status {
+        TransferStatus::Pending => "pending",
+        TransferStatus::Succeeded => "succeeded",
+        TransferStatus::Failed => "failed",
+    }
 }
 
 fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
@@ -563,8 +593,8 @@ fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
         "errorMessage": null,
         "executeTransferResult": {
             "transferId": transfer.id,
-            "status": if transfer.status == "succeeded" { "succeeded" } else { "pending" },
-            "statusDetails": transfer.status,
+            "status": mesh_status(transfer.status),
+            "statusDetails": transfer.status_details,
             "fromAddress": transfer.from_address.clone().or_else(|| details.from_address.clone()),
             "toAddress": transfer.address,
             "symbol": transfer.symbol,
@@ -583,21 +613,24 @@ fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
 /// Calls the integration for a claimed execution and records the outcome.
 async fn send(
     state: &AppState,
-    resolved: &Resolved<'_>,
+    resolved: &mut Resolved<'_>,
     details: &PreviewDetails,
     execution_id: Uuid,
     attempt: u32,
+    mfa_code: Option<SecretString>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let store = state.vault.store();
-    let request = TransferRequest {
+    let request = SendRequest {
         symbol: details.symbol.clone(),
-        amount: details.amount,
+        network: details.network.clone(),
         address: details.to_address.clone(),
-        network: Some(details.network.clone()),
-        idem: Some(upstream_idempotency_key(execution_id)),
+        tag: details.address_tag.clone(),
+        amount: details.amount,
+        idem: upstream_idempotency_key(execution_id),
+        quote_id: details.quote_id.clone(),
+        mfa_code,
     };
-    let outcome =
-        state.exchange.legacy.create_transfer(resolved.integration, &resolved.credentials.access_token, &request).await;
+    let outcome = call_account(state, resolved, &request, |api, call, request| api.send(call, request)).await;
     let now = state.vault.clock().now();
     // Only a first attempt's definite refusal proves nothing was sent; after a take-over an earlier attempt may
     // have reached the integration, so the claim stays (released for the next retry) and is never forgotten.
@@ -606,8 +639,9 @@ async fn send(
             tracing::warn!(error = %e, "cannot release a transfer execution claim; it frees itself when its lease ends");
         }
     };
+    let name = &resolved.integration.name;
     match outcome {
-        Ok(transfer) => {
+        Ok(SendOutcome::Sent(transfer)) => {
             let result = transfer_result(details, &transfer);
             let completed = store
                 .complete_transfer_execution(execution_id, attempt, &result.to_string(), &transfer.id, now)
@@ -620,32 +654,55 @@ async fn send(
             state.metrics.transfer_executed();
             Ok(ApiOk(Some(result)))
         }
-        Err(Upstream::Unauthorized) => {
+        Ok(SendOutcome::MfaRequired { mfa_type }) => {
+            // The exchange refused before sending: the next execute, with the code, claims afresh.
             release(attempt == 1).await;
-            Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration))
-        }
-        Err(Upstream::Rejected { error, message, .. }) => {
-            release(attempt == 1).await;
-            let reason = message.unwrap_or(error);
             Ok(ApiOk(Some(json!({
-                "status": "failed",
-                "errorMessage": format!("{} refused the transfer: {reason}", resolved.integration.name),
+                "status": "mfaRequired",
+                "mfaType": mfa_type,
+                "errorMessage": format!("{name} asks for a second factor: execute again with mfaCode"),
                 "executeTransferResult": null,
             }))))
         }
-        Err(e @ Upstream::InsufficientScope) => {
+        Err(AccountFailure::Reauth) => {
+            release(attempt == 1).await;
+            Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration))
+        }
+        Err(AccountFailure::Upstream(Upstream::Refused { reason: Refusal::InvalidMfaCode, message })) => {
+            release(attempt == 1).await;
+            Ok(ApiOk(Some(json!({
+                "status": "mfaFailed",
+                "errorMessage": format!("{name} refused the second factor: {message}"),
+                "executeTransferResult": null,
+            }))))
+        }
+        Err(AccountFailure::Upstream(Upstream::Refused { message, .. })) => {
+            release(attempt == 1).await;
+            Ok(ApiOk(Some(json!({
+                "status": "failed",
+                "errorMessage": format!("{name} refused the transfer: {message}"),
+                "executeTransferResult": null,
+            }))))
+        }
+        Err(AccountFailure::Upstream(
+            e @ (Upstream::InsufficientScope | Upstream::NotSupported(_) | Upstream::Config(_)),
+        )) => {
             release(attempt == 1).await;
             Err(upstream_error(resolved.integration, &e))
         }
-        Err(e) => {
+        Err(AccountFailure::Local(e)) => {
+            // Only reached after the exchange refused the credential: nothing was sent.
+            release(attempt == 1).await;
+            Err(e)
+        }
+        Err(AccountFailure::Upstream(e)) => {
             // Timeout, 5xx, unreadable answer: the transfer may or may not have been made.
             release(false).await;
             Err(ApiError::new(
                 ApiStatus::ServerFailure,
                 ErrorType::IntegrationUnavailable,
                 format!(
-                    "{}: the outcome of the transfer is unknown ({e}); execute again with the same previewId — it will not transfer twice",
-                    resolved.integration.name
+                    "{name}: the outcome of the transfer is unknown ({e}); execute again with the same previewId — it will not transfer twice"
                 ),
             )
             .with_data(json!({"previewId": execution_id})))
