@@ -176,3 +176,143 @@ impl TestApp {
 pub fn token_id(answer: &Answer) -> String {
     answer.content()["tokenId"].as_str().unwrap_or_default().to_owned()
 }
+
+/// Signs in at a sandbox OAuth exchange (`coinbase` or `uphold`) through its consent form (as a browser would),
+/// exchanges the code, and imports the tokens with the given key: a connection of that key's scope.
+pub async fn connect_oauth(
+    app: &TestApp,
+    client: &ClientCreds,
+    secret: &str,
+    user: &str,
+    integration_type: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use linkvault_integrations::oauth::{self, OAuthClient};
+    use secrecy::ExposeSecret as _;
+    let mut catalog = Catalog::embedded();
+    catalog.point_at_sandbox(&format!("{}/sandbox", app.base))?;
+    let integration = catalog.get(integration_type).ok_or("no such integration in the catalog")?;
+    let scope = if secret == client.write { linkvault_domain::Scope::Write } else { linkvault_domain::Scope::Read };
+    let redirect = "http://127.0.0.1:9/callback";
+    let request = oauth::authorization_request(integration, redirect, scope)?;
+    let mut form: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+    form.extend(
+        [("username", "Mesh"), ("password", "Pass123"), ("decision", "allow")].map(|(k, v)| (k.into(), v.into())),
+    );
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let mut action = request.url.clone();
+    action.set_query(None);
+    let consent = browser.post(action).form(&form).send().await?;
+    let location = consent.headers().get("location").ok_or("consent did not redirect")?.to_str()?.to_owned();
+    let code = reqwest::Url::parse(&location)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("no code")?;
+    let oauth = OAuthClient::new(Arc::new(SystemClock))?;
+    let tokens = oauth.exchange_code(integration, &code, redirect, request.pkce.verifier()).await?;
+    let imported = app
+        .import_as(
+            &client.id,
+            secret,
+            serde_json::json!({
+                "userId": user, "type": integration_type,
+                "accessToken": tokens.access_token.expose_secret(),
+                "refreshToken": tokens.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()),
+                "expiresInSeconds": 3600,
+            }),
+        )
+        .await?;
+    assert_eq!(imported.code, 200, "{}", imported.raw);
+    Ok(token_id(&imported))
+}
+
+/// Signs in through `POST /api/v1/authenticate` (credentials or API-key integrations) and returns the tokenId.
+pub async fn authenticate(
+    app: &TestApp,
+    client: &ClientCreds,
+    secret: &str,
+    user: &str,
+    body: Value,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let answer = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/authenticate?userId={user}"),
+            Some((&client.id, secret)),
+            Some(body.to_string()),
+        )
+        .await?;
+    let token = answer.content()["accountTokens"][0]["tokenId"].as_str().unwrap_or_default().to_owned();
+    assert!(!token.is_empty(), "{}", answer.raw);
+    Ok(token)
+}
+
+/// The Binance-like username/password + MFA sign-in (`binanceInternationalDirect`).
+pub async fn connect_binance_direct(
+    app: &TestApp,
+    client: &ClientCreds,
+    secret: &str,
+    user: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let body = serde_json::json!({"type": "binanceInternationalDirect", "username": "Mesh", "password": "Pass123", "mfaCode": "123456"});
+    authenticate(app, client, secret, user, body).await
+}
+
+/// An API key pair issued by the Binance sandbox for the `Mesh` user (`read`, or `read` + `withdraw`).
+pub async fn binance_api_key(app: &TestApp, withdraw: bool) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let permissions = if withdraw { serde_json::json!(["read", "withdraw"]) } else { serde_json::json!(["read"]) };
+    let issued: Value = app
+        .http
+        .post(format!("{}/sandbox/admin/binance/api-keys", app.base))
+        .json(&serde_json::json!({"username": "Mesh", "permissions": permissions}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = issued["apiKey"].as_str().ok_or("no apiKey issued")?.to_owned();
+    let secret = issued["secretKey"].as_str().ok_or("no secretKey issued")?.to_owned();
+    Ok((key, secret))
+}
+
+/// A `binanceInternational` (API key) connection, signed in with a fresh sandbox key pair.
+pub async fn connect_binance_key(
+    app: &TestApp,
+    client: &ClientCreds,
+    secret: &str,
+    user: &str,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let (api_key, api_secret) = binance_api_key(app, secret == client.write).await?;
+    let body = serde_json::json!({"type": "binanceInternational", "username": api_key, "password": api_secret});
+    Ok((authenticate(app, client, secret, user, body).await?, api_key))
+}
+
+/// A connection of `user` at `integration_type`, made the way that integration signs in.
+pub async fn connect(
+    app: &TestApp,
+    client: &ClientCreds,
+    secret: &str,
+    user: &str,
+    integration_type: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    match integration_type {
+        "coinbase" | "uphold" | "sandboxCoinbase" => connect_oauth(app, client, secret, user, integration_type).await,
+        "binanceInternational" => Ok(connect_binance_key(app, client, secret, user).await?.0),
+        _ => connect_binance_direct(app, client, secret, user).await,
+    }
+}
+
+impl TestApp {
+    pub async fn post(
+        &self,
+        creds: (&str, &str),
+        path: &str,
+        body: &Value,
+    ) -> Result<Answer, Box<dyn std::error::Error>> {
+        self.call(reqwest::Method::POST, path, Some(creds), Some(body.to_string())).await
+    }
+
+    /// The sandbox's per-exchange request counters (`GET /sandbox/admin/requests`).
+    pub async fn sandbox_counters(&self) -> Result<Value, Box<dyn std::error::Error>> {
+        Ok(self.http.get(format!("{}/sandbox/admin/requests", self.base)).send().await?.json().await?)
+    }
+}
