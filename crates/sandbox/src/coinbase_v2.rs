@@ -46,10 +46,7 @@ fn error(status: StatusCode, id: &str, message: &str) -> Response {
 }
 
 fn validation_error(field: &str, message: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"errors": [{"id": "validation_error", "message": message, "field": field}]})),
-    )
+    (StatusCode::BAD_REQUEST, Json(json!({"errors": [{"id": "validation_error", "message": message, "field": field}]})))
         .into_response()
 }
 
@@ -86,7 +83,7 @@ async fn arrive(sandbox: &Shared, endpoint: &'static str) -> Option<Response> {
 }
 
 /// The token's user and whether it may send, or Coinbase's 401 answer.
-fn authenticate(sandbox: &Shared, headers: &HeaderMap) -> Result<(String, bool), Response> {
+fn authenticate(sandbox: &Shared, headers: &HeaderMap) -> Result<(String, bool), Box<Response>> {
     let now = sandbox.config.clock.now();
     match oauth_server::bearer_user(sandbox, oauth_server::COINBASE, headers, now) {
         Ok((username, scopes)) => {
@@ -104,7 +101,7 @@ fn authenticate(sandbox: &Shared, headers: &HeaderMap) -> Result<(String, bool),
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
-            Err(response)
+            Err(Box::new(response))
         }
     }
 }
@@ -228,10 +225,10 @@ fn page(items: Vec<(String, Value)>, query: &PageQuery, path: &str) -> Response 
 }
 
 /// Runs `f` on the token user's book, or answers why not.
-fn with_book<T>(sandbox: &Shared, username: &str, f: impl FnOnce(&mut Book) -> T) -> Result<T, Response> {
+fn with_book<T>(sandbox: &Shared, username: &str, f: impl FnOnce(&mut Book) -> T) -> Result<T, Box<Response>> {
     let now = sandbox.config.clock.now();
     let mut inner = sandbox.lock();
-    let book = inner.ledger.book(EXCHANGE, username, now).ok_or_else(not_found)?;
+    let book = inner.ledger.book(EXCHANGE, username, now).ok_or_else(|| Box::new(not_found()))?;
     Ok(f(book))
 }
 
@@ -241,13 +238,13 @@ async fn list_accounts(State(sandbox): State<Shared>, headers: HeaderMap, Query(
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match with_book(&sandbox, &username, |book| {
         wallets(book).iter().enumerate().map(|(i, w)| (w.id.clone(), account_json(w, i == 0))).collect::<Vec<_>>()
     }) {
         Ok(items) => page(items, &q, "/v2/accounts"),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -257,7 +254,7 @@ async fn show_account(State(sandbox): State<Shared>, headers: HeaderMap, Path(ac
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let found = with_book(&sandbox, &username, |book| {
         let views = wallets(book);
@@ -267,7 +264,7 @@ async fn show_account(State(sandbox): State<Shared>, headers: HeaderMap, Path(ac
     match found {
         Ok(Some(account)) => Json(json!({"data": account})).into_response(),
         Ok(None) => not_found(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -318,7 +315,7 @@ async fn list_transactions(
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = sandbox.config.clock.now();
     let items = with_book(&sandbox, &username, |book| {
@@ -336,7 +333,7 @@ async fn list_transactions(
     match items {
         Ok(Some(items)) => page(items, &q, &format!("/v2/accounts/{account_id}/transactions")),
         Ok(None) => not_found(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -350,7 +347,7 @@ async fn show_transaction(
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = sandbox.config.clock.now();
     let found = with_book(&sandbox, &username, |book| {
@@ -362,7 +359,7 @@ async fn show_transaction(
     match found {
         Ok(Some(t)) => Json(json!({"data": t})).into_response(),
         Ok(None) => not_found(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -406,7 +403,7 @@ async fn send_money(
     }
     let (username, can_send) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !can_send {
         return error(StatusCode::FORBIDDEN, "invalid_scope", "Invalid scope: wallet:transactions:send is required");
@@ -440,7 +437,11 @@ async fn send_money(
             );
         }
         Some(code) if !constant_time_eq(code, MFA_CODE) => {
-            return error(StatusCode::PAYMENT_REQUIRED, "two_factor_required", "That code was invalid. Please try again.");
+            return error(
+                StatusCode::PAYMENT_REQUIRED,
+                "two_factor_required",
+                "That code was invalid. Please try again.",
+            );
         }
         Some(_) => {}
     }
@@ -506,7 +507,7 @@ async fn list_addresses(
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = with_book(&sandbox, &username, |book| {
         let views = wallets(book);
@@ -517,7 +518,7 @@ async fn list_addresses(
     match items {
         Ok(Some(items)) => page(items, &q, &format!("/v2/accounts/{account_id}/addresses")),
         Ok(None) => not_found(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -527,7 +528,7 @@ async fn create_address(State(sandbox): State<Shared>, headers: HeaderMap, Path(
     }
     let (username, _) = match authenticate(&sandbox, &headers) {
         Ok(user) => user,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let created = with_book(&sandbox, &username, |book| {
         let views = wallets(book);
@@ -541,7 +542,8 @@ async fn create_address(State(sandbox): State<Shared>, headers: HeaderMap, Path(
     });
     match created {
         Ok(Some(Ok(address))) => (StatusCode::CREATED, Json(json!({"data": address}))).into_response(),
-        Ok(Some(Err(r))) | Err(r) => r,
+        Ok(Some(Err(r))) => r,
+        Err(r) => *r,
         Ok(None) => not_found(),
     }
 }

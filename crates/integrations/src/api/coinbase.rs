@@ -78,12 +78,17 @@ fn canonical_network(coinbase: &str) -> String {
 /// `type`.
 const FIAT: &[&str] = &["USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "SGD"];
 
+/// (API origin, symbol) → (fetched at, USD spot price or none for an unpriced asset).
+type PriceCache = HashMap<(String, String), (Instant, Option<f64>)>;
+/// (API origin, SHA-256 of the token) → (fetched at, assets).
+type AssetsCache = HashMap<(String, Vec<u8>), (Instant, Vec<AssetNetwork>)>;
+
 #[derive(Debug, Default)]
 pub struct CoinbaseV2 {
     /// (API origin, symbol) → (fetched at, USD spot price or none for an unpriced asset); see [`PRICE_TTL`].
-    prices: Mutex<HashMap<(String, String), (Instant, Option<f64>)>>,
+    prices: Mutex<PriceCache>,
     /// (API origin, SHA-256 of the token) → (fetched at, assets); see [`ASSETS_TTL`].
-    assets: Mutex<HashMap<(String, Vec<u8>), (Instant, Vec<AssetNetwork>)>>,
+    assets: Mutex<AssetsCache>,
 }
 
 // ---- wire types (only the fields we use; Coinbase adds fields over time) ----
@@ -298,7 +303,8 @@ fn timestamp(text: &str) -> Result<OffsetDateTime, ApiError> {
 fn next_page(next_uri: Option<&str>, list_path: &str) -> Result<Option<String>, ApiError> {
     let Some(next) = next_uri.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(None) };
     let continues = next.strip_prefix(list_path).is_some_and(|rest| rest.starts_with('?'));
-    let clean = next.len() <= 2048 && !next.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\' || c == '#');
+    let clean =
+        next.len() <= 2048 && !next.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\' || c == '#');
     if !continues || !clean {
         return Err(ApiError::Protocol(format!(
             "pagination.next_uri {:?} does not continue {list_path} on the same origin; refusing to follow it",
@@ -555,10 +561,9 @@ impl CoinbaseV2 {
         candidates.sort_by(|a, b| {
             b.wallet.cmp(&a.wallet).then(b.primary.cmp(&a.primary)).then(b.balance.total_cmp(&a.balance))
         });
-        let account = candidates
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::NotFound(format!("the Coinbase connection has no {} account", sanitize(&symbol))))?;
+        let account = candidates.into_iter().next().ok_or_else(|| {
+            ApiError::NotFound(format!("the Coinbase connection has no {} account", sanitize(&symbol)))
+        })?;
         if !path_id(&account.id) {
             return Err(ApiError::Protocol(format!("Coinbase account id {:?} is not usable", sanitize(&account.id))));
         }
@@ -774,7 +779,10 @@ impl AccountApi for CoinbaseV2 {
         if coinbase_network(&request.network).is_none() {
             return Err(ApiError::Refused {
                 reason: Refusal::UnsupportedNetwork,
-                message: format!("linkvault does not know Coinbase's name for network {:?}", sanitize(&request.network)),
+                message: format!(
+                    "linkvault does not know Coinbase's name for network {:?}",
+                    sanitize(&request.network)
+                ),
             });
         }
         if let Some(known) = networks::NETWORKS.iter().find(|n| n.api_name == request.network)
@@ -851,7 +859,9 @@ impl AccountApi for CoinbaseV2 {
                     None => Ok(SendOutcome::MfaRequired { mfa_type: "totp".to_owned() }),
                     Some(_) => Err(ApiError::Refused {
                         reason: Refusal::InvalidMfaCode,
-                        message: wire.message.unwrap_or_else(|| "the two-step verification code was not accepted".into()),
+                        message: wire
+                            .message
+                            .unwrap_or_else(|| "the two-step verification code was not accepted".into()),
                     }),
                 };
             }
@@ -862,10 +872,13 @@ impl AccountApi for CoinbaseV2 {
     }
 
     async fn transfer(&self, call: Call<'_>, id: &str) -> Result<Transfer, ApiError> {
-        let (account_id, transaction_id) = id
-            .split_once('/')
-            .filter(|(a, t)| path_id(a) && path_id(t))
-            .ok_or_else(|| ApiError::NotFound(format!("{:?} is not a Coinbase transfer id (<account>/<transaction>)", sanitize(id))))?;
+        let (account_id, transaction_id) =
+            id.split_once('/').filter(|(a, t)| path_id(a) && path_id(t)).ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "{:?} is not a Coinbase transfer id (<account>/<transaction>)",
+                    sanitize(id)
+                ))
+            })?;
         let path = format!("/v2/accounts/{account_id}/transactions/{transaction_id}");
         let wire: Envelope<WireTransaction> = self.get(call, &path).await?;
         to_transfer(account_id, wire.data)
@@ -883,7 +896,7 @@ impl AccountApi for CoinbaseV2 {
                 transfers.push(to_transfer(&account.id, transaction)?);
             }
         }
-        transfers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        transfers.sort_by_key(|t| std::cmp::Reverse(t.created_at));
         Ok(transfers)
     }
 }
@@ -953,7 +966,10 @@ mod tests {
             field: field.map(Into::into),
         };
         assert_eq!(refusal_of(&e(Some("amount"), "You don't have that much.")), Some(Refusal::InsufficientFunds));
-        assert_eq!(refusal_of(&e(Some("to"), "Please enter a valid email or bitcoin address")), Some(Refusal::InvalidAddress));
+        assert_eq!(
+            refusal_of(&e(Some("to"), "Please enter a valid email or bitcoin address")),
+            Some(Refusal::InvalidAddress)
+        );
         assert_eq!(refusal_of(&e(None, "Amount is below the minimum")), Some(Refusal::BelowMinimum));
         assert_eq!(refusal_of(&e(Some("network"), "Network tron is not supported")), Some(Refusal::UnsupportedNetwork));
         assert_eq!(refusal_of(&e(None, "Something else")), None);

@@ -46,7 +46,13 @@ struct Script {
     respond: Box<Responder>,
 }
 
-async fn handle(State(script): State<Arc<Script>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(script): State<Arc<Script>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let seen = Seen {
         method,
         path: uri.path().to_owned(),
@@ -247,7 +253,9 @@ async fn an_off_origin_next_uri_is_refused_before_it_is_followed() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         for next in ["https://evil.example/v2/accounts?limit=100", "//evil.example/v2/accounts?x", "/v2/user?x=1"] {
             let next = next.to_owned();
-            let upstream = Upstream::start(move |_| page(vec![account(BTC_ACCOUNT, "BTC", "wallet", "1", None)], Some(&next))).await;
+            let upstream =
+                Upstream::start(move |_| page(vec![account(BTC_ACCOUNT, "BTC", "wallet", "1", None)], Some(&next)))
+                    .await;
             let client = Client::new(&upstream);
             let err = CoinbaseV2::default().accounts(client.call()).await.unwrap_err();
             assert!(matches!(&err, ApiError::Protocol(m) if m.contains("next_uri")), "{err:?}");
@@ -362,9 +370,17 @@ fn two_factor(seen: &Seen) -> Response {
         ("GET", "/v2/accounts") => page(vec![account(ETH_ACCOUNT, "ETH", "wallet", "10.0", None)], None),
         ("POST", path) if path == format!("/v2/accounts/{ETH_ACCOUNT}/transactions") => {
             match seen.headers.get("cb-2fa-token").map(|v| v.to_str().unwrap()) {
-                None => coinbase_error(StatusCode::PAYMENT_REQUIRED, "two_factor_required", "Two-step verification code required"),
+                None => coinbase_error(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "two_factor_required",
+                    "Two-step verification code required",
+                ),
                 Some("654321") => json_response(StatusCode::CREATED, sent_transaction("pending")),
-                Some(_) => coinbase_error(StatusCode::PAYMENT_REQUIRED, "two_factor_required", "That code was invalid. Please try again."),
+                Some(_) => coinbase_error(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "two_factor_required",
+                    "That code was invalid. Please try again.",
+                ),
             }
         }
         ("GET", path) if path.ends_with("/transactions/3c04e35e-8e5a-5ff1-9155-00675db4ac02") => {

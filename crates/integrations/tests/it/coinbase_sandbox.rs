@@ -155,11 +155,14 @@ async fn send_with_two_factor_once_per_idem_then_status_and_history() {
         assert!((usdc.amount - (250_000.0 - 25.05)).abs() < 1e-6, "{usdc:?}");
 
         // The same idem for a different send is a conflict.
-        let err = adapter.send(call, &send_request(30.0, "idem-1", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
+        let err =
+            adapter.send(call, &send_request(30.0, "idem-1", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
         assert!(matches!(err, ApiError::Refused { reason: Refusal::IdempotencyConflict, .. }), "{err:?}");
-        let err = adapter.send(call, &send_request(1e9, "idem-2", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
+        let err =
+            adapter.send(call, &send_request(1e9, "idem-2", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
         assert!(matches!(err, ApiError::Refused { reason: Refusal::InsufficientFunds, .. }), "{err:?}");
-        let err = adapter.send(call, &send_request(0.5, "idem-3", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
+        let err =
+            adapter.send(call, &send_request(0.5, "idem-3", Some(linkvault_sandbox::MFA_CODE))).await.unwrap_err();
         assert!(matches!(err, ApiError::Refused { reason: Refusal::BelowMinimum, .. }), "{err:?}");
 
         let pending = adapter.transfer(call, &sent.id).await.unwrap();
@@ -198,15 +201,33 @@ async fn sandbox_faults_and_token_states_in_coinbase_format() {
         let api = ExchangeApi::new(HttpLimits::default()).unwrap();
         let (adapter, call) = api.adapter(coinbase, Credential::Bearer(&at)).unwrap();
 
-        admin_post(&sandbox.base_url, "faults", json!({"integration": "coinbase", "kind": "tooManyRequests", "target": "api", "retryAfterSecs": 9})).await;
+        admin_post(
+            &sandbox.base_url,
+            "faults",
+            json!({"integration": "coinbase", "kind": "tooManyRequests", "target": "api", "retryAfterSecs": 9}),
+        )
+        .await;
         let err = adapter.accounts(call).await.unwrap_err();
         assert_eq!(
             err,
-            ApiError::Transient { retry_after: Some(std::time::Duration::from_secs(9)), reason: "rate_limit_exceeded".into() }
+            ApiError::Transient {
+                retry_after: Some(std::time::Duration::from_secs(9)),
+                reason: "rate_limit_exceeded".into()
+            }
         );
-        admin_post(&sandbox.base_url, "faults", json!({"integration": "coinbase", "kind": "serverError", "target": "api", "status": 502})).await;
+        admin_post(
+            &sandbox.base_url,
+            "faults",
+            json!({"integration": "coinbase", "kind": "serverError", "target": "api", "status": 502}),
+        )
+        .await;
         assert!(matches!(adapter.holdings(call).await.unwrap_err(), ApiError::Transient { .. }));
-        admin_post(&sandbox.base_url, "faults", json!({"integration": "coinbase", "kind": "invalidGrant", "target": "api"})).await;
+        admin_post(
+            &sandbox.base_url,
+            "faults",
+            json!({"integration": "coinbase", "kind": "invalidGrant", "target": "api"}),
+        )
+        .await;
         assert_eq!(adapter.accounts(call).await.unwrap_err(), ApiError::Revoked("invalid_token".into()));
 
         admin_post(&sandbox.base_url, "coinbase/expire-access-tokens", json!({})).await;
