@@ -9,6 +9,7 @@
 
 mod admin;
 mod binance;
+mod coinbase_v2;
 mod ledger;
 mod oauth_server;
 mod portfolio;
@@ -146,6 +147,8 @@ pub(crate) type Shared = Arc<Sandbox>;
 ///   `GET /api/accounts|holdings|balances|transfers`, `POST /api/transfers` (write scope; an `idem` key makes
 ///   a repeated send return the first transfer), `POST /api/transfers/quote` (write scope: balance, network
 ///   and fee check without sending)
+/// - `/coinbase/v2/…`: the Coinbase App API v2 in Coinbase's wire format (accounts, transactions with `idem` and
+///   two-factor `402`, addresses, prices and exchange rates; see `coinbase_v2`)
 /// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
 /// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
@@ -154,7 +157,7 @@ pub fn router(config: SandboxConfig) -> Router {
     let shared: Shared = Arc::new(Sandbox { config, inner: Mutex::new(Inner::default()) });
     Router::new()
         .route("/", get(index))
-        .nest("/coinbase", oauth_server::router(oauth_server::COINBASE))
+        .nest("/coinbase", oauth_server::router(oauth_server::COINBASE).merge(coinbase_v2::router()))
         .nest("/uphold", oauth_server::router(oauth_server::UPHOLD))
         .nest("/binance", binance::router())
         .nest("/admin", admin::router())

@@ -5,6 +5,8 @@
 
 mod bad_upstream;
 mod catalog_file;
+mod coinbase_contract;
+mod coinbase_sandbox;
 mod common;
 mod oidc_conformance;
 mod sandbox_flows;
