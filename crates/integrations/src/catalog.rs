@@ -300,8 +300,11 @@ pub struct Catalog {
     by_type: BTreeMap<String, Integration>,
 }
 
-const COINBASE_READ_SCOPES: [&str; 3] = ["wallet:accounts:read", "wallet:transactions:read", "wallet:user:read"];
-const COINBASE_WRITE_SCOPES: [&str; 1] = ["wallet:transactions:send"];
+// Coinbase App API v2 permissions: listing accounts, transactions and deposit addresses; sending, and creating a
+// deposit address where the account has none yet.
+const COINBASE_READ_SCOPES: [&str; 4] =
+    ["wallet:accounts:read", "wallet:transactions:read", "wallet:addresses:read", "wallet:user:read"];
+const COINBASE_WRITE_SCOPES: [&str; 2] = ["wallet:transactions:send", "wallet:addresses:create"];
 const UPHOLD_READ_SCOPES: [&str; 2] = ["user:read", "accounts:read"];
 const UPHOLD_WRITE_SCOPES: [&str; 1] = ["transactions:transfer:others"];
 

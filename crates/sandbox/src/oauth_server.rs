@@ -38,8 +38,8 @@ pub const COINBASE: Flavor = Flavor {
     key: "coinbase",
     title: "Coinbase (sandbox)",
     rotating: true,
-    read_scopes: &["wallet:accounts:read", "wallet:transactions:read", "wallet:user:read"],
-    write_scopes: &["wallet:transactions:send"],
+    read_scopes: &["wallet:accounts:read", "wallet:transactions:read", "wallet:addresses:read", "wallet:user:read"],
+    write_scopes: &["wallet:transactions:send", "wallet:addresses:create"],
     token_prefix: "cb",
 };
 

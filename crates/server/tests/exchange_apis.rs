@@ -17,8 +17,6 @@ use linkvault_webhooks::{DeliveryWorker, WebhookSecret, WorkerConfig};
 use receiver::Receiver;
 use serde_json::{Value, json};
 
-type Error = Box<dyn std::error::Error>;
-
 const ETHEREUM: &str = "e3c7fdd8-b1fc-4e51-85ae-bb276e075611";
 const BASE: &str = "aa883b03-120d-477c-a588-37c2afd3ca71";
 const ADDRESS: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
@@ -159,8 +157,9 @@ async fn transfers_go_through_each_providers_send_exactly_once() -> TestResult {
                 preview.raw
             );
             assert_eq!(result["networkId"], BASE);
-            let fee = result["institutionTransferFee"]["fee"].as_f64().unwrap_or_default();
-            assert!(fee > 0.0, "{}", preview.raw);
+            let quoted_fee = result["institutionTransferFee"]["fee"].as_f64().unwrap_or_default();
+            // Coinbase's v2 API states the network fee only in the send's answer; the others quote it.
+            assert!(quoted_fee > 0.0 || *ty == "coinbase", "{}", preview.raw);
             let preview_id = result["previewId"].as_str().unwrap_or_default().to_owned();
 
             let execute = json!({"fromAuthToken": token, "fromType": ty, "previewId": preview_id});
@@ -178,6 +177,8 @@ async fn transfers_go_through_each_providers_send_exactly_once() -> TestResult {
             let transfer_id = transfer["transferId"].as_str().unwrap_or_default().to_owned();
             assert!(!transfer_id.is_empty(), "{}", first.raw);
             assert_eq!((transfer["toAddress"].as_str(), transfer["symbol"].as_str()), (Some(ADDRESS), Some("USDC")));
+            let fee = transfer["institutionTransferFee"]["fee"].as_f64().unwrap_or_default();
+            assert!(fee > 0.0, "the fee taken: {}", first.raw);
             let again = app.post(w, "/api/v1/transfers/managed/execute", &execute).await?;
             assert_eq!(again.content()["executeTransferResult"]["transferId"], transfer_id.as_str(), "{}", again.raw);
             assert_eq!(app.sandbox_counters().await?[exchange]["transfersCreated"], 1, "one send at {exchange}");
