@@ -12,6 +12,7 @@ mod binance;
 mod ledger;
 mod oauth_server;
 mod portfolio;
+mod uphold_v0;
 mod util;
 
 use std::collections::HashMap;
@@ -127,6 +128,7 @@ pub(crate) struct Inner {
     pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
     pub counts: admin::RequestCounts,
+    pub uphold: uphold_v0::UpholdState,
 }
 
 impl Sandbox {
@@ -146,6 +148,8 @@ pub(crate) type Shared = Arc<Sandbox>;
 ///   `GET /api/accounts|holdings|balances|transfers`, `POST /api/transfers` (write scope; an `idem` key makes
 ///   a repeated send return the first transfer), `POST /api/transfers/quote` (write scope: balance, network
 ///   and fee check without sending)
+/// - `/uphold/v0/…`: Uphold's REST API in its own paths and JSON (cards, card addresses, ticker, assets,
+///   transactions created as quotes and committed once, the user's transactions)
 /// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
 /// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
@@ -155,7 +159,7 @@ pub fn router(config: SandboxConfig) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/coinbase", oauth_server::router(oauth_server::COINBASE))
-        .nest("/uphold", oauth_server::router(oauth_server::UPHOLD))
+        .nest("/uphold", oauth_server::router(oauth_server::UPHOLD).merge(uphold_v0::router()))
         .nest("/binance", binance::router())
         .nest("/admin", admin::router())
         .with_state(shared)
