@@ -8,3 +8,4 @@ mod catalog_file;
 mod common;
 mod oidc_conformance;
 mod sandbox_flows;
+mod uphold_sandbox;
