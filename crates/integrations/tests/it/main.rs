@@ -8,4 +8,5 @@ mod catalog_file;
 mod common;
 mod oidc_conformance;
 mod sandbox_flows;
+mod uphold_contract;
 mod uphold_sandbox;
