@@ -10,13 +10,13 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -157,28 +157,28 @@ async fn begin(
     endpoint: &'static str,
     headers: &HeaderMap,
     auth: Auth,
-) -> Result<(Option<String>, OffsetDateTime), Response> {
+) -> Result<(Option<String>, OffsetDateTime), Box<Response>> {
     sandbox.lock().counts.request(EXCHANGE, endpoint);
     let now = sandbox.config.clock.now();
     if let Some(fault) = take_api_fault(sandbox, EXCHANGE).await {
-        return Err(fault_response(fault.kind, fault.status, fault.retry_after_secs, now));
+        return Err(Box::new(fault_response(fault.kind, fault.status, fault.retry_after_secs, now)));
     }
     if auth == Auth::Public {
         return Ok((None, now));
     }
     let (username, scopes) = match oauth_server::bearer_user(sandbox, oauth_server::UPHOLD, headers, now) {
         Ok(found) => found,
-        Err(BearerRefusal::Missing) => return Err(invalid_token("An access token is required")),
-        Err(BearerRefusal::Invalid) => return Err(invalid_token("The access token is invalid")),
-        Err(BearerRefusal::Expired) => return Err(invalid_token("The access token expired")),
-        Err(BearerRefusal::Revoked) => return Err(invalid_token("The access token was revoked")),
+        Err(BearerRefusal::Missing) => return Err(Box::new(invalid_token("An access token is required"))),
+        Err(BearerRefusal::Invalid) => return Err(Box::new(invalid_token("The access token is invalid"))),
+        Err(BearerRefusal::Expired) => return Err(Box::new(invalid_token("The access token expired"))),
+        Err(BearerRefusal::Revoked) => return Err(Box::new(invalid_token("The access token was revoked"))),
     };
     if auth == Auth::Write && !scopes.iter().any(|s| oauth_server::UPHOLD.write_scopes.contains(&s.as_str())) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "The access token does not have the scope required to create or commit transactions",
-        ));
+        )));
     }
     Ok((Some(username), now))
 }
@@ -326,7 +326,7 @@ fn committed_json(txn: Option<&Txn>, book: &Book, transfer: &LedgerTransfer, now
 }
 
 /// `Range: items=a-b` → the slice of `total` items to answer, or the error to give.
-fn page(headers: &HeaderMap, total: usize) -> Result<Option<(usize, usize)>, Response> {
+fn page(headers: &HeaderMap, total: usize) -> Result<Option<(usize, usize)>, Box<Response>> {
     let (first, last) = match headers.get(header::RANGE) {
         None => (0, PAGE_MAX - 1),
         Some(value) => {
@@ -337,14 +337,20 @@ fn page(headers: &HeaderMap, total: usize) -> Result<Option<(usize, usize)>, Res
                 .and_then(|v| v.split_once('-'))
                 .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
                 .filter(|(a, b)| a <= b);
-            parsed.ok_or_else(|| error(StatusCode::PRECONDITION_FAILED, "precondition_failed", "Malformed Range header"))?
+            parsed.ok_or_else(|| {
+                Box::new(error(StatusCode::PRECONDITION_FAILED, "precondition_failed", "Malformed Range header"))
+            })?
         }
     };
     if total == 0 {
         return Ok(None);
     }
     if first >= total {
-        return Err(error(StatusCode::RANGE_NOT_SATISFIABLE, "requested_range_not_satisfiable", "Range not satisfiable"));
+        return Err(Box::new(error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "requested_range_not_satisfiable",
+            "Range not satisfiable",
+        )));
     }
     let last = last.min(first + PAGE_MAX - 1).min(total - 1);
     Ok(Some((first, last)))
@@ -353,7 +359,7 @@ fn page(headers: &HeaderMap, total: usize) -> Result<Option<(usize, usize)>, Res
 fn paged_answer(headers: &HeaderMap, items: Vec<Value>) -> Response {
     let total = items.len();
     match page(headers, total) {
-        Err(response) => response,
+        Err(response) => *response,
         Ok(None) => {
             let mut response = Json(json!([])).into_response();
             response.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_static("items */0"));
@@ -393,7 +399,7 @@ macro_rules! book_or_401 {
 async fn list_cards(State(sandbox): State<Shared>, headers: HeaderMap) -> Response {
     let (user, now) = match begin(&sandbox, "GET /v0/me/cards", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut guard = sandbox.lock();
     let inner = &mut *guard;
@@ -405,7 +411,7 @@ async fn list_cards(State(sandbox): State<Shared>, headers: HeaderMap) -> Respon
 async fn get_card(State(sandbox): State<Shared>, headers: HeaderMap, Path(card): Path<String>) -> Response {
     let (user, now) = match begin(&sandbox, "GET /v0/me/cards/:id", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut guard = sandbox.lock();
     let inner = &mut *guard;
@@ -425,7 +431,7 @@ fn card_currency(book: &Book, card: &str) -> Option<String> {
 async fn list_addresses(State(sandbox): State<Shared>, headers: HeaderMap, Path(card): Path<String>) -> Response {
     let (user, now) = match begin(&sandbox, "GET /v0/me/cards/:id/addresses", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut guard = sandbox.lock();
     let inner = &mut *guard;
@@ -446,7 +452,7 @@ async fn create_address(
 ) -> Response {
     let (user, now) = match begin(&sandbox, "POST /v0/me/cards/:id/addresses", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let network = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -489,7 +495,7 @@ async fn create_transaction(
 ) -> Response {
     let (user, now) = match begin(&sandbox, "POST /v0/me/cards/:card/transactions", &headers, Auth::Write).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let username = user.unwrap_or_default();
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -501,7 +507,12 @@ async fn create_transaction(
     let book = book_or_401!(inner, &username, now);
     let Some(symbol) = card_currency(book, &card) else { return no_card() };
     if symbol == "USD" {
-        return validation("destination", "invalid", "The sandbox sends to crypto addresses from crypto cards only", None);
+        return validation(
+            "destination",
+            "invalid",
+            "The sandbox sends to crypto addresses from crypto cards only",
+            None,
+        );
     }
     let denomination = body.get("denomination");
     let Some(requested) = amount_of(denomination.and_then(|d| d.get("amount"))) else {
@@ -576,13 +587,12 @@ async fn commit_transaction(
     let endpoint = "POST /v0/me/cards/:card/transactions/:id/commit";
     let (user, now) = match begin(&sandbox, endpoint, &headers, Auth::Write).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let username = user.unwrap_or_default();
     let mut guard = sandbox.lock();
     let inner = &mut *guard;
-    let Some(txn) = inner.uphold.txns.get(&id).filter(|t| t.username == username && t.card_id == card).cloned()
-    else {
+    let Some(txn) = inner.uphold.txns.get(&id).filter(|t| t.username == username && t.card_id == card).cloned() else {
         return no_txn();
     };
     if !txn.committed && now >= txn.expires_at() {
@@ -609,7 +619,7 @@ async fn commit_transaction(
 async fn get_transaction(State(sandbox): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let (user, now) = match begin(&sandbox, "GET /v0/me/transactions/:id", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let username = user.unwrap_or_default();
     let mut guard = sandbox.lock();
@@ -641,7 +651,7 @@ async fn get_transaction(State(sandbox): State<Shared>, headers: HeaderMap, Path
 async fn list_transactions(State(sandbox): State<Shared>, headers: HeaderMap) -> Response {
     let (user, now) = match begin(&sandbox, "GET /v0/me/transactions", &headers, Auth::Read).await {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let username = user.unwrap_or_default();
     let mut guard = sandbox.lock();
@@ -660,11 +670,9 @@ async fn list_transactions(State(sandbox): State<Shared>, headers: HeaderMap) ->
 
 async fn ticker(State(sandbox): State<Shared>, headers: HeaderMap, Path(currency): Path<String>) -> Response {
     if let Err(response) = begin(&sandbox, "GET /v0/ticker/:currency", &headers, Auth::Public).await {
-        return response;
+        return *response;
     }
-    let pair = |symbol: &str, price: f64| {
-        json!({"ask": format!("{price:.4}"), "bid": format!("{price:.4}"), "currency": "USD", "pair": format!("{symbol}USD")})
-    };
+    let pair = |symbol: &str, price: f64| json!({"ask": format!("{price:.4}"), "bid": format!("{price:.4}"), "currency": "USD", "pair": format!("{symbol}USD")});
     if currency == "USD" {
         let mut all: Vec<Value> = ledger::PRICES.iter().map(|(s, _, p)| pair(s, *p)).collect();
         all.push(pair("USD", 1.0));
@@ -678,7 +686,7 @@ async fn ticker(State(sandbox): State<Shared>, headers: HeaderMap, Path(currency
 
 async fn assets(State(sandbox): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(response) = begin(&sandbox, "GET /v0/assets", &headers, Auth::Public).await {
-        return response;
+        return *response;
     }
     let format = |precision: u32| json!({"decimal": ".", "format": "__value__ __code__", "grouping": ",", "precision": precision});
     let mut items = vec![json!({

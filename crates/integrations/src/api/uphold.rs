@@ -448,18 +448,16 @@ fn classify(response: &RawResponse) -> ApiError {
                 },
             }
         }
-        _ => ApiError::Rejected {
-            status,
-            error: code.unwrap_or_else(|| format!("http_{status}")),
-            message,
-        },
+        _ => ApiError::Rejected { status, error: code.unwrap_or_else(|| format!("http_{status}")), message },
     }
 }
 
 fn fetch_error(e: FetchError) -> ApiError {
     match e {
         FetchError::TooLarge { .. } => ApiError::Protocol(e.describe()),
-        FetchError::TimedOut | FetchError::Connection(_) => ApiError::Transient { retry_after: None, reason: e.describe() },
+        FetchError::TimedOut | FetchError::Connection(_) => {
+            ApiError::Transient { retry_after: None, reason: e.describe() }
+        }
     }
 }
 
@@ -624,14 +622,13 @@ fn to_transfer(wire: &TxnWire) -> Result<Transfer, ApiError> {
         .as_deref()
         .filter(|n| *n != "uphold")
         .map(|n| to_canonical_network(n).map(str::to_owned).unwrap_or_else(|| sanitize(n)));
-    let incoming = wire.kind.as_deref() == Some("deposit") || origin.and_then(|o| o.kind.as_deref()) == Some("external");
+    let incoming =
+        wire.kind.as_deref() == Some("deposit") || origin.and_then(|o| o.kind.as_deref()) == Some("external");
     Ok(Transfer {
         id: wire.id.clone(),
         symbol: symbol.clone(),
         amount,
-        address: destination
-            .and_then(|d| d.address.clone().or_else(|| d.description.clone()))
-            .unwrap_or_default(),
+        address: destination.and_then(|d| d.address.clone().or_else(|| d.description.clone())).unwrap_or_default(),
         network,
         status,
         status_details: sanitize(&wire.status),
@@ -729,8 +726,11 @@ impl UpholdV0 {
             return Ok(SendOutcome::Sent(to_transfer(&wire)?));
         }
         let status = response.status.as_u16();
-        let otp_required =
-            response.headers.get("otp-token").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("required"));
+        let otp_required = response
+            .headers
+            .get("otp-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("required"));
         if status == 401 && otp_required {
             if request.mfa_code.is_some() {
                 return Err(ApiError::Refused {
@@ -1058,14 +1058,20 @@ mod tests {
             "errors": {"amount": [{"code": "sufficient_funds", "message": "Not enough funds for the specified amount"}]}}}});
         let mut leaves = Vec::new();
         validation_leaves(&body["errors"], "", 0, &mut leaves);
-        assert_eq!(leaves, vec![(
-            "denomination.amount".to_owned(),
-            "sufficient_funds".to_owned(),
-            "Not enough funds for the specified amount".to_owned()
-        )]);
+        assert_eq!(
+            leaves,
+            vec![(
+                "denomination.amount".to_owned(),
+                "sufficient_funds".to_owned(),
+                "Not enough funds for the specified amount".to_owned()
+            )]
+        );
         assert_eq!(refusal_for("denomination.amount", "greater_than_or_equal_to"), Refusal::BelowMinimum);
         assert_eq!(refusal_for("destination", "invalid"), Refusal::InvalidAddress);
         assert_eq!(refusal_for("network", "invalid"), Refusal::UnsupportedNetwork);
-        assert_eq!(refusal_for("denomination.amount", "less_than_or_equal_to"), Refusal::Other("less_than_or_equal_to".into()));
+        assert_eq!(
+            refusal_for("denomination.amount", "less_than_or_equal_to"),
+            Refusal::Other("less_than_or_equal_to".into())
+        );
     }
 }

@@ -128,13 +128,12 @@ async fn handle(State(server): State<Shared>, method: Method, uri: Uri, headers:
             "503" => uphold_error(StatusCode::SERVICE_UNAVAILABLE, json!({"code": "service_unavailable"})),
             "malformed" => ([("content-type", "text/html")], "<html>maintenance</html>").into_response(),
             "oversize" => axum::Json(json!([{"label": "x".repeat(10_000)}])).into_response(),
-            "bad-decimal" => {
-                axum::Json(json!([card(BTC_CARD, "BTC", "5e3", "4500.00", json!({}))])).into_response()
-            }
-            "wrong-page" => {
-                ([("content-range", "items 0-1/9")], axum::Json(json!([card(BTC_CARD, "BTC", "5.00", "4500.00", json!({}))])))
-                    .into_response()
-            }
+            "bad-decimal" => axum::Json(json!([card(BTC_CARD, "BTC", "5e3", "4500.00", json!({}))])).into_response(),
+            "wrong-page" => (
+                [("content-range", "items 0-1/9")],
+                axum::Json(json!([card(BTC_CARD, "BTC", "5.00", "4500.00", json!({}))])),
+            )
+                .into_response(),
             _ => paged(
                 vec![
                     card(BTC_CARD, "BTC", "5.00", "4500.00", json!({"bitcoin": "mkZuBgFa4gAjJ2UckDA3Pms68rVBavAneF"})),
@@ -203,19 +202,17 @@ async fn handle(State(server): State<Shared>, method: Method, uri: Uri, headers:
         ("POST", p) if p == format!("/v0/me/cards/{BTC_CARD}/transactions/{EXPIRED}/commit") => {
             uphold_error(StatusCode::NOT_FOUND, json!({"code": "not_found", "message": "Transaction not found"}))
         }
-        ("POST", p) if p == format!("/v0/me/cards/{BTC_CARD}/transactions/{OTP}/commit") => {
-            match seen.otp.as_deref() {
-                None => (
-                    StatusCode::UNAUTHORIZED,
-                    [("otp-token", "Required")],
-                    axum::Json(json!({"code": "otp_required"})),
-                )
-                    .into_response(),
-                Some("123456") => axum::Json(withdrawal(OTP, "processing", None)).into_response(),
-                Some(_) => (StatusCode::UNAUTHORIZED, [("otp-token", "Required")], axum::Json(json!({"code": "otp_invalid"})))
-                    .into_response(),
+        ("POST", p) if p == format!("/v0/me/cards/{BTC_CARD}/transactions/{OTP}/commit") => match seen.otp.as_deref() {
+            None => {
+                (StatusCode::UNAUTHORIZED, [("otp-token", "Required")], axum::Json(json!({"code": "otp_required"})))
+                    .into_response()
             }
-        }
+            Some("123456") => axum::Json(withdrawal(OTP, "processing", None)).into_response(),
+            Some(_) => {
+                (StatusCode::UNAUTHORIZED, [("otp-token", "Required")], axum::Json(json!({"code": "otp_invalid"})))
+                    .into_response()
+            }
+        },
         ("GET", p) if p == format!("/v0/me/transactions/{QUOTED}") => {
             let status = if state.committed { "completed" } else { "pending" };
             let mut txn = withdrawal(QUOTED, status, None);
@@ -321,7 +318,8 @@ async fn uphold_cards_across_range_pages_holdings_and_balances() {
         let address = api.deposit_address(call, "BTC", "bitcoin").await.unwrap();
         assert_eq!(address.address, "mkZuBgFa4gAjJ2UckDA3Pms68rVBavAneF");
         let assets = api.assets(call).await.unwrap();
-        let summary: Vec<_> = assets.iter().map(|a| (a.symbol.as_str(), a.network.as_str(), a.withdraw_enabled)).collect();
+        let summary: Vec<_> =
+            assets.iter().map(|a| (a.symbol.as_str(), a.network.as_str(), a.withdraw_enabled)).collect();
         assert_eq!(summary, [("BTC", "bitcoin", true), ("ETH", "ethereum", false)]);
         assert!(assets.iter().all(|a| a.withdraw_fee.is_none() && a.withdraw_min.is_none()));
 
@@ -468,13 +466,9 @@ async fn uphold_error_classes() {
         assert_eq!(api.balances(call).await.unwrap_err(), ApiError::Unauthorized);
         // Unknown transaction: 404.
         let (api, call) = exchange.adapter(&f.integration, Credential::Bearer(&token)).unwrap();
-        assert!(matches!(
-            api.transfer(call, "00000000-0000-4000-8000-000000000000").await,
-            Err(ApiError::NotFound(_))
-        ));
+        assert!(matches!(api.transfer(call, "00000000-0000-4000-8000-000000000000").await, Err(ApiError::NotFound(_))));
         // An API key is not an Uphold credential.
-        let (api, call) =
-            exchange.adapter(&f.integration, Credential::ApiKey { key: &token, secret: &token }).unwrap();
+        let (api, call) = exchange.adapter(&f.integration, Credential::ApiKey { key: &token, secret: &token }).unwrap();
         assert!(matches!(api.accounts(call).await, Err(ApiError::Config(_))));
     })
     .await

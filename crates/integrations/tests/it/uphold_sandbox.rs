@@ -125,11 +125,19 @@ async fn uphold_reads_cards_holdings_balances_addresses_and_assets() {
             ApiError::Transient { retry_after, .. } => assert_eq!(retry_after, Some(std::time::Duration::from_secs(7))),
             other => panic!("{other:?}"),
         }
-        admin_post(&sandbox.base_url, "faults", json!({"integration": "uphold", "kind": "serverError", "target": "api"}))
-            .await;
+        admin_post(
+            &sandbox.base_url,
+            "faults",
+            json!({"integration": "uphold", "kind": "serverError", "target": "api"}),
+        )
+        .await;
         assert!(matches!(api.balances(call).await, Err(ApiError::Transient { .. })));
-        admin_post(&sandbox.base_url, "faults", json!({"integration": "uphold", "kind": "invalidGrant", "target": "api"}))
-            .await;
+        admin_post(
+            &sandbox.base_url,
+            "faults",
+            json!({"integration": "uphold", "kind": "invalidGrant", "target": "api"}),
+        )
+        .await;
         assert_eq!(api.balances(call).await.unwrap_err(), ApiError::Unauthorized);
         // An expired access token is Uphold's 401 too.
         admin_post(&sandbox.base_url, "uphold/expire-access-tokens", json!({})).await;
@@ -161,7 +169,8 @@ async fn uphold_quote_commit_once_expiry_status_and_history() {
         assert_eq!(uphold_report(&sandbox.base_url).await["transfersCreated"], 0, "a quote moves nothing");
 
         // Commit: one transfer.
-        let SendOutcome::Sent(sent) = api.send(call, &send_request(10.0, "idem-1", Some(quote_id.clone()))).await.unwrap()
+        let SendOutcome::Sent(sent) =
+            api.send(call, &send_request(10.0, "idem-1", Some(quote_id.clone()))).await.unwrap()
         else {
             panic!("no MFA in the sandbox")
         };
