@@ -450,6 +450,7 @@ async fn create_address(
     Path(card): Path<String>,
     body: Bytes,
 ) -> Response {
+    // Uphold requires `cards:write` here; the sandbox's Uphold flavor has no such scope, so any token may.
     let (user, now) = match begin(&sandbox, "POST /v0/me/cards/:id/addresses", &headers, Auth::Read).await {
         Ok(ok) => ok,
         Err(response) => return *response,
@@ -575,6 +576,8 @@ async fn create_transaction(
         hash: None,
         expires_at: Some(txn.expires_at()),
     });
+    // Quotes nobody committed are forgotten a minute after they expire, so the map stays bounded by use.
+    inner.uphold.txns.retain(|_, t| t.committed || now < t.expires_at() + time::Duration::minutes(1));
     inner.uphold.txns.insert(id, txn);
     Json(rendered).into_response()
 }

@@ -726,19 +726,8 @@ impl UpholdV0 {
             return Ok(SendOutcome::Sent(to_transfer(&wire)?));
         }
         let status = response.status.as_u16();
-        let otp_required = response
-            .headers
-            .get("otp-token")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("required"));
-        if status == 401 && otp_required {
-            if request.mfa_code.is_some() {
-                return Err(ApiError::Refused {
-                    reason: Refusal::InvalidMfaCode,
-                    message: "Uphold did not accept the one-time password".to_owned(),
-                });
-            }
-            return Ok(SendOutcome::MfaRequired { mfa_type: "totp".to_owned() });
+        if status == 401 && otp_required(&response) {
+            return otp_outcome(request);
         }
         if matches!(status, 401 | 403 | 429 | 500..=599) {
             return Err(classify(&response));
@@ -755,6 +744,22 @@ impl UpholdV0 {
             Err(other) => Err(other),
         }
     }
+}
+
+/// Uphold's one-time-password step: a 401 with `OTP-Token: Required`.
+fn otp_required(response: &RawResponse) -> bool {
+    response.headers.get("otp-token").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("required"))
+}
+
+/// A send asked for a one-time password: ask the end user, or say the one given was wrong.
+fn otp_outcome(request: &SendRequest) -> Result<SendOutcome, ApiError> {
+    if request.mfa_code.is_some() {
+        return Err(ApiError::Refused {
+            reason: Refusal::InvalidMfaCode,
+            message: "Uphold did not accept the one-time password".to_owned(),
+        });
+    }
+    Ok(SendOutcome::MfaRequired { mfa_type: "totp".to_owned() })
 }
 
 fn asset_networks(asset: &AssetWire) -> Vec<&'static str> {
@@ -971,9 +976,8 @@ impl AccountApi for UpholdV0 {
         create.otp = request.mfa_code.as_ref().map(|c| c.expose_secret());
         let response = raw(&call, create).await?;
         if !response.status.is_success() {
-            let otp_required = response.headers.get("otp-token").is_some();
-            if response.status.as_u16() == 401 && otp_required && request.mfa_code.is_none() {
-                return Ok(SendOutcome::MfaRequired { mfa_type: "totp".to_owned() });
+            if response.status.as_u16() == 401 && otp_required(&response) {
+                return otp_outcome(request);
             }
             return Err(classify(&response));
         }
