@@ -305,8 +305,10 @@ pub struct Catalog {
 const COINBASE_READ_SCOPES: [&str; 4] =
     ["wallet:accounts:read", "wallet:transactions:read", "wallet:addresses:read", "wallet:user:read"];
 const COINBASE_WRITE_SCOPES: [&str; 2] = ["wallet:transactions:send", "wallet:addresses:create"];
-const UPHOLD_READ_SCOPES: [&str; 2] = ["user:read", "accounts:read"];
-const UPHOLD_WRITE_SCOPES: [&str; 1] = ["transactions:transfer:others"];
+// Uphold: cards (balances, addresses) and transactions; sending to a crypto address is a withdrawal, to another
+// Uphold user a transfer, and a card address is created with cards:write.
+const UPHOLD_READ_SCOPES: [&str; 3] = ["user:read", "cards:read", "transactions:read"];
+const UPHOLD_WRITE_SCOPES: [&str; 3] = ["transactions:withdraw", "transactions:transfer:others", "cards:write"];
 
 fn url(raw: &str) -> Option<Url> {
     Url::parse(raw).ok()

@@ -13,6 +13,7 @@ mod coinbase_v2;
 mod ledger;
 mod oauth_server;
 mod portfolio;
+mod uphold_v0;
 mod util;
 
 use std::collections::HashMap;
@@ -128,6 +129,7 @@ pub(crate) struct Inner {
     pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
     pub counts: admin::RequestCounts,
+    pub uphold: uphold_v0::UpholdState,
 }
 
 impl Sandbox {
@@ -149,6 +151,8 @@ pub(crate) type Shared = Arc<Sandbox>;
 ///   and fee check without sending)
 /// - `/coinbase/v2/…`: the Coinbase App API v2 in Coinbase's wire format (accounts, transactions with `idem` and
 ///   two-factor `402`, addresses, prices and exchange rates; see `coinbase_v2`)
+/// - `/uphold/v0/…`: Uphold's REST API in its own paths and JSON (cards, card addresses, ticker, assets,
+///   transactions created as quotes and committed once, the user's transactions)
 /// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
 /// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
@@ -158,7 +162,7 @@ pub fn router(config: SandboxConfig) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/coinbase", oauth_server::router(oauth_server::COINBASE).merge(coinbase_v2::router()))
-        .nest("/uphold", oauth_server::router(oauth_server::UPHOLD))
+        .nest("/uphold", oauth_server::router(oauth_server::UPHOLD).merge(uphold_v0::router()))
         .nest("/binance", binance::router())
         .nest("/admin", admin::router())
         .with_state(shared)

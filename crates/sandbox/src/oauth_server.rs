@@ -47,8 +47,8 @@ pub const UPHOLD: Flavor = Flavor {
     key: "uphold",
     title: "Uphold (sandbox)",
     rotating: false,
-    read_scopes: &["user:read", "accounts:read"],
-    write_scopes: &["transactions:transfer:others"],
+    read_scopes: &["user:read", "cards:read", "transactions:read"],
+    write_scopes: &["transactions:withdraw", "transactions:transfer:others", "cards:write"],
     token_prefix: "up",
 };
 

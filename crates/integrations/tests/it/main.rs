@@ -10,3 +10,5 @@ mod coinbase_sandbox;
 mod common;
 mod oidc_conformance;
 mod sandbox_flows;
+mod uphold_contract;
+mod uphold_sandbox;
