@@ -2,7 +2,7 @@
 //! entry and field.
 
 use linkvault_domain::Scope;
-use linkvault_integrations::api::LegacyApi as ExchangeApi;
+use linkvault_integrations::api::{Credential, ExchangeApi};
 use linkvault_integrations::oauth::{self, OAuthClient};
 use linkvault_integrations::{AuthScheme, Catalog, HttpLimits, derived_id};
 
@@ -27,12 +27,13 @@ auth = "oauth2"
 authorize_url = "{base}/uphold/oauth/authorize"
 token_url = "{base}/uphold/oauth/token"
 revoke_url = "{base}/uphold/oauth/revoke"
-api_base_url = "{base}/uphold/api"
+api_base_url = "{base}/uphold"
+account_api = "upholdV0"
 client_id = "linkvault-sandbox"
 client_secret = "linkvault-sandbox-secret"
 token_auth_method = "client_secret_post"
-scopes_read = ["user:read", "accounts:read"]
-scopes_write = ["transactions:transfer:others"]
+scopes_read = ["user:read", "cards:read", "transactions:read"]
+scopes_write = ["transactions:withdraw"]
 refresh_margin_secs = 120
 default_access_ttl_secs = 1800
 features = ["holdings", "balance"]
@@ -56,7 +57,8 @@ categories = ["exchange"]
         let tokens = client.exchange_code(example, &code, REDIRECT_URI, request.pkce.verifier()).await.unwrap();
         let refreshed = client.refresh(example, tokens.refresh_token.as_ref().unwrap()).await.unwrap();
         let api = ExchangeApi::new(HttpLimits::default()).unwrap();
-        assert!(!api.holdings(example, &refreshed.access_token).await.unwrap().is_empty());
+        let (adapter, call) = api.adapter(example, Credential::Bearer(&refreshed.access_token)).unwrap();
+        assert!(!adapter.holdings(call).await.unwrap().is_empty(), "the adapter named by account_api answers");
 
         // A bad file: start-up would stop with this message.
         std::fs::write(&path, "[[integration]]\ntype = \"coinbase\"\n\n[[integration]]\ntype = \"exampleOAuth\"\nname = \"E\"\nauth = \"oauth2\"\nauthorize_url = \"https://a.example/x\"\ntoken_url = \"/relative\"\n").unwrap();

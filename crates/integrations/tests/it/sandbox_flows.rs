@@ -1,13 +1,12 @@
-//! The sandbox exchanges end to end over HTTP through the adapters: Coinbase-like code flow with PKCE,
-//! rotation and reuse revoking the grant; Uphold-like non-rotating refresh; Binance-like sign-in with wrong
-//! password, MFA and session expiry; faults classified correctly.
+//! The sandbox exchanges end to end over HTTP through the sign-in and account-API adapters: Coinbase-like code
+//! flow with PKCE, rotation and reuse revoking the grant; Uphold-like non-rotating refresh; Binance-like sign-in
+//! with wrong password, MFA and session expiry; faults classified correctly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use linkvault_domain::{Clock, ManualClock, Scope};
-use linkvault_integrations::api::legacy_sandbox::TransferRequest;
-use linkvault_integrations::api::{ApiError, LegacyApi as ExchangeApi};
+use linkvault_integrations::api::{ApiError, Credential, ExchangeApi, SendRequest};
 use linkvault_integrations::oauth::{self, OAuthClient, OAuthError, Revocation, TokenTypeHint};
 use linkvault_integrations::{
     CredentialsClient, CredentialsError, HttpLimits, Integration, SignIn, SignInOutcome, TokenSet,
@@ -20,6 +19,33 @@ use crate::common::*;
 
 fn secret(s: &str) -> SecretString {
     SecretString::from(s.to_owned())
+}
+
+async fn read_holdings(
+    api: &ExchangeApi,
+    integration: &Integration,
+    token: &SecretString,
+) -> Result<Vec<linkvault_integrations::api::Holding>, ApiError> {
+    let (adapter, call) = api.adapter(integration, Credential::Bearer(token))?;
+    adapter.holdings(call).await
+}
+
+async fn read_balances(
+    api: &ExchangeApi,
+    integration: &Integration,
+    token: &SecretString,
+) -> Result<Vec<linkvault_integrations::api::Balance>, ApiError> {
+    let (adapter, call) = api.adapter(integration, Credential::Bearer(token))?;
+    adapter.balances(call).await
+}
+
+async fn read_accounts(
+    api: &ExchangeApi,
+    integration: &Integration,
+    token: &SecretString,
+) -> Result<Vec<linkvault_integrations::api::Account>, ApiError> {
+    let (adapter, call) = api.adapter(integration, Credential::Bearer(token))?;
+    adapter.accounts(call).await
 }
 
 /// Authorize through the consent page and exchange the code: the whole OAuth connect flow.
@@ -50,15 +76,10 @@ async fn coinbase_code_flow_rotation_and_reuse_revokes_the_grant() {
         let rt1 = t1.refresh_token.clone().expect("a refresh token");
         assert!(!format!("{t1:?}").contains(t1.access_token.expose_secret()), "Debug redacts");
 
-        let holdings = api.holdings(coinbase, &t1.access_token).await.unwrap();
+        let holdings = read_holdings(&api, coinbase, &t1.access_token).await.unwrap();
         assert!(holdings.iter().any(|h| h.symbol == "BTC" && h.amount > 0.0), "{holdings:?}");
-        let balances = api.balances(coinbase, &t1.access_token).await.unwrap();
+        let balances = read_balances(&api, coinbase, &t1.access_token).await.unwrap();
         assert_eq!(balances[0].currency, "USD");
-        let transfer =
-            TransferRequest { symbol: "ETH".into(), amount: 1.5, address: "0xabc".into(), network: None, idem: None };
-        let sent = api.create_transfer(coinbase, &t1.access_token, &transfer).await.unwrap();
-        assert_eq!(sent.status, "succeeded");
-        assert_eq!(api.transfers(coinbase, &t1.access_token).await.unwrap().len(), 1);
 
         // Rotation: a new refresh token each time; the old one is spent.
         clock.advance(time::Duration::seconds(60));
@@ -67,7 +88,7 @@ async fn coinbase_code_flow_rotation_and_reuse_revokes_the_grant() {
         let rt2 = t2.refresh_token.clone().unwrap();
         assert_ne!(rt2.expose_secret(), rt1.expose_secret());
         assert_eq!(t2.expires_at, clock.now() + time::Duration::seconds(3600));
-        api.accounts(coinbase, &t2.access_token).await.unwrap();
+        read_accounts(&api, coinbase, &t2.access_token).await.unwrap();
 
         // Reuse of the spent token: invalid_grant, and the whole grant is gone.
         let reuse = client.refresh(coinbase, &rt1).await.unwrap_err();
@@ -75,7 +96,8 @@ async fn coinbase_code_flow_rotation_and_reuse_revokes_the_grant() {
         assert!(reuse.needs_reauthentication());
         let after = client.refresh(coinbase, &rt2).await.unwrap_err();
         assert!(matches!(after, OAuthError::InvalidGrant { .. }), "{after:?}");
-        assert_eq!(api.holdings(coinbase, &t2.access_token).await.unwrap_err(), ApiError::Unauthorized);
+        let revoked = read_holdings(&api, coinbase, &t2.access_token).await.unwrap_err();
+        assert!(matches!(revoked, ApiError::Revoked(_)), "{revoked:?}");
 
         let report = admin_get(&sandbox.base_url, "refresh-tokens?integration=coinbase").await;
         assert_eq!(report["coinbase"]["maxPresentations"], 2, "{report}");
@@ -160,7 +182,7 @@ async fn read_scope_cannot_transfer() {
         let client = OAuthClient::new(system_clock()).unwrap();
         let api = ExchangeApi::new(HttpLimits::default()).unwrap();
         let tokens = connect(&client, coinbase, Scope::Read).await;
-        api.holdings(coinbase, &tokens.access_token).await.unwrap();
+        read_holdings(&api, coinbase, &tokens.access_token).await.unwrap();
         // The sandbox's RFC 8414 metadata agrees with where the catalog points.
         let metadata: serde_json::Value =
             reqwest::get(format!("{}/coinbase/.well-known/oauth-authorization-server", sandbox.base_url))
@@ -171,9 +193,18 @@ async fn read_scope_cannot_transfer() {
                 .unwrap();
         assert_eq!(metadata["token_endpoint"].as_str(), coinbase.endpoints.token_url.as_ref().map(|u| u.as_str()));
         assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
-        let transfer =
-            TransferRequest { symbol: "BTC".into(), amount: 0.1, address: "bc1q".into(), network: None, idem: None };
-        let err = api.create_transfer(coinbase, &tokens.access_token, &transfer).await.unwrap_err();
+        let transfer = SendRequest {
+            symbol: "USDC".into(),
+            network: "base".into(),
+            address: "0x52908400098527886E0F7030069857D2E4169EE7".into(),
+            tag: None,
+            amount: 5.0,
+            idem: "read-scope-send".into(),
+            quote_id: None,
+            mfa_code: Some(secret("123456")),
+        };
+        let (adapter, call) = api.adapter(coinbase, Credential::Bearer(&tokens.access_token)).unwrap();
+        let err = adapter.send(call, &transfer).await.unwrap_err();
         assert_eq!(err, ApiError::InsufficientScope);
     })
     .await
@@ -197,7 +228,7 @@ async fn uphold_refresh_tokens_do_not_rotate_and_revocation_ends_the_grant() {
                 t.refresh_token.as_ref().map(|s| s.expose_secret().to_owned()).as_deref(),
                 Some(rt.expose_secret())
             );
-            api.balances(uphold, &t.access_token).await.unwrap();
+            read_balances(&api, uphold, &t.access_token).await.unwrap();
         }
         let report = admin_get(&sandbox.base_url, "refresh-tokens?integration=uphold").await;
         assert_eq!(report["uphold"]["maxPresentations"], 3, "{report}");
@@ -205,7 +236,8 @@ async fn uphold_refresh_tokens_do_not_rotate_and_revocation_ends_the_grant() {
         assert_eq!(client.revoke(uphold, &rt, TokenTypeHint::RefreshToken).await.unwrap(), Revocation::Revoked);
         let err = client.refresh(uphold, &rt).await.unwrap_err();
         assert!(matches!(err, OAuthError::InvalidGrant { .. }), "{err:?}");
-        assert_eq!(api.holdings(uphold, &t1.access_token).await.unwrap_err(), ApiError::Unauthorized);
+        let refused = read_holdings(&api, uphold, &t1.access_token).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Unauthorized | ApiError::Revoked(_)), "{refused:?}");
         // RFC 7009: revoking an unknown token is still 200.
         assert_eq!(
             client.revoke(uphold, &secret("unknown"), TokenTypeHint::AccessToken).await.unwrap(),
@@ -259,9 +291,10 @@ async fn faults_are_classified() {
         )
         .await;
         for _ in 0..2 {
-            assert!(matches!(api.holdings(coinbase, &fresh.access_token).await, Err(ApiError::Transient { .. })));
+            let failed = read_holdings(&api, coinbase, &fresh.access_token).await;
+            assert!(matches!(failed, Err(ApiError::Transient { .. })), "{failed:?}");
         }
-        api.holdings(coinbase, &fresh.access_token).await.unwrap();
+        read_holdings(&api, coinbase, &fresh.access_token).await.unwrap();
         assert_eq!(admin_get(base, "faults").await["faults"], json!([]));
 
         // A slow upstream: the refresh gives up at the total timeout, as a transient error. (Last on purpose:
@@ -284,6 +317,38 @@ async fn faults_are_classified() {
     })
     .await
     .unwrap();
+}
+
+/// A Binance-shaped account call with a credentials session.
+enum Call {
+    Holdings,
+    /// A 5 USDC send to Base under this idempotency key.
+    Send(&'static str),
+}
+
+async fn binance_call(
+    api: &ExchangeApi,
+    integration: &Integration,
+    session: &SecretString,
+    what: Call,
+) -> Result<usize, ApiError> {
+    let (adapter, call) = api.adapter(integration, Credential::of_stored(integration, session, None))?;
+    match what {
+        Call::Holdings => Ok(adapter.holdings(call).await?.len()),
+        Call::Send(idem) => {
+            let request = SendRequest {
+                symbol: "USDC".into(),
+                network: "base".into(),
+                address: "0x52908400098527886E0F7030069857D2E4169EE7".into(),
+                tag: None,
+                amount: 5.0,
+                idem: idem.into(),
+                quote_id: None,
+                mfa_code: None,
+            };
+            adapter.send(call, &request).await.map(|_| 1)
+        }
+    }
 }
 
 fn sign_in<'a>(username: &'a str, password: &'a SecretString, scope: Scope) -> SignIn<'a> {
@@ -333,32 +398,34 @@ async fn binance_sign_in_mfa_and_session_expiry() {
         // The challenge is single-use.
         assert_eq!(client.sign_in(binance, &step).await.unwrap_err(), CredentialsError::ChallengeExpired);
 
-        let holdings = api.holdings(binance, &session.token).await.unwrap();
-        assert!(!holdings.is_empty());
-        let transfer =
-            TransferRequest { symbol: "BTC".into(), amount: 0.5, address: "bc1q".into(), network: None, idem: None };
+        // The session opens the Binance-shaped account API (a session-bound key that also signs).
+        let holdings = binance_call(&api, binance, &session.token, Call::Holdings).await.unwrap();
+        assert!(holdings > 0);
         assert_eq!(
-            api.create_transfer(binance, &session.token, &transfer).await.unwrap_err(),
+            binance_call(&api, binance, &session.token, Call::Send("read-session")).await.unwrap_err(),
             ApiError::InsufficientScope
         );
 
         // Session expiry by TTL (the sandbox's clock moves past it): the API refuses, and there is no refresh.
         server_clock.advance(time::Duration::seconds(601));
-        assert_eq!(api.balances(binance, &session.token).await.unwrap_err(), ApiError::Unauthorized);
+        let refused = binance_call(&api, binance, &session.token, Call::Holdings).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Unauthorized | ApiError::Revoked(_)), "{refused:?}");
 
         // Mesh-style single request with the code, write scope; then forced expiry by the admin.
         let mut step = sign_in("Mesh", &good, Scope::Write);
         step.mfa_code = Some(&right);
         let SignInOutcome::Succeeded(session) = client.sign_in(binance, &step).await.unwrap() else { panic!() };
-        api.create_transfer(binance, &session.token, &transfer).await.unwrap();
+        binance_call(&api, binance, &session.token, Call::Send("write-session")).await.unwrap();
         let expired = admin_post(&sandbox.base_url, "binance/expire-sessions", json!({})).await;
         assert_eq!(expired["expired"], 1);
-        assert_eq!(api.holdings(binance, &session.token).await.unwrap_err(), ApiError::Unauthorized);
+        let refused = binance_call(&api, binance, &session.token, Call::Holdings).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Unauthorized | ApiError::Revoked(_)), "{refused:?}");
 
         // Sign-out of a live session.
         let SignInOutcome::Succeeded(session) = client.sign_in(binance, &step).await.unwrap() else { panic!() };
         assert!(client.sign_out(binance, &session.token).await.unwrap());
-        assert_eq!(api.holdings(binance, &session.token).await.unwrap_err(), ApiError::Unauthorized);
+        let refused = binance_call(&api, binance, &session.token, Call::Holdings).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Unauthorized | ApiError::Revoked(_)), "{refused:?}");
 
         // Faults on sign-in are transient.
         admin_post(&sandbox.base_url, "faults", json!({"integration": "binance", "kind": "serverError"})).await;
