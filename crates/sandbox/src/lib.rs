@@ -9,6 +9,7 @@
 
 mod admin;
 mod binance;
+mod binance_spot;
 mod ledger;
 mod oauth_server;
 mod portfolio;
@@ -123,6 +124,7 @@ pub(crate) struct Sandbox {
 pub(crate) struct Inner {
     pub oauth: HashMap<&'static str, oauth_server::ExchangeState>,
     pub binance: binance::BinanceState,
+    pub binance_spot: binance_spot::SpotState,
     pub portfolios: portfolio::Portfolios,
     pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
@@ -146,18 +148,21 @@ pub(crate) type Shared = Arc<Sandbox>;
 ///   `GET /api/accounts|holdings|balances|transfers`, `POST /api/transfers` (write scope; an `idem` key makes
 ///   a repeated send return the first transfer), `POST /api/transfers/quote` (write scope: balance, network
 ///   and fee check without sending)
-/// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
+/// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token;
+///   and the Binance Spot API in Binance's format (`/api/v3/…`, `/sapi/v1/…`, signed with an API key issued by
+///   `POST /admin/binance/api-keys`, or with a live session token as key and secret)
 /// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
-///   `POST /admin/{exchange}/expire-access-tokens`
+///   `POST /admin/{exchange}/expire-access-tokens`, `POST|DELETE /admin/binance/api-keys[/{apiKey}]`,
+///   `POST /admin/binance/clock-skew`
 pub fn router(config: SandboxConfig) -> Router {
     let shared: Shared = Arc::new(Sandbox { config, inner: Mutex::new(Inner::default()) });
     Router::new()
         .route("/", get(index))
         .nest("/coinbase", oauth_server::router(oauth_server::COINBASE))
         .nest("/uphold", oauth_server::router(oauth_server::UPHOLD))
-        .nest("/binance", binance::router())
-        .nest("/admin", admin::router())
+        .nest("/binance", binance::router().merge(binance_spot::router()))
+        .nest("/admin", admin::router().merge(binance_spot::admin_router()))
         .with_state(shared)
 }
 

@@ -497,7 +497,12 @@ impl BinanceSpot {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, call: &Call<'_>, path: &str, params: &[(&str, String)]) -> Result<T, ApiError> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<T, ApiError> {
         self.request(call, Method::GET, path, params, Security::Signed).await
     }
 
@@ -535,17 +540,20 @@ impl BinanceSpot {
     }
 
     /// The Binance network entry of `symbol` for a canonical network name.
-    async fn network_of(&self, call: &Call<'_>, symbol: &str, network: &str) -> Result<(String, NetworkConfig), ApiError> {
+    async fn network_of(
+        &self,
+        call: &Call<'_>,
+        symbol: &str,
+        network: &str,
+    ) -> Result<(String, NetworkConfig), ApiError> {
         let config = self.config(call).await?;
         let coin = config.iter().find(|c| c.coin.eq_ignore_ascii_case(symbol)).ok_or_else(|| {
             refusal(Refusal::UnsupportedAsset, format!("Binance does not support withdrawals or deposits of {symbol}"))
         })?;
-        let entry = coin
-            .network_list
-            .iter()
-            .find(|n| canonical_network(&n.network) == Some(network))
-            .cloned()
-            .ok_or_else(|| refusal(Refusal::UnsupportedNetwork, format!("Binance does not move {symbol} on {network}")))?;
+        let entry =
+            coin.network_list.iter().find(|n| canonical_network(&n.network) == Some(network)).cloned().ok_or_else(
+                || refusal(Refusal::UnsupportedNetwork, format!("Binance does not move {symbol} on {network}")),
+            )?;
         let name = if coin.name.is_empty() { coin.coin.clone() } else { coin.name.clone() };
         Ok((name, entry))
     }
@@ -971,8 +979,7 @@ impl AccountApi for BinanceSpot {
     }
 
     async fn transfer(&self, call: Call<'_>, id: &str) -> Result<Transfer, ApiError> {
-        if let Some(w) = self.withdrawals(&call, &[("idList", id.to_owned())]).await?.into_iter().find(|w| w.id == id)
-        {
+        if let Some(w) = self.withdrawals(&call, &[("idList", id.to_owned())]).await?.into_iter().find(|w| w.id == id) {
             return from_withdrawal(w);
         }
         self.deposits(&call)
