@@ -82,7 +82,24 @@ fn error(status: StatusCode, code: i64, msg: &str) -> Response {
 }
 
 fn bad_key() -> Response {
-    error(StatusCode::UNAUTHORIZED, -2015, "Invalid API-key, IP, or permissions for action.")
+    bad_key_fail().into_response()
+}
+
+/// A Binance error answer not rendered yet (small, so `Result`s carrying it stay small).
+struct Fail(StatusCode, i64, String);
+
+fn fail(status: StatusCode, code: i64, msg: &str) -> Fail {
+    Fail(status, code, msg.to_owned())
+}
+
+fn bad_key_fail() -> Fail {
+    fail(StatusCode::UNAUTHORIZED, -2015, "Invalid API-key, IP, or permissions for action.")
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, &self.2)
+    }
 }
 
 fn millis(at: OffsetDateTime) -> i64 {
@@ -147,20 +164,20 @@ impl Signed {
 }
 
 /// Checks the key, the signature and the timestamp, as the "SIGNED endpoint security" section describes.
-fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Signed, Response> {
+fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Signed, Fail> {
     let now = sandbox.config.clock.now();
     let Some(key) = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty()) else {
-        return Err(error(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid."));
+        return Err(fail(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid."));
     };
     let inner = sandbox.lock();
     let (secret, username, withdraw) = match inner.binance_spot.keys.get(key) {
-        Some(k) if k.deleted => return Err(bad_key()),
+        Some(k) if k.deleted => return Err(bad_key_fail()),
         Some(k) => (k.secret.clone(), k.username.clone(), k.withdraw),
         None => match inner.binance.session_key(key, now) {
             Ok((username, write)) => (key.to_owned(), username, write),
-            Err(()) if key.len() == 64 && key.bytes().all(|b| b.is_ascii_alphanumeric()) => return Err(bad_key()),
-            Err(()) if key.starts_with("bnst_") => return Err(bad_key()),
-            Err(()) => return Err(error(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid.")),
+            Err(()) if key.len() == 64 && key.bytes().all(|b| b.is_ascii_alphanumeric()) => return Err(bad_key_fail()),
+            Err(()) if key.starts_with("bnst_") => return Err(bad_key_fail()),
+            Err(()) => return Err(fail(StatusCode::UNAUTHORIZED, -2014, "API-key format invalid.")),
         },
     };
     let skew = inner.binance_spot.clock_skew_ms;
@@ -174,7 +191,7 @@ fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.strip_prefix("signature=") {
             Some(sig) if signature.is_none() => signature = Some(sig.to_owned()),
-            Some(_) => return Err(error(StatusCode::BAD_REQUEST, -1101, "Duplicate values for a parameter detected.")),
+            Some(_) => return Err(fail(StatusCode::BAD_REQUEST, -1101, "Duplicate values for a parameter detected.")),
             None => kept.push(pair),
         }
     }
@@ -183,7 +200,7 @@ fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8
         (Some(sig), _) => sig,
         (None, Some((_, sig))) => sig.into_owned(),
         (None, None) => {
-            return Err(error(
+            return Err(fail(
                 StatusCode::BAD_REQUEST,
                 -1102,
                 "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.",
@@ -195,7 +212,7 @@ fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8
     let mac = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()), payload.as_bytes());
     let expected: String = mac.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     if !constant_time_eq(&expected, &signature.to_ascii_lowercase()) {
-        return Err(error(StatusCode::BAD_REQUEST, -1022, "Signature for this request is not valid."));
+        return Err(fail(StatusCode::BAD_REQUEST, -1022, "Signature for this request is not valid."));
     }
 
     let mut params = HashMap::new();
@@ -203,7 +220,7 @@ fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8
         params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     let Some(timestamp) = params.get("timestamp").and_then(|t| t.parse::<i64>().ok()) else {
-        return Err(error(
+        return Err(fail(
             StatusCode::BAD_REQUEST,
             -1102,
             "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.",
@@ -213,19 +230,19 @@ fn verify(sandbox: &Shared, headers: &HeaderMap, query: Option<&str>, body: &[u8
         None => DEFAULT_RECV_WINDOW,
         Some(raw) => match raw.parse::<f64>() {
             Ok(w) if w > 0.0 && w <= MAX_RECV_WINDOW as f64 => w as i64,
-            _ => return Err(error(StatusCode::BAD_REQUEST, -1131, "recvWindow must be less than 60000")),
+            _ => return Err(fail(StatusCode::BAD_REQUEST, -1131, "recvWindow must be less than 60000")),
         },
     };
     let server = millis(now) + skew;
     if timestamp > server + AHEAD_ALLOWANCE {
-        return Err(error(
+        return Err(fail(
             StatusCode::BAD_REQUEST,
             -1021,
             "Timestamp for this request was 1000ms ahead of the server's time.",
         ));
     }
     if server - timestamp > recv_window {
-        return Err(error(StatusCode::BAD_REQUEST, -1021, "Timestamp for this request is outside of the recvWindow."));
+        return Err(fail(StatusCode::BAD_REQUEST, -1021, "Timestamp for this request is outside of the recvWindow."));
     }
     Ok(Signed { username, withdraw, params })
 }
@@ -237,7 +254,7 @@ macro_rules! signed_or_answer {
         }
         match verify(&$sandbox, &$headers, $query.as_deref(), $body) {
             Ok(signed) => signed,
-            Err(response) => return response,
+            Err(fail) => return fail.into_response(),
         }
     }};
 }
@@ -405,9 +422,9 @@ async fn config_getall(
 }
 
 /// The coin's canonical network for a Binance network name, or its default network when none is given.
-fn resolve_network(coin: &str, network: Option<&str>) -> Result<&'static str, Response> {
+fn resolve_network(coin: &str, network: Option<&str>) -> Result<&'static str, Fail> {
     if ledger::price(coin).is_none() {
-        return Err(error(StatusCode::BAD_REQUEST, -4018, "We don't have this asset."));
+        return Err(fail(StatusCode::BAD_REQUEST, -4018, "We don't have this asset."));
     }
     let canonical = match network {
         Some(name) => canonical_network(name),
@@ -415,7 +432,7 @@ fn resolve_network(coin: &str, network: Option<&str>) -> Result<&'static str, Re
     };
     match canonical {
         Some(c) if ledger::network_terms(coin, c).is_ok() => Ok(c),
-        _ => Err(error(StatusCode::BAD_REQUEST, -4019, "Current asset is not open for withdrawal.")),
+        _ => Err(fail(StatusCode::BAD_REQUEST, -4019, "Current asset is not open for withdrawal.")),
     }
 }
 
@@ -435,7 +452,7 @@ async fn deposit_address(
     };
     let canonical = match resolve_network(&coin, signed.param("network")) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(fail) => return fail.into_response(),
     };
     let now = sandbox.config.clock.now();
     let mut inner = sandbox.lock();
@@ -485,7 +502,7 @@ async fn withdraw_apply(
     let Ok(value) = raw_amount.parse::<f64>() else { return refusal_answer(Refusal::InvalidAmount, None) };
     let canonical = match resolve_network(&coin, signed.param("network")) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(fail) => return fail.into_response(),
     };
     if !address_valid(canonical, address) {
         return refusal_answer(Refusal::InvalidAddress, None);

@@ -309,7 +309,7 @@ fn classify(response: &RawResponse) -> ApiError {
                 reason: format!("Binance {}: {}", code.unwrap_or(0), said("busy")),
             };
         }
-        Some(-4026 | -4025 | -4024) => return refusal(Refusal::InsufficientFunds, said("insufficient balance")),
+        Some(-4026..=-4024) => return refusal(Refusal::InsufficientFunds, said("insufficient balance")),
         Some(-4022 | -4028) => return refusal(Refusal::BelowMinimum, said("below the minimum withdrawal")),
         Some(-4007 | -4008 | -4033 | -4034 | -4106) => {
             return refusal(Refusal::InvalidAddress, said("the address is not valid"));
@@ -996,7 +996,7 @@ impl AccountApi for BinanceSpot {
             all.push(from_withdrawal(w)?);
         }
         all.extend(self.deposits(&call).await?.into_iter().map(from_deposit));
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
         Ok(all)
     }
 

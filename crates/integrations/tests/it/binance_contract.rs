@@ -224,7 +224,7 @@ async fn handle(State(mock): State<Shared>, method: Method, uri: Uri, headers: H
                 .filter(|w| params.get("idList").is_none_or(|ids| ids.split(',').any(|id| id == w.0)))
                 .map(|w| withdrawal_json(w, 6))
                 .collect();
-            if params.get("withdrawOrderId").is_none() && params.get("idList").is_none() {
+            if !params.contains_key("withdrawOrderId") && !params.contains_key("idList") {
                 for i in 0..m.history_filler {
                     let w =
                         (format!("filler{i}"), String::new(), "USDC".into(), "ETH".into(), ADDRESS.into(), "10".into());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use linkvault_domain::{ManualClock, Scope};
 use linkvault_integrations::api::{
-    AccountApi, ApiError, Credential, ExchangeApi, QuoteRequest, Refusal, SendOutcome, SendRequest, TransferStatus,
+    ApiError, Credential, ExchangeApi, QuoteRequest, Refusal, SendOutcome, SendRequest, TransferStatus,
 };
 use linkvault_integrations::{CredentialsClient, HttpLimits, SignIn, SignInOutcome};
 use secrecy::SecretString;
