@@ -40,13 +40,22 @@ const NETWORK_NAMES: &[(&str, &str, &str)] = &[
     ("bitcoin", "BTC", "Bitcoin"),
 ];
 
-#[derive(Debug)]
 struct ApiKey {
     secret: String,
     username: String,
     withdraw: bool,
     deleted: bool,
     created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("username", &self.username)
+            .field("withdraw", &self.withdraw)
+            .field("deleted", &self.deleted)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Issued API keys and the admin clock skew.

@@ -175,6 +175,8 @@ async fn index(axum::extract::State(sandbox): axum::extract::State<Shared>) -> a
             {"name": "uphold", "auth": "oauth2", "rotatingRefreshTokens": false,
              "metadata": format!("{base}/uphold/.well-known/oauth-authorization-server")},
             {"name": "binance", "auth": "credentials", "signIn": format!("{base}/binance/auth/sign-in")},
+            {"name": "binanceSpot", "auth": "apiKey", "api": format!("{base}/binance/api/v3/account"),
+             "issueApiKey": format!("{base}/admin/binance/api-keys")},
         ],
         "logins": {"username": "Mesh", "password": PASSWORD, "mfaCode": MFA_CODE},
         "lifetimes": {
