@@ -602,7 +602,7 @@ impl BinanceSpot {
 
     async fn by_order_id(&self, call: &Call<'_>, idem: &str) -> Result<Option<WireWithdrawal>, ApiError> {
         let found = self.withdrawals(call, &[("withdrawOrderId", idem.to_owned())]).await?;
-        Ok(found.into_iter().find(|w| w.withdraw_order_id.as_deref().is_none_or(|id| id == idem)))
+        Ok(found.into_iter().find(|w| w.withdraw_order_id.as_deref() == Some(idem)))
     }
 
     fn account_of(&self, call: &Call<'_>, info: &AccountInfo) -> Result<Account, ApiError> {
