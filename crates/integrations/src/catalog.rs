@@ -24,6 +24,9 @@ pub enum AuthScheme {
     OAuth2,
     /// Username, password and an MFA step; sessions expire and cannot be refreshed.
     Credentials,
+    /// An API key and its secret (Binance Spot): checked at sign-in, stored as the access token (key) and
+    /// refresh token (secret), never refreshed and never expiring (the end user revokes it at the exchange).
+    ApiKey,
 }
 
 impl AuthScheme {
@@ -31,6 +34,7 @@ impl AuthScheme {
         match self {
             AuthScheme::OAuth2 => "oauth2",
             AuthScheme::Credentials => "credentials",
+            AuthScheme::ApiKey => "apiKey",
         }
     }
 }
@@ -259,6 +263,15 @@ impl Integration {
                 }
                 None
             }
+            AuthScheme::ApiKey => {
+                if self.endpoints.api_base_url.is_none() {
+                    return Some(format!("integration {ty} has no api_base_url"));
+                }
+                if self.account_api.is_none() {
+                    return Some(format!("integration {ty} has no account_api to check and use API keys with"));
+                }
+                None
+            }
         }
     }
 }
@@ -325,9 +338,10 @@ impl Catalog {
     /// sandbox.
     pub fn embedded() -> Self {
         let mut catalog = Catalog::default();
-        let entries: [(&str, &str, AuthScheme); 5] = [
+        let entries: [(&str, &str, AuthScheme); 6] = [
             ("coinbase", "Coinbase", AuthScheme::OAuth2),
             ("uphold", "Uphold", AuthScheme::OAuth2),
+            ("binanceInternational", "Binance", AuthScheme::ApiKey),
             ("binanceInternationalDirect", "Binance", AuthScheme::Credentials),
             ("sandbox", "Sandbox", AuthScheme::Credentials),
             ("sandboxCoinbase", "Sandbox Coinbase", AuthScheme::OAuth2),
@@ -366,6 +380,13 @@ impl Catalog {
                     integration.scopes_read = strings(&UPHOLD_READ_SCOPES);
                     integration.scopes_write = strings(&UPHOLD_WRITE_SCOPES);
                     integration.account_api = Some(AccountApiKind::UpholdV0);
+                }
+                "binanceInternational" => {
+                    // API keys do not expire and are never refreshed: the connection has no expiry at all
+                    // (`access_expires_at = None`); the timing policy is not used for it.
+                    integration.endpoints.api_base_url = url("https://api.binance.com");
+                    integration.logo.url = Some("https://www.binance.com/favicon.ico".to_owned());
+                    integration.account_api = Some(AccountApiKind::BinanceSpot);
                 }
                 _ => {
                     // Credentials sessions are not refreshed: the default lifetime is the session's.
@@ -477,7 +498,8 @@ impl Catalog {
 
     /// Points the built-in exchanges at the sandbox served under `base_url` (e.g.
     /// `http://127.0.0.1:8080/sandbox`): `coinbase` and `sandboxCoinbase` at the Coinbase-like server,
-    /// `uphold` at the Uphold-like one, `binanceInternationalDirect` and `sandbox` at the Binance-like
+    /// `uphold` at the Uphold-like one, `binanceInternational` (API keys) at the Binance Spot API under
+    /// `<base>/binance`, `binanceInternationalDirect` and `sandbox` at the Binance-like
     /// credentials server, with the sandbox's client id and secret.
     pub fn point_at_sandbox(&mut self, base_url: &str) -> Result<(), CatalogError> {
         let err = |message: String| CatalogError {
@@ -500,11 +522,16 @@ impl Catalog {
             ("coinbase", "coinbase"),
             ("sandboxCoinbase", "coinbase"),
             ("uphold", "uphold"),
+            ("binanceInternational", "binanceSpot"),
             ("binanceInternationalDirect", "binance"),
             ("sandbox", "binance"),
         ] {
             let Some(mut integration) = self.get(ty).cloned().or_else(|| defaults.get(ty).cloned()) else { continue };
             match exchange {
+                "binanceSpot" => {
+                    integration.auth = AuthScheme::ApiKey;
+                    integration.endpoints = Endpoints { api_base_url: Some(join("binance")?), ..Endpoints::default() };
+                }
                 "binance" => {
                     integration.auth = AuthScheme::Credentials;
                     integration.endpoints = Endpoints {
@@ -684,10 +711,18 @@ fn parse_entry(
     let auth = match raw.auth.as_deref() {
         Some("oauth2") => AuthScheme::OAuth2,
         Some("credentials") => AuthScheme::Credentials,
-        Some(other) => return Err(field_err("auth", format!("{other:?} is not one of \"oauth2\", \"credentials\""))),
+        Some("apiKey") => AuthScheme::ApiKey,
+        Some(other) => {
+            return Err(field_err("auth", format!("{other:?} is not one of \"oauth2\", \"credentials\", \"apiKey\"")));
+        }
         None => match &base {
             Some(b) => b.auth,
-            None => return Err(field_err("auth", "is required for a new integration (\"oauth2\" or \"credentials\")")),
+            None => {
+                return Err(field_err(
+                    "auth",
+                    "is required for a new integration (\"oauth2\", \"credentials\" or \"apiKey\")",
+                ));
+            }
         },
     };
     let name = match (&raw.name, &base) {
@@ -879,6 +914,20 @@ fn parse_entry(
                 return Err(field_err("sign_in_url", "is required for a new auth = \"credentials\" integration"));
             }
         }
+        AuthScheme::ApiKey => {
+            if integration.endpoints.api_base_url.is_none() {
+                return Err(field_err(
+                    "api_base_url",
+                    "is required for auth = \"apiKey\" (the API keys are checked there)",
+                ));
+            }
+            if integration.account_api.is_none() {
+                return Err(field_err(
+                    "account_api",
+                    "is required for auth = \"apiKey\" (it says how keys sign requests)",
+                ));
+            }
+        }
     }
     Ok(integration)
 }
@@ -918,7 +967,9 @@ default_access_ttl_secs = 1800
     #[test]
     fn embedded_catalog_has_the_supported_integrations() {
         let catalog = Catalog::embedded();
-        for ty in ["coinbase", "uphold", "binanceInternationalDirect", "sandbox", "sandboxCoinbase"] {
+        for ty in
+            ["coinbase", "uphold", "binanceInternational", "binanceInternationalDirect", "sandbox", "sandboxCoinbase"]
+        {
             let integration = catalog.get(ty);
             assert!(integration.is_some(), "{ty} missing");
             let id = integration.map(|i| i.id).unwrap_or_default();
@@ -1041,6 +1092,29 @@ refresh_margin_secs = 60
     }
 
     #[test]
+    fn api_key_integrations() {
+        let embedded = Catalog::embedded();
+        let spot = embedded.get("binanceInternational").unwrap();
+        assert_eq!(spot.auth.as_str(), "apiKey");
+        assert_eq!(spot.account_api, Some(AccountApiKind::BinanceSpot));
+        assert_eq!(spot.endpoints.api_base_url.as_ref().map(Url::as_str), Some("https://api.binance.com/"));
+        assert!(spot.missing_configuration().is_none(), "usable without any configuration");
+        let catalog = apply(
+            "[[integration]]\ntype = \"myKeys\"\nname = \"Keys\"\nauth = \"apiKey\"\napi_base_url = \"https://api.example.com\"\naccount_api = \"binanceSpot\"\n",
+        )
+        .unwrap();
+        assert_eq!(catalog.get("myKeys").unwrap().auth, AuthScheme::ApiKey);
+        let err = apply(
+            "[[integration]]\ntype = \"myKeys\"\nname = \"Keys\"\nauth = \"apiKey\"\naccount_api = \"binanceSpot\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("field api_base_url: is required"), "{err}");
+        let err = apply("[[integration]]\ntype = \"myKeys\"\nname = \"Keys\"\nauth = \"apiKey\"\napi_base_url = \"https://a.example\"\n")
+            .unwrap_err();
+        assert!(err.contains("field account_api: is required"), "{err}");
+    }
+
+    #[test]
     fn a_failed_file_leaves_the_catalog_unchanged() {
         let mut catalog = Catalog::embedded();
         let text = format!("{EXAMPLE}\n[[integration]]\ntype = \"coinbase\"\nauth = \"nope\"\n");
@@ -1077,6 +1151,13 @@ refresh_margin_secs = 60
             Some("http://127.0.0.1:8080/sandbox/binance/auth/sign-in")
         );
         assert!(bn.missing_configuration().is_none());
+        let spot = catalog.get("binanceInternational").unwrap();
+        assert_eq!(spot.auth, AuthScheme::ApiKey);
+        assert_eq!(
+            spot.endpoints.api_base_url.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:8080/sandbox/binance")
+        );
+        assert!(spot.missing_configuration().is_none());
         assert!(catalog.point_at_sandbox("not a url").is_err());
         assert!(Catalog::embedded().get("coinbase").unwrap().missing_configuration().is_some());
     }

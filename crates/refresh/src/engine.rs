@@ -854,3 +854,29 @@ impl Worker {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+mod tests {
+    use super::*;
+
+    /// An API-key connection (key as access token, secret as refresh token, no expiry) is never refreshed,
+    /// neither by the scheduler nor on demand, and never becomes reauthRequired by time alone.
+    #[test]
+    fn api_keys_are_never_renewed_nor_expired() {
+        let catalog = Catalog::embedded();
+        let integration = catalog.get("binanceInternational").unwrap();
+        let credentials = IntegrationCredentials {
+            access_token: secrecy::SecretString::from("key".to_owned()),
+            refresh_token: Some(secrecy::SecretString::from("secret".to_owned())),
+        };
+        assert_eq!(renewal_of(integration, &credentials), Renewal::None);
+        let obtained_at = OffsetDateTime::UNIX_EPOCH;
+        let times =
+            CredentialTimes { obtained_at, access_expires_at: None, refresh_expires_at: None, reauth_warned: false };
+        let policy = policy_of(integration);
+        let much_later = obtained_at + time::Duration::days(3650);
+        assert!(matches!(schedule::decide(much_later, Renewal::None, &policy, &times, 0), Decision::Wait { .. }));
+        assert!(!schedule::needs_refresh_on_demand(much_later, &policy, &times));
+    }
+}

@@ -56,6 +56,15 @@ impl BinanceState {
         count
     }
 
+    /// The Binance Spot API's view of a session token used as an API key: `Ok((username, write))` while the
+    /// session lives, `Err(())` when it is unknown or expired.
+    pub fn session_key(&self, token: &str, now: OffsetDateTime) -> Result<(String, bool), ()> {
+        match self.sessions.get(&token_hash(token)) {
+            Some(s) if s.expires_at > now => Ok((s.username.clone(), s.write)),
+            _ => Err(()),
+        }
+    }
+
     fn purge(&mut self, now: OffsetDateTime) {
         self.challenges.retain(|_, c| c.expires_at > now);
         self.sessions.retain(|_, s| s.expires_at + time::Duration::hours(1) > now);

@@ -9,6 +9,7 @@
 
 mod admin;
 mod binance;
+mod binance_spot;
 mod coinbase_v2;
 mod ledger;
 mod oauth_server;
@@ -125,6 +126,7 @@ pub(crate) struct Sandbox {
 pub(crate) struct Inner {
     pub oauth: HashMap<&'static str, oauth_server::ExchangeState>,
     pub binance: binance::BinanceState,
+    pub binance_spot: binance_spot::SpotState,
     pub portfolios: portfolio::Portfolios,
     pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
@@ -153,18 +155,21 @@ pub(crate) type Shared = Arc<Sandbox>;
 ///   two-factor `402`, addresses, prices and exchange rates; see `coinbase_v2`)
 /// - `/uphold/v0/…`: Uphold's REST API in its own paths and JSON (cards, card addresses, ticker, assets,
 ///   transactions created as quotes and committed once, the user's transactions)
-/// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out`, the same `/api/…` with the session token
+/// - `/binance/…`: `POST /auth/sign-in`, `POST /auth/sign-out` (username/password sessions), and the Binance Spot
+///   API in Binance's format (`/api/v3/…`, `/sapi/v1/…`, signed with an API key issued by
+///   `POST /admin/binance/api-keys`, or with a live session token as key and secret)
 /// - `/admin/…`: `POST|GET|DELETE /admin/faults`, `GET /admin/requests`, `GET /admin/refresh-tokens`,
 ///   `POST /admin/refresh-tokens/reset`, `POST /admin/binance/expire-sessions`,
-///   `POST /admin/{exchange}/expire-access-tokens`
+///   `POST /admin/{exchange}/expire-access-tokens`, `POST|DELETE /admin/binance/api-keys[/{apiKey}]`,
+///   `POST /admin/binance/clock-skew`
 pub fn router(config: SandboxConfig) -> Router {
     let shared: Shared = Arc::new(Sandbox { config, inner: Mutex::new(Inner::default()) });
     Router::new()
         .route("/", get(index))
         .nest("/coinbase", oauth_server::router(oauth_server::COINBASE).merge(coinbase_v2::router()))
         .nest("/uphold", oauth_server::router(oauth_server::UPHOLD).merge(uphold_v0::router()))
-        .nest("/binance", binance::router())
-        .nest("/admin", admin::router())
+        .nest("/binance", binance::router().merge(binance_spot::router()))
+        .nest("/admin", admin::router().merge(binance_spot::admin_router()))
         .with_state(shared)
 }
 
@@ -177,6 +182,8 @@ async fn index(axum::extract::State(sandbox): axum::extract::State<Shared>) -> a
             {"name": "uphold", "auth": "oauth2", "rotatingRefreshTokens": false,
              "metadata": format!("{base}/uphold/.well-known/oauth-authorization-server")},
             {"name": "binance", "auth": "credentials", "signIn": format!("{base}/binance/auth/sign-in")},
+            {"name": "binanceSpot", "auth": "apiKey", "api": format!("{base}/binance/api/v3/account"),
+             "issueApiKey": format!("{base}/admin/binance/api-keys")},
         ],
         "logins": {"username": "Mesh", "password": PASSWORD, "mfaCode": MFA_CODE},
         "lifetimes": {

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod bad_upstream;
+mod binance_contract;
+mod binance_sandbox;
 mod catalog_file;
 mod coinbase_contract;
 mod coinbase_sandbox;

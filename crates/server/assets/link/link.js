@@ -25,6 +25,7 @@
       connectTitle: 'Connect an account', search: 'Search', searchLabel: 'Search integrations',
       noResults: 'No integration matches your search.', connected: 'Connected', reauth: 'Sign in again',
       signInTo: 'Sign in to {name}', username: 'Username', password: 'Password', signIn: 'Sign in',
+      apiKey: 'API key', apiSecret: 'API secret',
       working: 'Please wait…', mfaTitle: 'Verification', mfaPrompt: 'Enter the code from your authenticator app.',
       mfaCode: 'Verification code', verify: 'Verify', oauthPrompt: 'You will sign in to {name} in a new window.',
       continueTo: 'Continue to {name}', waiting: 'Waiting for you to finish signing in to {name}…',
@@ -283,13 +284,15 @@
       ], { back: canGoBack() || fromCatalog });
       return;
     }
-    var username = h('input', { id: 'lv-username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none', spellcheck: 'false' });
-    var password = h('input', { id: 'lv-password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+    // API-key integrations take the key and its secret in the same two fields (sent as username/password).
+    var apiKey = integration.auth === 'apiKey';
+    var username = h('input', { id: 'lv-username', name: 'username', autocomplete: apiKey ? 'off' : 'username', required: true, autocapitalize: 'none', spellcheck: 'false' });
+    var password = h('input', { id: 'lv-password', name: 'password', type: 'password', autocomplete: apiKey ? 'off' : 'current-password', required: true });
     var error = h('p', { className: 'lv-error', role: 'alert', id: 'lv-signin-error', hidden: true });
     var submit = h('button', { type: 'submit', className: 'lv-primary', id: 'lv-signin', text: t('signIn') });
     var form = h('form', { className: 'lv-form', novalidate: true }, [
-      h('label', { for: 'lv-username' }, [t('username'), username]),
-      h('label', { for: 'lv-password' }, [t('password'), password]),
+      h('label', { for: 'lv-username' }, [t(apiKey ? 'apiKey' : 'username'), username]),
+      h('label', { for: 'lv-password' }, [t(apiKey ? 'apiSecret' : 'password'), password]),
       error, submit
     ]);
     form.addEventListener('submit', function (e) {

@@ -17,7 +17,11 @@ pub(crate) fn catalog_entry(i: &Integration) -> Value {
         "id": i.id,
         "type": i.integration_type.as_str(),
         "name": i.name,
-        "auth": match i.auth { AuthScheme::OAuth2 => "oauth", AuthScheme::Credentials => "credentials" },
+        "auth": match i.auth {
+            AuthScheme::OAuth2 => "oauth",
+            AuthScheme::Credentials => "credentials",
+            AuthScheme::ApiKey => "apiKey",
+        },
         "logoUrl": i.logo.url,
         "logoBase64": i.logo.base64,
     })

@@ -76,6 +76,8 @@ async fn revoke_upstream(state: AppState, integration_type: String, credentials:
             let access = state.oauth.revoke(integration, &credentials.access_token, TokenTypeHint::AccessToken).await;
             result.and(access.map(|_| ())).map_err(|e| e.to_string())
         }
+        // An API key can only be deleted by its owner at the exchange: forgetting it here is all there is.
+        AuthScheme::ApiKey => Ok(()),
         AuthScheme::Credentials => state
             .credentials
             .sign_out(integration, &credentials.access_token)

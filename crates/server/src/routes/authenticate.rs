@@ -1,11 +1,14 @@
 //! `POST /api/v1/authenticate?userId=…`: signs an end user in to a credentials integration (username,
 //! password, then the MFA step) and stores the session under the managed-token identity, so the same user
-//! and integration always land on the same tokenId. A client in client-managed mode receives a new family of
+//! and integration always land on the same tokenId. An API-key integration (`binanceInternational`) takes the
+//! key as `username` and the secret as `password`: the pair is checked with a signed call at the exchange
+//! before anything is stored, then kept as access token (key) and refresh token (secret), with no expiry. A client in client-managed mode receives a new family of
 //! linkvault access and refresh tokens for that connection instead of the tokenId.
 
 use axum::extract::{Query, State};
 use base64::Engine as _;
 use linkvault_domain::{IntegrationType, NaturalKey, UserId};
+use linkvault_integrations::api::{ApiError as ExchangeError, Credential};
 use linkvault_integrations::credentials::{CredentialsError, SignIn, SignInOutcome};
 use linkvault_integrations::{AuthScheme, Integration};
 use linkvault_vault::{ConnectionMeta, IntegrationCredentials};
@@ -94,7 +97,8 @@ pub(crate) enum SignInStep {
     /// Signed in; the session is stored under the natural key.
     Stored {
         stored: linkvault_vault::StoredConnection,
-        expires_in_seconds: i64,
+        /// None: the connection does not expire (an API key).
+        expires_in_seconds: Option<i64>,
         account_id: Option<String>,
         account_name: Option<String>,
     },
@@ -117,7 +121,7 @@ pub(crate) fn credentials_integration<'s>(
     let Some(integration) = state.catalog.get(integration_type.as_str()) else {
         return Err(ApiError::integration_not_found(raw_type));
     };
-    if integration.auth != AuthScheme::Credentials {
+    if !matches!(integration.auth, AuthScheme::Credentials | AuthScheme::ApiKey) {
         return Err(ApiError::invalid_field(
             "type",
             format!("{} signs users in with OAuth; connect it through Link (POST /api/v1/linktoken)", integration.name),
@@ -137,6 +141,9 @@ pub(crate) async fn sign_in_and_store(
     integration: &Integration,
     fields: SignInFields<'_>,
 ) -> Result<SignInStep, ApiError> {
+    if integration.auth == AuthScheme::ApiKey {
+        return verify_and_store_key(state, key, integration, fields).await;
+    }
     let sign_in = SignIn {
         username: fields.username.expose_secret(),
         password: fields.password,
@@ -184,9 +191,74 @@ pub(crate) async fn sign_in_and_store(
     let expires_in_seconds = (session.expires_at - state.vault.clock().now()).whole_seconds().max(0);
     Ok(SignInStep::Stored {
         stored,
-        expires_in_seconds,
+        expires_in_seconds: Some(expires_in_seconds),
         account_id: session.account_id,
         account_name: session.account_name,
+    })
+}
+
+/// The API-key sign-in: `username` is the key, `password` the secret. The pair is verified with a signed call
+/// (the adapter's `verify`) BEFORE anything is stored; a pair the exchange refuses is a 400 naming the field,
+/// and nothing is kept. Neither value is logged or returned.
+async fn verify_and_store_key(
+    state: &AppState,
+    key: &NaturalKey,
+    integration: &Integration,
+    fields: SignInFields<'_>,
+) -> Result<SignInStep, ApiError> {
+    let (api_key, secret) = (fields.username, fields.password);
+    if api_key.expose_secret().trim().is_empty() || api_key.expose_secret().chars().any(char::is_control) {
+        return Err(ApiError::invalid_field("username", "must be the API key"));
+    }
+    let unavailable =
+        |message: String| ApiError::new(ApiStatus::ServerFailure, ErrorType::IntegrationUnavailable, message);
+    let (adapter, call) = state
+        .exchange
+        .adapter(integration, Credential::ApiKey { key: api_key, secret })
+        .map_err(|e| ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, e.to_string()))?;
+    let account = match adapter.verify(call).await {
+        Ok(account) => account,
+        Err(ExchangeError::Revoked(_) | ExchangeError::Unauthorized) => {
+            return Err(ApiError::invalid_field(
+                "password",
+                format!(
+                    "{} refused this API key and secret: check both, and that the key is not deleted",
+                    integration.name
+                ),
+            ));
+        }
+        Err(ExchangeError::InsufficientScope) => {
+            return Err(ApiError::invalid_field(
+                "username",
+                format!("this {} API key cannot read the account: enable reading for it", integration.name),
+            ));
+        }
+        Err(ExchangeError::Transient { reason, .. }) => {
+            return Err(unavailable(format!(
+                "{} is unavailable for now ({reason}); try again shortly",
+                integration.name
+            )));
+        }
+        Err(e) => return Err(unavailable(format!("{} could not check the API key: {e}", integration.name))),
+    };
+    let meta = ConnectionMeta {
+        account_id: Some(account.id.clone()),
+        account_name: Some(account.name.clone()),
+        // API keys do not expire: the refresh engine never renews nor expires this connection.
+        access_expires_at: None,
+        refresh_expires_at: None,
+    };
+    let credentials = IntegrationCredentials {
+        access_token: SecretString::from(api_key.expose_secret().to_owned()),
+        refresh_token: Some(SecretString::from(secret.expose_secret().to_owned())),
+    };
+    let stored = state.vault.store_credentials(key, &credentials, &meta).await?;
+    state.metrics.connection_stored();
+    Ok(SignInStep::Stored {
+        stored,
+        expires_in_seconds: None,
+        account_id: Some(account.id),
+        account_name: Some(account.name),
     })
 }
 
@@ -240,12 +312,12 @@ pub(crate) async fn authenticate(
     });
     // Managed: the session's remaining life, as before. Client-managed: the access token's.
     let expires_in = match handout {
-        Handout::Client(_) => handout.expires_in(now).unwrap_or(expires_in),
+        Handout::Client(_) => handout.expires_in(now).or(expires_in),
         _ => expires_in,
     };
     Ok(ApiOk(Some(AuthResponse {
         status: "succeeded",
-        expires_in_seconds: Some(expires_in),
+        expires_in_seconds: expires_in,
         refresh_token_expires_in_seconds: handout.refresh_expires_in(now),
         account_tokens: Some(vec![handout.account_token(account)]),
         requires_reauthentication: Some(false),

@@ -38,6 +38,7 @@ const fn scheme_type(auth: AuthScheme) -> &'static str {
     match auth {
         AuthScheme::OAuth2 => "oAuth",
         AuthScheme::Credentials => "usernamePassword",
+        AuthScheme::ApiKey => "apiKey",
     }
 }
 
@@ -58,6 +59,16 @@ pub(crate) async fn schemes(State(state): State<AppState>, _: Client) -> ApiOk<V
                     {"name": "Password", "description": format!("{} password", i.name)},
                 ]},
                 "mfaSchemes": ["mfaCode"],
+            }),
+            // Sent to POST /api/v1/authenticate as username (the key) and password (the secret).
+            AuthScheme::ApiKey => json!({
+                "brokerType": i.integration_type.as_str(),
+                "authenticationSchemeType": "apiKey",
+                "initialAuthenticationModel": {"fields": [
+                    {"name": "API key", "description": format!("{} API key", i.name)},
+                    {"name": "API secret", "description": format!("{} API secret", i.name)},
+                ]},
+                "mfaSchemes": [],
             }),
             AuthScheme::OAuth2 => json!({
                 "brokerType": i.integration_type.as_str(),
