@@ -7,14 +7,13 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::admin::{FaultTarget, apply_fault};
-use crate::portfolio::{self, ApiCall};
 use crate::util::{after, bearer, constant_time_eq, json_error, random_token, secs_until, server_failure, token_hash};
 use crate::{MFA_CODE, PASSWORD, Shared};
 
@@ -72,21 +71,7 @@ impl BinanceState {
 }
 
 pub fn router() -> Router<Shared> {
-    Router::new()
-        .route("/auth/sign-in", post(sign_in))
-        .route("/auth/sign-out", post(sign_out))
-        .route("/api/accounts", get(|s: State<Shared>, h: HeaderMap| api(s, h, ApiCall::Accounts)))
-        .route("/api/holdings", get(|s: State<Shared>, h: HeaderMap| api(s, h, ApiCall::Holdings)))
-        .route("/api/balances", get(|s: State<Shared>, h: HeaderMap| api(s, h, ApiCall::Balances)))
-        .route(
-            "/api/transfers",
-            get(|s: State<Shared>, h: HeaderMap| api(s, h, ApiCall::Transfers))
-                .post(|s: State<Shared>, h: HeaderMap, body: Json<Value>| api(s, h, ApiCall::CreateTransfer(body.0))),
-        )
-        .route(
-            "/api/transfers/quote",
-            post(|s: State<Shared>, h: HeaderMap, body: Json<Value>| api(s, h, ApiCall::QuoteTransfer(body.0))),
-        )
+    Router::new().route("/auth/sign-in", post(sign_in)).route("/auth/sign-out", post(sign_out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,7 +153,7 @@ async fn sign_in(
         Some("write") => true,
         Some(_) => return json_error(StatusCode::BAD_REQUEST, "invalid_request", "scope must be read or write"),
     };
-    if !(portfolio::is_known_user(&body.username) && constant_time_eq(&body.password, PASSWORD)) {
+    if !(crate::ledger::is_known_user(&body.username) && constant_time_eq(&body.password, PASSWORD)) {
         return json_error(StatusCode::UNAUTHORIZED, "invalid_credentials", "the username or password is incorrect");
     }
     // Credentials plus the code in one request (Mesh's re-POST style).
@@ -207,25 +192,4 @@ async fn sign_out(State(sandbox): State<Shared>, headers: HeaderMap) -> Response
         Some(_) => Json(json!({"status": "signedOut"})).into_response(),
         None => session_expired(),
     }
-}
-
-async fn api(State(sandbox): State<Shared>, headers: HeaderMap, call: ApiCall) -> Response {
-    sandbox.lock().counts.request(EXCHANGE, call.name());
-    if let Some(response) = apply_fault(&sandbox, EXCHANGE, FaultTarget::Api).await {
-        return response;
-    }
-    let now = sandbox.config.clock.now();
-    let Some(token) = bearer(&headers) else { return session_expired() };
-    let mut inner = sandbox.lock();
-    let inner = &mut *inner;
-    let Some(session) = inner.binance.sessions.get(&token_hash(token)).filter(|s| s.expires_at > now) else {
-        return session_expired();
-    };
-    let (username, write) = (session.username.clone(), session.write);
-    let is_send = matches!(call, ApiCall::CreateTransfer(_));
-    let response = portfolio::answer(&mut inner.portfolios, EXCHANGE, &username, write, now, call);
-    if is_send && response.status() == StatusCode::CREATED {
-        inner.counts.transfer_created(EXCHANGE);
-    }
-    response
 }

@@ -472,7 +472,6 @@ async fn deposit_address(
 fn refusal_answer(refusal: Refusal, min: Option<f64>) -> Response {
     let bad = StatusCode::BAD_REQUEST;
     match refusal {
-        Refusal::UnknownUser => no_user(),
         Refusal::UnsupportedAsset => error(bad, -4018, "We don't have this asset."),
         Refusal::UnsupportedNetwork => error(bad, -4019, "Current asset is not open for withdrawal."),
         Refusal::InvalidAmount => {

@@ -378,7 +378,6 @@ fn refusal_answer(refusal: Refusal, symbol: &str, network: &str) -> Response {
         Refusal::IdempotencyConflict => {
             validation_error("idem", "This idem was already used for a different transaction")
         }
-        Refusal::UnknownUser => not_found(),
     }
 }
 

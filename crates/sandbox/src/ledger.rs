@@ -43,9 +43,6 @@ pub const NETWORKS: &[&str] = &["bitcoin", "ethereum", "polygon", "solana", "bas
 /// How long a sandbox transfer stays `pending` before it settles.
 pub const SETTLE_AFTER: time::Duration = time::Duration::seconds(2);
 
-/// Cost basis the sandbox reports: the positions were bought at this fraction of today's price.
-pub const COST_BASIS_FACTOR: f64 = 0.8;
-
 /// The sandbox usernames (Mesh's sandbox naming); all use password `Pass123`.
 pub fn is_known_user(username: &str) -> bool {
     initial_book(username).is_some()
@@ -70,7 +67,6 @@ pub fn network_terms(symbol: &str, network: &str) -> Result<(f64, f64), Refusal>
 /// Why the books refuse a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    UnknownUser,
     UnsupportedAsset,
     UnsupportedNetwork,
     InvalidAmount,
@@ -84,7 +80,6 @@ pub enum Refusal {
 impl Refusal {
     pub fn describe(self) -> &'static str {
         match self {
-            Refusal::UnknownUser => "no such sandbox user",
             Refusal::UnsupportedAsset => "the exchange does not send that asset over that network",
             Refusal::UnsupportedNetwork => "the exchange does not send over that network",
             Refusal::InvalidAmount => "the amount must be a positive number",

@@ -13,7 +13,6 @@ mod binance_spot;
 mod coinbase_v2;
 mod ledger;
 mod oauth_server;
-mod portfolio;
 mod uphold_v0;
 mod util;
 
@@ -127,7 +126,6 @@ pub(crate) struct Inner {
     pub oauth: HashMap<&'static str, oauth_server::ExchangeState>,
     pub binance: binance::BinanceState,
     pub binance_spot: binance_spot::SpotState,
-    pub portfolios: portfolio::Portfolios,
     pub ledger: ledger::Ledger,
     pub faults: admin::Faults,
     pub counts: admin::RequestCounts,

@@ -16,12 +16,11 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::admin::{FaultTarget, apply_fault};
-use crate::portfolio::{self, ApiCall};
 use crate::util::{
-    after, basic_credentials, bearer, constant_time_eq, escape_html, json_error, oauth_error, random_token, s256,
-    secs_until, server_failure, token_hash,
+    after, basic_credentials, bearer, constant_time_eq, escape_html, oauth_error, random_token, s256, secs_until,
+    server_failure, token_hash,
 };
-use crate::{MFA_CODE, PASSWORD, Shared};
+use crate::{MFA_CODE, PASSWORD, Shared, ledger};
 
 /// How one sandbox OAuth exchange behaves.
 #[derive(Debug, Clone, Copy)]
@@ -147,23 +146,6 @@ pub fn router(flavor: Flavor) -> Router<Shared> {
             post(move |s: State<Shared>, h: HeaderMap, f: Form<Vec<(String, String)>>| revoke(flavor, s, h, f)),
         )
         .route("/.well-known/oauth-authorization-server", get(move |s: State<Shared>| metadata(flavor, s)))
-        .route("/api/accounts", get(move |s: State<Shared>, h: HeaderMap| api(flavor, s, h, ApiCall::Accounts)))
-        .route("/api/holdings", get(move |s: State<Shared>, h: HeaderMap| api(flavor, s, h, ApiCall::Holdings)))
-        .route("/api/balances", get(move |s: State<Shared>, h: HeaderMap| api(flavor, s, h, ApiCall::Balances)))
-        .route(
-            "/api/transfers",
-            get(move |s: State<Shared>, h: HeaderMap| api(flavor, s, h, ApiCall::Transfers)).post(
-                move |s: State<Shared>, h: HeaderMap, body: Json<Value>| {
-                    api(flavor, s, h, ApiCall::CreateTransfer(body.0))
-                },
-            ),
-        )
-        .route(
-            "/api/transfers/quote",
-            post(move |s: State<Shared>, h: HeaderMap, body: Json<Value>| {
-                api(flavor, s, h, ApiCall::QuoteTransfer(body.0))
-            }),
-        )
 }
 
 async fn metadata(flavor: Flavor, State(sandbox): State<Shared>) -> Json<Value> {
@@ -334,7 +316,7 @@ async fn authorize_submit(
     let username = params.get("username").map(String::as_str).unwrap_or_default();
     let password = params.get("password").map(String::as_str).unwrap_or_default();
     let mfa_ok = params.get("mfa_code").is_none_or(|c| c.is_empty() || constant_time_eq(c, MFA_CODE));
-    if !(portfolio::is_known_user(username) && constant_time_eq(password, PASSWORD) && mfa_ok) {
+    if !(ledger::is_known_user(username) && constant_time_eq(password, PASSWORD) && mfa_ok) {
         return consent_page(flavor, &sandbox, &params, &req, Some("Wrong username or password."));
     }
     let Some(code) = random_token(&format!("{}_code_", flavor.token_prefix)) else { return server_failure() };
@@ -634,37 +616,6 @@ async fn revoke(
     }
     // RFC 7009 §2.2: 200 also for unknown or already-invalid tokens.
     StatusCode::OK.into_response()
-}
-
-async fn api(flavor: Flavor, State(sandbox): State<Shared>, headers: HeaderMap, call: ApiCall) -> Response {
-    sandbox.lock().counts.request(flavor.key, call.name());
-    if let Some(response) = apply_fault(&sandbox, flavor.key, FaultTarget::Api).await {
-        return response;
-    }
-    let now = sandbox.config.clock.now();
-    let unauthorized = || {
-        let mut r =
-            json_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is expired, revoked or unknown");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
-        r
-    };
-    let Some(token) = bearer(&headers) else { return unauthorized() };
-    let mut inner = sandbox.lock();
-    let inner = &mut *inner;
-    let state = inner.oauth.entry(flavor.key).or_default();
-    let Some(entry) = state.access.get(&token_hash(token)) else { return unauthorized() };
-    if entry.expires_at <= now {
-        return unauthorized();
-    }
-    let Some(grant) = state.grants.get(&entry.grant).filter(|g| !g.revoked) else { return unauthorized() };
-    let can_write = entry.scopes.iter().any(|s| flavor.write_scopes.contains(&s.as_str()));
-    let username = grant.username.clone();
-    let is_send = matches!(call, ApiCall::CreateTransfer(_));
-    let response = portfolio::answer(&mut inner.portfolios, flavor.key, &username, can_write, now, call);
-    if is_send && response.status() == StatusCode::CREATED {
-        inner.counts.transfer_created(flavor.key);
-    }
-    response
 }
 
 /// Why a Bearer access token does not open the account API.

@@ -113,7 +113,6 @@ fn refusal(refusal: Refusal, symbol: &str, network: &str) -> Response {
         Refusal::UnsupportedNetwork => validation("network", "invalid", message, None),
         Refusal::UnsupportedAsset => validation("denomination.currency", "invalid", message, None),
         Refusal::IdempotencyConflict => error(StatusCode::CONFLICT, "conflict", message),
-        Refusal::UnknownUser => invalid_token("no such sandbox user"),
     }
 }
 

@@ -552,7 +552,7 @@ impl BinanceSpot {
         })?;
         let entry =
             coin.network_list.iter().find(|n| canonical_network(&n.network) == Some(network)).cloned().ok_or_else(
-                || refusal(Refusal::UnsupportedNetwork, format!("Binance does not move {symbol} on {network}")),
+                || refusal(Refusal::UnsupportedAsset, format!("Binance does not move {symbol} on {network}")),
             )?;
         let name = if coin.name.is_empty() { coin.coin.clone() } else { coin.name.clone() };
         Ok((name, entry))

@@ -11,7 +11,6 @@
 
 pub mod binance;
 pub mod coinbase;
-pub mod legacy_sandbox;
 pub mod uphold;
 
 use std::fmt;
@@ -26,8 +25,6 @@ use url::Url;
 
 use crate::catalog::Integration;
 use crate::http::{self, HttpLimits};
-
-pub use legacy_sandbox::LegacyApi;
 
 /// Which provider API an integration's account calls speak (the catalog's `account_api`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -411,15 +408,12 @@ pub struct ExchangeApi {
     coinbase: Arc<coinbase::CoinbaseV2>,
     uphold: Arc<uphold::UpholdV0>,
     binance: Arc<binance::BinanceSpot>,
-    /// Remove once every caller uses the adapters.
-    pub legacy: LegacyApi,
 }
 
 impl ExchangeApi {
     pub fn new(limits: HttpLimits) -> Result<Self, ApiError> {
         let client = http::build_client(&limits).map_err(ApiError::Config)?;
         Ok(Self {
-            legacy: LegacyApi::new(limits.clone())?,
             http: Http { client, limits },
             coinbase: Arc::new(coinbase::CoinbaseV2::default()),
             uphold: Arc::new(uphold::UpholdV0::default()),

@@ -133,7 +133,7 @@ pub(crate) async fn list(
     let mut history = call_account(&state, &mut resolved, &(), |api, call, ()| api.history(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;
-    history.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    history.sort_by_key(|t| std::cmp::Reverse(t.created_at));
     let earliest = history.iter().map(|t| millis(t.created_at)).min().unwrap_or(0);
     let matching: Vec<&Transfer> = history
         .iter()
