@@ -156,9 +156,7 @@ pub(crate) async fn send_tracked(
         let headers = response.headers().clone();
         let mut body = Vec::new();
         // Once an answer has started, the upstream has processed the request, whatever breaks next.
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| (classify_reqwest(e), Delivery::MaybeProcessed))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| (classify_reqwest(e), Delivery::MaybeProcessed))? {
             if body.len() + chunk.len() > limit {
                 return Err((FetchError::TooLarge { limit }, Delivery::MaybeProcessed));
             }

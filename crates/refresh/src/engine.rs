@@ -23,9 +23,9 @@ use linkvault_domain::schedule::{self, CredentialTimes, Decision, Renewal, Sched
 use linkvault_domain::{ClientId, Clock, ConnectionEvent, ConnectionStatus, TokenId};
 use linkvault_integrations::oauth::{OAuthError, TokenSet};
 use linkvault_integrations::{AuthScheme, Catalog, Integration, OAuthClient};
-use secrecy::SecretString;
 use linkvault_storage::{ClaimedConnection, ConnectionRecord, DynStore, LeaseRelease, ReauthMark, StorageError};
 use linkvault_vault::{IntegrationCredentials, Refreshed, Vault, VaultError, connection_event};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;

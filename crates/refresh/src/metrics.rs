@@ -279,11 +279,8 @@ impl EngineMetrics {
             let _ = writeln!(out, "# TYPE linkvault_refresh_reauth_required_total counter");
             let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
             for (reason, n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "linkvault_refresh_reauth_required_total{{reason=\"{}\"}} {n}",
-                    escape_label(reason)
-                );
+                let _ =
+                    writeln!(out, "linkvault_refresh_reauth_required_total{{reason=\"{}\"}} {n}", escape_label(reason));
             }
         }
         let _ = writeln!(

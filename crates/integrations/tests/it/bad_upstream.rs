@@ -217,7 +217,10 @@ async fn bad_answers_are_clear_errors_within_the_timeout() {
             match name {
                 "hang" => {
                     // Sent, no answer: the upstream may have rotated the token, so it is not "transient".
-                    assert!(matches!(&err, OAuthError::OutcomeUnknown { reason } if reason.contains("timeout")), "{err}");
+                    assert!(
+                        matches!(&err, OAuthError::OutcomeUnknown { reason } if reason.contains("timeout")),
+                        "{err}"
+                    );
                     assert!(err.outcome_unknown());
                 }
                 _ => assert!(matches!(&err, OAuthError::Protocol(m) if m.contains("larger than")), "{err}"),

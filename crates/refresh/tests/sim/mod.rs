@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use linkvault_crypto::MasterKey;
-use linkvault_domain::{
-    Clock, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId,
-};
+use linkvault_domain::{Clock, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_integrations::Catalog;
 use linkvault_refresh::{EngineConfig, EngineMetrics, RefreshEngine};
 use linkvault_storage::{DynStore, SqliteStore};
@@ -36,8 +34,7 @@ pub struct SimClock {
 impl Clock for SimClock {
     fn now(&self) -> OffsetDateTime {
         let elapsed = tokio::time::Instant::now() - self.start;
-        self.epoch
-            + time::Duration::milliseconds(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX) + self.skew_ms)
+        self.epoch + time::Duration::milliseconds(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX) + self.skew_ms)
     }
 }
 
@@ -134,10 +131,9 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SimReport {
         Ok(rt) => rt,
         Err(e) => return SimReport { violations: vec![format!("runtime: {e}")], ..SimReport::default() },
     };
-    runtime.block_on(simulate(seed, cfg)).unwrap_or_else(|e| SimReport {
-        violations: vec![format!("set-up failed: {e}")],
-        ..SimReport::default()
-    })
+    runtime
+        .block_on(simulate(seed, cfg))
+        .unwrap_or_else(|e| SimReport { violations: vec![format!("set-up failed: {e}")], ..SimReport::default() })
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -203,32 +199,33 @@ async fn simulate(seed: u64, cfg: &SimConfig) -> Res<SimReport> {
     let mut report = SimReport::default();
     let mut metrics: Vec<Arc<EngineMetrics>> = Vec::new();
     let mut generation = 0u64;
-    let start_instance = |n: usize, generation: u64, metrics: &mut Vec<Arc<EngineMetrics>>, draw: &dyn Fn(u64) -> u64| {
-        let skew = i64::try_from(draw(u64::try_from(cfg.max_skew_ms * 2 + 1).unwrap_or(1))).unwrap_or(0)
-            - cfg.max_skew_ms;
-        let clock = Arc::new(SimClock { epoch, start, skew_ms: skew });
-        let upstream = Arc::new(SimUpstream {
-            provider: Arc::clone(&provider),
-            rng: Arc::clone(&rng),
-            clock: Arc::clone(&clock),
-            timeout: Duration::from_secs(3),
-            fault_per_mille: cfg.fault_per_mille,
-            access_ttl_secs: ttl,
-        });
-        let owner = format!("sim-{n}-{generation}");
-        let engine = RefreshEngine::with_grant_sender(
-            Arc::clone(&vault),
-            Arc::clone(&catalog),
-            upstream,
-            clock,
-            engine_config(owner.clone()),
-        );
-        metrics.push(engine.metrics());
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let runner = engine.clone();
-        let run = tokio::spawn(async move { runner.run(rx).await });
-        Instance { engine, run, callers: Vec::new(), _stop: stop, owner }
-    };
+    let start_instance =
+        |n: usize, generation: u64, metrics: &mut Vec<Arc<EngineMetrics>>, draw: &dyn Fn(u64) -> u64| {
+            let skew =
+                i64::try_from(draw(u64::try_from(cfg.max_skew_ms * 2 + 1).unwrap_or(1))).unwrap_or(0) - cfg.max_skew_ms;
+            let clock = Arc::new(SimClock { epoch, start, skew_ms: skew });
+            let upstream = Arc::new(SimUpstream {
+                provider: Arc::clone(&provider),
+                rng: Arc::clone(&rng),
+                clock: Arc::clone(&clock),
+                timeout: Duration::from_secs(3),
+                fault_per_mille: cfg.fault_per_mille,
+                access_ttl_secs: ttl,
+            });
+            let owner = format!("sim-{n}-{generation}");
+            let engine = RefreshEngine::with_grant_sender(
+                Arc::clone(&vault),
+                Arc::clone(&catalog),
+                upstream,
+                clock,
+                engine_config(owner.clone()),
+            );
+            metrics.push(engine.metrics());
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let runner = engine.clone();
+            let run = tokio::spawn(async move { runner.run(rx).await });
+            Instance { engine, run, callers: Vec::new(), _stop: stop, owner }
+        };
     let mut instances: Vec<Instance> = Vec::new();
     for n in 0..cfg.instances {
         generation += 1;
@@ -357,9 +354,11 @@ async fn check(
             ConnectionStatus::ReauthRequired => {
                 reauth += 1;
                 let id = row.token_id.to_string();
-                let has_event = sim.state().outbox.iter().any(|e| {
-                    e.event_type == "connection.reauthRequired" && e.payload.contains(&id)
-                });
+                let has_event = sim
+                    .state()
+                    .outbox
+                    .iter()
+                    .any(|e| e.event_type == "connection.reauthRequired" && e.payload.contains(&id));
                 if !has_event {
                     report.violations.push(format!("connection {i} is reauthRequired without its event"));
                 }
@@ -372,7 +371,6 @@ async fn check(
                     ));
                 }
             }
-            _ => {}
         }
     }
     let counted: u64 = metrics.iter().map(|m| m.reauth_required_total()).sum();

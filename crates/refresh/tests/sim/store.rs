@@ -257,7 +257,9 @@ impl SimStore {
         let done = {
             let mut st = self.state();
             let changed = match st.rows.get_mut(&rel.token_id) {
-                Some(r) if r.version == rel.expected_version && r.refresh.lease_owner.as_deref() == Some(&rel.owner) => {
+                Some(r)
+                    if r.version == rel.expected_version && r.refresh.lease_owner.as_deref() == Some(&rel.owner) =>
+                {
                     r.refresh.lease_owner = None;
                     r.refresh.lease_until = None;
                     r.refresh.grant_in_flight = false;
