@@ -104,11 +104,25 @@ impl FetchError {
     }
 }
 
+/// Whether a failed exchange may have reached the upstream. Only a failure to connect (refused, DNS, TLS, or
+/// a connect timeout: reqwest's `is_connect`) proves the request was never written; a timeout or a broken
+/// connection after that may follow a request the upstream processed ("sent, no answer").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    NeverSent,
+    MaybeProcessed,
+}
+
+fn delivery_of(e: &reqwest::Error) -> Delivery {
+    if e.is_connect() || e.is_builder() { Delivery::NeverSent } else { Delivery::MaybeProcessed }
+}
+
 fn classify_reqwest(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        FetchError::TimedOut
-    } else if e.is_connect() {
+    // A connect timeout is also a timeout; it is classed by what it proves (nothing was sent).
+    if e.is_connect() {
         FetchError::Connection("connection failed".to_owned())
+    } else if e.is_timeout() {
+        FetchError::TimedOut
     } else if e.is_body() || e.is_decode() {
         FetchError::Connection("connection broke while reading the answer".to_owned())
     } else {
@@ -118,27 +132,43 @@ fn classify_reqwest(e: reqwest::Error) -> FetchError {
 
 /// Sends the request and reads the body incrementally, stopping at the cap, all within the total timeout.
 pub(crate) async fn send(limits: &HttpLimits, request: RequestBuilder) -> Result<RawResponse, FetchError> {
+    send_tracked(limits, request).await.map_err(|(e, _)| e)
+}
+
+/// [`send`], also saying whether a failed exchange may have reached the upstream (see [`Delivery`]).
+pub(crate) async fn send_tracked(
+    limits: &HttpLimits,
+    request: RequestBuilder,
+) -> Result<RawResponse, (FetchError, Delivery)> {
     let limit = limits.max_body_bytes;
+    let tracked = |e: reqwest::Error| {
+        let delivery = delivery_of(&e);
+        (classify_reqwest(e), delivery)
+    };
     let exchange = async move {
-        let mut response = request.send().await.map_err(classify_reqwest)?;
+        let mut response = request.send().await.map_err(tracked)?;
         let declared =
             response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
-            return Err(FetchError::TooLarge { limit });
+            return Err((FetchError::TooLarge { limit }, Delivery::MaybeProcessed));
         }
         let status = response.status();
         let headers = response.headers().clone();
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify_reqwest)? {
+        // Once an answer has started, the upstream has processed the request, whatever breaks next.
+        while let Some(chunk) = response.chunk().await.map_err(|e| (classify_reqwest(e), Delivery::MaybeProcessed))? {
             if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge { limit });
+                return Err((FetchError::TooLarge { limit }, Delivery::MaybeProcessed));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(RawResponse { status, headers, body })
     };
     // reqwest's own timeout covers the same span; this outer bound also covers anything it might not.
-    tokio::time::timeout(limits.worst_case(), exchange).await.unwrap_or(Err(FetchError::TimedOut))
+    // It cannot tell whether the request was written, so it counts as maybe processed.
+    tokio::time::timeout(limits.worst_case(), exchange)
+        .await
+        .unwrap_or(Err((FetchError::TimedOut, Delivery::MaybeProcessed)))
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3), clamped to [`MAX_RETRY_AFTER`].

@@ -41,6 +41,11 @@ pub enum OAuthError {
     /// Worth retrying later: 5xx, 429, timeouts, connection failures. `retry_after` from the upstream if given.
     #[error("the integration is unavailable for now: {reason}")]
     Transient { retry_after: Option<Duration>, reason: String },
+    /// The refresh request may have reached the integration (written, then a timeout or a broken connection
+    /// before a complete answer): it may have rotated the refresh token. Never treated as "not sent":
+    /// presenting the same refresh token again is reuse unless the integration's reuse grace covers it.
+    #[error("no answer from the integration after the request was sent: {reason}")]
+    OutcomeUnknown { reason: String },
     /// The answer broke the protocol: HTML instead of JSON, no access_token, an oversize body, …
     #[error("the integration's answer is unusable: {0}")]
     Protocol(String),
@@ -62,9 +67,15 @@ impl OAuthError {
         matches!(self, OAuthError::InvalidGrant { .. })
     }
 
-    /// Back off (with jitter) and try again later.
+    /// Back off (with jitter) and try again later. Includes [`OAuthError::OutcomeUnknown`], which callers that
+    /// present a rotating refresh token must check first ([`OAuthError::outcome_unknown`]).
     pub fn is_transient(&self) -> bool {
-        matches!(self, OAuthError::Transient { .. })
+        matches!(self, OAuthError::Transient { .. } | OAuthError::OutcomeUnknown { .. })
+    }
+
+    /// The request was sent and no complete answer came: the integration may have acted on it.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, OAuthError::OutcomeUnknown { .. })
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -72,6 +83,16 @@ impl OAuthError {
             OAuthError::Transient { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// [`fetch_error`] for a call whose request may have been processed: "sent, no answer" is its own class.
+fn tracked_fetch_error((e, delivery): (FetchError, http::Delivery), endpoint: &str) -> OAuthError {
+    match (&e, delivery) {
+        (FetchError::TimedOut | FetchError::Connection(_), http::Delivery::MaybeProcessed) => {
+            OAuthError::OutcomeUnknown { reason: format!("{endpoint}: {}", e.describe()) }
+        }
+        _ => fetch_error(e, endpoint),
     }
 }
 
@@ -395,7 +416,8 @@ impl OAuthClient {
         let grant_type = form.first().map(|(_, v)| *v).unwrap_or_default().to_owned();
         let request = self.authenticated_post(integration, token_url, form)?;
         let sent_at = self.clock.now();
-        let response = http::send(&self.limits, request).await.map_err(|e| fetch_error(e, "token endpoint"))?;
+        let response =
+            http::send_tracked(&self.limits, request).await.map_err(|e| tracked_fetch_error(e, "token endpoint"))?;
         tracing::debug!(
             integration = %integration.integration_type,
             grant_type = %grant_type,

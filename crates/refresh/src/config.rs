@@ -32,6 +32,16 @@ pub struct EngineConfig {
     pub on_demand_poll: Duration,
     /// …for at most this long in all (raised to at least the lease, so a dead holder's lease can expire).
     pub on_demand_timeout: Duration,
+    /// Time the lease must still run after the HTTP worst case when a grant is sent, for the write-back
+    /// (sealing, waiting for a pooled database connection, the commit). Compare with the measured
+    /// `linkvault_refresh_write_back_max_seconds`; the lease is raised to twice worst case plus this.
+    pub write_back_allowance: Duration,
+    /// Expired leases recovered at once (recovery runs beside the scheduler loop, never inside it).
+    pub recovery_concurrency: usize,
+    /// A refresh token whose grant got no answer is presented again only if the new request reaches the
+    /// integration at least this long before its reuse grace ends: covers request transit and clock skew
+    /// between instances and the database.
+    pub grace_margin: Duration,
 }
 
 impl EngineConfig {
@@ -50,6 +60,9 @@ impl EngineConfig {
             gauge_interval: Duration::from_secs(5),
             on_demand_poll: Duration::from_millis(25),
             on_demand_timeout: Duration::from_secs(50),
+            write_back_allowance: Duration::from_secs(5),
+            recovery_concurrency: 8,
+            grace_margin: Duration::from_secs(5),
         }
     }
 }

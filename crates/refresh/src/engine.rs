@@ -3,10 +3,16 @@
 //! leases whose worker died.
 //!
 //! Every path that may send a refresh grant goes through [`Worker::grant`]: it holds the row's lease, marks
-//! the grant in flight only if the lease (on the database clock) outlives the HTTP worst case, and never sends
-//! a second grant for the same claim. Whatever happens after the grant is sent, the row records it: a
-//! write-back, a release with backoff, `reauthRequired` — or, if the process dies, an expired lease with
-//! `grant_in_flight` set, which recovery handles.
+//! the grant in flight only if the lease (on the database clock) outlives the HTTP worst case plus the
+//! write-back allowance, and presents a refresh token again only when it is provably safe: the first request
+//! was never sent, the integration does not rotate, or its reuse grace still covers the new presentation.
+//! Whatever happens after the grant is sent, the row records it: a write-back, a release with backoff,
+//! `reauthRequired` — or, if the process dies, an expired lease with `grant_in_flight` set, which recovery
+//! handles.
+//!
+//! Grants belong to the engine, never to a request: every claim-to-write-back runs in a task the engine owns
+//! ("a flight", registered per tokenId in this process), and requests only wait for its outcome, so a client
+//! that hangs up cancels nothing but its own wait.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -15,20 +21,44 @@ use std::time::Duration;
 
 use linkvault_domain::schedule::{self, CredentialTimes, Decision, Renewal, SchedulePolicy};
 use linkvault_domain::{ClientId, Clock, ConnectionEvent, ConnectionStatus, TokenId};
+use linkvault_integrations::oauth::{OAuthError, TokenSet};
 use linkvault_integrations::{AuthScheme, Catalog, Integration, OAuthClient};
 use linkvault_storage::{ClaimedConnection, ConnectionRecord, DynStore, LeaseRelease, ReauthMark, StorageError};
 use linkvault_vault::{IntegrationCredentials, Refreshed, Vault, VaultError, connection_event};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+
+/// Sends refresh grants: [`OAuthClient`] in production; the deterministic simulator injects its upstream.
+#[async_trait::async_trait]
+pub trait GrantSender: Send + Sync + std::fmt::Debug {
+    /// The longest one grant can take; a lease must outlive it (plus the write-back) when a grant is sent.
+    fn worst_case(&self) -> Duration;
+    /// The refresh grant. [`OAuthError::OutcomeUnknown`] means "sent, no answer" and must be told apart
+    /// from failures that prove nothing was sent.
+    async fn refresh(&self, integration: &Integration, refresh_token: &SecretString) -> Result<TokenSet, OAuthError>;
+}
+
+#[async_trait::async_trait]
+impl GrantSender for OAuthClient {
+    fn worst_case(&self) -> Duration {
+        self.limits().worst_case()
+    }
+
+    async fn refresh(&self, integration: &Integration, refresh_token: &SecretString) -> Result<TokenSet, OAuthError> {
+        OAuthClient::refresh(self, integration, refresh_token).await
+    }
+}
 
 use crate::config::EngineConfig;
 use crate::limiter::IntegrationLimiter;
 use crate::metrics::{EngineMetrics, Recovery};
 
-/// Extra time the lease must outlive the HTTP worst case by when the grant is sent: the write-back itself
-/// must also land inside the lease.
-const WRITE_BACK_ALLOWANCE: Duration = Duration::from_secs(2);
+/// Grants sent for one claim at most: the first, and retries inside the reuse grace after "no answer".
+const MAX_GRANT_ATTEMPTS: u32 = 3;
+/// The reason a connection gets when a grant of a rotating integration went unanswered past the grace.
+pub const REASON_OUTCOME_UNKNOWN: &str = "refreshOutcomeUnknown";
 /// Expired leases handled per recovery pass.
 const RECOVERY_BATCH: u32 = 100;
 /// Scheduler passes between two idle sleeps are bounded too; a full batch loops at once, up to this many.
@@ -116,28 +146,63 @@ struct Worker {
     vault: Arc<Vault>,
     store: DynStore,
     catalog: Arc<Catalog>,
-    oauth: OAuthClient,
+    grants: Arc<dyn GrantSender>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     metrics: Arc<EngineMetrics>,
     limiters: Mutex<HashMap<String, Arc<IntegrationLimiter>>>,
-    /// Refreshes in flight in this process, by tokenId: on-demand callers wait on the receiver.
-    in_flight: Mutex<HashMap<TokenId, watch::Receiver<bool>>>,
+    /// Refreshes in flight in this process, by tokenId: callers wait on the receiver for the flight's end.
+    in_flight: Mutex<HashMap<TokenId, FlightWatch>>,
     /// Bounds the refreshes in progress (claims never exceed the free slots).
     slots: Arc<Semaphore>,
+    /// Bounds the recoveries in progress, apart from the scheduler's slots.
+    recovery_slots: Arc<Semaphore>,
+    /// A recovery pass is running (the scheduler starts at most one at a time).
+    recovering: std::sync::atomic::AtomicBool,
+    /// Every task the engine owns (flights, recovery passes): they outlive the requests that started them.
+    tasks: Mutex<JoinSet<()>>,
 }
 
-/// Registration of a refresh in [`Worker::in_flight`]; dropping it wakes the waiters.
-struct FlightGuard<'a> {
-    worker: &'a Worker,
+/// How a flight ended, for the callers waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlightEnd {
+    /// The flight held the row and did this with it.
+    Done(RefreshOutcome),
+    /// The row was not ours to take (leased elsewhere, not active, gone).
+    NotClaimed,
+}
+
+type FlightWatch = watch::Receiver<Option<FlightEnd>>;
+
+/// Registration of a flight in [`Worker::in_flight`]; dropping it (also when the task is aborted, as in a
+/// crash) unregisters it and wakes the waiters.
+struct FlightGuard {
+    worker: Arc<Worker>,
     token_id: TokenId,
-    done: watch::Sender<bool>,
+    done: watch::Sender<Option<FlightEnd>>,
+    end: Option<FlightEnd>,
 }
 
-impl Drop for FlightGuard<'_> {
+impl FlightGuard {
+    /// Ends the flight with `end` (unregisters it and wakes the waiters).
+    fn finish(mut self, end: FlightEnd) {
+        self.end = Some(end);
+    }
+}
+
+impl Drop for FlightGuard {
     fn drop(&mut self) {
         self.worker.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.token_id);
-        let _ = self.done.send(true);
+        let _ = self.done.send(Some(self.end.unwrap_or(FlightEnd::Done(RefreshOutcome::Failed))));
+    }
+}
+
+/// Waits for a flight's end until `deadline`; `None` if the deadline came first.
+async fn wait_flight(done: &mut FlightWatch, deadline: tokio::time::Instant) -> Option<FlightEnd> {
+    match tokio::time::timeout_at(deadline, done.wait_for(Option::is_some)).await {
+        Ok(Ok(end)) => *end,
+        Ok(Err(_)) => Some(FlightEnd::Done(RefreshOutcome::Failed)),
+        Err(_) => None,
     }
 }
 
@@ -186,27 +251,49 @@ impl RefreshEngine {
         catalog: Arc<Catalog>,
         oauth: OAuthClient,
         clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        Self::with_grant_sender(vault, catalog, Arc::new(oauth), clock, config)
+    }
+
+    /// [`new`](Self::new) with any [`GrantSender`] (the deterministic simulator's upstream).
+    pub fn with_grant_sender(
+        vault: Arc<Vault>,
+        catalog: Arc<Catalog>,
+        grants: Arc<dyn GrantSender>,
+        clock: Arc<dyn Clock>,
         mut config: EngineConfig,
     ) -> Self {
-        let worst = oauth.limits().worst_case() + WRITE_BACK_ALLOWANCE;
+        // The lease covers a grant that waited for the limits, then the HTTP worst case and the write-back.
+        let worst = grants.worst_case() + config.write_back_allowance;
         config.lease = config.lease.max(worst * 2);
         config.on_demand_timeout = config.on_demand_timeout.max(config.lease + Duration::from_secs(1));
         config.max_in_flight = config.max_in_flight.max(1);
+        config.recovery_concurrency = config.recovery_concurrency.max(1);
         let store = Arc::clone(vault.store());
         Self {
             inner: Arc::new(Worker {
                 vault,
                 store,
                 catalog,
-                oauth,
+                grants,
                 clock,
                 slots: Arc::new(Semaphore::new(config.max_in_flight)),
+                recovery_slots: Arc::new(Semaphore::new(config.recovery_concurrency)),
+                recovering: std::sync::atomic::AtomicBool::new(false),
+                tasks: Mutex::new(JoinSet::new()),
                 config,
                 metrics: Arc::new(EngineMetrics::default()),
                 limiters: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Aborts every task the engine owns, at whatever await point each is: what a process kill does to
+    /// them. For the simulator and crash tests; the store then holds whatever was committed.
+    pub fn abort_owned_tasks(&self) {
+        self.inner.tasks.lock().unwrap_or_else(PoisonError::into_inner).abort_all();
     }
 
     pub fn metrics(&self) -> Arc<EngineMetrics> {
@@ -218,20 +305,17 @@ impl RefreshEngine {
     }
 
     /// The scheduler loop, until `shutdown` becomes true (or its sender is dropped). On shutdown it stops
-    /// claiming and waits for refreshes in progress (each bounded by the HTTP timeout).
+    /// claiming and waits for refreshes in progress (each bounded by the HTTP worst case and the write-back).
+    /// Refreshes and recovery run in tasks the engine owns: dropping this future stops the claiming only.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let worker = &self.inner;
-        let mut tasks: JoinSet<()> = JoinSet::new();
         let mut last_recovery: Option<tokio::time::Instant> = None;
         let mut last_gauges: Option<tokio::time::Instant> = None;
         tracing::info!(owner = %worker.config.owner, "refresh scheduler started");
         while !*shutdown.borrow() {
-            while tasks.try_join_next().is_some() {}
             if last_recovery.is_none_or(|t| t.elapsed() >= worker.config.recovery_interval) {
                 last_recovery = Some(tokio::time::Instant::now());
-                if let Err(e) = self.recover_expired_leases().await {
-                    tracing::warn!(error = %e, "refresh: lease recovery pass failed");
-                }
+                worker.start_recovery_pass();
             }
             if last_gauges.is_none_or(|t| t.elapsed() >= worker.config.gauge_interval) {
                 last_gauges = Some(tokio::time::Instant::now());
@@ -264,21 +348,31 @@ impl RefreshEngine {
                         tracing::error!("refresh: no free slot for a claimed connection");
                         continue;
                     };
-                    let engine = self.clone();
-                    tasks.spawn(async move { engine.process_claimed(claimed, permit).await });
+                    let _ = worker.spawn_claimed(claimed, Some(permit));
                 }
                 if !full {
                     break;
                 }
             }
+            let all_busy = worker.slots.available_permits() == 0;
+            let slot_freed = async {
+                if all_busy {
+                    // Wakes as soon as a refresh ends and gives its slot back.
+                    let _ = worker.slots.acquire().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(worker.config.idle_poll) => {}
                 _ = shutdown.changed() => {}
-                Some(_) = tasks.join_next(), if worker.slots.available_permits() == 0 => {}
+                _ = slot_freed => {}
             }
         }
-        let drain = worker.oauth.limits().worst_case() + WRITE_BACK_ALLOWANCE;
-        let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        let drain = worker.grants.worst_case() + worker.config.write_back_allowance;
+        let all = u32::try_from(worker.config.max_in_flight).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(drain, worker.slots.acquire_many(all)).await;
         tracing::info!(owner = %worker.config.owner, "refresh scheduler stopped");
     }
 
@@ -292,32 +386,20 @@ impl RefreshEngine {
             .store
             .claim_due_connections(now, &worker.config.owner, worker.config.lease, worker.config.batch_size)
             .await?;
-        let mut tasks = JoinSet::new();
+        let mut waits = Vec::with_capacity(batch.len());
         for claimed in batch {
-            let engine = self.clone();
-            tasks.spawn(async move {
-                let token_id = claimed.record.token_id;
-                (token_id, engine.inner.process(claimed.record, Some(claimed.due_at), Trigger::Scheduled).await)
-            });
+            let token_id = claimed.record.token_id;
+            waits.push((token_id, worker.spawn_claimed(claimed, None)));
         }
         let mut outcomes = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(outcome) = done {
-                outcomes.push(outcome);
+        let far = tokio::time::Instant::now() + worker.config.lease * 4;
+        for (token_id, mut done) in waits {
+            if let Some(FlightEnd::Done(outcome)) = wait_flight(&mut done, far).await {
+                outcomes.push((token_id, outcome));
             }
         }
         self.update_gauges().await;
         Ok(outcomes)
-    }
-
-    async fn process_claimed(&self, claimed: ClaimedConnection, _slot: OwnedSemaphorePermit) {
-        if claimed.took_over_expired_lease {
-            self.inner.metrics.count_recovery(Recovery::Idle);
-        }
-        let worker = &self.inner;
-        // Registered so that on-demand callers in this process wait for this refresh instead of polling.
-        let _guard = worker.try_register(claimed.record.token_id);
-        worker.process(claimed.record, Some(claimed.due_at), Trigger::Scheduled).await;
     }
 
     async fn update_gauges(&self) {
@@ -333,17 +415,10 @@ impl RefreshEngine {
     /// Handles leases that expired: without a grant in flight the row is released to the schedule; with one
     /// (the crash window) the grant is retried at once with the stored refresh token if the integration's
     /// reuse grace still covers it, else the connection becomes `reauthRequired` and the app is told.
-    /// Returns how many leases were recovered.
+    /// Each recovery is a flight of its own (so never beside this process's refresh of the same row), at most
+    /// `recovery_concurrency` at once. Returns how many leases were recovered.
     pub async fn recover_expired_leases(&self) -> Result<u64, RefreshError> {
-        let worker = &self.inner;
-        let expired = worker.store.expired_leases(worker.clock.now(), RECOVERY_BATCH).await?;
-        let mut recovered = 0;
-        for row in expired {
-            if worker.recover_one(&row).await? {
-                recovered += 1;
-            }
-        }
-        Ok(recovered)
+        self.inner.recovery_pass().await
     }
 
     /// Credentials for a request using `token_id`, refreshed first if the access token has expired or is
@@ -413,39 +488,39 @@ impl RefreshEngine {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            // In-process single flight: wait for a refresh already running here.
-            let waiting = worker.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&token_id).cloned();
-            if let Some(mut done) = waiting {
+            // In-process single flight: wait for a refresh already running here, or start one the engine owns.
+            // Either way this request only waits: if it goes away, the flight goes on.
+            let existing = worker.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&token_id).cloned();
+            if let Some(mut done) = existing {
                 worker.metrics.count_coalesced();
-                let _ = tokio::time::timeout_at(deadline, done.wait_for(|d| *d)).await;
+                let _ = wait_flight(&mut done, deadline).await;
                 attempted = true;
                 continue;
             }
-            let Some(guard) = worker.try_register(token_id) else { continue };
-            let claimed =
-                worker.store.claim_connection(token_id, now, &worker.config.owner, worker.config.lease).await?;
-            match claimed {
-                Some(claimed) => {
-                    worker.metrics.count_on_demand();
-                    let due_at = claimed.refresh.next_refresh_at;
-                    let outcome = worker.process(claimed, due_at, Trigger::OnDemand).await;
-                    drop(guard);
-                    attempted = !matches!(outcome, RefreshOutcome::Skipped);
-                }
-                None => {
-                    drop(guard);
+            let Some(mut done) = worker.spawn_flight(token_id, move |w| async move { w.on_demand(token_id).await })
+            else {
+                continue;
+            };
+            match wait_flight(&mut done, deadline).await {
+                Some(FlightEnd::Done(outcome)) => attempted = !matches!(outcome, RefreshOutcome::Skipped),
+                Some(FlightEnd::NotClaimed) => {
                     // Leased elsewhere (another instance, or a grant crashed): re-read until it is released.
                     let row = worker.store.get_connection(token_id).await?;
                     if let Some(row) = row
                         && row.refresh.grant_in_flight
                         && row.refresh.lease_until.is_some_and(|u| u <= worker.clock.now())
                     {
-                        worker.recover_one(&row).await?;
+                        if let Some(mut done) =
+                            worker.spawn_flight(token_id, move |w| async move { w.recover_one(row).await })
+                        {
+                            let _ = wait_flight(&mut done, deadline).await;
+                        }
                         attempted = true;
                         continue;
                     }
                     tokio::time::sleep(worker.config.on_demand_poll).await;
                 }
+                None => break,
             }
         }
         Err(RefreshError::Unavailable("another worker held the connection for longer than the wait allows".to_owned()))
@@ -484,25 +559,42 @@ impl RefreshEngine {
             return Ok((record, credentials));
         }
         let renewable = renewal_of(integration, &credentials) == Renewal::RefreshGrant;
-        let Some(guard) = worker.try_register(token_id) else {
-            // A refresh of this connection is already running here: its outcome is what we want.
-            return self.ensure_fresh(client_id, token_id).await;
+        let flight = worker.spawn_flight(token_id, move |w| async move {
+            let now = w.clock.now();
+            let claimed = match w.store.claim_connection(token_id, now, &w.config.owner, w.config.lease).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => return FlightEnd::NotClaimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refresh: claiming a refused connection failed");
+                    return FlightEnd::NotClaimed;
+                }
+            };
+            let outcome = if revoked || !renewable {
+                let reason = if revoked { "credentialRevoked" } else { "credentialRefused" };
+                match w.mark_reauth(&claimed, reason).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refresh: marking a refused connection failed");
+                        RefreshOutcome::Failed
+                    }
+                }
+            } else {
+                let due_at = claimed.refresh.next_refresh_at;
+                w.process(claimed, due_at, Trigger::Refused).await
+            };
+            FlightEnd::Done(outcome)
+        });
+        // A refresh of this connection already running here, or a lease held elsewhere: its outcome is what
+        // we want.
+        let Some(mut done) = flight else { return self.ensure_fresh(client_id, token_id).await };
+        let deadline = tokio::time::Instant::now() + worker.config.on_demand_timeout;
+        let outcome = match wait_flight(&mut done, deadline).await {
+            Some(FlightEnd::Done(outcome)) => outcome,
+            Some(FlightEnd::NotClaimed) => return self.ensure_fresh(client_id, token_id).await,
+            None => {
+                return Err(RefreshError::Unavailable("the refresh did not complete within the wait".to_owned()));
+            }
         };
-        let now = worker.clock.now();
-        let Some(claimed) =
-            worker.store.claim_connection(token_id, now, &worker.config.owner, worker.config.lease).await?
-        else {
-            drop(guard);
-            return self.ensure_fresh(client_id, token_id).await;
-        };
-        let outcome = if revoked || !renewable {
-            let reason = if revoked { "credentialRevoked" } else { "credentialRefused" };
-            worker.mark_reauth(&claimed, reason).await?
-        } else {
-            let due_at = claimed.refresh.next_refresh_at;
-            worker.process(claimed, due_at, Trigger::Refused).await
-        };
-        drop(guard);
         if outcome == RefreshOutcome::ReauthRequired {
             return Err(RefreshError::ReauthRequired);
         }
@@ -524,17 +616,125 @@ impl RefreshEngine {
 }
 
 impl Worker {
-    /// Registers a refresh of `token_id` in the single-flight map, unless one is already registered.
-    fn try_register(&self, token_id: TokenId) -> Option<FlightGuard<'_>> {
+    /// Registers a flight of `token_id` in the single-flight map, unless one is already registered.
+    fn try_register(self: &Arc<Self>, token_id: TokenId) -> Option<(FlightGuard, FlightWatch)> {
         let mut map = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
         match map.entry(token_id) {
             Entry::Occupied(_) => None,
             Entry::Vacant(slot) => {
-                let (done, receiver) = watch::channel(false);
-                slot.insert(receiver);
-                Some(FlightGuard { worker: self, token_id, done })
+                let (done, receiver) = watch::channel(None);
+                slot.insert(receiver.clone());
+                Some((FlightGuard { worker: Arc::clone(self), token_id, done, end: None }, receiver))
             }
         }
+    }
+
+    /// Runs `work` in a task the engine owns (see [`RefreshEngine::abort_owned_tasks`]).
+    fn spawn_owned(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(work);
+    }
+
+    /// Starts a flight of `token_id` running `work` in an owned task, unless one is already running here.
+    fn spawn_flight<F, Fut>(self: &Arc<Self>, token_id: TokenId, work: F) -> Option<FlightWatch>
+    where
+        F: FnOnce(Arc<Worker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = FlightEnd> + Send + 'static,
+    {
+        let (guard, done) = self.try_register(token_id)?;
+        let worker = Arc::clone(self);
+        self.spawn_owned(async move {
+            let end = work(worker).await;
+            guard.finish(end);
+        });
+        Some(done)
+    }
+
+    /// Processes a row the scheduler claimed in an owned task. Registered in the single-flight map when no
+    /// other flight of the row is (one that is cannot hold the lease we hold: it waits or gives up).
+    fn spawn_claimed(self: &Arc<Self>, claimed: ClaimedConnection, slot: Option<OwnedSemaphorePermit>) -> FlightWatch {
+        let registered = self.try_register(claimed.record.token_id);
+        let (tx, rx) = watch::channel(None);
+        let worker = Arc::clone(self);
+        self.spawn_owned(async move {
+            let _slot = slot;
+            let guard = registered.map(|(guard, _)| guard);
+            if claimed.took_over_expired_lease {
+                worker.metrics.count_recovery(Recovery::Idle);
+            }
+            let outcome = worker.process(claimed.record, Some(claimed.due_at), Trigger::Scheduled).await;
+            if let Some(guard) = guard {
+                guard.finish(FlightEnd::Done(outcome));
+            }
+            let _ = tx.send(Some(FlightEnd::Done(outcome)));
+        });
+        rx
+    }
+
+    /// An on-demand flight: claim the row whatever its schedule, then decide and act.
+    async fn on_demand(self: Arc<Self>, token_id: TokenId) -> FlightEnd {
+        let now = self.clock.now();
+        match self.store.claim_connection(token_id, now, &self.config.owner, self.config.lease).await {
+            Ok(Some(claimed)) => {
+                self.metrics.count_on_demand();
+                let due_at = claimed.refresh.next_refresh_at;
+                FlightEnd::Done(self.process(claimed, due_at, Trigger::OnDemand).await)
+            }
+            Ok(None) => FlightEnd::NotClaimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "refresh: on-demand claim failed");
+                FlightEnd::Done(RefreshOutcome::Failed)
+            }
+        }
+    }
+
+    /// Starts a recovery pass in an owned task unless one is still running: the scheduler loop never waits
+    /// for recovery (up to a batch of grants of up to the HTTP worst case each).
+    fn start_recovery_pass(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let worker = Arc::clone(self);
+        self.spawn_owned(async move {
+            struct Running(Arc<Worker>);
+            impl Drop for Running {
+                fn drop(&mut self) {
+                    self.0.recovering.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+            let running = Running(worker);
+            if let Err(e) = running.0.recovery_pass().await {
+                tracing::warn!(error = %e, "refresh: lease recovery pass failed");
+            }
+        });
+    }
+
+    /// One recovery pass: every expired lease (up to a batch) as a flight of its own, `recovery_concurrency`
+    /// at once, each bounded by the HTTP worst case and the write-back. Returns how many were taken.
+    async fn recovery_pass(self: &Arc<Self>) -> Result<u64, RefreshError> {
+        let expired = self.store.expired_leases(self.clock.now(), RECOVERY_BATCH).await?;
+        let mut flights = Vec::with_capacity(expired.len());
+        for row in expired {
+            let Ok(permit) = Arc::clone(&self.recovery_slots).acquire_owned().await else { break };
+            let token_id = row.token_id;
+            // A flight of this row already running here (its lease just ran out): it handles the row.
+            if let Some(done) = self.spawn_flight(token_id, move |w| async move {
+                let _permit = permit;
+                w.recover_one(row).await
+            }) {
+                flights.push(done);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.config.lease * 2;
+        let mut recovered = 0;
+        for mut done in flights {
+            if matches!(wait_flight(&mut done, deadline).await, Some(FlightEnd::Done(_))) {
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
     }
 
     fn limiter(&self, integration: &str) -> Arc<IntegrationLimiter> {
@@ -562,7 +762,19 @@ impl Worker {
         due_at: Option<OffsetDateTime>,
         trigger: Trigger,
     ) -> RefreshOutcome {
-        let outcome = match self.process_inner(&record, due_at, trigger).await {
+        self.process_presented(record, due_at, trigger, None).await
+    }
+
+    /// [`process`](Self::process) for a row whose stored refresh token may already have been presented
+    /// without an answer, at `presented` at the earliest (recovery of the crash window).
+    async fn process_presented(
+        &self,
+        record: ConnectionRecord,
+        due_at: Option<OffsetDateTime>,
+        trigger: Trigger,
+        presented: Option<OffsetDateTime>,
+    ) -> RefreshOutcome {
+        let outcome = match self.process_inner(&record, due_at, trigger, presented).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 // The lease stays until it expires; recovery then releases or recovers the row.
@@ -578,6 +790,7 @@ impl Worker {
         record: &ConnectionRecord,
         due_at: Option<OffsetDateTime>,
         trigger: Trigger,
+        presented: Option<OffsetDateTime>,
     ) -> Result<RefreshOutcome, RefreshError> {
         let now = self.clock.now();
         let Some(integration) = self.catalog.get(&record.integration) else {
@@ -630,7 +843,7 @@ impl Worker {
                     self.release(record, now, record.refresh.refresh_failures, None, None).await?;
                     return Ok(RefreshOutcome::NotDue);
                 };
-                self.grant(record, integration, &policy, &refresh_token, due_at).await
+                self.grant(record, integration, &policy, &refresh_token, due_at, presented).await
             }
         }
     }
@@ -672,6 +885,7 @@ impl Worker {
             })
             .await?;
         if marked {
+            self.metrics.count_reauth(reason);
             tracing::info!(integration = %record.integration, reason, "connection needs re-authentication");
             Ok(RefreshOutcome::ReauthRequired)
         } else {
@@ -680,36 +894,77 @@ impl Worker {
     }
 
     /// Sends the refresh grant for a claimed row and records the result. The only place a grant is sent.
+    ///
+    /// "Sent, no answer" ([`OAuthError::outcome_unknown`]) has one rule: an integration that does not rotate
+    /// refresh tokens backs off and retries later; a rotating one presents the same refresh token again only
+    /// while its reuse grace covers the new request (from the first presentation), else the connection
+    /// becomes `reauthRequired` with [`REASON_OUTCOME_UNKNOWN`], its event and a counted metric. Once a
+    /// presentation went unanswered, no later failure short of `invalid_grant` releases the row for a retry.
     async fn grant(
         &self,
         record: &ConnectionRecord,
         integration: &Integration,
         policy: &SchedulePolicy,
-        refresh_token: &secrecy::SecretString,
+        refresh_token: &SecretString,
         due_at: Option<OffsetDateTime>,
+        presented: Option<OffsetDateTime>,
     ) -> Result<RefreshOutcome, RefreshError> {
         let limiter = self.limiter(&record.integration);
         let Some(_permit) = limiter.acquire().await else {
             return Ok(RefreshOutcome::Skipped);
         };
-        let now = self.clock.now();
-        let min_remaining = self.oauth.limits().worst_case() + WRITE_BACK_ALLOWANCE;
-        if !self
-            .store
-            .mark_grant_in_flight(record.token_id, record.version, &self.config.owner, now, min_remaining)
-            .await?
-        {
-            // The lease ran down while waiting for the limits (or was lost): send nothing. Release it if it is
-            // still ours so the row is due again right away.
-            self.metrics.count_short_lease();
-            let (failures, last_error) = (record.refresh.refresh_failures, record.refresh.last_error.clone());
-            self.release(record, now, failures, last_error, None).await?;
-            return Ok(RefreshOutcome::Skipped);
-        }
-        let result = self.oauth.refresh(integration, refresh_token).await;
+        let min_remaining = self.grants.worst_case() + self.config.write_back_allowance;
+        // When the stored refresh token was first presented without an answer (None: never, as far as we know).
+        let mut unanswered_since = if policy.rotates_refresh_tokens { presented } else { None };
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let now = self.clock.now();
+            if !self
+                .store
+                .mark_grant_in_flight(record.token_id, record.version, &self.config.owner, now, min_remaining)
+                .await?
+            {
+                self.metrics.count_short_lease();
+                if unanswered_since.is_some() {
+                    // Retrying would need a lease we no longer have, and releasing would retry outside grace.
+                    return self.outcome_unknown_past_grace(record).await;
+                }
+                // The lease ran down while waiting for the limits (or was lost): send nothing. Release it if it
+                // is still ours so the row is due again right away.
+                let (failures, last_error) = (record.refresh.refresh_failures, record.refresh.last_error.clone());
+                self.release(record, now, failures, last_error, None).await?;
+                return Ok(RefreshOutcome::Skipped);
+            }
+            let sent_at = self.clock.now();
+            let result = self.grants.refresh(integration, refresh_token).await;
+            let unanswered = match &result {
+                Ok(_) => break result,
+                Err(e) if e.needs_reauthentication() => break result,
+                Err(e) if e.outcome_unknown() => true,
+                // Proven not processed (never sent, 5xx, 429, …): harmless on its own, but after an unanswered
+                // presentation it settles nothing.
+                Err(_) => unanswered_since.is_some(),
+            };
+            if !unanswered || !policy.rotates_refresh_tokens {
+                if result.as_ref().is_err_and(OAuthError::outcome_unknown) {
+                    self.metrics.count_outcome_unknown("backed_off");
+                }
+                break result;
+            }
+            let first = *unanswered_since.get_or_insert(sent_at);
+            let now = self.clock.now();
+            if attempt < MAX_GRANT_ATTEMPTS && self.within_grace(integration, first, now) {
+                self.metrics.count_outcome_unknown("retried_within_grace");
+                tracing::warn!(integration = %record.integration, "refresh grant unanswered; presenting it again within the reuse grace");
+                continue;
+            }
+            return self.outcome_unknown_past_grace(record).await;
+        };
         let now = self.clock.now();
         match result {
             Ok(tokens) => {
+                let write_started = tokio::time::Instant::now();
                 let credentials = IntegrationCredentials {
                     access_token: tokens.access_token.clone(),
                     refresh_token: tokens.refresh_token.clone(),
@@ -741,7 +996,9 @@ impl Worker {
                         },
                     )
                     .await?;
-                if self.store.complete_refresh(&update, &self.config.owner).await? {
+                let written = self.store.complete_refresh(&update, &self.config.owner).await?;
+                self.metrics.observe_write_back(write_started.elapsed());
+                if written {
                     if let Some(due) = due_at {
                         self.metrics.observe_lateness(std_duration(now - due));
                     }
@@ -785,6 +1042,17 @@ impl Worker {
         }
     }
 
+    /// A rotating integration's grant went unanswered and the reuse grace no longer covers presenting its
+    /// refresh token again: the end user must sign in again, and the app is told.
+    async fn outcome_unknown_past_grace(&self, record: &ConnectionRecord) -> Result<RefreshOutcome, RefreshError> {
+        self.metrics.count_outcome_unknown("reauth_required");
+        tracing::warn!(
+            integration = %record.integration,
+            "refresh grant unanswered past the reuse grace; the connection needs re-authentication"
+        );
+        self.mark_reauth(record, REASON_OUTCOME_UNKNOWN).await
+    }
+
     /// A write-back that lost its compare-and-set. If another refresh landed (the refresh count moved) two
     /// workers refreshed one connection: a bug, alarmed on. If new credentials or a deletion landed, the
     /// result is just stale. Either way the grant is never sent again for this claim.
@@ -810,38 +1078,49 @@ impl Worker {
         }
     }
 
-    /// Recovers one expired lease (see [`RefreshEngine::recover_expired_leases`]). `true` if this call took it.
-    async fn recover_one(&self, row: &ConnectionRecord) -> Result<bool, RefreshError> {
+    /// Recovers one expired lease (see [`RefreshEngine::recover_expired_leases`]); runs inside the row's flight.
+    /// `NotClaimed` if another worker took it first.
+    async fn recover_one(self: Arc<Self>, row: ConnectionRecord) -> FlightEnd {
+        match self.recover_one_inner(&row).await {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(error = %e, integration = %row.integration, "refresh: lease recovery failed");
+                FlightEnd::Done(RefreshOutcome::Failed)
+            }
+        }
+    }
+
+    async fn recover_one_inner(&self, row: &ConnectionRecord) -> Result<FlightEnd, RefreshError> {
         let now = self.clock.now();
         let Some(taken) = self
             .store
             .take_over_expired_lease(row.token_id, row.version, now, &self.config.owner, self.config.lease)
             .await?
         else {
-            return Ok(false);
+            return Ok(FlightEnd::NotClaimed);
         };
-        let _guard = self.try_register(taken.token_id);
         if !taken.refresh.grant_in_flight || taken.status != ConnectionStatus::Active {
             self.metrics.count_recovery(Recovery::Idle);
             let next = taken.refresh.next_refresh_at.unwrap_or(now);
             let (failures, last_error) = (taken.refresh.refresh_failures, taken.refresh.last_error.clone());
             self.release(&taken, next, failures, last_error, None).await?;
-            return Ok(true);
+            return Ok(FlightEnd::Done(RefreshOutcome::NotDue));
         }
         // The crash window: the upstream may have rotated the refresh token we hold. The grant was sent at
         // most a lease length before the lease ended; retry only if the reuse grace still covers that.
-        let grace = self
-            .catalog
-            .get(&taken.integration)
-            .and_then(|i| i.timing.reuse_grace_secs)
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::ZERO);
         let sent_at_earliest = row.refresh.lease_until.map(|u| u - self.config.lease);
-        let within_grace = !grace.is_zero() && sent_at_earliest.is_some_and(|sent| now - sent < grace);
-        if within_grace {
+        let rotates = self.catalog.get(&taken.integration).is_none_or(|i| i.timing.rotates_refresh_tokens);
+        let within_grace = match (self.catalog.get(&taken.integration), sent_at_earliest) {
+            (Some(integration), Some(sent)) => self.within_grace(integration, sent, now),
+            _ => false,
+        };
+        if within_grace || !rotates {
             self.metrics.count_recovery(Recovery::GrantRetried);
             tracing::warn!(integration = %taken.integration, "refresh interrupted mid-grant; retrying within the reuse grace");
-            self.process(taken, row.refresh.next_refresh_at, Trigger::Recovery).await;
+            let due = row.refresh.next_refresh_at;
+            let presented = if rotates { sent_at_earliest } else { None };
+            let outcome = self.process_presented(taken, due, Trigger::Recovery, presented).await;
+            Ok(FlightEnd::Done(outcome))
         } else {
             self.metrics.count_recovery(Recovery::GrantLost);
             tracing::warn!(
@@ -849,9 +1128,19 @@ impl Worker {
                 "refresh interrupted mid-grant without a reuse grace; the connection needs re-authentication"
             );
             let outcome = self.mark_reauth(&taken, "refresh_interrupted").await?;
-            self.count(&taken, outcome);
+            Ok(FlightEnd::Done(self.count(&taken, outcome)))
         }
-        Ok(true)
+    }
+
+    /// Whether a refresh token first presented at `first_sent` may be presented again now: the integration
+    /// grants a reuse grace and the new request arrives inside it with `grace_margin` to spare.
+    fn within_grace(&self, integration: &Integration, first_sent: OffsetDateTime, now: OffsetDateTime) -> bool {
+        let Some(grace) = integration.timing.reuse_grace_secs.filter(|g| *g > 0).map(Duration::from_secs) else {
+            return false;
+        };
+        let elapsed = std_duration(now - first_sent);
+        // A negative elapsed time (skew) counts as none; the margin covers skew.
+        elapsed + self.config.grace_margin < grace
     }
 }
 

@@ -14,5 +14,5 @@ mod limiter;
 mod metrics;
 
 pub use config::EngineConfig;
-pub use engine::{RefreshEngine, RefreshError, RefreshOutcome, Trigger};
+pub use engine::{GrantSender, REASON_OUTCOME_UNKNOWN, RefreshEngine, RefreshError, RefreshOutcome, Trigger};
 pub use metrics::EngineMetrics;

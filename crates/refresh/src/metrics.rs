@@ -61,6 +61,13 @@ pub struct EngineMetrics {
     grants_skipped_short_lease: AtomicU64,
     on_demand_refreshes: AtomicU64,
     on_demand_coalesced: AtomicU64,
+    /// Grants sent without a complete answer, by what the engine did about it.
+    outcome_unknown: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections this engine marked `reauthRequired`, by reason.
+    reauth_reasons: Mutex<BTreeMap<String, u64>>,
+    /// The slowest write-back seen (vault sealing + store commit), for sizing the write-back allowance.
+    write_back_max_ms: AtomicU64,
+    write_back_count: AtomicU64,
 }
 
 fn escape_label(value: &str) -> String {
@@ -118,6 +125,48 @@ impl EngineMetrics {
 
     pub(crate) fn count_coalesced(&self) {
         self.on_demand_coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_outcome_unknown(&self, action: &'static str) {
+        let mut map = self.outcome_unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry(action).or_insert(0) += 1;
+    }
+
+    pub(crate) fn count_reauth(&self, reason: &str) {
+        let mut map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+
+    pub(crate) fn observe_write_back(&self, took: Duration) {
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.write_back_max_ms.fetch_max(ms, Ordering::Relaxed);
+        self.write_back_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Grants sent that got no complete answer, by what followed: `retried_within_grace` (the same refresh
+    /// token presented again inside the integration's reuse grace), `reauth_required` (past the grace:
+    /// `refreshOutcomeUnknown`), `backed_off` (an integration that does not rotate refresh tokens).
+    pub fn outcome_unknown(&self, action: &str) -> u64 {
+        let map = self.outcome_unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(action).copied().unwrap_or(0)
+    }
+
+    /// Connections this engine marked `reauthRequired` with `reason` (`invalid_grant`, `refreshOutcomeUnknown`,
+    /// `refresh_interrupted`, `credentialRevoked`, …).
+    pub fn reauth_required(&self, reason: &str) -> u64 {
+        let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(reason).copied().unwrap_or(0)
+    }
+
+    /// All `reauthRequired` marks of this engine, whatever the reason.
+    pub fn reauth_required_total(&self) -> u64 {
+        let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().sum()
+    }
+
+    /// The slowest refresh write-back measured so far (sealing plus commit).
+    pub fn write_back_max(&self) -> Duration {
+        Duration::from_millis(self.write_back_max_ms.load(Ordering::Relaxed))
     }
 
     /// Refreshes of `integration` with `outcome` (`success`, `reauth_required`, `transient`, `error`,
@@ -211,6 +260,39 @@ impl EngineMetrics {
         let _ = writeln!(out, "linkvault_refresh_lateness_seconds_sum {sum}");
         let _ =
             writeln!(out, "linkvault_refresh_lateness_seconds_count {}", self.lateness_count.load(Ordering::Relaxed));
+        {
+            let _ = writeln!(
+                out,
+                "# HELP linkvault_refresh_outcome_unknown_total Refresh grants sent without a complete answer, by action."
+            );
+            let _ = writeln!(out, "# TYPE linkvault_refresh_outcome_unknown_total counter");
+            let map = self.outcome_unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            for (action, n) in map.iter() {
+                let _ = writeln!(out, "linkvault_refresh_outcome_unknown_total{{action=\"{action}\"}} {n}");
+            }
+        }
+        {
+            let _ = writeln!(
+                out,
+                "# HELP linkvault_refresh_reauth_required_total Connections marked reauthRequired, by reason."
+            );
+            let _ = writeln!(out, "# TYPE linkvault_refresh_reauth_required_total counter");
+            let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            for (reason, n) in map.iter() {
+                let _ =
+                    writeln!(out, "linkvault_refresh_reauth_required_total{{reason=\"{}\"}} {n}", escape_label(reason));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP linkvault_refresh_write_back_max_seconds Slowest refresh write-back (sealing and commit) seen."
+        );
+        let _ = writeln!(out, "# TYPE linkvault_refresh_write_back_max_seconds gauge");
+        let _ = writeln!(
+            out,
+            "linkvault_refresh_write_back_max_seconds {}",
+            self.write_back_max_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -260,6 +260,19 @@ impl Vault {
         credentials: &IntegrationCredentials,
         meta: &ConnectionMeta,
     ) -> Result<StoredConnection, VaultError> {
+        self.store_credentials_issuing(key, credentials, meta, TokenId::new_random).await
+    }
+
+    /// [`store_credentials`](Self::store_credentials) with the tokenId a *new* connection gets chosen by
+    /// `issue` (an existing natural key keeps its tokenId). For deterministic simulation, where the tokenId
+    /// seeds the schedule's jitter and must not come from the random generator.
+    pub async fn store_credentials_issuing(
+        &self,
+        key: &NaturalKey,
+        credentials: &IntegrationCredentials,
+        meta: &ConnectionMeta,
+        issue: impl Fn() -> TokenId,
+    ) -> Result<StoredConnection, VaultError> {
         let plaintext = credentials.to_plaintext()?;
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             if attempt > 0 {
@@ -267,7 +280,7 @@ impl Vault {
                 tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..=ceiling_ms))).await;
             }
             let existing = self.store.find_connection_by_natural_key(key).await?;
-            match decide_identity(existing.as_ref().map(|r| r.token_id), TokenId::new_random, |_| false) {
+            match decide_identity(existing.as_ref().map(|r| r.token_id), &issue, |_| false) {
                 IdentityDecision::Reuse(token_id) => {
                     let Some(existing) = existing else { continue };
                     if self.replace_credentials(&existing, &plaintext, meta, LifecycleEvent::CredentialsStored).await? {

@@ -101,8 +101,12 @@ impl DeliveryWorker {
     /// One pass: claims due events and attempts each once. Returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, linkvault_vault::VaultError> {
         let now = self.clock.now();
-        // The lease outlives every attempt of the batch, including the receiver timeout.
-        let lease = time::Duration::seconds(i64::try_from(DELIVERY_TIMEOUT.as_secs()).unwrap_or(10) * 3);
+        // The lease outlives the batch's worst case (every event of one subject in a row, each to its timeout),
+        // and no attempt starts unless it ends inside the lease: two workers never hold the same event.
+        let started = tokio::time::Instant::now();
+        let worst = batch_worst_case(self.config.batch_size);
+        let lease = time::Duration::try_from(worst + BATCH_LEASE_MARGIN).unwrap_or(time::Duration::HOUR);
+        let last_start = started + worst.saturating_sub(DELIVERY_TIMEOUT + ATTEMPT_ALLOWANCE);
         let mut claimed = self.vault.store().claim_outbox_deliveries(now, now + lease, self.config.batch_size).await?;
         let attempted = claimed.len();
         // One connection's events go out one after another in the order they happened (a receiver that is up
@@ -140,6 +144,10 @@ impl DeliveryWorker {
             let worker = self.clone();
             tasks.spawn(async move {
                 for delivery in group {
+                    if tokio::time::Instant::now() > last_start {
+                        // Its lease expires before the event is claimed again: delayed, never doubled.
+                        break;
+                    }
                     worker.attempt(delivery, endpoint.clone()).await;
                 }
             });
@@ -189,6 +197,16 @@ impl DeliveryWorker {
             tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
         }
     }
+}
+
+/// Time one attempt may take beyond the receiver timeout (signing, recording the outcome).
+const ATTEMPT_ALLOWANCE: Duration = Duration::from_secs(2);
+/// Room a batch lease keeps over the batch's worst case (a slow store, clock drift between instances).
+const BATCH_LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The longest a claimed batch can take: all its events for one subject, delivered one after another.
+fn batch_worst_case(batch_size: u32) -> Duration {
+    (DELIVERY_TIMEOUT + ATTEMPT_ALLOWANCE) * batch_size.max(1)
 }
 
 /// The connection an event is about (its `data.tokenId`), or the event itself when it names none.

@@ -216,11 +216,28 @@ async fn bad_answers_are_clear_errors_within_the_timeout() {
             assert!(elapsed < Duration::from_secs(4), "{name}: took {elapsed:?}");
             match name {
                 "hang" => {
-                    assert!(matches!(&err, OAuthError::Transient { reason, .. } if reason.contains("timeout")), "{err}")
+                    // Sent, no answer: the upstream may have rotated the token, so it is not "transient".
+                    assert!(
+                        matches!(&err, OAuthError::OutcomeUnknown { reason } if reason.contains("timeout")),
+                        "{err}"
+                    );
+                    assert!(err.outcome_unknown());
                 }
                 _ => assert!(matches!(&err, OAuthError::Protocol(m) if m.contains("larger than")), "{err}"),
             }
         }
+
+        // Nothing listening: the request was never written, so the grant may simply be retried later.
+        let refused = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(listener);
+            let mut entry = entry(&catalog, "defaults").clone();
+            entry.endpoints.token_url = Some(url::Url::parse(&format!("http://127.0.0.1:{port}/token")).unwrap());
+            entry
+        };
+        let err = client.refresh(&refused, &old_rt).await.unwrap_err();
+        assert!(matches!(&err, OAuthError::Transient { .. }) && !err.outcome_unknown(), "{err}");
 
         // No error text carries a token.
         for name in names {
