@@ -274,6 +274,11 @@ async fn credentials_sign_in_in_link_reuses_the_tokenid() -> TestResult {
         assert_eq!(done.content()["status"], json!("succeeded"), "{}", done.raw);
         let id = done.content()["tokenId"].as_str().unwrap().to_owned();
         assert_eq!(done.content()["payload"]["accountTokens"][0]["accessToken"], json!(id));
+        // Mesh's account.fund and account.cash come from the exchange: the sandbox user holds $10M in cash and
+        // $2,652,500 in crypto (BTC, ETH, SOL, USDC at the sandbox's prices).
+        let account = &done.content()["payload"]["accountTokens"][0]["account"];
+        assert!((account["cash"].as_f64().unwrap_or_default() - 10_000_000.0).abs() < 1e-6, "{account}");
+        assert!((account["fund"].as_f64().unwrap_or_default() - 12_652_500.0).abs() < 1e-6, "{account}");
         ids.push(id);
     }
     assert_eq!(ids[0], ids[1], "the same user and integration keep their tokenId");

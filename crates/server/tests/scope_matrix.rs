@@ -1,7 +1,8 @@
 //! Every token-backed endpoint under every combination of key scope (read/write), tokenId scope (read/write)
 //! and owner (own client, another client, another user of the same client), with the sandbox exchanges' request
 //! counters proving that no refused call reached the integration; then managed transfers end to end on the
-//! Coinbase-like (OAuth) and Binance-like (credentials) sandboxes, and execute idempotency: sequential retries,
+//! Coinbase-like (OAuth) and Binance-like (credentials) sandboxes, and execute idempotency on every provider
+//! (Coinbase `idem`, Uphold's single commit, Binance `withdrawOrderId`): sequential retries,
 //! the Idempotency-Key header, the client's transactionId, concurrent executes, expiry, and a crash between the
 //! integration's answer and the write-back.
 
@@ -31,12 +32,26 @@ async fn connect_coinbase(app: &TestApp, client: &ClientCreds, secret: &str, use
     common::connect_oauth(app, client, secret, user, "coinbase").await
 }
 
-/// The sandbox's counter of the documented send endpoint of each exchange.
+/// An integration of each sandbox provider, and the sandbox exchange serving it.
+const PROVIDERS: [(&str, &str); 3] = [("coinbase", "coinbase"), ("uphold", "uphold"), (BINANCE, "binance")];
+
+/// The sandbox's counter of the documented send endpoint of each exchange (Coinbase's send, Uphold's commit
+/// of a quote, Binance's withdrawal).
 fn send_endpoint(exchange: &str) -> &'static str {
     match exchange {
         "coinbase" => "POST /v2/accounts/:account_id/transactions",
+        "uphold" => "POST /v0/me/cards/:card/transactions/:id/commit",
         _ => "POST /sapi/v1/capital/withdraw/apply",
     }
+}
+
+/// An execute of `preview`, with the second factor Coinbase asks of every send.
+fn execute_body(token: &str, ty: &str, preview: &str) -> Value {
+    let mut body = json!({"fromAuthToken": token, "fromType": ty, "previewId": preview});
+    if ty == "coinbase" {
+        body["mfaCode"] = json!("123456");
+    }
+    body
 }
 
 async fn post(app: &TestApp, creds: (&str, &str), path: &str, body: &Value) -> Result<Answer, Error> {
@@ -427,52 +442,60 @@ async fn eth_held(app: &TestApp, creds: (&str, &str), token: &str, ty: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_executes_transfer_once() -> TestResult {
     for backend in Backend::all() {
-        eprintln!("on {backend:?}");
-        let app = spawn_app_with(backend, Options { sandbox: true, ..Options::default() }).await?;
-        let c = &app.client;
-        let w = (c.id.clone(), c.write.clone());
-        let token = connect_binance(&app, c, &c.write, "alice").await?;
-        let preview = preview_id(&app, (&w.0, &w.1), &preview_body(&token, BINANCE, 0.1)).await?;
-        let body = json!({"fromAuthToken": token, "fromType": BINANCE, "previewId": preview});
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..10 {
-            let (http, base, body, w) = (app.http.clone(), app.base.clone(), body.clone(), w.clone());
-            tasks.spawn(async move {
-                let mut req = http
-                    .post(format!("{base}/api/v1/transfers/managed/execute"))
-                    .header("X-Client-Id", &w.0)
-                    .header("X-Client-Secret", &w.1)
-                    .header("content-type", "application/json");
-                if i % 2 == 0 {
-                    req = req.header("Idempotency-Key", "double-click");
-                }
-                let res = req.body(body.to_string()).send().await?;
-                res.json::<Value>().await
-            });
-        }
-        let mut ids = std::collections::BTreeSet::new();
-        let (mut succeeded, mut in_progress) = (0, 0);
-        while let Some(joined) = tasks.join_next().await {
-            let answer = joined??;
-            match answer["content"]["status"].as_str() {
-                Some("succeeded") => {
-                    succeeded += 1;
-                    ids.insert(
-                        answer["content"]["executeTransferResult"]["transferId"].as_str().unwrap_or("").to_owned(),
-                    );
-                }
-                Some("inProgress") => in_progress += 1,
-                _ => panic!("unexpected answer {answer}"),
+        for (ty, exchange) in PROVIDERS {
+            eprintln!("on {backend:?}: {ty}");
+            let app = spawn_app_with(backend, Options { sandbox: true, ..Options::default() }).await?;
+            let c = &app.client;
+            let w = (c.id.clone(), c.write.clone());
+            let token = common::connect(&app, c, &c.write, "alice", ty).await?;
+            let preview = preview_id(&app, (&w.0, &w.1), &preview_body(&token, ty, 0.1)).await?;
+            let body = execute_body(&token, ty, &preview);
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..10 {
+                let (http, base, body, w) = (app.http.clone(), app.base.clone(), body.clone(), w.clone());
+                tasks.spawn(async move {
+                    let mut req = http
+                        .post(format!("{base}/api/v1/transfers/managed/execute"))
+                        .header("X-Client-Id", &w.0)
+                        .header("X-Client-Secret", &w.1)
+                        .header("content-type", "application/json");
+                    if i % 2 == 0 {
+                        req = req.header("Idempotency-Key", "double-click");
+                    }
+                    let res = req.body(body.to_string()).send().await?;
+                    res.json::<Value>().await
+                });
             }
+            let mut ids = std::collections::BTreeSet::new();
+            let (mut succeeded, mut in_progress) = (0, 0);
+            while let Some(joined) = tasks.join_next().await {
+                let answer = joined??;
+                match answer["content"]["status"].as_str() {
+                    Some("succeeded") => {
+                        succeeded += 1;
+                        ids.insert(
+                            answer["content"]["executeTransferResult"]["transferId"].as_str().unwrap_or("").to_owned(),
+                        );
+                    }
+                    Some("inProgress") => in_progress += 1,
+                    _ => panic!("unexpected answer {answer}"),
+                }
+            }
+            assert!(
+                succeeded >= 1 && succeeded + in_progress == 10,
+                "{succeeded} succeeded, {in_progress} in progress"
+            );
+            assert_eq!(ids.len(), 1, "every success names the same transfer: {ids:?}");
+            let counts = counters(&app).await?;
+            assert_eq!(counts[exchange]["transfersCreated"], 1, "{counts}");
+            assert_eq!(counts[exchange]["requests"][send_endpoint(exchange)], 1, "{counts}");
+            // Once settled, a retry reports the one transfer.
+            let settled = execute_with_key(&app, (&w.0, &w.1), &body, None).await?;
+            assert_eq!(
+                settled.content()["executeTransferResult"]["transferId"].as_str(),
+                ids.first().map(String::as_str)
+            );
         }
-        assert!(succeeded >= 1 && succeeded + in_progress == 10, "{succeeded} succeeded, {in_progress} in progress");
-        assert_eq!(ids.len(), 1, "every success names the same transfer: {ids:?}");
-        let counts = counters(&app).await?;
-        assert_eq!(counts["binance"]["transfersCreated"], 1, "{counts}");
-        assert_eq!(counts["binance"]["requests"][send_endpoint("binance")], 1, "{counts}");
-        // Once settled, a retry reports the one transfer.
-        let settled = execute_with_key(&app, (&w.0, &w.1), &body, None).await?;
-        assert_eq!(settled.content()["executeTransferResult"]["transferId"].as_str(), ids.first().map(String::as_str));
     }
     Ok(())
 }
@@ -482,76 +505,74 @@ async fn concurrent_executes_transfer_once() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_send_and_write_back_does_not_transfer_twice() -> TestResult {
     for backend in Backend::all() {
-        eprintln!("on {backend:?}");
-        let app = spawn_app_with(backend, Options { sandbox: true, ..Options::default() }).await?;
-        let c = &app.client;
-        let w = (c.id.as_str(), c.write.as_str());
-        let token = connect_binance(&app, c, &c.write, "alice").await?;
-        let preview = preview_id(&app, w, &preview_body(&token, BINANCE, 0.2)).await?;
-        let preview_uuid: uuid::Uuid = preview.parse()?;
-        let client_id: linkvault_domain::ClientId = c.id.parse()?;
-        let token_id: linkvault_domain::TokenId = token.parse()?;
+        for (ty, exchange) in PROVIDERS {
+            eprintln!("on {backend:?}: {ty}");
+            let app = spawn_app_with(backend, Options { sandbox: true, ..Options::default() }).await?;
+            let c = &app.client;
+            let w = (c.id.as_str(), c.write.as_str());
+            let token = common::connect(&app, c, &c.write, "alice", ty).await?;
+            let preview = preview_id(&app, w, &preview_body(&token, ty, 0.2)).await?;
+            let preview_uuid: uuid::Uuid = preview.parse()?;
+            let client_id: linkvault_domain::ClientId = c.id.parse()?;
+            let token_id: linkvault_domain::TokenId = token.parse()?;
 
-        // The dead process's claim, its lease already over (as after a crash)...
-        let store = app.vault.store();
-        let now = app.vault.clock().now();
-        let stored = store.get_transfer_preview(client_id, preview_uuid).await?.ok_or("preview stored")?;
-        let dead = TransferExecutionRecord {
-            preview_id: preview_uuid,
-            client_id,
-            token_id,
-            client_transaction_id: None,
-            idempotency_key: None,
-            fingerprint: "written by the dead process".into(),
-            state: ExecutionState::Pending,
-            attempt: 1,
-            lease_until: now - time::Duration::seconds(1),
-            result: None,
-            transfer_id: None,
-            created_at: now,
-            updated_at: now,
-        };
-        assert_eq!(store.claim_transfer_execution(&dead).await?, linkvault_storage::ExecutionClaim::Claimed);
-        // ...and the send it made, under the key derived from the previewId.
-        let record = app.vault.connection_for(client_id, token_id).await?;
-        let credentials = app.vault.open_credentials(&record).await?;
-        let mut catalog = Catalog::embedded();
-        catalog.point_at_sandbox(&format!("{}/sandbox", app.base))?;
-        let binance = catalog.get(BINANCE).ok_or("binance")?;
-        let details: Value = serde_json::from_str(&stored.details)?;
-        let api = ExchangeApi::new(HttpLimits::default())?;
-        let credential = Credential::of_stored(binance, &credentials.access_token, credentials.refresh_token.as_ref());
-        let (adapter, call) = api.adapter(binance, credential)?;
-        let request = SendRequest {
-            symbol: "ETH".into(),
-            network: "ethereum".into(),
-            address: ADDRESS.into(),
-            tag: None,
-            amount: details["amount"].as_f64().unwrap_or_default(),
-            idem: linkvault_server::upstream_idempotency_key(preview_uuid),
-            quote_id: None,
-            mfa_code: None,
-        };
-        let SendOutcome::Sent(sent) = adapter.send(call, &request).await? else {
-            return Err("the exchange asked for a second factor".into());
-        };
+            // The dead process's claim, its lease already over (as after a crash)...
+            let store = app.vault.store();
+            let now = app.vault.clock().now();
+            let stored = store.get_transfer_preview(client_id, preview_uuid).await?.ok_or("preview stored")?;
+            let dead = TransferExecutionRecord {
+                preview_id: preview_uuid,
+                client_id,
+                token_id,
+                client_transaction_id: None,
+                idempotency_key: None,
+                fingerprint: "written by the dead process".into(),
+                state: ExecutionState::Pending,
+                attempt: 1,
+                lease_until: now - time::Duration::seconds(1),
+                result: None,
+                transfer_id: None,
+                created_at: now,
+                updated_at: now,
+            };
+            assert_eq!(store.claim_transfer_execution(&dead).await?, linkvault_storage::ExecutionClaim::Claimed);
+            // ...and the send it made, under the key derived from the previewId.
+            let record = app.vault.connection_for(client_id, token_id).await?;
+            let credentials = app.vault.open_credentials(&record).await?;
+            let mut catalog = Catalog::embedded();
+            catalog.point_at_sandbox(&format!("{}/sandbox", app.base))?;
+            let integration = catalog.get(ty).ok_or("no such integration")?;
+            let details: Value = serde_json::from_str(&stored.details)?;
+            let api = ExchangeApi::new(HttpLimits::default())?;
+            let credential =
+                Credential::of_stored(integration, &credentials.access_token, credentials.refresh_token.as_ref());
+            let (adapter, call) = api.adapter(integration, credential)?;
+            let request = SendRequest {
+                symbol: "ETH".into(),
+                network: "ethereum".into(),
+                address: ADDRESS.into(),
+                tag: None,
+                amount: details["amount"].as_f64().unwrap_or_default(),
+                idem: linkvault_server::upstream_idempotency_key(preview_uuid),
+                // Uphold commits the quote the preview made.
+                quote_id: details["quoteId"].as_str().map(str::to_owned),
+                mfa_code: (exchange == "coinbase").then(|| secrecy::SecretString::from("123456")),
+            };
+            let SendOutcome::Sent(sent) = adapter.send(call, &request).await? else {
+                return Err("the exchange asked for a second factor".into());
+            };
 
-        let retry = post(
-            &app,
-            w,
-            "/api/v1/transfers/managed/execute",
-            &json!({"fromAuthToken": token, "fromType": BINANCE, "previewId": preview}),
-        )
-        .await?;
-        assert_eq!(retry.content()["status"], "succeeded", "{}", retry.raw);
-        assert_eq!(retry.content()["executeTransferResult"]["transferId"].as_str(), Some(sent.id.as_str()));
-        let counts = counters(&app).await?;
-        assert_eq!(counts["binance"]["transfersCreated"], 1, "the retry got the first transfer back: {counts}");
-        let row = store.find_transfer_execution(client_id, preview_uuid, None, None).await?.ok_or("row")?;
-        assert_eq!(
-            (row.state, row.attempt, row.transfer_id.as_deref()),
-            (ExecutionState::Succeeded, 2, Some(sent.id.as_str()))
-        );
+            let retry = post(&app, w, "/api/v1/transfers/managed/execute", &execute_body(&token, ty, &preview)).await?;
+            assert_eq!(retry.content()["status"], "succeeded", "{}", retry.raw);
+            assert_eq!(retry.content()["executeTransferResult"]["transferId"].as_str(), Some(sent.id.as_str()));
+            let counts = counters(&app).await?;
+            assert_eq!(counts[exchange]["transfersCreated"], 1, "the retry got the first transfer back: {counts}");
+            let row = store.find_transfer_execution(client_id, preview_uuid, None, None).await?.ok_or("row")?;
+            assert_eq!(
+                (row.state, row.attempt, row.transfer_id.as_deref()),
+                (ExecutionState::Succeeded, 2, Some(sent.id.as_str()))
+            );
+        }
     }
     Ok(())
 }
