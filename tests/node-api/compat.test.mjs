@@ -2,10 +2,8 @@
 // --sandbox`: proves wire compatibility of every endpoint linkvault serves that the client knows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { FrontApi } from '@meshconnect/node-api';
-import { startServer } from './server.mjs';
+import { demoClient, startServer } from './server.mjs';
 
 let server;
 let baseURL;
@@ -18,9 +16,7 @@ function client(secret) {
 before(async () => {
   server = await startServer('linkvault-node-api-');
   baseURL = server.baseURL;
-  creds = JSON.parse(readFileSync(join(server.dataDir, 'sandbox-client.json'), 'utf8'));
-  creds.read = creds.keys.find((k) => k.scope === 'read').secret;
-  creds.write = creds.keys.find((k) => k.scope === 'write').secret;
+  creds = demoClient(server.dataDir);
 });
 
 after(() => server?.stop());

@@ -5,10 +5,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { FrontApi } from '@meshconnect/node-api';
-import { startServer } from './server.mjs';
+import { demoClient, startServer } from './server.mjs';
 
 const BASE_NETWORK = 'aa883b03-120d-477c-a588-37c2afd3ca71';
 const ETHEREUM = 'e3c7fdd8-b1fc-4e51-85ae-bb276e075611';
@@ -29,9 +27,7 @@ function client(secret) {
 before(async () => {
   server = await startServer('linkvault-node-exchanges-');
   baseURL = server.baseURL;
-  creds = JSON.parse(readFileSync(join(server.dataDir, 'sandbox-client.json'), 'utf8'));
-  creds.read = creds.keys.find((k) => k.scope === 'read').secret;
-  creds.write = creds.keys.find((k) => k.scope === 'write').secret;
+  creds = demoClient(server.dataDir);
 });
 
 after(() => server?.stop());

@@ -1,6 +1,6 @@
 // Starts `linkvault serve --sandbox` on a fresh data dir for the Node compatibility tests, and stops it.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,4 +30,12 @@ export async function startServer(prefix) {
     });
   }).catch((e) => { stop(); throw e; });
   return { baseURL, dataDir, stop };
+}
+
+/** The demo client `serve --sandbox` wrote to the data dir: `{clientId, read, write}` secrets. */
+export function demoClient(dataDir) {
+  const creds = JSON.parse(readFileSync(join(dataDir, 'sandbox-client.json'), 'utf8'));
+  creds.read = creds.keys.find((k) => k.scope === 'read').secret;
+  creds.write = creds.keys.find((k) => k.scope === 'write').secret;
+  return creds;
 }

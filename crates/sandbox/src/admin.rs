@@ -102,24 +102,14 @@ pub async fn apply_fault(sandbox: &Shared, exchange: &'static str, target: Fault
             tokio::time::sleep(Duration::from_millis(fault.latency_ms.unwrap_or(1000).min(600_000))).await;
             None
         }
-        FaultKind::ServerError => {
-            let status = fault
-                .status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(StatusCode::is_server_error)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = json_error(status, "server_error", "fault injected by the sandbox admin");
-            if let Some(secs) = fault.retry_after_secs {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            Some(response)
-        }
-        FaultKind::TooManyRequests => {
-            let mut response =
-                json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "fault injected by the sandbox admin");
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(fault.retry_after_secs.unwrap_or(1)));
-            Some(response)
-        }
+        FaultKind::ServerError => Some(with_retry_after(
+            json_error(fault.server_status(), "server_error", "fault injected by the sandbox admin"),
+            fault.retry_after_secs,
+        )),
+        FaultKind::TooManyRequests => Some(with_retry_after(
+            json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "fault injected by the sandbox admin"),
+            Some(fault.retry_after_secs.unwrap_or(1)),
+        )),
         FaultKind::InvalidGrant => Some(match target {
             FaultTarget::Api => {
                 json_error(StatusCode::UNAUTHORIZED, "invalid_token", "fault injected by the sandbox admin")
@@ -301,10 +291,34 @@ async fn request_report(State(sandbox): State<Shared>) -> Json<Value> {
     Json(Value::Object(report))
 }
 
-/// A pending account-API fault for `exchange`, for modules that answer in their provider's own error format:
-/// an injected latency is slept here (and `None` returned, as for no fault); any other fault is handed back to
-/// be rendered by the caller.
-pub async fn take_api_fault(sandbox: &Shared, exchange: &'static str) -> Option<FaultSpec> {
+impl FaultSpec {
+    /// The 5xx a `serverError` fault answers: its `status` when that is a 5xx, else 503.
+    pub fn server_status(&self) -> StatusCode {
+        self.status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(StatusCode::is_server_error)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+    }
+}
+
+/// `response` with `Retry-After: secs`, when given.
+pub fn with_retry_after(mut response: Response, secs: Option<u64>) -> Response {
+    if let Some(secs) = secs {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Counts an account-API request to `endpoint` (the provider's documented method and path template) as it
+/// arrives, and takes a pending fault for `exchange`, for modules that answer in their provider's own error
+/// format: an injected latency is slept here (and `None` returned, as for no fault); any other fault is handed
+/// back to be rendered by the caller.
+pub async fn arrive(sandbox: &Shared, exchange: &'static str, endpoint: &'static str) -> Option<FaultSpec> {
+    sandbox.lock().counts.request(exchange, endpoint);
+    take_api_fault(sandbox, exchange).await
+}
+
+async fn take_api_fault(sandbox: &Shared, exchange: &'static str) -> Option<FaultSpec> {
     let fault = sandbox.lock().faults.take(exchange, FaultTarget::Api)?;
     tracing::debug!(exchange, ?fault.kind, "sandbox fault injected");
     if fault.kind == FaultKind::Latency {

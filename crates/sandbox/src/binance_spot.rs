@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::admin::{FaultKind, take_api_fault};
+use crate::admin::{self, FaultKind, with_retry_after};
 use crate::ledger::{self, LedgerTransfer, Refusal, SendArgs};
 use crate::util::constant_time_eq;
 use crate::{Shared, ledger::NETWORK_FEES};
@@ -130,31 +130,20 @@ fn canonical_network(binance: &str) -> Option<&'static str> {
 /// Counts the request and renders an injected fault (5xx, 429 with Retry-After, a refused key) the way
 /// Binance answers them.
 async fn arrive(sandbox: &Shared, endpoint: &'static str) -> Option<Response> {
-    sandbox.lock().counts.request(EXCHANGE, endpoint);
-    let fault = take_api_fault(sandbox, EXCHANGE).await?;
+    let fault = admin::arrive(sandbox, EXCHANGE, endpoint).await?;
     Some(match fault.kind {
-        FaultKind::ServerError => {
-            let status = fault
-                .status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(StatusCode::is_server_error)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut response =
-                error(status, -1001, "Internal error; unable to process your request. Please try again.");
-            if let Some(secs) = fault.retry_after_secs {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
-        FaultKind::TooManyRequests => {
-            let mut response = error(
+        FaultKind::ServerError => with_retry_after(
+            error(fault.server_status(), -1001, "Internal error; unable to process your request. Please try again."),
+            fault.retry_after_secs,
+        ),
+        FaultKind::TooManyRequests => with_retry_after(
+            error(
                 StatusCode::TOO_MANY_REQUESTS,
                 -1003,
                 "Too much request weight used; current limit is 6000 request weight per 1 MINUTE.",
-            );
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(fault.retry_after_secs.unwrap_or(1)));
-            response
-        }
+            ),
+            Some(fault.retry_after_secs.unwrap_or(1)),
+        ),
         FaultKind::InvalidGrant | FaultKind::Latency => bad_key(),
     })
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::admin::{FaultKind, take_api_fault};
+use crate::admin::{self, FaultKind, with_retry_after};
 use crate::ledger::{self, Book, LedgerTransfer, Refusal, SendArgs};
 use crate::oauth_server::{self, BearerRefusal};
 use crate::util::constant_time_eq;
@@ -56,28 +56,18 @@ fn not_found() -> Response {
 
 /// Counts the request and renders an injected fault, if any.
 async fn arrive(sandbox: &Shared, endpoint: &'static str) -> Option<Response> {
-    sandbox.lock().counts.request(EXCHANGE, endpoint);
-    let fault = take_api_fault(sandbox, EXCHANGE).await?;
+    let fault = admin::arrive(sandbox, EXCHANGE, endpoint).await?;
     Some(match fault.kind {
-        FaultKind::ServerError => {
-            let status = fault
-                .status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(StatusCode::is_server_error)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = error(status, "internal_server_error", "fault injected by the sandbox admin");
-            if let Some(secs) = fault.retry_after_secs {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
-        FaultKind::TooManyRequests => {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Too many requests");
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(fault.retry_after_secs.unwrap_or(1)));
-            response
-        }
+        FaultKind::ServerError => with_retry_after(
+            error(fault.server_status(), "internal_server_error", "fault injected by the sandbox admin"),
+            fault.retry_after_secs,
+        ),
+        FaultKind::TooManyRequests => with_retry_after(
+            error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Too many requests"),
+            Some(fault.retry_after_secs.unwrap_or(1)),
+        ),
         FaultKind::InvalidGrant => error(StatusCode::UNAUTHORIZED, "invalid_token", "The access token is invalid"),
-        // Latency is slept by take_api_fault and never handed back.
+        // Latency is slept by admin::arrive and never handed back.
         FaultKind::Latency => return None,
     })
 }

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::Shared;
-use crate::admin::{FaultKind, take_api_fault};
+use crate::admin::{self, FaultKind, FaultSpec, with_retry_after};
 use crate::ledger::{self, Book, LedgerTransfer, Refusal, SendArgs};
 use crate::oauth_server::{self, BearerRefusal};
 
@@ -116,10 +116,10 @@ fn refusal(refusal: Refusal, symbol: &str, network: &str) -> Response {
     }
 }
 
-fn fault_response(kind: FaultKind, status: Option<u16>, retry_after: Option<u64>, now: OffsetDateTime) -> Response {
-    match kind {
+fn fault_response(fault: &FaultSpec, now: OffsetDateTime) -> Response {
+    match fault.kind {
         FaultKind::TooManyRequests => {
-            let secs = retry_after.unwrap_or(1);
+            let secs = fault.retry_after_secs.unwrap_or(1);
             let mut response =
                 error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Rate limit exceeded (sandbox fault)");
             let headers = response.headers_mut();
@@ -132,19 +132,13 @@ fn fault_response(kind: FaultKind, status: Option<u16>, retry_after: Option<u64>
         }
         FaultKind::InvalidGrant => invalid_token("The access token is invalid (sandbox fault)"),
         FaultKind::ServerError | FaultKind::Latency => {
-            let status = status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(StatusCode::is_server_error)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut response = if status == StatusCode::SERVICE_UNAVAILABLE {
+            let status = fault.server_status();
+            let response = if status == StatusCode::SERVICE_UNAVAILABLE {
                 error(status, "service_unavailable", "Service unavailable (sandbox fault)")
             } else {
                 error(status, "internal_server_error", "Something went wrong (sandbox fault)")
             };
-            if let Some(secs) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
+            with_retry_after(response, fault.retry_after_secs)
         }
     }
 }
@@ -157,10 +151,9 @@ async fn begin(
     headers: &HeaderMap,
     auth: Auth,
 ) -> Result<(Option<String>, OffsetDateTime), Box<Response>> {
-    sandbox.lock().counts.request(EXCHANGE, endpoint);
     let now = sandbox.config.clock.now();
-    if let Some(fault) = take_api_fault(sandbox, EXCHANGE).await {
-        return Err(Box::new(fault_response(fault.kind, fault.status, fault.retry_after_secs, now)));
+    if let Some(fault) = admin::arrive(sandbox, EXCHANGE, endpoint).await {
+        return Err(Box::new(fault_response(&fault, now)));
     }
     if auth == Auth::Public {
         return Ok((None, now));
