@@ -10,6 +10,9 @@
 //! - a client hanging up on `holdings/get` while its refresh is held at the provider cancels nothing across
 //!   the process boundary: the connection stays `active`, its refresh token is presented once, and the next
 //!   request is answered from that refresh instead of waiting out a lease;
+//! - a request cut before it reaches the provider looks to linkvault like a lost answer (only a refused connect
+//!   proves "never sent"), so it is treated as one: `reauthRequired`, never repeated, and the sandbox shows
+//!   that nothing was spent;
 //! - with three instances on PostgreSQL and one SIGKILLed while answers are held, no refresh token is
 //!   presented twice, the grants lost with the process are `reauthRequired` with their webhooks, and the
 //!   other connections keep refreshing.
@@ -246,6 +249,61 @@ async fn lost_answers_are_never_presented_again_and_only_their_connections_need_
             lost.len(),
             started.elapsed()
         );
+        stop(child).await?;
+    }
+    Ok(())
+}
+
+/// A connection cut after linkvault wrote its request but before the provider saw it. linkvault cannot tell
+/// that from a lost answer (only a refused connect proves "never sent"), so it treats it the same way; the
+/// sandbox shows that the token was never presented, so no grant was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_before_the_provider_is_treated_as_sent_and_never_repeated() -> TestResult {
+    for backend in Backend::all() {
+        let started = Instant::now();
+        let h = setup(backend, Duration::from_secs(6)).await?;
+        let hooks = webhooks_to(&h).await?;
+        let proxy = Proxy::start(sandbox_addr(&h)?).await?;
+        proxy.set_for(Mode::Cut, 1);
+        let dir = tempfile::tempdir()?;
+        let catalog = write_catalog(dir.path(), &h, &proxy, "")?;
+        let (child, _) = serve(&dir.path().join("data"), &h, &catalog, 15).await?;
+        let ids = [h.connect("coinbase", "alice").await?, h.connect("coinbase", "bob").await?];
+        let settled = wait_until(Duration::from_secs(40), || async {
+            let (a, b) = (h.row(ids[0]).await?, h.row(ids[1]).await?);
+            let states = [(a.status, a.refresh_count.min(1)), (b.status, b.refresh_count.min(1))];
+            Ok(states.contains(&(ConnectionStatus::ReauthRequired, 0))
+                && states.contains(&(ConnectionStatus::Active, 1)))
+        })
+        .await?;
+        assert!(
+            settled,
+            "{backend:?}: {:?} {:?}; proxy {:?}",
+            h.row(ids[0]).await?,
+            h.row(ids[1]).await?,
+            proxy.counts()
+        );
+        let mut cut_row = h.row(ids[0]).await?;
+        if cut_row.status != ConnectionStatus::ReauthRequired {
+            cut_row = h.row(ids[1]).await?;
+        }
+        assert_eq!(cut_row.refresh.last_error.as_deref(), Some(REASON_OUTCOME_UNKNOWN));
+        let cut_id = cut_row.token_id.to_string();
+        let announced = wait_until(Duration::from_secs(30), || async {
+            Ok(hooks.tokens_with("connection.reauthRequired").contains(&cut_id))
+        })
+        .await?;
+        assert!(announced, "{backend:?}: {:?}", hooks.events());
+        // The report before the counts: every presentation in it went through the proxy's request counter
+        // first, so the bound below holds however many refreshes run meanwhile.
+        let (max, twice, report) = presentations(&h).await?;
+        let counts = proxy.counts();
+        assert_eq!((max, twice), (1, 0), "{backend:?}: {report}");
+        // Every presentation the sandbox saw was forwarded: the cut request never reached it.
+        let total = report["coinbase"]["totalPresentations"].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(counts.cut, 1, "{backend:?}: {counts:?}");
+        assert!(total <= counts.requests - counts.cut, "{backend:?}: {counts:?} vs {report}");
+        println!("{backend:?}: cut 1 request; proxy {counts:?}; {:.1?}", started.elapsed());
         stop(child).await?;
     }
     Ok(())
