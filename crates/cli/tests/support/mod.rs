@@ -28,3 +28,5 @@ pub async fn start_server(mut cmd: Command) -> Result<(Child, String), Box<dyn s
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, url))
 }
+
+pub mod proxy;
