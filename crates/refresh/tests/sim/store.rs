@@ -18,6 +18,11 @@ pub struct State {
     pub outbox: Vec<OutboxEvent>,
     /// Connections whose row a slow write touched (an injected fault that may cost a lease).
     pub slow_writes: Vec<TokenId>,
+    /// `reauthRequired` marks that committed but whose caller has not heard back: still on their way back
+    /// (the answer's latency), or never, because the caller crashed. The row and its event are durable; the
+    /// in-memory counter of the process counts the mark only once it hears (and a crashed one never does, as in
+    /// production).
+    pub unheard_marks: u64,
 }
 
 #[derive(Debug)]
@@ -306,7 +311,13 @@ impl SimStore {
             }
             changed
         };
+        if done {
+            self.state().unheard_marks += 1;
+        }
         self.latency(false, None).await;
+        if done {
+            self.state().unheard_marks -= 1;
+        }
         Ok(done)
     }
 
