@@ -36,6 +36,14 @@ pub struct SimStore {
     pub slow_write: Duration,
 }
 
+/// Leases `r` to `owner` until `now + lease`, bumping the fencing version (every claim and take-over does).
+fn take_lease(r: &mut ConnectionRecord, owner: &str, now: OffsetDateTime, lease: Duration) -> ConnectionRecord {
+    r.refresh.lease_owner = Some(owner.to_owned());
+    r.refresh.lease_until = Some(now + ms(lease));
+    r.version += 1;
+    r.clone()
+}
+
 fn ms(d: Duration) -> time::Duration {
     time::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -190,10 +198,8 @@ impl SimStore {
             for (due_at, token_id) in due {
                 if let Some(r) = st.rows.get_mut(&token_id) {
                     let had_lease = r.refresh.lease_owner.is_some();
-                    r.refresh.lease_owner = Some(owner.to_owned());
-                    r.refresh.lease_until = Some(now + ms(lease));
-                    r.version += 1;
-                    claimed.push(ClaimedConnection { record: r.clone(), due_at, took_over_expired_lease: had_lease });
+                    let record = take_lease(r, owner, now, lease);
+                    claimed.push(ClaimedConnection { record, due_at, took_over_expired_lease: had_lease });
                 }
             }
             claimed
@@ -218,10 +224,7 @@ impl SimStore {
                         && !r.refresh.grant_in_flight
                         && r.refresh.lease_until.is_none_or(|u| u <= now) =>
                 {
-                    r.refresh.lease_owner = Some(owner.to_owned());
-                    r.refresh.lease_until = Some(now + ms(lease));
-                    r.version += 1;
-                    Some(r.clone())
+                    Some(take_lease(r, owner, now, lease))
                 }
                 _ => None,
             }
@@ -343,10 +346,7 @@ impl SimStore {
             let mut st = self.state();
             match st.rows.get_mut(&token_id) {
                 Some(r) if r.version == expected_version && r.refresh.lease_until.is_some_and(|u| u <= now) => {
-                    r.refresh.lease_owner = Some(owner.to_owned());
-                    r.refresh.lease_until = Some(now + ms(lease));
-                    r.version += 1;
-                    Some(r.clone())
+                    Some(take_lease(r, owner, now, lease))
                 }
                 _ => None,
             }
