@@ -12,9 +12,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::token_use::{
-    AccountFailure, Resolved, Unusable, call_account, reauthentication_required, resolve, upstream_error,
-};
+use crate::routes::token_use::{AccountFailure, Resolved, Unusable, call_account, resolve, upstream_error};
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
 #[derive(Deserialize)]
@@ -69,13 +67,6 @@ async fn resolve_read<'a>(
     resolve(state, caller, &req.auth_token, &req.integration_type, req.user_id.as_deref(), Operation::Read).await
 }
 
-fn unusable(e: Unusable) -> ApiError {
-    match e {
-        Unusable::ReauthRequired { token_id, integration } => reauthentication_required(token_id, &integration),
-        Unusable::Error(e) => e,
-    }
-}
-
 pub(crate) async fn holdings(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -122,7 +113,7 @@ pub(crate) async fn balance(
     Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
-    let mut resolved = resolve_read(&state, &caller, &req).await.map_err(unusable)?;
+    let mut resolved = resolve_read(&state, &caller, &req).await?;
     let balances = call_account(&state, &mut resolved, &(), |api, call, ()| api.balances(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;
@@ -159,7 +150,7 @@ pub(crate) async fn value(
     Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
-    let mut resolved = resolve_read(&state, &caller, &req).await.map_err(unusable)?;
+    let mut resolved = resolve_read(&state, &caller, &req).await?;
     let holdings = call_account(&state, &mut resolved, &(), |api, call, ()| api.holdings(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;

@@ -34,6 +34,16 @@ pub(crate) enum Unusable {
     Error(ApiError),
 }
 
+/// The answer for endpoints that report a needed re-authentication as an error (all but holdings).
+impl From<Unusable> for ApiError {
+    fn from(e: Unusable) -> Self {
+        match e {
+            Unusable::ReauthRequired { token_id, integration } => reauthentication_required(token_id, &integration),
+            Unusable::Error(e) => e,
+        }
+    }
+}
+
 impl From<ApiError> for Unusable {
     fn from(e: ApiError) -> Self {
         Unusable::Error(e)

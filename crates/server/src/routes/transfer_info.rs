@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::token_use::{Unusable, call_account, reauthentication_required, resolve};
+use crate::routes::token_use::{call_account, resolve};
 
 /// Largest page of `transfers/list` (Mesh's `count`).
 const MAX_COUNT: usize = 100;
@@ -63,15 +63,8 @@ pub(crate) struct AddressRequest {
     user_id: Option<String>,
 }
 
-fn unusable(e: Unusable) -> ApiError {
-    match e {
-        Unusable::ReauthRequired { token_id, integration } => reauthentication_required(token_id, &integration),
-        Unusable::Error(e) => e,
-    }
-}
-
-/// Mesh's `BrokerCryptocurrencyTransactionStatus` word for a transfer.
-fn mesh_status(status: TransferStatus) -> &'static str {
+/// Mesh's word for where a transfer stands (`BrokerCryptocurrencyTransactionStatus`, execute's `status`).
+pub(crate) fn mesh_status(status: TransferStatus) -> &'static str {
     match status {
         TransferStatus::Pending => "pending",
         TransferStatus::Succeeded => "succeeded",
@@ -127,9 +120,7 @@ pub(crate) async fn list(
     let statuses: Option<Vec<String>> =
         req.statuses.as_ref().map(|list| list.iter().map(|s| s.trim().to_ascii_lowercase()).collect());
     let user = req.user_id.as_deref();
-    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read)
-        .await
-        .map_err(unusable)?;
+    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
     let mut history = call_account(&state, &mut resolved, &(), |api, call, ()| api.history(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;
@@ -181,9 +172,7 @@ pub(crate) async fn deposit_address(
     };
     let network = network_of(req.network_id.as_deref(), &symbol)?;
     let user = req.user_id.as_deref();
-    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read)
-        .await
-        .map_err(unusable)?;
+    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
     let wanted = (symbol.as_str(), network.api_name);
     let address = call_account(&state, &mut resolved, &wanted, |api, call, (symbol, network)| {
         api.deposit_address(call, symbol, network)

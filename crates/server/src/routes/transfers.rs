@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use linkvault_domain::{Operation, Scope};
 use linkvault_integrations::api::{
-    ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote, TransferStatus,
+    ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote,
 };
 use linkvault_integrations::networks::{self, Network};
 use linkvault_storage::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord};
@@ -30,8 +30,7 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::{
-    AccountFailure, Resolved, Unusable, call_account, key_scope_insufficient, reauthentication_required, resolve,
-    upstream_error,
+    AccountFailure, Resolved, call_account, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
 };
 
 /// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
@@ -182,13 +181,7 @@ async fn resolve_write<'a>(
     integration_type: &str,
     user_id: Option<&str>,
 ) -> Result<Resolved<'a>, ApiError> {
-    match resolve(state, caller, auth_token, integration_type, user_id, Operation::Write).await {
-        Ok(resolved) => Ok(resolved),
-        Err(Unusable::ReauthRequired { token_id, integration }) => {
-            Err(reauthentication_required(token_id, &integration))
-        }
-        Err(Unusable::Error(e)) => Err(e),
-    }
+    Ok(resolve(state, caller, auth_token, integration_type, user_id, Operation::Write).await?)
 }
 
 fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
@@ -577,15 +570,6 @@ fn stored_result(row: &TransferExecutionRecord) -> Result<ApiOk<Value>, ApiError
     Ok(ApiOk(Some(value)))
 }
 
-/// Mesh's word for where a transfer stands.
-fn mesh_status(status: TransferStatus) -> &'static str {
-    match status {
-        TransferStatus::Pending => "pending",
-        TransferStatus::Succeeded => "succeeded",
-        TransferStatus::Failed => "failed",
-    }
-}
-
 fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
     let fee = transfer.fee.unwrap_or(details.fee);
     json!({
@@ -593,7 +577,7 @@ fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
         "errorMessage": null,
         "executeTransferResult": {
             "transferId": transfer.id,
-            "status": mesh_status(transfer.status),
+            "status": crate::routes::transfer_info::mesh_status(transfer.status),
             "statusDetails": transfer.status_details,
             "fromAddress": transfer.from_address.clone().or_else(|| details.from_address.clone()),
             "toAddress": transfer.address,
