@@ -37,7 +37,7 @@ async fn configure_lists_eligible_holdings_networks_fees_and_reasons() -> TestRe
                             {"networkId": ETHEREUM, "symbol": "ETH", "address": ADDRESS}]);
             let answer =
                 configure(&app, &c.write, json!({"fromAuthToken": token, "fromType": ty, "toAddresses": to})).await;
-            assert_eq!((answer.code, answer.content()["status"].as_str()), (200, Some("succeeded")), "{}", answer.raw);
+            common::assert_content_status(&answer, "succeeded");
             assert_eq!(answer.content()["fiatCurrency"], "USD");
             assert_eq!(answer.content()["supportedFiatCurrencies"], json!(["USD"]));
             let usdc = holding(&answer, "USDC");
