@@ -222,7 +222,7 @@ async fn another_users_clients_or_scopes_token_is_not_found() -> TestResult {
         let mut answers = Vec::new();
         for token in [&bobs, &alices_read, &foreign, &"00000000-0000-4000-8000-000000000000".to_owned()] {
             let configure = transfer(&app, &bearer, "configure", json!({"tokenId": token})).await;
-            let preview = transfer(&app, &bearer, "preview", preview_body(&token, "USDC", BASE, 5.0)).await;
+            let preview = transfer(&app, &bearer, "preview", preview_body(token, "USDC", BASE, 5.0)).await;
             for answer in [configure, preview] {
                 assert_eq!((answer.code, answer.error_type()), (404, "tokenNotFound"), "{}", answer.raw);
                 answers.push(answer.body["message"].clone());
@@ -307,8 +307,9 @@ async fn restrict_multiple_accounts_allows_one_connection_per_session() -> TestR
     for backend in Backend::all() {
         let app = sandbox_app(backend).await?;
         let c = &app.client;
+        let uphold = connect(&app, c, &c.write, "alice", "uphold").await?;
         for (restrict, second_allowed) in [(None, false), (Some(true), false), (Some(false), true)] {
-            let mut body = json!({"userId": "alice"});
+            let mut body = json!({"userId": "alice", "transferOptions": usdc_on_base()});
             if let Some(r) = restrict {
                 body["restrictMultipleAccounts"] = json!(r);
             }
@@ -317,6 +318,9 @@ async fn restrict_multiple_accounts_allows_one_connection_per_session() -> TestR
             assert_eq!(done.content()["status"], "succeeded", "{}", done.raw);
             let again = sign_in_binance_direct(&app, &bearer).await;
             assert_eq!(again.content()["status"], "succeeded", "the same integration again: {}", again.raw);
+            // A return user's account elsewhere still transfers: the restriction is on sign-ins.
+            let configured = transfer(&app, &bearer, "configure", json!({"tokenId": uphold})).await;
+            common::assert_content_status(&configured, "succeeded");
             let other = link_post(&app, "/link/api/oauth/start", Some(&bearer), json!({"type": "coinbase"})).await;
             if second_allowed {
                 assert_eq!(other.code, 200, "{}", other.raw);

@@ -101,6 +101,22 @@ pub(crate) fn check_integration_allowed(
     session: &LinkSessionRecord,
     integration: &Integration,
 ) -> Result<(), ApiError> {
+    check_fixed_integration(state, session, integration)?;
+    if session.restrict_multiple_accounts
+        && let Some(connected) = session.connected_integration.as_deref()
+        && connected != integration.integration_type.as_str()
+    {
+        return Err(one_account_only(state, connected));
+    }
+    Ok(())
+}
+
+/// Refuses an integration other than the link token's fixed `integrationId` (sign-ins and transfers alike).
+pub(crate) fn check_fixed_integration(
+    state: &AppState,
+    session: &LinkSessionRecord,
+    integration: &Integration,
+) -> Result<(), ApiError> {
     if let Some(fixed) = session.integration_id
         && fixed != integration.id
     {
@@ -114,12 +130,6 @@ pub(crate) fn check_integration_allowed(
             ),
         )
         .with_display(format!("This app asked to connect {name} only.")));
-    }
-    if session.restrict_multiple_accounts
-        && let Some(connected) = session.connected_integration.as_deref()
-        && connected != integration.integration_type.as_str()
-    {
-        return Err(one_account_only(state, connected));
     }
     Ok(())
 }

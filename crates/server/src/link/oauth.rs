@@ -18,7 +18,9 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::handout::{hand_out, token_mode_of};
-use crate::link::api::{accounts_json, check_integration_allowed, claim_connection, session_key};
+use crate::link::api::{
+    accounts_json, check_fixed_integration, check_integration_allowed, claim_connection, session_key,
+};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
 use crate::link::{digest, span};
@@ -196,9 +198,7 @@ pub(crate) async fn result(
     let Some(integration) = state.catalog.get(&record.integration) else {
         return Err(ApiError::integration_not_found(&record.integration));
     };
-    if session.integration_id.is_some_and(|fixed| fixed != integration.id) {
-        check_integration_allowed(&state, &session, integration)?;
-    }
+    check_fixed_integration(&state, &session, integration)?;
     let accounts: Vec<AccountInfo> = match (&record.account_id, &record.account_name) {
         (None, None) => Vec::new(),
         (id, name) => vec![AccountInfo::named(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
-use crate::link::api::{check_integration_allowed, own_connection};
+use crate::link::api::{check_fixed_integration, own_connection};
 use crate::link::session::LinkSession;
 use crate::routes::destinations::{Destination, TransferOptions, optional_network, optional_symbol};
 use crate::routes::token_use::{Resolved, call_account, open_connection};
@@ -100,7 +100,9 @@ async fn session_connection<'s>(
     }
     let (record, integration, _) =
         own_connection(state, session, token, "").await.ok_or_else(ApiError::token_not_found)?;
-    check_integration_allowed(state, session, integration)?;
+    // A return user's other accounts may transfer (restrictMultipleAccounts limits sign-ins), but a fixed
+    // integrationId holds.
+    check_fixed_integration(state, session, integration)?;
     let token_id = record.token_id;
     Ok(open_connection(state, session.client_id, session.scope, token_id, record, Operation::Write).await?)
 }
