@@ -150,9 +150,15 @@ for (const sdk of ['mesh', 'linkvault']) {
       accessToken: state.binanceToken, brokerType: 'binanceInternationalDirect', brokerName: '', accountId: '', accountName: '',
     }];
 
-    test('(c) the same user with accessTokens skips sign-in and gets the same tokenId', async () => {
+    test('(c) the same user with accessTokens sees it marked connected in the catalog, skips sign-in and gets the same tokenId', async () => {
       const { context, page } = await newApp();
       const frame = await open(page, sdk, remember(await linkToken(lv, { userId: userA })), { accessTokens: returnTokens() });
+      await frame.locator('#lv-catalog').waitFor();
+      const item = frame.locator('button[data-type="binanceInternationalDirect"]');
+      await item.locator('.lv-badge').waitFor();
+      assert.equal(await frame.locator('.lv-badge').count(), 1, 'only the connected integration is marked');
+      await screenshot(page, `${sdk}-c0-return-user-catalog`);
+      await item.click();
       await frame.locator('#lv-connected').waitFor();
       await screenshot(page, `${sdk}-c1-return-user`);
       assert.equal(await frame.locator('#lv-username').count(), 0, 'no sign-in form');
@@ -281,8 +287,10 @@ test('the sandbox demo page gets link tokens from its backend route', async () =
   await page.locator('#demo-tokens li').waitFor();
   const saved = await page.locator('#demo-tokens li').textContent();
   await screenshot(page, 'demo-1-after-connect');
-  // Reopen as a return user: no sign-in, same tokenId.
+  // Reopen as a return user: the catalog marks it connected; picking it needs no sign-in, same tokenId.
   await page.locator('#demo-open').click();
+  await frame.locator('button[data-type="binanceInternationalDirect"] .lv-badge').waitFor();
+  await frame.locator('button[data-type="binanceInternationalDirect"]').click();
   await frame.locator('#lv-connected').waitFor();
   const tokenId = saved.split(': ')[1];
   assert.equal(await frame.locator('#lv-connected').getAttribute('data-token-id'), tokenId);
