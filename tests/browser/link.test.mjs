@@ -297,3 +297,18 @@ test('the sandbox demo page gets link tokens from its backend route', async () =
   await screenshot(page, 'demo-2-return-user');
   await context.close();
 });
+
+test("linkvault-link.js forwards exactly Mesh's Link event types", async () => {
+  const { readFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { repoRoot } = await import('./harness.mjs');
+  const list = (text, start) => {
+    const at = text.indexOf(start);
+    assert.ok(at >= 0, start);
+    const body = text.slice(text.indexOf('[', at) + 1, text.indexOf(']', at));
+    return [...body.matchAll(/'([A-Za-z]+)'/g)].map((m) => m[1]).sort();
+  };
+  const mesh = await readFile(join(repoRoot, 'tests/browser/node_modules/@meshconnect/web-link-sdk/utils/event-types.js'), 'utf8');
+  const ours = await readFile(join(repoRoot, 'crates/server/assets/link/linkvault-link.js'), 'utf8');
+  assert.deepEqual(list(ours, 'var EVENT_TYPES'), list(mesh, 'var LINK_EVENT_TYPE_KEYS'));
+});

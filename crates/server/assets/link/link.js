@@ -213,7 +213,9 @@
     if (theme === 'light') return false;
     return !!(window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches);
   }
+  var styled = null;
   function applyStyle(integration) {
+    styled = integration || null;
     var style = (integration && integration.style) || {};
     var suffix = darkTheme() ? 'Dark' : 'Light';
     Object.keys(STYLE_PROPS).forEach(function (k) {
@@ -232,6 +234,12 @@
       box.appendChild(img);
     }
     return box;
+  }
+
+  // The system theme can change while Link is open: follow it with the brand colours too.
+  if (theme !== 'dark' && theme !== 'light' && window.matchMedia) {
+    var scheme = window.matchMedia('(prefers-color-scheme: dark)');
+    if (scheme.addEventListener) scheme.addEventListener('change', function () { applyStyle(styled); });
   }
 
   // ------------------------------------------------------------------------------------ the protocol
