@@ -296,6 +296,39 @@ describe('the transfer flow inside Link', () => {
     await context.close();
   });
 
+  test('a tokenId that needs re-authentication: that sign-in, then the same tokenId, then the transfer flow', async () => {
+    const { context, page } = await newApp();
+    const binance = 'binanceInternationalDirect';
+    const signIn = async (frame) => {
+      await frame.locator('#lv-username').fill('Mesh');
+      await frame.locator('#lv-password').fill('Pass123');
+      await frame.locator('#lv-signin').click();
+      await frame.locator('#lv-mfa').fill('123456');
+      await frame.locator('#lv-mfa-submit').click();
+    };
+    const first = await linkToken(lv, { userId: 'frank', integrationId: ids[binance], transferOptions: depositOptions(5) }, { scope: 'write' });
+    let frame = await open(page, 'mesh', first);
+    await signIn(frame);
+    await frame.locator('#lv-assets').waitFor();
+    const [connected] = await waitFor(nonEmpty(() => kinds(page, 'connected')), 'onIntegrationConnected');
+    const tokenId = connected.payload.accessToken.accountTokens[0].tokenId;
+    await context.close();
+
+    const expired = await fetch(`${lv.url}/sandbox/admin/binance/expire-sessions`, { method: 'POST' });
+    assert.equal(expired.status, 200);
+    const again = await newApp();
+    const second = await linkToken(lv, { userId: 'frank', integrationId: ids[binance], transferOptions: depositOptions(5) }, { scope: 'write' });
+    frame = await open(again.page, 'linkvault', second, { accessTokens: returnToken(tokenId, binance) });
+    await frame.locator('#lv-reauth').waitFor();
+    assert.doesNotMatch(await frame.locator('#lv-main').textContent(), /null|undefined/);
+    await shots(again.page, '14-reauth-sign-in');
+    await signIn(frame);
+    await frame.locator('#lv-assets').waitFor();
+    const [payload] = await waitFor(nonEmpty(() => kinds(again.page, 'connected')), 'onIntegrationConnected');
+    assert.equal(payload.payload.accessToken.accountTokens[0].tokenId, tokenId, 'the same tokenId');
+    await again.context.close();
+  });
+
   test("another user's tokenId does not skip sign-in", async () => {
     const { context, page } = await newApp();
     const token = await linkToken(lv, { userId: 'bob', integrationId: ids.coinbase, transferOptions: depositOptions(5) }, { scope: 'write' });
@@ -321,6 +354,36 @@ describe('the transfer flow inside Link', () => {
     await shots(page, '13-read-connected');
     assert.equal(await frame.locator('#lv-assets').count(), 0);
     assert.ok(!(await events(page)).some((t) => t.startsWith('transfer')), 'no transfer event');
+    await context.close();
+  });
+
+  test('the demo: "Deposit 5 USDC from Coinbase" runs the whole flow, shows onTransferFinished, and skips sign-in the second time', async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await context.newPage();
+    await page.goto(`${lv.url}/demo`);
+    await page.locator('#demo-user').fill('demo-depositor');
+    await page.locator('#demo-deposit').click();
+    const frame = page.frameLocator('#linkvault-link-popup__iframe');
+    await frame.locator('#lv-oauth-continue').waitFor();
+    const before = await transfersCreated('coinbase');
+    await oauthSignIn(context, frame);
+    await frame.locator('#lv-assets button[data-symbol="USDC"]').click();
+    assert.equal(await frame.locator('#lv-amount').inputValue(), '5');
+    await frame.locator('#lv-amount-continue').click();
+    await confirmWithMfa(page, frame);
+    await frame.locator('#lv-transfer-done').click();
+    await page.locator('#demo-transfer').filter({ hasText: 'USDC' }).waitFor();
+    const shown = JSON.parse(await page.locator('#demo-transfer').textContent());
+    assert.equal(shown.amount, 5);
+    assert.equal(shown.symbol, 'USDC');
+    assert.ok(shown.txHash);
+    assert.equal(await transfersCreated('coinbase'), before + 1);
+    await screenshot(page, 'transfer-15-demo-after-deposit');
+    // The demo kept the write-scoped tokenId: the second deposit goes straight to the transfer.
+    assert.equal(await page.locator('#demo-tokens li[data-scope="write"]').count(), 1);
+    await page.locator('#demo-deposit').click();
+    await frame.locator('#lv-assets').waitFor();
+    assert.equal(await frame.locator('#lv-oauth-continue').count(), 0);
     await context.close();
   });
 });

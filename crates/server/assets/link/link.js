@@ -647,7 +647,7 @@
   function fiat(n) {
     try { return new Intl.NumberFormat(lang, { style: 'currency', currency: 'USD' }).format(n); } catch (e) { return '$' + Number(n).toFixed(2); }
   }
-  function crypto(n, symbol) {
+  function amountOf(n, symbol) {
     var text;
     try { text = new Intl.NumberFormat(lang, { maximumFractionDigits: 8 }).format(n); } catch (e) { text = String(n); }
     return text + ' ' + symbol;
@@ -658,7 +658,7 @@
   }
   function feeText(fee) {
     if (!fee || num(fee.fee) === null) return null;
-    var text = crypto(fee.fee, fee.feeCurrency || '');
+    var text = amountOf(fee.fee, fee.feeCurrency || '');
     return num(fee.feeInFiat) !== null ? text + ' (' + t('approx', { amount: fiat(fee.feeInFiat) }) + ')' : text;
   }
   function listNav(list) {
@@ -727,7 +727,7 @@
     var list = h('ul', { className: 'lv-accounts', id: 'lv-held' }, holdings.map(function (o) {
       var reason = t('ineligible_' + o.ineligibilityReason);
       if (reason === 'ineligible_' + o.ineligibilityReason) reason = t('ineligible_other');
-      return h('li', { 'data-symbol': o.symbol }, [h('strong', { text: crypto(num(o.availableBalance) || 0, o.symbol) }),
+      return h('li', { 'data-symbol': o.symbol }, [h('strong', { text: amountOf(num(o.availableBalance) || 0, o.symbol) }),
         h('span', { className: 'lv-account-id', text: reason })]);
     }));
     render(t('noAssetsTitle'), [
@@ -742,7 +742,7 @@
     var x = S.transfer;
     S.page = 'transferAssetSelectionPage';
     var list = listNav(h('ul', { className: 'lv-list', id: 'lv-assets', role: 'list' }, x.eligible.map(function (o) {
-      var balance = crypto(num(o.availableBalance) || 0, o.symbol);
+      var balance = amountOf(num(o.availableBalance) || 0, o.symbol);
       var inFiat = num(o.availableBalanceInFiat);
       return h('li', {}, [h('button', { type: 'button', className: 'lv-item', 'data-symbol': o.symbol, onclick: function () { selectAsset(o); } }, [
         h('span', { className: 'lv-item-name', text: o.symbol }),
@@ -765,8 +765,8 @@
     S.page = 'transferNetworkSelectionPage';
     var list = listNav(h('ul', { className: 'lv-list', id: 'lv-networks', role: 'list' }, x.holding.networks.map(function (n) {
       var details = [];
-      if (num(n.fee) !== null) details.push(t('fee', { amount: crypto(n.fee, n.feeCurrency || x.holding.symbol) }));
-      if (num(n.minimumAmount) !== null) details.push(t('minimum', { amount: crypto(n.minimumAmount, x.holding.symbol) }));
+      if (num(n.fee) !== null) details.push(t('fee', { amount: amountOf(n.fee, n.feeCurrency || x.holding.symbol) }));
+      if (num(n.minimumAmount) !== null) details.push(t('minimum', { amount: amountOf(n.minimumAmount, x.holding.symbol) }));
       return h('li', {}, [h('button', { type: 'button', className: 'lv-item', 'data-network-id': n.id, onclick: function () { selectNetwork(n); } }, [
         h('span', { className: 'lv-item-name', text: n.name }), h('span', { className: 'lv-item-detail', text: details.join(' · ') })
       ])]);
@@ -822,8 +822,8 @@
       label.textContent = t('amountLabel', { unit: unit() });
       if (toggle) toggle.textContent = t('showIn', { unit: x.fiat ? symbol : 'USD' });
       var v = parse();
-      var parts = [t('available', { amount: crypto(num(x.holding.availableBalance) || 0, symbol) })];
-      if (v !== null && price) parts.unshift(t('approx', { amount: x.fiat ? crypto(v / price, symbol) : fiat(v * price) }));
+      var parts = [t('available', { amount: amountOf(num(x.holding.availableBalance) || 0, symbol) })];
+      if (v !== null && price) parts.unshift(t('approx', { amount: x.fiat ? amountOf(v / price, symbol) : fiat(v * price) }));
       hint.textContent = parts.join(' · ');
     }
     input.addEventListener('input', function () { x.amountText = input.value; error.hidden = true; refresh(); });
@@ -849,7 +849,7 @@
       if (decimals > most) { fail(t('amountTooPrecise', { n: most })); return; }
       var min = num(x.network.minimumAmount);
       var inCrypto = x.fiat ? (price ? v / price : null) : v;
-      if (min !== null && inCrypto !== null && inCrypto < min) { fail(t('amountBelowMin', { amount: crypto(min, symbol) })); return; }
+      if (min !== null && inCrypto !== null && inCrypto < min) { fail(t('amountBelowMin', { amount: amountOf(min, symbol) })); return; }
       x.amount = v;
       x.amountFiat = x.fiat;
       post('transferAmountEntered');
@@ -930,8 +930,8 @@
     var p = x.preview;
     S.page = 'transferPreviewPage';
     var sym = p.symbol || x.holding.symbol;
-    var send = crypto(num(p.amount) || 0, sym) + (num(p.amountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.amountInFiat) }) + ')' : '');
-    var total = crypto(num(p.totalEstimatedAmount) || 0, sym) + (num(p.totalEstimatedAmountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.totalEstimatedAmountInFiat) }) + ')' : '');
+    var send = amountOf(num(p.amount) || 0, sym) + (num(p.amountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.amountInFiat) }) + ')' : '');
+    var total = amountOf(num(p.totalEstimatedAmount) || 0, sym) + (num(p.totalEstimatedAmountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.totalEstimatedAmountInFiat) }) + ')' : '');
     var details = h('dl', { className: 'lv-details', id: 'lv-preview' }, [].concat(
       row(t('youSend'), send, 'lv-preview-amount'),
       row(t('to'), [h('code', { text: p.toAddress || '' }), p.addressTag ? h('span', { text: ' · ' + p.addressTag }) : null], 'lv-preview-to'),
@@ -1080,7 +1080,7 @@
     render(settled ? t('successTitle') : t('pendingTitle'), [
       h('div', { className: 'lv-big-icon lv-ok', 'aria-hidden': 'true', text: '✓' }),
       h('p', { className: 'lv-center', role: 'status', id: settled ? 'lv-success' : 'lv-still-pending',
-        text: settled ? t('successText', { amount: crypto(num(r.amount) || 0, r.symbol), app: app }) : t('stillPending', { name: x.integration.name, app: app }) }),
+        text: settled ? t('successText', { amount: amountOf(num(r.amount) || 0, r.symbol), app: app }) : t('stillPending', { name: x.integration.name, app: app }) }),
       details,
       h('button', { type: 'button', className: 'lv-primary', id: 'lv-transfer-done', text: t('done'), onclick: function () { closeLink('done'); } })
     ]);
