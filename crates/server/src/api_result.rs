@@ -80,6 +80,9 @@ pub enum ErrorType {
     NotFoundAtIntegration,
     /// The integration refused the transfer for a reason the end user can act on (extension).
     TransferRefused,
+    /// The Link session was opened for another integration (`integrationId`), or already connected another
+    /// account while `restrictMultipleAccounts` holds (extension).
+    IntegrationNotAllowed,
     /// Something failed on our side (extension).
     Internal,
 }

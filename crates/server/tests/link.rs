@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Options, TestApp, TestResult, create_client, spawn_app_with, token_id};
+use common::{Options, TestApp, TestResult, auth_code, create_client, link_token_as, spawn_app_with, token_id};
 use linkvault_server::LinkConfig;
 use linkvault_storage::testing::Backend;
 use serde_json::{Value, json};
@@ -16,42 +16,16 @@ async fn link_token(app: &TestApp, secret: &str, body: Value) -> Result<String, 
     link_token_as(app, &app.client.id, secret, body).await
 }
 
-async fn link_token_as(
-    app: &TestApp,
-    id: &str,
-    secret: &str,
-    body: Value,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let answer =
-        app.call(reqwest::Method::POST, "/api/v1/linktoken", Some((id, secret)), Some(body.to_string())).await?;
-    assert_eq!(answer.code, 200, "{}", answer.raw);
-    Ok(answer.content()["linkToken"].as_str().unwrap().to_owned())
-}
-
-fn auth_code(link_token: &str) -> String {
-    let url = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(link_token).unwrap()).unwrap();
-    url.split("auth_code=").nth(1).unwrap().to_owned()
-}
-
 async fn post(app: &TestApp, path: &str, bearer: Option<&str>, body: Value) -> common::Answer {
-    let mut req = app.http.post(format!("{}{path}", app.base)).json(&body);
-    if let Some(b) = bearer {
-        req = req.bearer_auth(b);
-    }
-    let res = req.send().await.unwrap();
-    let code = res.status().as_u16();
-    let raw = res.text().await.unwrap();
-    common::Answer { code, body: serde_json::from_str(&raw).unwrap_or(Value::Null), raw }
+    common::link_post(app, path, bearer, body).await
 }
 
 async fn start(app: &TestApp, link_token: &str) -> common::Answer {
-    post(app, "/link/api/session", None, json!({"authCode": auth_code(link_token)})).await
+    common::link_start(app, link_token).await
 }
 
 async fn session(app: &TestApp, link_token: &str) -> String {
-    let answer = start(app, link_token).await;
-    assert_eq!(answer.code, 200, "{}", answer.raw);
-    answer.content()["sessionToken"].as_str().unwrap().to_owned()
+    common::link_session(app, link_token).await
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ pub struct LinkSessionRecord {
     pub expires_at: OffsetDateTime,
     pub used_at: Option<OffsetDateTime>,
     pub session_expires_at: Option<OffsetDateTime>,
+    /// The integration type this session connected first (migration 0008); `None` until a sign-in succeeds.
+    pub connected_integration: Option<String>,
 }
 
 impl fmt::Debug for LinkSessionRecord {
@@ -46,6 +48,7 @@ impl fmt::Debug for LinkSessionRecord {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("used_at", &self.used_at)
+            .field("connected_integration", &self.connected_integration)
             .finish_non_exhaustive()
     }
 }
@@ -54,7 +57,7 @@ impl fmt::Debug for LinkSessionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkStart {
     /// The link token was unused and unexpired; it is now used and bound to the session digest.
-    Started(LinkSessionRecord),
+    Started(Box<LinkSessionRecord>),
     /// Already used (by this or another instance).
     Used,
     /// Past its expiry.
@@ -116,6 +119,11 @@ pub trait LinkStore: Send + Sync {
 
     /// A link session by id (the OAuth callback finds its session through the pending sign-in).
     async fn get_link_session(&self, id: Uuid) -> Result<Option<LinkSessionRecord>>;
+
+    /// Records that the session connected `integration`, unless it already connected another one: `true`
+    /// when the session's connected integration is now `integration` (set now or before), `false` when it
+    /// is a different one. One conditional statement, so concurrent sign-ins cannot both win.
+    async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool>;
 
     async fn insert_link_oauth(&self, record: &LinkOAuthRecord) -> Result<()>;
     /// Claims a pending OAuth sign-in for its callback: once only, before it expires. Returns the row with

@@ -25,7 +25,33 @@ fn session(client_id: ClientId, code: &[u8], expires_at: OffsetDateTime) -> Link
         expires_at,
         used_at: None,
         session_expires_at: None,
+        connected_integration: None,
     }
+}
+
+#[tokio::test]
+async fn a_session_connects_one_integration() -> TestResult {
+    with_store("a_session_connects_one_integration", |store| async move {
+        let c = client(&store).await?;
+        let s = session(c, b"code-c", now() + Duration::minutes(10));
+        store.insert_link_session(&s).await?;
+        assert_eq!(store.get_link_session(s.id).await?.expect("session").connected_integration, None);
+        assert!(store.claim_link_connection(s.id, "coinbase").await?, "the first sign-in claims the session");
+        assert!(store.claim_link_connection(s.id, "coinbase").await?, "signing in again to the same one is fine");
+        assert!(!store.claim_link_connection(s.id, "uphold").await?, "another integration is refused");
+        let stored = store.get_link_session(s.id).await?.expect("session");
+        assert_eq!(stored.connected_integration.as_deref(), Some("coinbase"));
+        assert!(!store.claim_link_connection(Uuid::new_v4(), "coinbase").await?, "no such session");
+
+        // Concurrent claims of two integrations: exactly one wins.
+        let t = session(c, b"code-r", now() + Duration::minutes(10));
+        store.insert_link_session(&t).await?;
+        let (a, b) =
+            tokio::join!(store.claim_link_connection(t.id, "coinbase"), store.claim_link_connection(t.id, "uphold"));
+        assert_ne!(a?, b?, "one of two concurrent sign-ins wins");
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]

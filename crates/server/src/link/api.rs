@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use linkvault_crypto::ClientTokenKind;
-use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, TokenId, UserId};
+use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, UserId};
 use linkvault_integrations::Integration;
 use linkvault_storage::{LinkSessionRecord, LinkStart};
 use secrecy::SecretString;
@@ -20,6 +20,7 @@ use crate::link::payload::{AccountInfo, access_token_payload, catalog, probe};
 use crate::link::session::LinkSession;
 use crate::link::{digest, random_token, span};
 use crate::routes::authenticate::{SignInFields, SignInStep, credentials_integration, sign_in_and_store};
+use crate::routes::destinations::TransferOptions;
 
 /// At most this many return-user tokens are checked per call.
 const MAX_RETURN_TOKENS: usize = 32;
@@ -66,19 +67,92 @@ pub(crate) async fn start_session(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let record = match started {
-        LinkStart::Started(record) => record,
+        LinkStart::Started(record) => *record,
         LinkStart::Used => return Err(link_token_used()),
         LinkStart::Expired | LinkStart::Unknown => return Err(link_token_expired()),
     };
     let integration = record.integration_id.and_then(|id| state.catalog.by_id(id)).map(|i| i.integration_type.as_str());
+    let client = state.vault.get_client(record.client_id).await?.map(|c| c.name);
+    // A read-scoped session has no transfer flow: the page is not even told what the app would have sent.
+    let transfer_options = match record.scope {
+        Scope::Write => TransferOptions::stored(record.transfer_options.as_deref()),
+        Scope::Read => None,
+    };
     Ok(ApiOk(Some(json!({
         "sessionToken": session_token,
         "expiresInSeconds": (until - now).whole_seconds(),
+        "integrationId": record.integration_id,
         "integrationType": integration,
         "restrictMultipleAccounts": record.restrict_multiple_accounts,
+        "scope": record.scope.as_str(),
+        "client": {"name": client},
+        "userId": record.user_id,
+        "transferOptions": transfer_options,
         "sandbox": state.link.sandbox,
         "integrations": catalog(&state),
     }))))
+}
+
+/// Refuses a sign-in (or a transfer) at `integration` that this session's link token rules out: another
+/// integration than its fixed `integrationId`, or — with `restrictMultipleAccounts` — another one than the
+/// session already connected. The page hides these paths; this holds whatever the page does.
+pub(crate) fn check_integration_allowed(
+    state: &AppState,
+    session: &LinkSessionRecord,
+    integration: &Integration,
+) -> Result<(), ApiError> {
+    if let Some(fixed) = session.integration_id
+        && fixed != integration.id
+    {
+        let name = state.catalog.by_id(fixed).map_or("another integration", |i| i.name.as_str());
+        return Err(ApiError::new(
+            ApiStatus::PermissionDenied,
+            ErrorType::IntegrationNotAllowed,
+            format!(
+                "this Link session is for {name} only (the link token's integrationId); {} is not allowed",
+                integration.name
+            ),
+        )
+        .with_display(format!("This app asked to connect {name} only.")));
+    }
+    if session.restrict_multiple_accounts
+        && let Some(connected) = session.connected_integration.as_deref()
+        && connected != integration.integration_type.as_str()
+    {
+        return Err(one_account_only(state, connected));
+    }
+    Ok(())
+}
+
+/// The refusal of a second account in a `restrictMultipleAccounts` session.
+pub(crate) fn one_account_only(state: &AppState, connected: &str) -> ApiError {
+    let name = state.catalog.get(connected).map_or(connected, |i| i.name.as_str());
+    ApiError::new(
+        ApiStatus::PermissionDenied,
+        ErrorType::IntegrationNotAllowed,
+        format!(
+            "this Link session already connected {name}; the link token's restrictMultipleAccounts allows one account per session"
+        ),
+    )
+    .with_display(format!("This app allows one account per session, and {name} is already connected."))
+}
+
+/// Records the integration a sign-in in this session just connected. With `restrictMultipleAccounts`, a
+/// sign-in that lost the race to another integration is refused (its connection stays stored, unused here).
+pub(crate) async fn claim_connection(
+    state: &AppState,
+    session: &LinkSessionRecord,
+    integration: &Integration,
+) -> Result<(), ApiError> {
+    let ty = integration.integration_type.as_str();
+    let claimed =
+        state.vault.store().claim_link_connection(session.id, ty).await.map_err(|e| ApiError::internal(&e))?;
+    if claimed || !session.restrict_multiple_accounts {
+        return Ok(());
+    }
+    let current = state.vault.store().get_link_session(session.id).await.map_err(|e| ApiError::internal(&e))?;
+    let connected = current.and_then(|s| s.connected_integration).unwrap_or_default();
+    Err(one_account_only(state, &connected))
 }
 
 /// One of the SDK's `IntegrationAccessToken`s (only the fields that matter; the rest are obsolete).
@@ -97,14 +171,16 @@ pub(crate) struct ReturnTokensRequest {
 }
 
 /// The connection a return user's token names — a tokenId, or in client-managed mode a live access token —
-/// if it belongs to this session's client, user and scope, with what to hand back for it. Anything else
-/// (unknown, expired, revoked, deleted, another user's or client's) is `None`, indistinguishably.
-async fn own_connection<'s>(
+/// if it belongs to this session's client, user and scope (and, when `broker_type` is not empty, that
+/// integration), with what to hand back for it. Anything else (unknown, expired, revoked, deleted, another
+/// user's or client's) is `None`, indistinguishably.
+pub(crate) async fn own_connection<'s>(
     state: &'s AppState,
     session: &LinkSessionRecord,
-    token: &ReturnToken,
+    presented: &str,
+    broker_type: &str,
 ) -> Option<(linkvault_storage::ConnectionRecord, &'s Integration, Handout)> {
-    let presented = token.access_token.trim();
+    let presented = presented.trim();
     let client_token = ClientTokenKind::of(presented) == Some(ClientTokenKind::Access);
     let token_id = if client_token {
         state.vault.resolve_access_token(session.client_id, presented).await.ok()?.ok()?
@@ -115,7 +191,7 @@ async fn own_connection<'s>(
     if record.user_id != session.user_id || record.scope != session.scope {
         return None;
     }
-    if !token.broker_type.is_empty() && token.broker_type != record.integration {
+    if !broker_type.is_empty() && broker_type != record.integration {
         return None;
     }
     let integration = state.catalog.get(&record.integration)?;
@@ -139,7 +215,15 @@ pub(crate) async fn return_tokens(
     let mut seen = std::collections::BTreeSet::new();
     let mut connections = Vec::new();
     for token in req.tokens.iter().take(MAX_RETURN_TOKENS) {
-        let Some((record, integration, handout)) = own_connection(&state, &session, token).await else { continue };
+        let Some((record, integration, handout)) =
+            own_connection(&state, &session, &token.access_token, &token.broker_type).await
+        else {
+            continue;
+        };
+        // With a fixed integrationId, tokens of other integrations are ignored like foreign ones.
+        if session.integration_id.is_some_and(|fixed| fixed != integration.id) {
+            continue;
+        }
         if !seen.insert(record.token_id) {
             continue;
         }
@@ -186,6 +270,7 @@ pub(crate) async fn credentials(
     ApiJson(req): ApiJson<CredentialsRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let (integration_type, integration) = credentials_integration(&state, &req.integration_type)?;
+    check_integration_allowed(&state, &session, integration)?;
     if req.username.trim().is_empty() {
         return Err(ApiError::missing_field("username"));
     }
@@ -208,6 +293,7 @@ pub(crate) async fn credentials(
         }),
         SignInStep::Refused { status, message } => json!({"status": status, "errorMessage": message}),
         SignInStep::Stored { stored, account_id, account_name, .. } => {
+            claim_connection(&state, &session, integration).await?;
             let now = state.vault.clock().now();
             let record = state.vault.connection_for(session.client_id, stored.token_id).await?;
             let mut accounts = match state.vault.open_credentials(&record).await {

@@ -1,6 +1,7 @@
 //! `POST /api/v1/linktoken`: a short-lived (10 minutes), single-use link token, the standard padded base64 of
 //! `<public-url>/link/broker-connect?auth_code=<256-bit random>`. The session records the client, `userId`,
-//! the calling key's scope, `integrationId`, `restrictMultipleAccounts` and `transferOptions`.
+//! the calling key's scope, `integrationId`, `restrictMultipleAccounts` and `transferOptions` (validated and
+//! stored parsed: see `routes::destinations`).
 
 use axum::extract::State;
 use base64::Engine as _;
@@ -15,6 +16,7 @@ use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::link::{digest, random_token, span};
+use crate::routes::destinations::transfer_options;
 
 /// Rows this long past expiry are deleted when new link tokens are issued.
 const PURGE_AFTER: time::Duration = time::Duration::days(1);
@@ -66,6 +68,7 @@ pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> R
         expires_at: now + span(state.link.link_token_ttl),
         used_at: None,
         session_expires_at: None,
+        connected_integration: None,
     };
     let store = state.vault.store();
     store.insert_link_session(&record).await.map_err(|e| ApiError::internal(&e))?;
@@ -105,10 +108,14 @@ pub(crate) async fn create(
         },
         (None, None) => None,
     };
+    // Validated here, once: the session stores (and the page sees) only the parsed options, so the transfer
+    // flow never meets an unknown network, a symbol the network does not carry or a malformed address.
     let transfer_options = match req.transfer_options {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.to_string()),
-        Some(_) => return Err(ApiError::invalid_field("transferOptions", "must be an object")),
+        Some(v) => {
+            let parsed = transfer_options("transferOptions", &v)?;
+            Some(serde_json::to_string(&parsed).map_err(|e| ApiError::internal(&e))?)
+        }
     };
     let spec = LinkTokenSpec {
         client_id: caller.client_id,

@@ -1,5 +1,5 @@
 //! Link: the hosted page that Mesh's web SDK (or linkvault's own `linkvault-link.js`) opens from a link token,
-//! its JSON API under `/link/api/…`, the OAuth callback, the embedded static assets, and the sandbox demo.
+//! its JSON API under `/link/api/…` (sign-in, return users, the transfer flow), the OAuth callback, the embedded static assets, and the sandbox demo.
 //!
 //! A link token is `base64(<public-url>/link/broker-connect?auth_code=…)`. The page exchanges the auth_code
 //! once for a session token that lives only in the page's memory and travels as `Authorization: Bearer`.
@@ -17,6 +17,7 @@ pub(crate) mod linktoken;
 mod oauth;
 mod payload;
 mod session;
+mod transfer;
 
 use std::time::Duration;
 
@@ -87,6 +88,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/link/api/oauth/start", post(oauth::start))
         .route("/link/api/oauth/result", post(oauth::result))
         .route("/link/oauth/callback", get(oauth::callback))
+        .route("/link/api/transfer/configure", post(transfer::configure))
+        .route("/link/api/transfer/preview", post(transfer::preview))
+        .route("/link/api/transfer/execute", post(transfer::execute))
+        .route("/link/api/transfer/status", post(transfer::status))
         .route("/demo", get(demo::page))
         .route("/demo/api/linktoken", post(demo::link_token))
         .layer(middleware::from_fn(headers::security_headers))

@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::handout::{hand_out, token_mode_of};
-use crate::link::api::{accounts_json, session_key};
+use crate::link::api::{accounts_json, check_integration_allowed, claim_connection, session_key};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
 use crate::link::{digest, span};
@@ -54,6 +54,7 @@ pub(crate) async fn start(
     ApiJson(req): ApiJson<StartRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let (integration_type, integration) = oauth_integration(&state, &req.integration_type)?;
+    check_integration_allowed(&state, &session, integration)?;
     let request = authorization_request(integration, &state.link.oauth_redirect_uri(), session.scope)
         .map_err(|e| ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, e.to_string()))?;
     let now = state.vault.clock().now();
@@ -127,6 +128,15 @@ async fn complete(
         access_expires_at: Some(tokens.expires_at),
         refresh_expires_at: tokens.refresh_token_expires_at,
     };
+    // The session's rules hold at the callback too: a sign-in started before another one completed loses.
+    let allowed = check_integration_allowed(state, &session, integration);
+    let claimed = match allowed {
+        Ok(()) => claim_connection(state, &session, integration).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = claimed {
+        return Err(e.display_message.unwrap_or(e.message));
+    }
     let key = session_key(&session, integration.integration_type.clone()).map_err(|_| "invalid session".to_owned())?;
     let credentials = IntegrationCredentials { access_token: tokens.access_token, refresh_token: tokens.refresh_token };
     let stored = state.vault.store_credentials(&key, &credentials, &meta).await.map_err(|e| {
@@ -186,6 +196,9 @@ pub(crate) async fn result(
     let Some(integration) = state.catalog.get(&record.integration) else {
         return Err(ApiError::integration_not_found(&record.integration));
     };
+    if session.integration_id.is_some_and(|fixed| fixed != integration.id) {
+        check_integration_allowed(&state, &session, integration)?;
+    }
     let accounts: Vec<AccountInfo> = match (&record.account_id, &record.account_name) {
         (None, None) => Vec::new(),
         (id, name) => vec![AccountInfo::named(

@@ -2,13 +2,15 @@
 
 mod account;
 pub(crate) mod authenticate;
+pub(crate) mod destinations;
 mod integrations;
 mod ops;
 mod portfolio;
 mod token_refresh;
 pub(crate) mod token_use;
 pub(crate) mod tokens;
-mod transfer_info;
+pub(crate) mod transfer_configure;
+pub(crate) mod transfer_info;
 pub(crate) mod transfers;
 mod user_check;
 mod webhooks;
@@ -41,6 +43,7 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/api/v1/transfers/managed/networks", get(transfer_info::networks))
         .route("/api/v1/transfers/managed/tokens", get(transfer_info::tokens))
         .route("/api/v1/token/refresh", post(token_refresh::refresh))
+        .route("/api/v1/transfers/managed/configure", post(transfer_configure::configure))
         .route("/api/v1/transfers/managed/preview", post(transfers::preview))
         .route("/api/v1/transfers/managed/execute", post(transfers::execute))
 }

@@ -3,7 +3,7 @@
 //! re-authentication signals are decided identically everywhere.
 
 use linkvault_crypto::ClientTokenKind;
-use linkvault_domain::{AccessDenied, Operation, TokenId, TokenRefusal, authorize_token_use};
+use linkvault_domain::{AccessDenied, ClientId, Operation, Scope, TokenId, TokenRefusal, authorize_token_use};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -127,7 +127,21 @@ pub(crate) async fn resolve<'a>(
     if record.integration != integration.as_str() {
         return Err(ApiError::token_not_found().into());
     }
-    match authorize_token_use(caller.client_id, caller.scope, record.client_id, record.scope, operation) {
+    open_connection(state, caller.client_id, caller.scope, token_id, record, operation).await
+}
+
+/// The second half of [`resolve`], for callers that found the connection themselves (the Link page, by its
+/// session's client, user and scope): checks scope for `operation` and opens usable credentials.
+pub(crate) async fn open_connection<'a>(
+    state: &'a AppState,
+    client_id: ClientId,
+    scope: Scope,
+    token_id: TokenId,
+    record: ConnectionRecord,
+    operation: Operation,
+) -> Result<Resolved<'a>, Unusable> {
+    let integration_type = record.integration.clone();
+    match authorize_token_use(client_id, scope, record.client_id, record.scope, operation) {
         Ok(()) => {}
         Err(AccessDenied::NotFound) => return Err(ApiError::token_not_found().into()),
         Err(AccessDenied::KeyScopeTooLow) => return Err(key_scope_insufficient().into()),
@@ -140,14 +154,14 @@ pub(crate) async fn resolve<'a>(
             .into());
         }
     }
-    let Some(integration) = state.catalog.get(integration.as_str()) else {
-        return Err(ApiError::integration_not_found(integration_type).into());
+    let Some(integration) = state.catalog.get(&integration_type) else {
+        return Err(ApiError::integration_not_found(&integration_type).into());
     };
     // The engine decides usability: refreshed first if expired or inside the margin (coalescing with any
     // refresh in flight); a connection needing re-auth — including a credentials session past its expiry,
     // which it marks and announces — is refused.
     let reauth = Unusable::ReauthRequired { token_id, integration: record.integration.clone() };
-    match state.engine.ensure_fresh_from(caller.client_id, token_id, Some(record)).await {
+    match state.engine.ensure_fresh_from(client_id, token_id, Some(record)).await {
         Ok((record, credentials)) => Ok(Resolved { record, integration, credentials }),
         Err(RefreshError::NotFound) => Err(ApiError::token_not_found().into()),
         Err(RefreshError::ReauthRequired) => Err(reauth),

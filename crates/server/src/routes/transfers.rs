@@ -8,12 +8,16 @@
 //! its stored result (or `inProgress`). The integration is called with an idempotency key derived from the
 //! previewId, so even a crash between its answer and our write-back cannot send twice: the retry that takes
 //! the abandoned claim over gets the first transfer back.
+//!
+//! The work itself ([`make_preview`], [`execute_preview`]) takes the client id and a resolved connection, so
+//! the Link page's transfer flow (`link::transfer`) runs the very same code; the handlers here only parse
+//! Mesh's request shapes and resolve the tokenId.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use linkvault_domain::{Operation, Scope};
+use linkvault_domain::{ClientId, Operation, Scope};
 use linkvault_integrations::api::{
     ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote,
 };
@@ -38,12 +42,12 @@ pub const PREVIEW_EXPIRES_IN: Duration = Duration::from_secs(300);
 /// Expired previews are kept this long for a clear `previewExpired` answer, then purged.
 const PURGE_AFTER: time::Duration = time::Duration::days(1);
 /// Mesh's limit on `transactionId`.
-const MAX_TRANSACTION_ID_CHARS: usize = 128;
+pub(crate) const MAX_TRANSACTION_ID_CHARS: usize = 128;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
-const MAX_ADDRESS_CHARS: usize = 128;
-const MAX_SYMBOL_CHARS: usize = 20;
+pub(crate) const MAX_ADDRESS_CHARS: usize = 128;
+pub(crate) const MAX_SYMBOL_CHARS: usize = 20;
 /// Largest amount accepted, in the symbol or in fiat: anything bigger is a unit mistake.
-const MAX_AMOUNT: f64 = 1e15;
+pub(crate) const MAX_AMOUNT: f64 = 1e15;
 /// Time for recording the integration's answer after the call itself.
 const WRITE_BACK_ALLOWANCE: Duration = Duration::from_secs(5);
 /// Namespace of the idempotency keys sent to integrations (UUIDv5 of the previewId under it).
@@ -170,11 +174,11 @@ fn fee_json(fee: f64, currency: &str, in_fiat: f64) -> Value {
 }
 
 /// Refuses a read key before anything else: the endpoint is write-only whatever the tokenId.
-fn require_write_key(caller: &Caller) -> Result<(), ApiError> {
+pub(crate) fn require_write_key(caller: &Caller) -> Result<(), ApiError> {
     if caller.scope == Scope::Write { Ok(()) } else { Err(key_scope_insufficient()) }
 }
 
-async fn resolve_write<'a>(
+pub(crate) async fn resolve_write<'a>(
     state: &'a AppState,
     caller: &Caller,
     auth_token: &str,
@@ -192,7 +196,7 @@ fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiEr
     }
 }
 
-fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
+pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
     if value.chars().count() > max_chars {
         return Err(ApiError::invalid_field(field, format!("is longer than {max_chars} characters")));
     }
@@ -202,7 +206,7 @@ fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError
     Ok(())
 }
 
-fn check_amount(field: &str, value: f64) -> Result<f64, ApiError> {
+pub(crate) fn check_amount(field: &str, value: f64) -> Result<f64, ApiError> {
     if !value.is_finite() || value <= 0.0 {
         return Err(ApiError::invalid_field(field, "must be a positive number"));
     }
@@ -213,15 +217,15 @@ fn check_amount(field: &str, value: f64) -> Result<f64, ApiError> {
 }
 
 /// A validated preview request, before the integration is asked.
-struct ValidPreview {
-    network: &'static Network,
-    symbol: String,
-    to_address: String,
-    address_tag: Option<String>,
+pub(crate) struct ValidPreview {
+    pub network: &'static Network,
+    pub symbol: String,
+    pub to_address: String,
+    pub address_tag: Option<String>,
     /// `Ok(amount in the symbol)` or `Err(amount in USD)`.
-    amount: Result<f64, f64>,
-    transaction_id: Option<String>,
-    inclusive_fee: bool,
+    pub amount: Result<f64, f64>,
+    pub transaction_id: Option<String>,
+    pub inclusive_fee: bool,
 }
 
 fn validate_preview(req: &PreviewRequest) -> Result<ValidPreview, ApiError> {
@@ -307,11 +311,30 @@ fn refusal_field(reason: &Refusal, fiat: bool) -> &'static str {
     }
 }
 
+/// The refusal in the words of Link's transfer contract (`errorData.reason`), when it is one the end user can
+/// act on.
+pub(crate) fn refusal_reason(reason: &Refusal) -> Option<&'static str> {
+    match reason {
+        Refusal::InsufficientFunds => Some("insufficientBalance"),
+        Refusal::BelowMinimum => Some("belowMinimum"),
+        Refusal::UnsupportedNetwork => Some("unsupportedNetwork"),
+        Refusal::InvalidAddress | Refusal::AddressNotWhitelisted => Some("unsupportedAddress"),
+        Refusal::UnsupportedAsset => Some("unsupportedAsset"),
+        Refusal::QuoteExpired | Refusal::IdempotencyConflict | Refusal::InvalidMfaCode | Refusal::Other(_) => None,
+    }
+}
+
+/// A refused preview: `invalidField` on the field to fix, with the reason in `errorData` (extension).
+pub(crate) fn refused(field: &str, reason: Option<&str>, message: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_field(field, message).with_data(json!({"field": field, "reason": reason}))
+}
+
 /// Maps the integration's refusal of a quote onto the field the client should fix.
 fn quote_refused(failure: AccountFailure, fiat: bool, resolved: &Resolved<'_>) -> ApiError {
     match failure {
-        AccountFailure::Upstream(Upstream::Refused { reason, message }) => ApiError::invalid_field(
+        AccountFailure::Upstream(Upstream::Refused { reason, message }) => refused(
             refusal_field(&reason, fiat),
+            refusal_reason(&reason),
             format!("{} refused the transfer: {message}", resolved.integration.name),
         ),
         other => other.into_api_error(resolved),
@@ -327,7 +350,17 @@ pub(crate) async fn preview(
     let valid = validate_preview(&req)?;
     let mut resolved =
         resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
+    Ok(ApiOk(Some(make_preview(&state, caller.client_id, &mut resolved, valid).await?)))
+}
 
+/// Quotes a validated transfer at the integration and stores the preview for `client_id`: the `content` of
+/// `transfers/managed/preview`.
+pub(crate) async fn make_preview(
+    state: &AppState,
+    client_id: ClientId,
+    resolved: &mut Resolved<'_>,
+    valid: ValidPreview,
+) -> Result<Value, ApiError> {
     let quote_request = QuoteRequest {
         symbol: valid.symbol.clone(),
         network: valid.network.api_name.to_owned(),
@@ -337,9 +370,9 @@ pub(crate) async fn preview(
         amount_usd: valid.amount.err(),
     };
     let quote: TransferQuote =
-        call_account(&state, &mut resolved, &quote_request, |api, call, request| api.quote(call, request))
+        call_account(state, resolved, &quote_request, |api, call, request| api.quote(call, request))
             .await
-            .map_err(|e| quote_refused(e, valid.amount.is_err(), &resolved))?;
+            .map_err(|e| quote_refused(e, valid.amount.is_err(), resolved))?;
 
     // Inclusive fees come out of the amount: the destination receives the amount less the fee.
     let (amount, total_amount) = if valid.inclusive_fee {
@@ -348,7 +381,7 @@ pub(crate) async fn preview(
         (quote.amount, quote.amount + quote.fee)
     };
     if amount <= 0.0 {
-        return Err(ApiError::invalid_field("amount", "is not more than the fee, so nothing would arrive"));
+        return Err(refused("amount", Some("belowMinimum"), "is not more than the fee, so nothing would arrive"));
     }
     let details = PreviewDetails {
         network_id: valid.network.id,
@@ -377,7 +410,7 @@ pub(crate) async fn preview(
         .unwrap_or(span(PREVIEW_EXPIRES_IN));
     let record = TransferPreviewRecord {
         preview_id: Uuid::new_v4(),
-        client_id: caller.client_id,
+        client_id,
         token_id: resolved.record.token_id,
         integration: resolved.record.integration.clone(),
         client_transaction_id: valid.transaction_id.clone(),
@@ -390,7 +423,7 @@ pub(crate) async fn preview(
     if let Err(e) = store.purge_transfer_previews(now - PURGE_AFTER).await {
         tracing::warn!(error = %e, "cannot purge old transfer previews");
     }
-    Ok(ApiOk(Some(json!({
+    Ok(json!({
         "status": "succeeded",
         "previewResult": {
             "previewId": record.preview_id,
@@ -412,7 +445,7 @@ pub(crate) async fn preview(
             "isInclusiveFeeEnabled": details.inclusive_fee,
             "fiatCurrency": "USD",
         },
-    }))))
+    }))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -439,12 +472,27 @@ fn preview_not_found() -> ApiError {
     .with_data(json!({"field": "previewId"}))
 }
 
-fn in_progress() -> ApiOk<Value> {
-    ApiOk(Some(json!({
+fn in_progress() -> Value {
+    json!({
         "status": "inProgress",
         "errorMessage": "this transfer is being executed by another request; execute again shortly for its result",
         "executeTransferResult": null,
-    })))
+    })
+}
+
+/// The second factor of an execute, if one was sent.
+pub(crate) fn mfa_code_of(raw: Option<&str>) -> Result<Option<SecretString>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(code) if code.len() <= 32 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(Some(SecretString::from(code.to_owned())))
+        }
+        Some(_) => Err(ApiError::invalid_field("mfaCode", "must be up to 32 letters and digits")),
+    }
+}
+
+pub(crate) fn preview_id_of(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))
 }
 
 pub(crate) async fn execute(
@@ -454,22 +502,29 @@ pub(crate) async fn execute(
     ApiJson(req): ApiJson<ExecuteRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
     require_write_key(&caller)?;
-    let preview_id =
-        Uuid::parse_str(req.preview_id.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))?;
+    let preview_id = preview_id_of(&req.preview_id)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let mfa_code = match req.mfa_code.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(code) if code.len() <= 32 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-            Some(SecretString::from(code.to_owned()))
-        }
-        Some(_) => return Err(ApiError::invalid_field("mfaCode", "must be up to 32 letters and digits")),
-    };
+    let mfa_code = mfa_code_of(req.mfa_code.as_deref())?;
     let mut resolved =
         resolve_write(&state, &caller, &req.from_auth_token, &req.from_type, req.user_id.as_deref()).await?;
+    let answer =
+        execute_preview(&state, caller.client_id, &mut resolved, preview_id, idempotency_key, mfa_code).await?;
+    Ok(ApiOk(Some(answer)))
+}
 
+/// Executes `client_id`'s preview of `resolved`'s connection exactly once: the `content` of
+/// `transfers/managed/execute`.
+pub(crate) async fn execute_preview(
+    state: &AppState,
+    client_id: ClientId,
+    resolved: &mut Resolved<'_>,
+    preview_id: Uuid,
+    idempotency_key: Option<String>,
+    mfa_code: Option<SecretString>,
+) -> Result<Value, ApiError> {
     let store = state.vault.store();
     let preview = store
-        .get_transfer_preview(caller.client_id, preview_id)
+        .get_transfer_preview(client_id, preview_id)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .filter(|p| p.token_id == resolved.record.token_id && p.integration == resolved.record.integration)
@@ -479,12 +534,12 @@ pub(crate) async fn execute(
     let fingerprint = details.fingerprint(&token_text, &preview.integration);
 
     let now = state.vault.clock().now();
-    let lease = claim_lease(&state);
+    let lease = claim_lease(state);
     let claimed = if preview.expires_at <= now {
         // Too late to start, but a retry of an execute that started in time still gets its answer.
         let existing = store
             .find_transfer_execution(
-                caller.client_id,
+                client_id,
                 preview_id,
                 preview.client_transaction_id.as_deref(),
                 idempotency_key.as_deref(),
@@ -508,7 +563,7 @@ pub(crate) async fn execute(
     } else {
         let record = TransferExecutionRecord {
             preview_id,
-            client_id: caller.client_id,
+            client_id,
             token_id: preview.token_id,
             client_transaction_id: preview.client_transaction_id.clone(),
             idempotency_key: idempotency_key.clone(),
@@ -561,13 +616,12 @@ pub(crate) async fn execute(
             }
         }
     };
-    send(&state, &mut resolved, &details, execution_id, attempt, mfa_code).await
+    send(state, resolved, &details, execution_id, attempt, mfa_code).await
 }
 
-fn stored_result(row: &TransferExecutionRecord) -> Result<ApiOk<Value>, ApiError> {
+fn stored_result(row: &TransferExecutionRecord) -> Result<Value, ApiError> {
     let text = row.result.as_deref().ok_or_else(|| ApiError::internal(&"succeeded execution without a result"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| ApiError::internal(&e))?;
-    Ok(ApiOk(Some(value)))
+    serde_json::from_str(text).map_err(|e| ApiError::internal(&e))
 }
 
 fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
@@ -602,7 +656,7 @@ async fn send(
     execution_id: Uuid,
     attempt: u32,
     mfa_code: Option<SecretString>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<Value, ApiError> {
     let store = state.vault.store();
     let request = SendRequest {
         symbol: details.symbol.clone(),
@@ -636,17 +690,17 @@ async fn send(
                 tracing::warn!(attempt, "transfer execution was taken over before its write-back");
             }
             state.metrics.transfer_executed();
-            Ok(ApiOk(Some(result)))
+            Ok(result)
         }
         Ok(SendOutcome::MfaRequired { mfa_type }) => {
             // The exchange refused before sending: the next execute, with the code, claims afresh.
             release(attempt == 1).await;
-            Ok(ApiOk(Some(json!({
+            Ok(json!({
                 "status": "mfaRequired",
                 "mfaType": mfa_type,
                 "errorMessage": format!("{name} asks for a second factor: execute again with mfaCode"),
                 "executeTransferResult": null,
-            }))))
+            }))
         }
         Err(AccountFailure::Reauth) => {
             release(attempt == 1).await;
@@ -654,19 +708,19 @@ async fn send(
         }
         Err(AccountFailure::Upstream(Upstream::Refused { reason: Refusal::InvalidMfaCode, message })) => {
             release(attempt == 1).await;
-            Ok(ApiOk(Some(json!({
+            Ok(json!({
                 "status": "mfaFailed",
                 "errorMessage": format!("{name} refused the second factor: {message}"),
                 "executeTransferResult": null,
-            }))))
+            }))
         }
         Err(AccountFailure::Upstream(Upstream::Refused { message, .. })) => {
             release(attempt == 1).await;
-            Ok(ApiOk(Some(json!({
+            Ok(json!({
                 "status": "failed",
                 "errorMessage": format!("{name} refused the transfer: {message}"),
                 "executeTransferResult": null,
-            }))))
+            }))
         }
         Err(AccountFailure::Upstream(
             e @ (Upstream::InsufficientScope | Upstream::NotSupported(_) | Upstream::Config(_)),

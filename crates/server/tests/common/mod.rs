@@ -316,3 +316,47 @@ impl TestApp {
         Ok(self.http.get(format!("{}/sandbox/admin/requests", self.base)).send().await?.json().await?)
     }
 }
+
+/// A link token made with `secret` of client `id` (asserting it was issued).
+pub async fn link_token_as(
+    app: &TestApp,
+    id: &str,
+    secret: &str,
+    body: Value,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let answer =
+        app.call(reqwest::Method::POST, "/api/v1/linktoken", Some((id, secret)), Some(body.to_string())).await?;
+    assert_eq!(answer.code, 200, "{}", answer.raw);
+    Ok(answer.content()["linkToken"].as_str().ok_or("no linkToken")?.to_owned())
+}
+
+/// The auth_code inside a link token's URL.
+pub fn auth_code(link_token: &str) -> String {
+    use base64::Engine as _;
+    let url = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(link_token).unwrap()).unwrap();
+    url.split("auth_code=").nth(1).unwrap().to_owned()
+}
+
+/// A POST to the Link page's API, with the session bearer if any.
+pub async fn link_post(app: &TestApp, path: &str, bearer: Option<&str>, body: Value) -> Answer {
+    let mut req = app.http.post(format!("{}{path}", app.base)).json(&body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let res = req.send().await.unwrap();
+    let code = res.status().as_u16();
+    let raw = res.text().await.unwrap();
+    Answer { code, body: serde_json::from_str(&raw).unwrap_or(Value::Null), raw }
+}
+
+/// Starts the Link session of a link token: the whole `POST /link/api/session` answer.
+pub async fn link_start(app: &TestApp, link_token: &str) -> Answer {
+    link_post(app, "/link/api/session", None, serde_json::json!({"authCode": auth_code(link_token)})).await
+}
+
+/// Starts the Link session of a link token and returns its session token.
+pub async fn link_session(app: &TestApp, link_token: &str) -> String {
+    let answer = link_start(app, link_token).await;
+    assert_eq!(answer.code, 200, "{}", answer.raw);
+    answer.content()["sessionToken"].as_str().unwrap().to_owned()
+}

@@ -13,7 +13,7 @@ use crate::link::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord, LinkStar
 use crate::time_conv::{from_millis, opt_from_millis, to_millis};
 
 const SESSION_COLUMNS: &str = "id, code_digest, client_id, user_id, scope, integration_id, restrict_multiple_accounts,
-    transfer_options, created_at, expires_at, used_at, session_expires_at";
+    transfer_options, created_at, expires_at, used_at, session_expires_at, connected_integration";
 
 fn session_from_row(r: &Row) -> Result<LinkSessionRecord> {
     Ok(LinkSessionRecord {
@@ -29,6 +29,7 @@ fn session_from_row(r: &Row) -> Result<LinkSessionRecord> {
         expires_at: from_millis(r.try_get("expires_at")?)?,
         used_at: opt_from_millis(r.try_get("used_at")?)?,
         session_expires_at: opt_from_millis(r.try_get("session_expires_at")?)?,
+        connected_integration: r.try_get("connected_integration")?,
     })
 }
 
@@ -88,7 +89,7 @@ impl LinkStore for PostgresStore {
             .query_opt(&update, &[&code_digest, &to_millis(now), &session_digest, &to_millis(session_expires_at)])
             .await?;
         if let Some(row) = started {
-            return Ok(LinkStart::Started(session_from_row(&row)?));
+            return Ok(LinkStart::Started(Box::new(session_from_row(&row)?)));
         }
         let select =
             c.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM link_sessions WHERE code_digest = $1")).await?;
@@ -113,6 +114,17 @@ impl LinkStore for PostgresStore {
         let c = self.client().await?;
         let stmt = c.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM link_sessions WHERE id = $1")).await?;
         c.query_opt(&stmt, &[&id]).await?.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE link_sessions SET connected_integration = $2
+                 WHERE id = $1 AND (connected_integration IS NULL OR connected_integration = $2)",
+            )
+            .await?;
+        Ok(c.execute(&stmt, &[&id, &integration]).await? == 1)
     }
 
     async fn insert_link_oauth(&self, r: &LinkOAuthRecord) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::time_conv::{from_millis, opt_from_millis, to_millis};
 use crate::{Result, StorageError};
 
 const SESSION_COLUMNS: &str = "id, code_digest, client_id, user_id, scope, integration_id, restrict_multiple_accounts,
-    transfer_options, created_at, expires_at, used_at, session_expires_at";
+    transfer_options, created_at, expires_at, used_at, session_expires_at, connected_integration";
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<LinkSessionRecord> {
     let integration_id: Option<String> = row.get("integration_id")?;
@@ -29,6 +29,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<LinkSessionRecord> {
         expires_at: conv(from_millis(row.get("expires_at")?))?,
         used_at: conv(opt_from_millis(row.get("used_at")?))?,
         session_expires_at: conv(opt_from_millis(row.get("session_expires_at")?))?,
+        connected_integration: row.get("connected_integration")?,
     })
 }
 
@@ -91,7 +92,7 @@ impl LinkStore for SqliteStore {
             tx.commit()?;
             Ok(match row {
                 None => LinkStart::Unknown,
-                Some(r) if changed == 1 => LinkStart::Started(r),
+                Some(r) if changed == 1 => LinkStart::Started(Box::new(r)),
                 Some(r) if r.used_at.is_some() => LinkStart::Used,
                 Some(_) => LinkStart::Expired,
             })
@@ -117,6 +118,20 @@ impl LinkStore for SqliteStore {
                 .query_row(params![id.to_string()], session_from_row)
                 .optional()?)
         })
+    }
+
+    async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool> {
+        let (id, integration) = (id.to_string(), integration.to_owned());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE link_sessions SET connected_integration = ?2
+                     WHERE id = ?1 AND (connected_integration IS NULL OR connected_integration = ?2)",
+                )?
+                .execute(params![id, integration])?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     async fn insert_link_oauth(&self, r: &LinkOAuthRecord) -> Result<()> {
