@@ -35,10 +35,12 @@ after(async () => {
   await lv?.stop();
 });
 
-/** A deposit of `amount` USDC on Ethereum (and, with `polygon`, the choice of Polygon too). */
+/** A deposit of USDC on Ethereum (and, with `polygon`, the choice of Polygon too); `amount` null: the user
+ *  chooses it, else the app fixed it. */
 function depositOptions(amount, { polygon = false } = {}) {
-  const toAddresses = [{ networkId: ETHEREUM, symbol: 'USDC', address: DESTINATION, amount }];
-  if (polygon) toAddresses.push({ networkId: POLYGON, symbol: 'USDC', address: DESTINATION, amount });
+  const to = (networkId) => ({ networkId, symbol: 'USDC', address: DESTINATION, ...(amount === null ? {} : { amount }) });
+  const toAddresses = [to(ETHEREUM)];
+  if (polygon) toAddresses.push(to(POLYGON));
   return { toAddresses, transactionId: `order-${Math.random().toString(16).slice(2, 10)}`, transferType: 'deposit' };
 }
 
@@ -120,7 +122,7 @@ const state = {};
 describe('the transfer flow inside Link', () => {
   test('a new user signs in to Coinbase and goes on into the transfer: asset, network, amount, preview, a refused then accepted 2FA code, pending, done', async () => {
     const { context, page } = await newApp();
-    const options = depositOptions(5, { polygon: true });
+    const options = depositOptions(null, { polygon: true });
     const token = await linkToken(lv, { userId: 'alice', integrationId: ids.coinbase, transferOptions: options }, { scope: 'write' });
     const frame = await open(page, 'mesh', token);
     await frame.locator('#lv-oauth-continue').waitFor();
@@ -145,19 +147,19 @@ describe('the transfer flow inside Link', () => {
     await frame.locator(`#lv-networks button[data-network-id="${ETHEREUM}"]`).focus();
     await page.keyboard.press('Enter');
 
-    // The amount is prefilled from toAddresses[].amount; the fiat toggle converts it.
+    // No amount fixed by the app: the user enters it; the fiat toggle converts it.
     const amount = frame.locator('#lv-amount');
     await amount.waitFor();
-    assert.equal(await amount.inputValue(), '5');
+    assert.equal(await amount.inputValue(), '');
+    await amount.fill('5');
     await shots(page, '04-amount');
     await frame.locator('#lv-amount-unit').click();
     assert.equal(await amount.inputValue(), '5.00', 'USDC at $1');
     await frame.locator('#lv-amount-unit').click();
-    await amount.fill('1');
+    await amount.fill('0');
     await amount.press('Enter');
     await frame.locator('#lv-amount-error:not([hidden])').waitFor();
-    assert.match(await frame.locator('#lv-amount-error').textContent(), /minimum/);
-    await shots(page, '05-amount-below-minimum');
+    await shots(page, '05-amount-invalid');
     await amount.fill('5');
     await amount.press('Enter');
 
@@ -206,6 +208,10 @@ describe('the transfer flow inside Link', () => {
       await frame.locator('#lv-assets button[data-symbol="USDC"]').click();
       // One network: its screen is skipped.
       await frame.locator('#lv-amount').waitFor();
+      // The app fixed the amount in the link token: prefilled, and not editable.
+      assert.equal(await frame.locator('#lv-amount').inputValue(), '5');
+      assert.equal(await frame.locator('#lv-amount').getAttribute('readonly'), '');
+      if (embedded) await shots(page, '07-embedded-amount-fixed');
       assert.equal(await frame.locator('#lv-catalog').count(), 0);
       assert.equal(await frame.locator('#lv-oauth-continue').count(), 0);
       await frame.locator('#lv-amount-continue').click();
@@ -247,10 +253,11 @@ describe('the transfer flow inside Link', () => {
 
   test('insufficient balance: a clear screen naming the reason, and a way to change the amount', async () => {
     const { context, page } = await newApp();
-    const token = await linkToken(lv, { userId: 'alice', integrationId: ids.coinbase, transferOptions: depositOptions(900_000) }, { scope: 'write' });
+    const token = await linkToken(lv, { userId: 'alice', integrationId: ids.coinbase, transferOptions: depositOptions(null) }, { scope: 'write' });
     const before = await transfersCreated('coinbase');
     const frame = await open(page, 'mesh', token, { accessTokens: returnToken(state.aliceCoinbase, 'coinbase') });
     await frame.locator('#lv-assets button[data-symbol="USDC"]').click();
+    await frame.locator('#lv-amount').fill('900000');
     await frame.locator('#lv-amount-continue').click();
     const refusal = frame.locator('#lv-refusal');
     await refusal.waitFor();

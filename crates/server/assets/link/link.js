@@ -60,7 +60,9 @@
       transferId: 'Transfer ID', noAssetsTitle: 'Nothing to send', noAssetsText: 'None of what you hold in {name} can be sent where {app} asks.',
       heldNothing: 'This account holds no crypto.', ineligible_noEligibleNetworks: 'not on a supported network',
       ineligible_symbolDoesNotMatch: 'not the asset asked for', ineligible_insufficientBalance: 'balance too low',
-      ineligible_other: 'cannot be sent',
+      ineligible_other: 'cannot be sent', ineligible_notSupportedForTransferByTarget: 'not asked for by {app}',
+      ineligible_notSupportedForTransferBySource: '{name} cannot send it', ineligible_amountNotSufficient: 'balance too low for the amount asked',
+      ineligible_noPrice: 'no price available', amountFixed: 'The amount is set by {app}.',
       insufficientBalanceTitle: 'Insufficient balance', belowMinimumTitle: 'Amount below the minimum',
       unsupportedNetworkTitle: 'Network not supported', unsupportedAddressTitle: 'Address not supported',
       unsupportedAssetTitle: 'Asset not supported', transferFailedTitle: 'The transfer did not go through',
@@ -101,7 +103,9 @@
       transferId: 'Identifiant du transfert', noAssetsTitle: 'Rien à envoyer', noAssetsText: 'Rien de ce que vous détenez chez {name} ne peut être envoyé là où {app} le demande.',
       heldNothing: 'Ce compte ne détient aucune crypto.', ineligible_noEligibleNetworks: 'pas sur un réseau pris en charge',
       ineligible_symbolDoesNotMatch: 'pas l\'actif demandé', ineligible_insufficientBalance: 'solde insuffisant',
-      ineligible_other: 'ne peut pas être envoyé',
+      ineligible_other: 'ne peut pas être envoyé', ineligible_notSupportedForTransferByTarget: 'non demandé par {app}',
+      ineligible_notSupportedForTransferBySource: '{name} ne peut pas l\'envoyer', ineligible_amountNotSufficient: 'solde insuffisant pour le montant demandé',
+      ineligible_noPrice: 'pas de prix disponible', amountFixed: 'Le montant est fixé par {app}.',
       insufficientBalanceTitle: 'Solde insuffisant', belowMinimumTitle: 'Montant inférieur au minimum',
       unsupportedNetworkTitle: 'Réseau non pris en charge', unsupportedAddressTitle: 'Adresse non prise en charge',
       unsupportedAssetTitle: 'Actif non pris en charge', transferFailedTitle: 'Le transfert n\'a pas abouti',
@@ -142,7 +146,9 @@
       transferId: 'ID de la transferencia', noAssetsTitle: 'Nada que enviar', noAssetsText: 'Nada de lo que tiene en {name} puede enviarse adonde pide {app}.',
       heldNothing: 'Esta cuenta no tiene criptoactivos.', ineligible_noEligibleNetworks: 'no está en una red admitida',
       ineligible_symbolDoesNotMatch: 'no es el activo pedido', ineligible_insufficientBalance: 'saldo insuficiente',
-      ineligible_other: 'no se puede enviar',
+      ineligible_other: 'no se puede enviar', ineligible_notSupportedForTransferByTarget: 'no lo pide {app}',
+      ineligible_notSupportedForTransferBySource: '{name} no puede enviarlo', ineligible_amountNotSufficient: 'saldo insuficiente para el importe pedido',
+      ineligible_noPrice: 'sin precio disponible', amountFixed: 'El importe lo fija {app}.',
       insufficientBalanceTitle: 'Saldo insuficiente', belowMinimumTitle: 'Importe por debajo del mínimo',
       unsupportedNetworkTitle: 'Red no admitida', unsupportedAddressTitle: 'Dirección no admitida',
       unsupportedAssetTitle: 'Activo no admitido', transferFailedTitle: 'La transferencia no se realizó',
@@ -725,8 +731,9 @@
       })
     });
     var list = h('ul', { className: 'lv-accounts', id: 'lv-held' }, holdings.map(function (o) {
-      var reason = t('ineligible_' + o.ineligibilityReason);
-      if (reason === 'ineligible_' + o.ineligibilityReason) reason = t('ineligible_other');
+      var key = 'ineligible_' + o.ineligibilityReason;
+      var vars = { app: S.appName || t('unknownApp'), name: x.integration.name };
+      var reason = STRINGS.en[key] ? t(key, vars) : t('ineligible_other');
       return h('li', { 'data-symbol': o.symbol }, [h('strong', { text: amountOf(num(o.availableBalance) || 0, o.symbol) }),
         h('span', { className: 'lv-account-id', text: reason })]);
     }));
@@ -756,14 +763,17 @@
     var x = S.transfer;
     x.holding = holding;
     x.amountText = null;
+    // Only the networks this holding can go over (enough for the amount asked, a destination the app gave).
+    x.networks = holding.networks.filter(function (n) { return n && n.eligibleForTransfer !== false; });
+    if (x.networks.length === 0) x.networks = holding.networks;
     post('transferAssetSelected', { symbol: holding.symbol });
-    if (holding.networks.length === 1) selectNetwork(holding.networks[0]); else showNetworks();
+    if (x.networks.length === 1) selectNetwork(x.networks[0]); else showNetworks();
   }
 
   function showNetworks() {
     var x = S.transfer;
     S.page = 'transferNetworkSelectionPage';
-    var list = listNav(h('ul', { className: 'lv-list', id: 'lv-networks', role: 'list' }, x.holding.networks.map(function (n) {
+    var list = listNav(h('ul', { className: 'lv-list', id: 'lv-networks', role: 'list' }, x.networks.map(function (n) {
       var details = [];
       if (num(n.fee) !== null) details.push(t('fee', { amount: amountOf(n.fee, n.feeCurrency || x.holding.symbol) }));
       if (num(n.minimumAmount) !== null) details.push(t('minimum', { amount: amountOf(n.minimumAmount, x.holding.symbol) }));
@@ -781,17 +791,19 @@
     showAmount();
   }
 
-  /** The amount the app asked for: its toAddresses entry for this symbol and network, else amountInFiat. */
+  /** The amount the app asked for: its toAddresses entry for this symbol and network, else amountInFiat.
+   *  `fixed`: set in the link token, so the server sends exactly that (the page cannot change it). */
   function requestedAmount(x) {
     var opts = S.transferOptions || {};
     var entry = (opts.toAddresses || []).filter(function (a) { return a && a.symbol === x.holding.symbol && a.networkId === x.network.id; })[0];
-    if (entry && num(entry.amount) !== null) return { fiat: false, value: entry.amount };
-    var inFiat = num(opts.amountInFiat) !== null ? opts.amountInFiat : num(x.configure.amountInFiat);
-    if (inFiat !== null) return { fiat: true, value: inFiat };
+    if (entry && num(entry.amount) !== null) return { fiat: false, value: entry.amount, fixed: true };
+    if (num(opts.amountInFiat) !== null) return { fiat: true, value: opts.amountInFiat, fixed: true };
+    if (num(x.configure.amountInFiat) !== null) return { fiat: true, value: x.configure.amountInFiat, fixed: false };
     return null;
   }
 
   function unitPrice(holding) {
+    if (num(holding.unitPrice) && holding.unitPrice > 0) return holding.unitPrice;
     var a = num(holding.availableBalance), f = num(holding.availableBalanceInFiat);
     return a && f ? f / a : null;
   }
@@ -803,16 +815,19 @@
     if (x.amountText === null || x.amountText === undefined) {
       var asked = requestedAmount(x);
       x.fiat = !!(asked && asked.fiat);
+      x.fixed = !!(asked && asked.fixed);
       x.amountText = asked ? String(asked.value) : '';
     }
+    var fixed = x.fixed;
     var symbol = x.holding.symbol;
     var unit = function () { return x.fiat ? 'USD' : symbol; };
     var label = h('span', { text: t('amountLabel', { unit: unit() }) });
-    var input = h('input', { id: 'lv-amount', name: 'amount', inputmode: 'decimal', autocomplete: 'off', required: true, maxlength: '24', 'aria-describedby': 'lv-amount-hint lv-amount-error' });
+    var input = h('input', { id: 'lv-amount', name: 'amount', inputmode: 'decimal', autocomplete: 'off', required: true, maxlength: '24',
+      readonly: fixed, 'aria-describedby': 'lv-amount-hint lv-amount-error' });
     input.value = x.amountText;
     var hint = h('p', { className: 'lv-muted', id: 'lv-amount-hint', 'aria-live': 'polite' });
     var error = h('p', { className: 'lv-error', role: 'alert', id: 'lv-amount-error', hidden: true });
-    var toggle = price ? h('button', { type: 'button', className: 'lv-link', id: 'lv-amount-unit' }) : null;
+    var toggle = price && !fixed ? h('button', { type: 'button', className: 'lv-link', id: 'lv-amount-unit' }) : null;
     function parse() {
       var text = input.value.trim().replace(',', '.');
       if (!/^\d{1,15}(\.\d+)?$/.test(text)) return null;
@@ -823,6 +838,7 @@
       if (toggle) toggle.textContent = t('showIn', { unit: x.fiat ? symbol : 'USD' });
       var v = parse();
       var parts = [t('available', { amount: amountOf(num(x.holding.availableBalance) || 0, symbol) })];
+      if (fixed) parts.push(t('amountFixed', { app: S.appName || t('unknownApp') }));
       if (v !== null && price) parts.unshift(t('approx', { amount: x.fiat ? amountOf(v / price, symbol) : fiat(v * price) }));
       hint.textContent = parts.join(' · ');
     }
@@ -843,6 +859,7 @@
     form.addEventListener('submit', function (e) {
       e.preventDefault();
       var v = parse();
+      if (fixed) { x.amount = v; x.amountFiat = x.fiat; post('transferAmountEntered'); requestPreview(); return; }
       if (v === null || v <= 0) { fail(t('amountInvalid')); return; }
       var decimals = (input.value.trim().replace(',', '.').split('.')[1] || '').length;
       var most = x.fiat ? 2 : 8;
@@ -858,7 +875,7 @@
     refresh();
     render(t('enterAmount'), [
       h('p', { className: 'lv-center', id: 'lv-amount-asset', text: symbol + ' · ' + x.network.name }), form
-    ], { back: x.holding.networks.length > 1 ? showNetworks : showAssets, focus: input });
+    ], { back: x.networks.length > 1 ? showNetworks : showAssets, focus: input });
   }
 
   function requestPreview() {
@@ -908,15 +925,15 @@
       h('div', { className: 'lv-big-icon', 'aria-hidden': 'true', text: '⚠' }),
       h('p', { className: 'lv-error', role: 'alert', id: 'lv-refusal', 'data-reason': reason || 'other', text: message })
     ];
-    if (reason === 'insufficientBalance' || reason === 'belowMinimum' || !reason) {
+    if ((reason === 'insufficientBalance' || reason === 'belowMinimum' || !reason) && !x.fixed) {
       nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount }));
-    } else if (reason === 'unsupportedNetwork' && x.holding.networks.length > 1) {
+    } else if (reason === 'unsupportedNetwork' && x.networks.length > 1) {
       nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-choose-network', text: t('chooseNetwork'), onclick: showNetworks }));
     } else if (x.eligible.length > 1) {
       nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-choose-asset', text: t('chooseOther'), onclick: showAssets }));
     }
     nodes.push(h('button', { type: 'button', className: 'lv-secondary', id: 'lv-transfer-close', text: t('close'), onclick: function () { closeLink('close', message); } }));
-    render(t(REFUSAL_TITLES[reason] || 'errorTitle'), nodes, { back: showAmount });
+    render(t(REFUSAL_TITLES[reason] || 'errorTitle'), nodes, { back: x.fixed ? null : showAmount });
   }
 
   function countdownText(ms) {
@@ -949,7 +966,7 @@
       countdown.textContent = t('expiresIn', { time: countdownText(left) });
     }
     render(t('previewTitle'), [details, countdown, confirm,
-      h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
+      x.fixed ? null : h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
     ], { back: showAmount, focus: confirm });
     tick();
     if (S.page === 'transferPreviewPage') every(500, tick);
@@ -961,7 +978,7 @@
       h('div', { className: 'lv-big-icon', 'aria-hidden': 'true', text: '⏱' }),
       h('p', { className: 'lv-center', role: 'alert', id: 'lv-expired', text: t('expiredText') }),
       h('button', { type: 'button', className: 'lv-primary', id: 'lv-refresh', text: t('refresh'), onclick: requestPreview }),
-      h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
+      S.transfer.fixed ? null : h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
     ], { back: showAmount });
   }
 

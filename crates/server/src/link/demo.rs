@@ -17,6 +17,7 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::link::assets::DEMO_HTML;
 use crate::link::linktoken::{LinkTokenSpec, issue_link_token};
+use crate::routes::destinations::transfer_options;
 
 /// Meta key under which `serve --sandbox` records the demo client's id.
 pub const SANDBOX_DEMO_CLIENT_META: &str = "sandbox_demo_client_id";
@@ -52,6 +53,12 @@ pub(crate) struct DemoRequest {
     /// The deposit button: write scope, Coinbase, and the demo's transferOptions.
     #[serde(default)]
     deposit: bool,
+}
+
+/// The demo deposit's options, validated and stored as `POST /api/v1/linktoken` stores an app's.
+fn demo_transfer_options(transaction_id: &str) -> Result<String, ApiError> {
+    let parsed = transfer_options("transferOptions", &deposit_options(transaction_id))?;
+    serde_json::to_string(&parsed).map_err(|e| ApiError::internal(&e))
 }
 
 /// Mesh's `transferOptions` for the demo deposit.
@@ -94,7 +101,7 @@ pub(crate) async fn link_token(
             scope: Scope::Write,
             integration_id: Some(coinbase.id),
             restrict_multiple_accounts: true,
-            transfer_options: Some(deposit_options(&transaction_id).to_string()),
+            transfer_options: Some(demo_transfer_options(&transaction_id)?),
         }
     } else {
         LinkTokenSpec {
