@@ -72,7 +72,7 @@
     fr: {
       connectTitle: 'Connecter un compte', search: 'Rechercher', searchLabel: 'Rechercher une intégration',
       noResults: 'Aucune intégration ne correspond.', connected: 'Connecté', reauth: 'Se reconnecter',
-      signInTo: 'Connexion à {name}', username: "Nom d'utilisateur", password: 'Mot de passe', signIn: 'Se connecter',
+      signInTo: 'Connexion à {name}', username: "Nom d'utilisateur", password: 'Mot de passe', signIn: 'Se connecter', apiKey: 'Clé API', apiSecret: 'Secret API',
       working: 'Veuillez patienter…', mfaTitle: 'Vérification', mfaPrompt: "Saisissez le code de votre application d'authentification.",
       mfaCode: 'Code de vérification', verify: 'Vérifier', oauthPrompt: 'Vous vous connecterez à {name} dans une nouvelle fenêtre.',
       continueTo: 'Continuer vers {name}', waiting: 'En attente de votre connexion à {name}…',
@@ -115,7 +115,7 @@
     es: {
       connectTitle: 'Conectar una cuenta', search: 'Buscar', searchLabel: 'Buscar integraciones',
       noResults: 'Ninguna integración coincide.', connected: 'Conectada', reauth: 'Iniciar sesión de nuevo',
-      signInTo: 'Iniciar sesión en {name}', username: 'Usuario', password: 'Contraseña', signIn: 'Iniciar sesión',
+      signInTo: 'Iniciar sesión en {name}', username: 'Usuario', password: 'Contraseña', signIn: 'Iniciar sesión', apiKey: 'Clave API', apiSecret: 'Secreto de la API',
       working: 'Espere…', mfaTitle: 'Verificación', mfaPrompt: 'Introduzca el código de su aplicación de autenticación.',
       mfaCode: 'Código de verificación', verify: 'Verificar', oauthPrompt: 'Iniciará sesión en {name} en una ventana nueva.',
       continueTo: 'Continuar a {name}', waiting: 'Esperando a que termine de iniciar sesión en {name}…',

@@ -92,7 +92,11 @@ pub(crate) async fn link_token(
     let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
     let spec = if req.deposit {
         let coinbase = state.catalog.get("coinbase").ok_or_else(|| {
-            ApiError::new(ApiStatus::NotFound, ErrorType::EndpointNotFound, "this installation has no coinbase integration")
+            ApiError::new(
+                ApiStatus::NotFound,
+                ErrorType::EndpointNotFound,
+                "this installation has no coinbase integration",
+            )
         })?;
         let transaction_id = format!("demo-{}", uuid::Uuid::new_v4());
         LinkTokenSpec {
