@@ -104,6 +104,63 @@ pub struct Logo {
     pub base64: Option<String>,
 }
 
+/// Mesh's `IntegrationModel.style` field names, in Mesh's order: the brand colours Link uses on the
+/// integration's screens, light then dark theme.
+pub const STYLE_FIELDS: [&str; 10] = [
+    "fieldActiveLight",
+    "buttonPrimaryLight",
+    "buttonHoverLight",
+    "buttonTextLight",
+    "buttonTextHoverLight",
+    "fieldActiveDark",
+    "buttonPrimaryDark",
+    "buttonHoverDark",
+    "buttonTextDark",
+    "buttonTextHoverDark",
+];
+
+/// An integration's brand colours (Mesh's `style`), each `RRGGBB` upper-case hex without `#`, or unset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Style([Option<String>; 10]);
+
+impl Style {
+    /// All ten colours, in [`STYLE_FIELDS`] order (built-in entries; the values are known to be hex).
+    fn of(colours: [&str; 10]) -> Self {
+        Self(colours.map(parse_hex_colour))
+    }
+
+    /// No colour set: Link uses its own.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// (Mesh field name, colour) for every field.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> {
+        STYLE_FIELDS.iter().copied().zip(self.0.iter().map(Option::as_deref))
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.iter().find(|(f, _)| *f == field).and_then(|(_, c)| c)
+    }
+
+    /// Sets one field from a catalog file's value: `RRGGBB` hex, `#` optional.
+    pub fn set(&mut self, field: &str, raw: &str) -> Result<(), String> {
+        let Some(index) = STYLE_FIELDS.iter().position(|f| *f == field) else {
+            return Err(format!("{field:?} is not a style field; known fields are: {}", STYLE_FIELDS.join(", ")));
+        };
+        let colour = parse_hex_colour(raw)
+            .ok_or_else(|| format!("{field} = {raw:?} is not a colour; write six hex digits such as \"0052FF\""))?;
+        self.0[index] = Some(colour);
+        Ok(())
+    }
+}
+
+/// `RRGGBB` (with or without a leading `#`), upper-cased; anything else is `None`.
+fn parse_hex_colour(raw: &str) -> Option<String> {
+    let hex = raw.trim().strip_prefix('#').unwrap_or(raw.trim());
+    (hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_uppercase())
+}
+
 /// Where the integration is reached. Which ones are needed depends on the auth scheme.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Endpoints {
@@ -187,6 +244,8 @@ pub struct Integration {
     pub auth: AuthScheme,
     pub timing: TimingPolicy,
     pub logo: Logo,
+    /// Brand colours for Link's screens (Mesh's `style`); empty: Link's own.
+    pub style: Style,
     pub endpoints: Endpoints,
     pub client: OAuthClientConfig,
     /// Scopes requested for a read connection.
@@ -212,6 +271,7 @@ impl Integration {
             auth,
             timing: TimingPolicy::default(),
             logo: Logo::default(),
+            style: Style::default(),
             endpoints: Endpoints::default(),
             client: OAuthClientConfig::default(),
             scopes_read: Vec::new(),
@@ -273,6 +333,43 @@ impl Integration {
                 None
             }
         }
+    }
+}
+
+/// Mesh's published id of a built-in integration, so apps that hard-code Mesh's ids (`integrationId` in link
+/// tokens) work unchanged. Only ids found in a source are listed; the others keep their derived id.
+fn mesh_id(integration_type: &str) -> Option<Uuid> {
+    match integration_type {
+        // Mesh's API reference, the example answer of GET /api/v1/integrations
+        // (docs.meshconnect.com/api-reference/managed-account-authentication/retrieve-the-list-of-all-available-integrations).
+        "coinbase" => Some(Uuid::from_u128(0x47624467_e52e_4938_a41a_7926b6c27acf)),
+        // Mesh's Link initialization guide (docs.meshconnect.com/guides/link-initialization, "Direct to Exchange
+        // or Brokerage Integration (eg. Binance or Coinbase)"), and a public test fixture of Mesh's
+        // /api/v1/integrations answer naming it {"name": "Binance", "type": "binanceInternationalDirect"}.
+        "binanceInternationalDirect" => Some(Uuid::from_u128(0x9226e5c2_ebc3_4fdd_94f6_ed52cdce1420)),
+        // uphold, binanceInternational (API keys), sandbox, sandboxCoinbase: no Mesh id found in a source.
+        _ => None,
+    }
+}
+
+/// The brand colours of a built-in integration (Mesh's `style` order: light field, button, hover, text, text
+/// hover; then the dark ones).
+fn brand_style(integration_type: &str) -> Style {
+    match integration_type {
+        // Mesh's own style for Coinbase, from the same GET /api/v1/integrations example (Coinbase blue 0052FF).
+        "coinbase" | "sandboxCoinbase" => Style::of([
+            "0052FF", "0052FF", "014CEC", "FFFFFF", "FFFFFF", "578BFA", "578BFA", "507FE5", "0A0B0D", "0A0B0D",
+        ]),
+        // Binance yellow F0B90B (Binance's brand colour) with near-black text for contrast; the hover shades are
+        // derived from it (darker on light, lighter on dark), not published.
+        "binanceInternational" | "binanceInternationalDirect" => Style::of([
+            "F0B90B", "F0B90B", "D9A60A", "0B0E11", "0B0E11", "F0B90B", "F0B90B", "F3C53C", "0B0E11", "0B0E11",
+        ]),
+        // Uphold green 49CC68 (its logo and site accent) with near-black text for contrast; hover shades derived.
+        "uphold" => Style::of([
+            "49CC68", "49CC68", "3DB35A", "0A0B0D", "0A0B0D", "49CC68", "49CC68", "6BD685", "0A0B0D", "0A0B0D",
+        ]),
+        _ => Style::default(),
     }
 }
 
@@ -349,6 +446,10 @@ impl Catalog {
         for (ty, name, auth) in entries {
             let Ok(integration_type) = IntegrationType::parse(ty) else { continue };
             let mut integration = Integration::new(integration_type, name, auth);
+            if let Some(id) = mesh_id(ty) {
+                integration.id = id;
+            }
+            integration.style = brand_style(ty);
             match ty {
                 "coinbase" | "sandboxCoinbase" => {
                     if ty == "coinbase" {
@@ -591,6 +692,7 @@ const KNOWN_KEYS: &[&str] = &[
     "features",
     "categories",
     "account_api",
+    "style",
 ];
 
 /// Mesh `IntegrationModel.categories`.
@@ -634,6 +736,8 @@ struct RawEntry {
     features: Option<Vec<String>>,
     categories: Option<Vec<String>>,
     account_api: Option<String>,
+    /// Mesh's style field names (`buttonPrimaryLight`, …) to `RRGGBB` colours.
+    style: Option<BTreeMap<String, String>>,
 }
 
 type FieldError = (Option<&'static str>, String);
@@ -889,6 +993,12 @@ fn parse_entry(
         integration.categories = categories;
     }
 
+    if let Some(style) = &raw.style {
+        for (field, colour) in style {
+            integration.style.set(field, colour).map_err(|message| field_err("style", message))?;
+        }
+    }
+
     // Completeness, after merging onto the embedded entry (if any).
     match integration.auth {
         AuthScheme::OAuth2 => {
@@ -977,6 +1087,42 @@ default_access_ttl_secs = 1800
         }
         assert!(catalog.get("nope").is_none());
         assert_ne!(derived_id("coinbase"), derived_id("uphold"));
+    }
+
+    #[test]
+    fn built_ins_carry_meshs_ids_and_brand_colours() {
+        let catalog = Catalog::embedded();
+        let id = |ty: &str| catalog.get(ty).map(|i| i.id.to_string()).unwrap_or_default();
+        assert_eq!(id("coinbase"), "47624467-e52e-4938-a41a-7926b6c27acf");
+        assert_eq!(id("binanceInternationalDirect"), "9226e5c2-ebc3-4fdd-94f6-ed52cdce1420");
+        assert_eq!(id("uphold"), derived_id("uphold").to_string(), "no Mesh id found: derived");
+        let style = |ty: &str| catalog.get(ty).map(|i| i.style.clone()).unwrap_or_default();
+        assert_eq!(style("coinbase").get("buttonPrimaryLight"), Some("0052FF"));
+        assert_eq!(style("coinbase").get("buttonTextDark"), Some("0A0B0D"));
+        for ty in ["coinbase", "uphold", "binanceInternational", "binanceInternationalDirect"] {
+            assert!(style(ty).iter().all(|(_, c)| c.is_some_and(|c| c.len() == 6)), "{ty}: every field set");
+        }
+        assert!(style("sandbox").is_empty());
+    }
+
+    #[test]
+    fn the_file_overrides_ids_and_style_fields() {
+        let catalog = apply(
+            "[[integration]]\ntype = \"uphold\"\nid = \"0e4c5b7e-7d0a-4f43-9d55-3c1a9b2e1f00\"\n\
+             style = { buttonPrimaryLight = \"#00aa55\" }\n",
+        );
+        let uphold = catalog.as_ref().ok().and_then(|c| c.get("uphold").cloned());
+        assert_eq!(uphold.as_ref().map(|u| u.id.to_string()).as_deref(), Some("0e4c5b7e-7d0a-4f43-9d55-3c1a9b2e1f00"));
+        assert_eq!(uphold.as_ref().and_then(|u| u.style.get("buttonPrimaryLight")), Some("00AA55"));
+        assert_eq!(uphold.as_ref().and_then(|u| u.style.get("buttonHoverLight")), Some("3DB35A"), "others kept");
+        for (bad, needle) in [
+            ("style = { buttonPrimaryLight = \"blue\" }", "is not a colour"),
+            ("style = { buttonPrimaryLight = \"12345\" }", "is not a colour"),
+            ("style = { buttonColor = \"123456\" }", "is not a style field"),
+        ] {
+            let refused = apply(&format!("[[integration]]\ntype = \"uphold\"\n{bad}\n")).err().unwrap_or_default();
+            assert!(refused.contains("field style") && refused.contains(needle), "{bad}: {refused}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod oauth;
 
 pub use catalog::{
     AuthScheme, Catalog, CatalogError, ClientAuthMethod, ClientSecret, Endpoints, Features, Integration, Logo,
-    OAuthClientConfig, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, TimingPolicy, derived_id,
+    OAuthClientConfig, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, STYLE_FIELDS, Style, TimingPolicy, derived_id,
 };
 pub use credentials::{CredentialsClient, CredentialsError, MfaChallenge, Session, SignIn, SignInOutcome};
 pub use http::HttpLimits;

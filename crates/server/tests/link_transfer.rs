@@ -53,6 +53,16 @@ fn has_display(answer: &Answer) -> bool {
     answer.body["displayMessage"].as_str().is_some_and(|m| !m.is_empty())
 }
 
+/// A refusal as the page gets it: the HTTP code, the errorType and a message for the user.
+fn assert_refused(answer: &Answer, code: u16, error_type: &str, context: &str) {
+    assert_eq!((answer.code, answer.error_type()), (code, error_type), "{context}: {}", answer.raw);
+    assert!(has_display(answer), "{context}: no displayMessage: {}", answer.raw);
+}
+
+fn preview_body(token: &str, symbol: &str, network: &str, amount: f64) -> Value {
+    json!({"tokenId": token, "symbol": symbol, "networkId": network, "amount": amount})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_exchange_runs_the_link_transfer_flow_with_one_send() -> TestResult {
     for backend in Backend::all() {
@@ -81,12 +91,7 @@ async fn each_exchange_runs_the_link_transfer_flow_with_one_send() -> TestResult
             let bearer = s["sessionToken"].as_str().unwrap().to_owned();
 
             let configured = transfer(&app, &bearer, "configure", json!({"tokenId": token})).await;
-            assert_eq!(
-                (configured.code, configured.content()["status"].as_str()),
-                (200, Some("succeeded")),
-                "{}",
-                configured.raw
-            );
+            common::assert_content_status(&configured, "succeeded");
             let holdings = configured.content()["holdings"].as_array().cloned().unwrap_or_default();
             let usdc = holdings.iter().find(|h| h["symbol"] == "USDC").ok_or("no USDC holding")?;
             assert_eq!(usdc["eligibleForTransfer"], true, "{usdc}");
@@ -101,19 +106,8 @@ async fn each_exchange_runs_the_link_transfer_flow_with_one_send() -> TestResult
             );
             assert_eq!(holdings[0]["symbol"], "USDC", "eligible holdings come first");
 
-            let preview = transfer(
-                &app,
-                &bearer,
-                "preview",
-                json!({"tokenId": token, "symbol": "USDC", "networkId": BASE, "amount": 5.0}),
-            )
-            .await;
-            assert_eq!(
-                (preview.code, preview.content()["status"].as_str()),
-                (200, Some("succeeded")),
-                "{}",
-                preview.raw
-            );
+            let preview = transfer(&app, &bearer, "preview", preview_body(&token, "USDC", BASE, 5.0)).await;
+            common::assert_content_status(&preview, "succeeded");
             let result = &preview.content()["previewResult"];
             assert_eq!((result["toAddress"].as_str(), result["amount"].as_f64()), (Some(ADDRESS), Some(5.0)));
             assert_eq!(result["clientTransactionId"], "order-1");
@@ -129,7 +123,7 @@ async fn each_exchange_runs_the_link_transfer_flow_with_one_send() -> TestResult
                 with_code["mfaCode"] = json!("123456");
                 done = transfer(&app, &bearer, "execute", with_code).await;
             }
-            assert_eq!((done.code, done.content()["status"].as_str()), (200, Some("succeeded")), "{}", done.raw);
+            common::assert_content_status(&done, "succeeded");
             let sent = &done.content()["executeTransferResult"];
             let transfer_id = sent["transferId"].as_str().unwrap_or_default().to_owned();
             assert!(!transfer_id.is_empty(), "{}", done.raw);
@@ -154,30 +148,17 @@ async fn refusals_carry_the_reason_and_a_message_for_the_user() -> TestResult {
         let c = &app.client;
         let token = connect(&app, c, &c.write, "alice", "uphold").await?;
         let bearer = write_session(&app, "alice", usdc_on_base()).await?;
-        let preview = |amount: f64| json!({"tokenId": token, "symbol": "USDC", "networkId": BASE, "amount": amount});
+        let preview = |amount: f64| preview_body(&token, "USDC", BASE, amount);
 
-        let poor = transfer(&app, &bearer, "preview", preview(1_000_000.0)).await;
-        assert_eq!((poor.code, reason(&poor)), (400, "insufficientBalance"), "{}", poor.raw);
-        assert!(has_display(&poor), "{}", poor.raw);
-        let small = transfer(&app, &bearer, "preview", preview(0.5)).await;
-        assert_eq!((small.code, reason(&small)), (400, "belowMinimum"), "{}", small.raw);
-        assert!(has_display(&small), "{}", small.raw);
-        let elsewhere = transfer(
-            &app,
-            &bearer,
-            "preview",
-            json!({"tokenId": token, "symbol": "USDC", "networkId": ETHEREUM, "amount": 5}),
-        )
-        .await;
+        for (amount, why) in [(1_000_000.0, "insufficientBalance"), (0.5, "belowMinimum")] {
+            let refused = transfer(&app, &bearer, "preview", preview(amount)).await;
+            assert_refused(&refused, 400, "invalidField", why);
+            assert_eq!(reason(&refused), why, "{}", refused.raw);
+        }
+        let elsewhere = transfer(&app, &bearer, "preview", preview_body(&token, "USDC", ETHEREUM, 5.0)).await;
         assert_eq!((elsewhere.code, reason(&elsewhere)), (400, "unsupportedNetwork"), "{}", elsewhere.raw);
         assert_eq!(elsewhere.body["errorData"]["field"], "networkId");
-        let other_asset = transfer(
-            &app,
-            &bearer,
-            "preview",
-            json!({"tokenId": token, "symbol": "ETH", "networkId": BASE, "amount": 1}),
-        )
-        .await;
+        let other_asset = transfer(&app, &bearer, "preview", preview_body(&token, "ETH", BASE, 1.0)).await;
         assert_eq!((other_asset.code, reason(&other_asset)), (400, "unsupportedAsset"), "{}", other_asset.raw);
         assert_eq!(app.sandbox_counters().await?["uphold"]["transfersCreated"], 0, "nothing was sent");
     }
@@ -193,19 +174,12 @@ async fn an_expired_preview_is_refused_and_sends_nothing() -> TestResult {
         let c = &app.client;
         let token = connect(&app, c, &c.write, "alice", "binanceInternational").await?;
         let bearer = write_session(&app, "alice", usdc_on_base()).await?;
-        let preview = transfer(
-            &app,
-            &bearer,
-            "preview",
-            json!({"tokenId": token, "symbol": "USDC", "networkId": BASE, "amount": 5}),
-        )
-        .await;
+        let preview = transfer(&app, &bearer, "preview", preview_body(&token, "USDC", BASE, 5.0)).await;
         assert_eq!(preview.code, 200, "{}", preview.raw);
         let preview_id = preview.content()["previewResult"]["previewId"].clone();
         clock.advance(time::Duration::seconds(301));
         let late = transfer(&app, &bearer, "execute", json!({"tokenId": token, "previewId": preview_id})).await;
-        assert_eq!((late.code, late.error_type()), (400, "previewExpired"), "{}", late.raw);
-        assert!(has_display(&late), "{}", late.raw);
+        assert_refused(&late, 400, "previewExpired", "an expired preview");
         assert_eq!(app.sandbox_counters().await?["binance"]["transfersCreated"], 0);
     }
     Ok(())
@@ -225,13 +199,11 @@ async fn a_read_scoped_session_has_no_transfer_flow() -> TestResult {
         let bearer = started.content()["sessionToken"].as_str().unwrap().to_owned();
         for (step, body) in [
             ("configure", json!({"tokenId": token})),
-            ("preview", json!({"tokenId": token, "symbol": "USDC", "networkId": BASE, "amount": 5})),
+            ("preview", preview_body(&token, "USDC", BASE, 5.0)),
             ("execute", json!({"tokenId": token, "previewId": "00000000-0000-4000-8000-000000000000"})),
             ("status", json!({"tokenId": token, "transferId": "x"})),
         ] {
-            let refused = transfer(&app, &bearer, step, body).await;
-            assert_eq!((refused.code, refused.error_type()), (403, "keyScopeInsufficient"), "{step}: {}", refused.raw);
-            assert!(has_display(&refused), "{}", refused.raw);
+            assert_refused(&transfer(&app, &bearer, step, body).await, 403, "keyScopeInsufficient", step);
         }
     }
     Ok(())
@@ -250,13 +222,7 @@ async fn another_users_clients_or_scopes_token_is_not_found() -> TestResult {
         let mut answers = Vec::new();
         for token in [&bobs, &alices_read, &foreign, &"00000000-0000-4000-8000-000000000000".to_owned()] {
             let configure = transfer(&app, &bearer, "configure", json!({"tokenId": token})).await;
-            let preview = transfer(
-                &app,
-                &bearer,
-                "preview",
-                json!({"tokenId": token, "symbol": "USDC", "networkId": BASE, "amount": 5}),
-            )
-            .await;
+            let preview = transfer(&app, &bearer, "preview", preview_body(&token, "USDC", BASE, 5.0)).await;
             for answer in [configure, preview] {
                 assert_eq!((answer.code, answer.error_type()), (404, "tokenNotFound"), "{}", answer.raw);
                 answers.push(answer.body["message"].clone());
@@ -295,10 +261,10 @@ async fn a_fixed_integration_id_holds_on_the_server() -> TestResult {
         let bearer = started.content()["sessionToken"].as_str().unwrap().to_owned();
 
         let refused = transfer(&app, &bearer, "configure", json!({"tokenId": coinbase})).await;
-        assert_eq!((refused.code, refused.error_type()), (403, "integrationNotAllowed"), "{}", refused.raw);
+        assert_refused(&refused, 403, "integrationNotAllowed", "another integration's tokenId");
         assert_eq!(transfer(&app, &bearer, "configure", json!({"tokenId": uphold})).await.code, 200);
         let oauth = link_post(&app, "/link/api/oauth/start", Some(&bearer), json!({"type": "coinbase"})).await;
-        assert_eq!((oauth.code, oauth.error_type()), (403, "integrationNotAllowed"), "{}", oauth.raw);
+        assert_refused(&oauth, 403, "integrationNotAllowed", "OAuth sign-in elsewhere");
         let credentials = link_post(
             &app,
             "/link/api/credentials",
@@ -306,7 +272,7 @@ async fn a_fixed_integration_id_holds_on_the_server() -> TestResult {
             json!({"type": "binanceInternationalDirect", "username": "Mesh", "password": "Pass123"}),
         )
         .await;
-        assert_eq!((credentials.code, credentials.error_type()), (403, "integrationNotAllowed"), "{}", credentials.raw);
+        assert_refused(&credentials, 403, "integrationNotAllowed", "credentials sign-in elsewhere");
         assert_eq!(
             link_post(&app, "/link/api/oauth/start", Some(&bearer), json!({"type": "uphold"})).await.code,
             200,
@@ -355,8 +321,7 @@ async fn restrict_multiple_accounts_allows_one_connection_per_session() -> TestR
             if second_allowed {
                 assert_eq!(other.code, 200, "{}", other.raw);
             } else {
-                assert_eq!((other.code, other.error_type()), (403, "integrationNotAllowed"), "{}", other.raw);
-                assert!(has_display(&other), "{}", other.raw);
+                assert_refused(&other, 403, "integrationNotAllowed", "a second integration");
             }
         }
     }

@@ -24,6 +24,7 @@ pub(crate) fn catalog_entry(i: &Integration) -> Value {
         },
         "logoUrl": i.logo.url,
         "logoBase64": i.logo.base64,
+        "style": crate::routes::integrations::style_json(&i.style),
     })
 }
 

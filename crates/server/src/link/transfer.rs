@@ -15,7 +15,7 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::link::api::{check_integration_allowed, own_connection};
 use crate::link::session::LinkSession;
-use crate::routes::destinations::{Destination, TransferOptions, known_network, known_symbol};
+use crate::routes::destinations::{Destination, TransferOptions, optional_network, optional_symbol};
 use crate::routes::token_use::{Resolved, call_account, open_connection};
 use crate::routes::transfer_configure::{ConfigureInput, configure_transfer};
 use crate::routes::transfer_info::mesh_status;
@@ -128,6 +128,11 @@ fn for_user(e: ApiError) -> ApiError {
     e.with_display(display)
 }
 
+/// The ApiResult of one transfer call, every error worded for the user.
+fn answer(result: Result<Value, ApiError>) -> Result<ApiOk<Value>, ApiError> {
+    result.map(|content| ApiOk(Some(content))).map_err(for_user)
+}
+
 /// `POST /link/api/transfer/configure {tokenId}` — the account's holdings against the session's destinations.
 pub(crate) async fn configure(
     State(state): State<AppState>,
@@ -147,20 +152,14 @@ pub(crate) async fn configure(
         };
         configure_transfer(&state, &mut resolved, &input).await
     };
-    Ok(ApiOk(Some(run.await.map_err(for_user)?)))
+    answer(run.await)
 }
 
 /// The session destination the page picked (`symbol` + `networkId`; either may be left out when only one
 /// destination fits).
 fn pick<'o>(options: &'o TransferOptions, req: &PreviewBody) -> Result<&'o Destination, ApiError> {
-    let network = match req.network_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(raw) => Some(known_network("networkId", raw)?),
-        None => None,
-    };
-    let symbol = match req.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(raw) => Some(known_symbol("symbol", raw, None)?),
-        None => None,
-    };
+    let network = optional_network("networkId", req.network_id.as_deref())?;
+    let symbol = optional_symbol("symbol", req.symbol.as_deref(), None)?;
     let same_symbol: Vec<&Destination> =
         options.to_addresses.iter().filter(|d| symbol.as_ref().is_none_or(|s| *s == d.symbol)).collect();
     if same_symbol.is_empty() {
@@ -213,7 +212,7 @@ pub(crate) async fn preview(
         };
         make_preview(&state, session.client_id, &mut resolved, valid).await
     };
-    Ok(ApiOk(Some(run.await.map_err(for_user)?)))
+    answer(run.await)
 }
 
 /// `POST /link/api/transfer/execute {tokenId, previewId, mfaCode?}` — exactly one send per preview.
@@ -229,7 +228,7 @@ pub(crate) async fn execute(
         let mut resolved = session_connection(&state, &session, &req.token_id).await?;
         execute_preview(&state, session.client_id, &mut resolved, preview_id, None, mfa_code).await
     };
-    Ok(ApiOk(Some(run.await.map_err(for_user)?)))
+    answer(run.await)
 }
 
 /// `POST /link/api/transfer/status {tokenId, transferId}` — where the transfer stands at the exchange, for the
@@ -256,5 +255,5 @@ pub(crate) async fn status(
             "hash": transfer.hash,
         }))
     };
-    Ok(ApiOk(Some(run.await.map_err(for_user)?)))
+    answer(run.await)
 }

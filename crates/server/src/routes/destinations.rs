@@ -105,6 +105,20 @@ pub(crate) fn known_network(field: &str, raw: &str) -> Result<&'static Network, 
     })
 }
 
+/// An optional `networkId` (absent or blank: none).
+pub(crate) fn optional_network(field: &str, raw: Option<&str>) -> Result<Option<&'static Network>, ApiError> {
+    raw.map(str::trim).filter(|s| !s.is_empty()).map(|raw| known_network(field, raw)).transpose()
+}
+
+/// An optional symbol (absent or blank: none), one `network` carries when a network is given.
+pub(crate) fn optional_symbol(
+    field: &str,
+    raw: Option<&str>,
+    network: Option<&Network>,
+) -> Result<Option<String>, ApiError> {
+    raw.map(str::trim).filter(|s| !s.is_empty()).map(|raw| known_symbol(field, raw, network)).transpose()
+}
+
 /// A ticker symbol (upper-cased), one of those `network` carries when a network is given.
 pub(crate) fn known_symbol(field: &str, raw: &str, network: Option<&Network>) -> Result<String, ApiError> {
     let raw = raw.trim();

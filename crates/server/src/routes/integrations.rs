@@ -1,7 +1,7 @@
 //! `GET /api/v1/integrations` and `GET /api/v1/authenticationSchemes`: the catalog in Mesh's shapes.
 
 use axum::extract::State;
-use linkvault_integrations::{AuthScheme, Integration};
+use linkvault_integrations::{AuthScheme, Integration, Style};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ fn model(i: &Integration) -> Value {
         "name": i.name,
         "type": i.integration_type.as_str(),
         "categories": i.categories,
+        "style": style_json(&i.style),
         "logo": {
             "logoLightUrl": logo_url, "logoDarkUrl": logo_url, "logoColorUrl": logo_url,
             "iconLightUrl": logo_url, "iconDarkUrl": logo_url, "iconColorUrl": logo_url,
@@ -32,6 +33,14 @@ fn model(i: &Integration) -> Value {
         // An extension: whether this installation can actually connect it (client id, endpoints configured).
         "isConfigured": i.missing_configuration().is_none(),
     })
+}
+
+/// Mesh's `style` object (every field, `null` where unset), or `null` when the integration has no colours.
+pub(crate) fn style_json(style: &Style) -> Value {
+    if style.is_empty() {
+        return Value::Null;
+    }
+    Value::Object(style.iter().map(|(field, colour)| (field.to_owned(), json!(colour))).collect())
 }
 
 const fn scheme_type(auth: AuthScheme) -> &'static str {

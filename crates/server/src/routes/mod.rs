@@ -3,7 +3,7 @@
 mod account;
 pub(crate) mod authenticate;
 pub(crate) mod destinations;
-mod integrations;
+pub(crate) mod integrations;
 mod ops;
 mod portfolio;
 mod token_refresh;

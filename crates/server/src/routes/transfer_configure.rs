@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::destinations::{Destination, destinations, known_network, known_symbol};
+use crate::routes::destinations::{Destination, destinations, optional_network, optional_symbol};
 use crate::routes::token_use::{Resolved, call_account};
 use crate::routes::transfers::{check_amount, require_write_key, resolve_write};
 
@@ -87,14 +87,8 @@ fn validate(req: &ConfigureRequest) -> Result<ConfigureInput, ApiError> {
             "transfers to another connected account are not supported; send toAddresses",
         ));
     }
-    let network = match req.network_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(raw) => Some(known_network("networkId", raw)?),
-        None => None,
-    };
-    let symbol = match req.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(raw) => Some(known_symbol("symbol", raw, network)?),
-        None => None,
-    };
+    let network = optional_network("networkId", req.network_id.as_deref())?;
+    let symbol = optional_symbol("symbol", req.symbol.as_deref(), network)?;
     if req.amount.is_some() && req.amount_in_fiat.is_some() {
         return Err(ApiError::invalid_field("amountInFiat", "send either amount or amountInFiat, not both"));
     }

@@ -360,3 +360,8 @@ pub async fn link_session(app: &TestApp, link_token: &str) -> String {
     assert_eq!(answer.code, 200, "{}", answer.raw);
     answer.content()["sessionToken"].as_str().unwrap().to_owned()
 }
+
+/// An HTTP 200 whose `content.status` is `status` (Mesh's in-content outcome).
+pub fn assert_content_status(answer: &Answer, status: &str) {
+    assert_eq!((answer.code, answer.content()["status"].as_str()), (200, Some(status)), "{}", answer.raw);
+}
