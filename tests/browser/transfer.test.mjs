@@ -16,6 +16,7 @@ let lv;
 let servers;
 let browser;
 let ids;
+let styles;
 
 const ETHEREUM = 'e3c7fdd8-b1fc-4e51-85ae-bb276e075611';
 const POLYGON = '7436e9d0-ba42-4d2b-b4c0-8e4e606b2c12';
@@ -27,6 +28,7 @@ before(async () => {
   browser = await launchBrowser();
   const list = await apiCall(lv, 'GET', '/api/v1/integrations');
   ids = Object.fromEntries(list.body.content.items.map((i) => [i.type, i.id]));
+  styles = Object.fromEntries(list.body.content.items.map((i) => [i.type, i.style]));
 });
 
 after(async () => {
@@ -130,6 +132,14 @@ describe('the transfer flow inside Link', () => {
     assert.equal(await frame.locator('#lv-purpose').getAttribute('data-scope'), 'transfer');
     assert.match(await frame.locator('#lv-purpose').textContent(), /Sandbox demo asks you to send funds/);
     assert.doesNotMatch(await frame.locator('#lv-main').textContent(), /null|undefined/);
+    // Coinbase's brand colours (its catalog style) on its screens, in the theme in use.
+    const accent = () => frame.locator('#lv-oauth-continue').evaluate((b) => getComputedStyle(b).backgroundColor);
+    const rgb = (hex) => `rgb(${[0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(', ')})`;
+    assert.ok(styles.coinbase?.buttonPrimaryLight, 'the catalog carries Coinbase style');
+    assert.equal(await accent(), rgb(styles.coinbase.buttonPrimaryLight));
+    await page.emulateMedia({ colorScheme: 'dark' });
+    if (styles.coinbase.buttonPrimaryDark) assert.equal(await accent(), rgb(styles.coinbase.buttonPrimaryDark));
+    await page.emulateMedia({ colorScheme: 'light' });
     await shots(page, '01-sign-in');
     const before = await transfersCreated('coinbase');
     await oauthSignIn(context, frame);
