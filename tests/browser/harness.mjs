@@ -124,6 +124,16 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 }
 
+/** Opens the sandbox demo app (`/demo`) as `userId` and presses `button` (its id); Link opens in the popup. */
+export async function openDemo(browser, lv, { userId, button, viewport }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  await page.goto(`${lv.url}/demo`);
+  await page.locator('#demo-user').fill(userId);
+  await page.locator(`#${button}`).click();
+  return { context, page, frame: page.frameLocator('#linkvault-link-popup__iframe') };
+}
+
 /** The sandbox's request counters: per exchange `{requests, totalRequests, transfersCreated}`. */
 export async function sandboxCounters(lv) {
   const res = await fetch(`${lv.url}/sandbox/admin/requests`);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  apiCall, launchBrowser, linkToken, screenshot, startAppServers, startLinkvault, waitFor,
+  apiCall, launchBrowser, linkToken, openDemo, screenshot, startAppServers, startLinkvault, waitFor,
 } from './harness.mjs';
 
 let lv;
@@ -274,12 +274,7 @@ test('Link pages send the security headers', async () => {
 });
 
 test('the sandbox demo page gets link tokens from its backend route', async () => {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
-  const page = await context.newPage();
-  await page.goto(`${lv.url}/demo`);
-  await page.locator('#demo-user').fill('demo-browser-test');
-  await page.locator('#demo-open').click();
-  const frame = page.frameLocator('#linkvault-link-popup__iframe');
+  const { context, page, frame } = await openDemo(browser, lv, { userId: 'demo-browser-test', button: 'demo-open', viewport: { width: 1000, height: 900 } });
   await frame.locator('button[data-type="binanceInternationalDirect"]').click();
   await signInCredentials(frame);
   await frame.locator('#lv-connected').waitFor();

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  apiCall, launchBrowser, linkToken, sandboxCounters, screenshot, startAppServers, startLinkvault, waitFor,
+  apiCall, launchBrowser, linkToken, openDemo, sandboxCounters, screenshot, startAppServers, startLinkvault, waitFor,
 } from './harness.mjs';
 
 let lv;
@@ -375,12 +375,7 @@ describe('the transfer flow inside Link', () => {
   });
 
   test('the demo: "Deposit 5 USDC from Coinbase" runs the whole flow, shows onTransferFinished, and skips sign-in the second time', async () => {
-    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-    const page = await context.newPage();
-    await page.goto(`${lv.url}/demo`);
-    await page.locator('#demo-user').fill('demo-depositor');
-    await page.locator('#demo-deposit').click();
-    const frame = page.frameLocator('#linkvault-link-popup__iframe');
+    const { context, page, frame } = await openDemo(browser, lv, { userId: 'demo-depositor', button: 'demo-deposit', viewport: { width: 390, height: 844 } });
     await frame.locator('#lv-oauth-continue').waitFor();
     const before = await transfersCreated('coinbase');
     await oauthSignIn(context, frame);
