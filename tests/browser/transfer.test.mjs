@@ -280,6 +280,40 @@ describe('the transfer flow inside Link', () => {
     await context.close();
   });
 
+  test("Uphold: below the exchange's minimum gets a clear screen; a preview the exchange let expire is refused at confirm (previewExpired) and one click re-quotes; the transfer finishes", async () => {
+    const { context, page } = await newApp({ clock: true });
+    const token = await linkToken(lv, { userId: 'alice', integrationId: ids.uphold, transferOptions: depositOptions(null) }, { scope: 'write' });
+    const frame = await open(page, 'linkvault', token);
+    await oauthSignIn(context, frame);
+    await frame.locator('#lv-assets button[data-symbol="USDC"]').click();
+    await frame.locator('#lv-amount').fill('1');
+    await frame.locator('#lv-amount-continue').click();
+    const refusal = frame.locator('#lv-refusal');
+    await refusal.waitFor();
+    assert.equal(await refusal.getAttribute('data-reason'), 'belowMinimum');
+    await shots(page, '09-below-minimum');
+    await frame.locator('#lv-change-amount').click();
+    await frame.locator('#lv-amount').fill('6');
+    // The page's clock stands still: its countdown never ends, so only the server can say the preview expired.
+    await context.clock.setFixedTime(Date.now());
+    await frame.locator('#lv-amount').press('Enter');
+    await frame.locator('#lv-preview').waitFor();
+    const seconds = Number((await frame.locator('#lv-countdown').textContent()).match(/(\d+):(\d\d)/).slice(1).reduce((m, s) => m * 60 + Number(s), 0));
+    assert.ok(seconds > 0 && seconds <= 30, `Uphold's quote bounds the preview (${seconds} s)`);
+    await new Promise((r) => setTimeout(r, (seconds + 1.5) * 1000));
+    const before = await transfersCreated('uphold');
+    await frame.locator('#lv-confirm').click();
+    await frame.locator('#lv-expired').waitFor();
+    await frame.locator('#lv-refresh').click();
+    await frame.locator('#lv-confirm').click();
+    await frame.locator('#lv-success').waitFor({ timeout: 30_000 });
+    const [finished] = await waitFor(nonEmpty(() => kinds(page, 'transferFinished')), 'onTransferFinished');
+    assert.equal(finished.payload.amount, 6);
+    assert.equal(finished.payload.symbol, 'USDC');
+    assert.equal(await transfersCreated('uphold'), before + 1, 'the expired preview sent nothing; the new one sent once');
+    await context.close();
+  });
+
   test('an expired preview: the countdown ends on a clear screen, one click gets a new quote that can be confirmed', async () => {
     const { context, page } = await newApp({ clock: true });
     const token = await linkToken(lv, { userId: 'alice', integrationId: ids.coinbase, transferOptions: depositOptions(5) }, { scope: 'write' });
