@@ -48,6 +48,7 @@ export async function startLinkvault() {
     url,
     clientId: demo.clientId,
     readKey: demo.keys.find((k) => k.scope === 'read').secret,
+    writeKey: demo.keys.find((k) => k.scope === 'write').secret,
     output: () => output,
     async stop() {
       child.kill('SIGTERM');
@@ -100,19 +101,20 @@ export async function launchBrowser() {
   });
 }
 
-/** Calls linkvault's API as the sandbox demo client's read key. */
-export async function apiCall(lv, method, path, body) {
+/** Calls linkvault's API as the sandbox demo client's read key (or its write key, `scope: 'write'`). */
+export async function apiCall(lv, method, path, body, { scope = 'read' } = {}) {
   const res = await fetch(`${lv.url}${path}`, {
     method,
-    headers: { 'X-Client-Id': lv.clientId, 'X-Client-Secret': lv.readKey, 'content-type': 'application/json' },
+    headers: { 'X-Client-Id': lv.clientId, 'X-Client-Secret': scope === 'write' ? lv.writeKey : lv.readKey, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
   return { code: res.status, body: text ? JSON.parse(text) : null };
 }
 
-export async function linkToken(lv, body) {
-  const answer = await apiCall(lv, 'POST', '/api/v1/linktoken', body);
+/** A link token; `scope: 'write'` asks with the write key (what a transfer needs). */
+export async function linkToken(lv, body, { scope = 'read' } = {}) {
+  const answer = await apiCall(lv, 'POST', '/api/v1/linktoken', body, { scope });
   if (answer.code !== 200) throw new Error(`linktoken: ${JSON.stringify(answer.body)}`);
   return answer.body.content.linkToken;
 }
@@ -120,6 +122,23 @@ export async function linkToken(lv, body) {
 export async function screenshot(page, name) {
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+/** Opens the sandbox demo app (`/demo`) as `userId` and presses `button` (its id); Link opens in the popup. */
+export async function openDemo(browser, lv, { userId, button, viewport }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  await page.goto(`${lv.url}/demo`);
+  await page.locator('#demo-user').fill(userId);
+  await page.locator(`#${button}`).click();
+  return { context, page, frame: page.frameLocator('#linkvault-link-popup__iframe') };
+}
+
+/** The sandbox's request counters: per exchange `{requests, totalRequests, transfersCreated}`. */
+export async function sandboxCounters(lv) {
+  const res = await fetch(`${lv.url}/sandbox/admin/requests`);
+  if (res.status !== 200) throw new Error(`sandbox counters: HTTP ${res.status}`);
+  return res.json();
 }
 
 /** Polls `fn` (bounded) until it returns a truthy value. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  apiCall, launchBrowser, linkToken, screenshot, startAppServers, startLinkvault, waitFor,
+  apiCall, launchBrowser, linkToken, openDemo, screenshot, startAppServers, startLinkvault, waitFor,
 } from './harness.mjs';
 
 let lv;
@@ -150,9 +150,15 @@ for (const sdk of ['mesh', 'linkvault']) {
       accessToken: state.binanceToken, brokerType: 'binanceInternationalDirect', brokerName: '', accountId: '', accountName: '',
     }];
 
-    test('(c) the same user with accessTokens skips sign-in and gets the same tokenId', async () => {
+    test('(c) the same user with accessTokens sees it marked connected in the catalog, skips sign-in and gets the same tokenId', async () => {
       const { context, page } = await newApp();
       const frame = await open(page, sdk, remember(await linkToken(lv, { userId: userA })), { accessTokens: returnTokens() });
+      await frame.locator('#lv-catalog').waitFor();
+      const item = frame.locator('button[data-type="binanceInternationalDirect"]');
+      await item.locator('.lv-badge').waitFor();
+      assert.equal(await frame.locator('.lv-badge').count(), 1, 'only the connected integration is marked');
+      await screenshot(page, `${sdk}-c0-return-user-catalog`);
+      await item.click();
       await frame.locator('#lv-connected').waitFor();
       await screenshot(page, `${sdk}-c1-return-user`);
       assert.equal(await frame.locator('#lv-username').count(), 0, 'no sign-in form');
@@ -268,12 +274,7 @@ test('Link pages send the security headers', async () => {
 });
 
 test('the sandbox demo page gets link tokens from its backend route', async () => {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
-  const page = await context.newPage();
-  await page.goto(`${lv.url}/demo`);
-  await page.locator('#demo-user').fill('demo-browser-test');
-  await page.locator('#demo-open').click();
-  const frame = page.frameLocator('#linkvault-link-popup__iframe');
+  const { context, page, frame } = await openDemo(browser, lv, { userId: 'demo-browser-test', button: 'demo-open', viewport: { width: 1000, height: 900 } });
   await frame.locator('button[data-type="binanceInternationalDirect"]').click();
   await signInCredentials(frame);
   await frame.locator('#lv-connected').waitFor();
@@ -281,11 +282,28 @@ test('the sandbox demo page gets link tokens from its backend route', async () =
   await page.locator('#demo-tokens li').waitFor();
   const saved = await page.locator('#demo-tokens li').textContent();
   await screenshot(page, 'demo-1-after-connect');
-  // Reopen as a return user: no sign-in, same tokenId.
+  // Reopen as a return user: the catalog marks it connected; picking it needs no sign-in, same tokenId.
   await page.locator('#demo-open').click();
+  await frame.locator('button[data-type="binanceInternationalDirect"] .lv-badge').waitFor();
+  await frame.locator('button[data-type="binanceInternationalDirect"]').click();
   await frame.locator('#lv-connected').waitFor();
   const tokenId = saved.split(': ')[1];
   assert.equal(await frame.locator('#lv-connected').getAttribute('data-token-id'), tokenId);
   await screenshot(page, 'demo-2-return-user');
   await context.close();
+});
+
+test("linkvault-link.js forwards exactly Mesh's Link event types", async () => {
+  const { readFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { repoRoot } = await import('./harness.mjs');
+  const list = (text, start) => {
+    const at = text.indexOf(start);
+    assert.ok(at >= 0, start);
+    const body = text.slice(text.indexOf('[', at) + 1, text.indexOf(']', at));
+    return [...body.matchAll(/'([A-Za-z]+)'/g)].map((m) => m[1]).sort();
+  };
+  const mesh = await readFile(join(repoRoot, 'tests/browser/node_modules/@meshconnect/web-link-sdk/utils/event-types.js'), 'utf8');
+  const ours = await readFile(join(repoRoot, 'crates/server/assets/link/linkvault-link.js'), 'utf8');
+  assert.deepEqual(list(ours, 'var EVENT_TYPES'), list(mesh, 'var LINK_EVENT_TYPE_KEYS'));
 });

@@ -1,7 +1,11 @@
 // linkvault Link page. Speaks Mesh's web-link-sdk postMessage protocol with its parent window:
-//   posts `loaded`, `brokerageAccountAccessToken`, the Link event types and `close`/`done` (SessionSummary),
+//   posts `loaded`, `brokerageAccountAccessToken`, `transferFinished` (Mesh's TransferFinishedPayload), the
+//   Link event types and `close`/`done` (SessionSummary),
 //   only ever to the parent's origin; accepts `meshSDKSpecs`, `frontAccessTokens` and `closeRequested` only
 //   from the parent window and origin. Everything else is ignored.
+// A link token with `transferOptions` (and a write-scoped key) runs the transfer flow after sign-in, or at once
+// for a return user whose tokenId the SDK passed: asset, network, amount, preview, confirm, MFA, pending, done.
+// The destination address always comes from the server's session (the page cannot choose it).
 // The auth_code in the address bar is exchanged once for a session token that stays in this closure's memory
 // and travels in an Authorization header; the auth_code is removed from the address bar at once.
 (function () {
@@ -35,12 +39,40 @@
       popupBlocked: 'The sign-in window was blocked. Allow pop-ups for this site and try again.',
       windowClosed: 'The sign-in window was closed before the sign-in finished.', loading: 'Loading…',
       secured: 'Secured by linkvault', genericError: 'Something went wrong. Please try again.',
-      returning: 'Welcome back', accountId: 'Account ID'
+      returning: 'Welcome back', accountId: 'Account ID',
+      purposeRead: '{app} asks to read your account: balances and holdings. It cannot move funds.',
+      purposeTransfer: '{app} asks you to send funds from your account to {app}. You confirm every transfer.',
+      purposeGeneric: 'An app asks to connect to your account.',
+      balance: 'Balance', available: '{amount} available', chooseAsset: 'Choose what to send',
+      chooseNetwork: 'Choose a network', networkFor: 'Network for {symbol}', minimum: 'Minimum {amount}',
+      fee: 'Fee {amount}', enterAmount: 'Amount to send', amountLabel: 'Amount in {unit}', showIn: 'Enter in {unit}',
+      approx: '≈ {amount}', continueBtn: 'Continue', amountInvalid: 'Enter an amount greater than zero.',
+      amountBelowMin: 'The minimum for this network is {amount}.', amountTooPrecise: 'Use at most {n} decimals.',
+      previewTitle: 'Review the transfer', youSend: 'You send', to: 'To', network: 'Network',
+      exchangeFee: '{name} fee', networkFee: 'Network fee', included: 'Included', total: 'Total',
+      expiresIn: 'This quote is valid for {time}.', confirm: 'Confirm transfer', changeAmount: 'Change the amount',
+      expiredTitle: 'The quote expired', expiredText: 'Prices and fees change, so quotes are valid for a short time. Get a new one to continue.',
+      refresh: 'Get a new quote', transferMfaPrompt: '{name} asks for a second factor to confirm this transfer. Enter the code from your authenticator app.',
+      sandboxCode: 'Sandbox: the code is 123456.', mfaFailed: 'That code was not accepted. Check it and try again.',
+      pendingTitle: 'Transfer sent', pendingText: '{name} is sending the transfer. This usually takes a few seconds.',
+      stillPending: '{name} accepted the transfer; it is still on its way. {app} will see it arrive.',
+      successTitle: 'Transfer complete', successText: '{amount} sent to {app}.', txHash: 'Transaction hash',
+      transferId: 'Transfer ID', noAssetsTitle: 'Nothing to send', noAssetsText: 'None of what you hold in {name} can be sent where {app} asks.',
+      heldNothing: 'This account holds no crypto.', ineligible_noEligibleNetworks: 'not on a supported network',
+      ineligible_symbolDoesNotMatch: 'not the asset asked for', ineligible_insufficientBalance: 'balance too low',
+      ineligible_other: 'cannot be sent', ineligible_notSupportedForTransferByTarget: 'not asked for by {app}',
+      ineligible_notSupportedForTransferBySource: '{name} cannot send it', ineligible_amountNotSufficient: 'balance too low for the amount asked',
+      ineligible_noPrice: 'no price available', amountFixed: 'The amount is set by {app}.',
+      insufficientBalanceTitle: 'Insufficient balance', belowMinimumTitle: 'Amount below the minimum',
+      unsupportedNetworkTitle: 'Network not supported', unsupportedAddressTitle: 'Address not supported',
+      unsupportedAssetTitle: 'Asset not supported', transferFailedTitle: 'The transfer did not go through',
+      tryAgain: 'Try again', chooseOther: 'Choose another asset', unknownApp: 'the app',
+      readOnly: 'Read-only access', transferAccess: 'Transfer access'
     },
     fr: {
       connectTitle: 'Connecter un compte', search: 'Rechercher', searchLabel: 'Rechercher une intégration',
       noResults: 'Aucune intégration ne correspond.', connected: 'Connecté', reauth: 'Se reconnecter',
-      signInTo: 'Connexion à {name}', username: "Nom d'utilisateur", password: 'Mot de passe', signIn: 'Se connecter',
+      signInTo: 'Connexion à {name}', username: "Nom d'utilisateur", password: 'Mot de passe', signIn: 'Se connecter', apiKey: 'Clé API', apiSecret: 'Secret API',
       working: 'Veuillez patienter…', mfaTitle: 'Vérification', mfaPrompt: "Saisissez le code de votre application d'authentification.",
       mfaCode: 'Code de vérification', verify: 'Vérifier', oauthPrompt: 'Vous vous connecterez à {name} dans une nouvelle fenêtre.',
       continueTo: 'Continuer vers {name}', waiting: 'En attente de votre connexion à {name}…',
@@ -50,12 +82,40 @@
       popupBlocked: 'La fenêtre de connexion a été bloquée. Autorisez les fenêtres pop-up et réessayez.',
       windowClosed: 'La fenêtre de connexion a été fermée avant la fin.', loading: 'Chargement…',
       secured: 'Sécurisé par linkvault', genericError: 'Une erreur est survenue. Veuillez réessayer.',
-      returning: 'Bon retour', accountId: 'Identifiant du compte'
+      returning: 'Bon retour', accountId: 'Identifiant du compte',
+      purposeRead: '{app} demande à lire votre compte : soldes et avoirs. Aucun fonds ne peut être déplacé.',
+      purposeTransfer: '{app} vous demande d\'envoyer des fonds de votre compte vers {app}. Vous confirmez chaque transfert.',
+      purposeGeneric: 'Une application demande à se connecter à votre compte.',
+      balance: 'Solde', available: '{amount} disponibles', chooseAsset: 'Choisissez quoi envoyer',
+      chooseNetwork: 'Choisissez un réseau', networkFor: 'Réseau pour {symbol}', minimum: 'Minimum {amount}',
+      fee: 'Frais {amount}', enterAmount: 'Montant à envoyer', amountLabel: 'Montant en {unit}', showIn: 'Saisir en {unit}',
+      approx: '≈ {amount}', continueBtn: 'Continuer', amountInvalid: 'Saisissez un montant supérieur à zéro.',
+      amountBelowMin: 'Le minimum sur ce réseau est {amount}.', amountTooPrecise: 'Utilisez au plus {n} décimales.',
+      previewTitle: 'Vérifiez le transfert', youSend: 'Vous envoyez', to: 'Vers', network: 'Réseau',
+      exchangeFee: 'Frais {name}', networkFee: 'Frais de réseau', included: 'Inclus', total: 'Total',
+      expiresIn: 'Ce devis est valable {time}.', confirm: 'Confirmer le transfert', changeAmount: 'Modifier le montant',
+      expiredTitle: 'Le devis a expiré', expiredText: 'Les prix et les frais changent : un devis n\'est valable que peu de temps. Demandez-en un nouveau.',
+      refresh: 'Nouveau devis', transferMfaPrompt: '{name} demande un second facteur pour confirmer ce transfert. Saisissez le code de votre application.',
+      sandboxCode: 'Sandbox : le code est 123456.', mfaFailed: 'Ce code n\'a pas été accepté. Vérifiez-le et réessayez.',
+      pendingTitle: 'Transfert envoyé', pendingText: '{name} envoie le transfert. Cela prend en général quelques secondes.',
+      stillPending: '{name} a accepté le transfert ; il est en route. {app} le verra arriver.',
+      successTitle: 'Transfert terminé', successText: '{amount} envoyés à {app}.', txHash: 'Hash de la transaction',
+      transferId: 'Identifiant du transfert', noAssetsTitle: 'Rien à envoyer', noAssetsText: 'Rien de ce que vous détenez chez {name} ne peut être envoyé là où {app} le demande.',
+      heldNothing: 'Ce compte ne détient aucune crypto.', ineligible_noEligibleNetworks: 'pas sur un réseau pris en charge',
+      ineligible_symbolDoesNotMatch: 'pas l\'actif demandé', ineligible_insufficientBalance: 'solde insuffisant',
+      ineligible_other: 'ne peut pas être envoyé', ineligible_notSupportedForTransferByTarget: 'non demandé par {app}',
+      ineligible_notSupportedForTransferBySource: '{name} ne peut pas l\'envoyer', ineligible_amountNotSufficient: 'solde insuffisant pour le montant demandé',
+      ineligible_noPrice: 'pas de prix disponible', amountFixed: 'Le montant est fixé par {app}.',
+      insufficientBalanceTitle: 'Solde insuffisant', belowMinimumTitle: 'Montant inférieur au minimum',
+      unsupportedNetworkTitle: 'Réseau non pris en charge', unsupportedAddressTitle: 'Adresse non prise en charge',
+      unsupportedAssetTitle: 'Actif non pris en charge', transferFailedTitle: 'Le transfert n\'a pas abouti',
+      tryAgain: 'Réessayer', chooseOther: 'Choisir un autre actif', unknownApp: 'l\'application',
+      readOnly: 'Accès en lecture seule', transferAccess: 'Accès aux transferts'
     },
     es: {
       connectTitle: 'Conectar una cuenta', search: 'Buscar', searchLabel: 'Buscar integraciones',
       noResults: 'Ninguna integración coincide.', connected: 'Conectada', reauth: 'Iniciar sesión de nuevo',
-      signInTo: 'Iniciar sesión en {name}', username: 'Usuario', password: 'Contraseña', signIn: 'Iniciar sesión',
+      signInTo: 'Iniciar sesión en {name}', username: 'Usuario', password: 'Contraseña', signIn: 'Iniciar sesión', apiKey: 'Clave API', apiSecret: 'Secreto de la API',
       working: 'Espere…', mfaTitle: 'Verificación', mfaPrompt: 'Introduzca el código de su aplicación de autenticación.',
       mfaCode: 'Código de verificación', verify: 'Verificar', oauthPrompt: 'Iniciará sesión en {name} en una ventana nueva.',
       continueTo: 'Continuar a {name}', waiting: 'Esperando a que termine de iniciar sesión en {name}…',
@@ -65,7 +125,35 @@
       popupBlocked: 'Se bloqueó la ventana de inicio de sesión. Permita ventanas emergentes e inténtelo de nuevo.',
       windowClosed: 'La ventana se cerró antes de terminar.', loading: 'Cargando…',
       secured: 'Protegido por linkvault', genericError: 'Algo salió mal. Inténtelo de nuevo.',
-      returning: 'Bienvenido de nuevo', accountId: 'ID de cuenta'
+      returning: 'Bienvenido de nuevo', accountId: 'ID de cuenta',
+      purposeRead: '{app} pide leer su cuenta: saldos y activos. No puede mover fondos.',
+      purposeTransfer: '{app} le pide enviar fondos de su cuenta a {app}. Usted confirma cada transferencia.',
+      purposeGeneric: 'Una aplicación pide conectarse a su cuenta.',
+      balance: 'Saldo', available: '{amount} disponibles', chooseAsset: 'Elija qué enviar',
+      chooseNetwork: 'Elija una red', networkFor: 'Red para {symbol}', minimum: 'Mínimo {amount}',
+      fee: 'Comisión {amount}', enterAmount: 'Importe a enviar', amountLabel: 'Importe en {unit}', showIn: 'Introducir en {unit}',
+      approx: '≈ {amount}', continueBtn: 'Continuar', amountInvalid: 'Introduzca un importe mayor que cero.',
+      amountBelowMin: 'El mínimo en esta red es {amount}.', amountTooPrecise: 'Use como máximo {n} decimales.',
+      previewTitle: 'Revise la transferencia', youSend: 'Usted envía', to: 'A', network: 'Red',
+      exchangeFee: 'Comisión de {name}', networkFee: 'Comisión de red', included: 'Incluida', total: 'Total',
+      expiresIn: 'Esta cotización es válida durante {time}.', confirm: 'Confirmar transferencia', changeAmount: 'Cambiar el importe',
+      expiredTitle: 'La cotización caducó', expiredText: 'Los precios y las comisiones cambian: las cotizaciones duran poco. Pida una nueva para continuar.',
+      refresh: 'Nueva cotización', transferMfaPrompt: '{name} pide un segundo factor para confirmar esta transferencia. Introduzca el código de su aplicación.',
+      sandboxCode: 'Sandbox: el código es 123456.', mfaFailed: 'Ese código no fue aceptado. Compruébelo e inténtelo de nuevo.',
+      pendingTitle: 'Transferencia enviada', pendingText: '{name} está enviando la transferencia. Suele tardar unos segundos.',
+      stillPending: '{name} aceptó la transferencia; está en camino. {app} verá cuando llegue.',
+      successTitle: 'Transferencia completada', successText: '{amount} enviados a {app}.', txHash: 'Hash de la transacción',
+      transferId: 'ID de la transferencia', noAssetsTitle: 'Nada que enviar', noAssetsText: 'Nada de lo que tiene en {name} puede enviarse adonde pide {app}.',
+      heldNothing: 'Esta cuenta no tiene criptoactivos.', ineligible_noEligibleNetworks: 'no está en una red admitida',
+      ineligible_symbolDoesNotMatch: 'no es el activo pedido', ineligible_insufficientBalance: 'saldo insuficiente',
+      ineligible_other: 'no se puede enviar', ineligible_notSupportedForTransferByTarget: 'no lo pide {app}',
+      ineligible_notSupportedForTransferBySource: '{name} no puede enviarlo', ineligible_amountNotSufficient: 'saldo insuficiente para el importe pedido',
+      ineligible_noPrice: 'sin precio disponible', amountFixed: 'El importe lo fija {app}.',
+      insufficientBalanceTitle: 'Saldo insuficiente', belowMinimumTitle: 'Importe por debajo del mínimo',
+      unsupportedNetworkTitle: 'Red no admitida', unsupportedAddressTitle: 'Dirección no admitida',
+      unsupportedAssetTitle: 'Activo no admitido', transferFailedTitle: 'La transferencia no se realizó',
+      tryAgain: 'Reintentar', chooseOther: 'Elegir otro activo', unknownApp: 'la aplicación',
+      readOnly: 'Acceso de solo lectura', transferAccess: 'Acceso a transferencias'
     }
   };
   var lang = STRINGS[language] ? language : (STRINGS[language.split('-')[0]] ? language.split('-')[0] : 'en');
@@ -101,14 +189,46 @@
     return el;
   }
 
+  // Timers belong to the screen that started them: every new screen stops them.
+  var screenTimers = [];
+  var backAction = null;
+  function every(ms, fn) { var id = setInterval(fn, ms); screenTimers.push(id); return id; }
+  function later(ms, fn) { var id = setTimeout(fn, ms); screenTimers.push(id); return id; }
+
   function render(title, nodes, options) {
     options = options || {};
+    screenTimers.forEach(function (id) { clearInterval(id); clearTimeout(id); });
+    screenTimers = [];
     titleEl.textContent = title;
     document.title = title;
-    backButton.hidden = !options.back;
-    main.replaceChildren.apply(main, nodes);
+    // `back`: true for the catalog, a function for the previous step of a flow, else no way back.
+    backAction = typeof options.back === 'function' ? options.back : (options.back ? toCatalog : null);
+    backButton.hidden = !backAction;
+    main.setAttribute('data-page', S.page);
+    // A missing optional part (null/undefined) renders as nothing, never as the text "null".
+    main.replaceChildren.apply(main, (nodes || []).filter(function (n) { return n !== null && n !== undefined && n !== false; }));
     var focus = options.focus || main.querySelector('input, button');
     if (focus) focus.focus(); else main.focus();
+  }
+
+  // The integration's brand colours (Mesh's `style`: hex without '#') as CSS custom properties, for the
+  // current theme. Set through the CSSOM, which the page's CSP (style-src 'self') allows.
+  var STYLE_PROPS = { fieldActive: '--field-active', buttonPrimary: '--accent', buttonHover: '--accent-hover', buttonText: '--accent-fg', buttonTextHover: '--accent-fg-hover' };
+  function darkTheme() {
+    if (theme === 'dark') return true;
+    if (theme === 'light') return false;
+    return !!(window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches);
+  }
+  var styled = null;
+  function applyStyle(integration) {
+    styled = integration || null;
+    var style = (integration && integration.style) || {};
+    var suffix = darkTheme() ? 'Dark' : 'Light';
+    Object.keys(STYLE_PROPS).forEach(function (k) {
+      var v = style[k + suffix];
+      if (typeof v === 'string' && /^[0-9a-fA-F]{3}([0-9a-fA-F]{3})?$/.test(v)) root.style.setProperty(STYLE_PROPS[k], '#' + v);
+      else root.style.removeProperty(STYLE_PROPS[k]);
+    });
   }
 
   function logo(integration, large) {
@@ -120,6 +240,12 @@
       box.appendChild(img);
     }
     return box;
+  }
+
+  // The system theme can change while Link is open: follow it with the brand colours too.
+  if (theme !== 'dark' && theme !== 'light' && window.matchMedia) {
+    var scheme = window.matchMedia('(prefers-color-scheme: dark)');
+    if (scheme.addEventListener) scheme.addEventListener('change', function () { applyStyle(styled); });
   }
 
   // ------------------------------------------------------------------------------------ the protocol
@@ -140,13 +266,26 @@
   var S = {
     token: null, integrations: [], byType: {}, connections: {}, fixedType: null, restrict: true,
     page: 'loadingPage', selected: null, emitted: {}, oauth: null, started: false,
-    sdkSpecs: null, accessTokens: null, tokensSettled: !inFrame
+    sdkSpecs: null, accessTokens: null, tokensSettled: !inFrame,
+    transferOptions: null, scope: 'read', appName: '', userId: null, sandbox: false, connectedHere: false,
+    // The transfer in progress: {integration, tokenId, configure, holding, network, amount, fiat, preview, result}.
+    transfer: null
   };
 
   function summary(page, errorMessage) {
     var s = { page: page || S.page };
     if (S.selected) {
       s.selectedIntegration = { id: S.selected.id, name: S.selected.name, integrationType: S.selected.type, integrationName: S.selected.name };
+    }
+    var x = S.transfer;
+    if (x && x.holding) {
+      var p = x.preview || {};
+      s.transfer = { symbol: x.holding.symbol };
+      if (x.network) s.transfer.networkId = x.network.id;
+      if (p.previewId) s.transfer.previewId = p.previewId;
+      if (typeof p.amount === 'number') s.transfer.amount = p.amount;
+      if (typeof p.amountInFiat === 'number') s.transfer.amountInFiat = p.amountInFiat;
+      if (S.transferOptions && S.transferOptions.transactionId) s.transfer.transactionId = S.transferOptions.transactionId;
     }
     if (errorMessage) s.errorMessage = errorMessage;
     return s;
@@ -201,6 +340,8 @@
         if (!response.ok || json.status !== 'ok') {
           var error = new Error(json.displayMessage || json.message || t('genericError'));
           error.errorType = json.errorType || '';
+          error.errorData = (json.errorData && typeof json.errorData === 'object') ? json.errorData : {};
+          error.detail = json.message || '';
           throw error;
         }
         return json.content;
@@ -253,17 +394,40 @@
       if (e.key === 'ArrowDown') { var first = list.querySelector('button'); if (first) { first.focus(); e.preventDefault(); } }
     });
     fill();
-    render(t('connectTitle'), [search, list, empty], { focus: search });
+    applyStyle(null);
+    render(t('connectTitle'), [purpose(), search, list, empty], { focus: search });
     post('homePageLoaded');
+  }
+
+  // Which app is asking, and for what: read access, or a transfer to the app.
+  function purpose() {
+    var app = S.appName || t('unknownApp');
+    var transfer = !!S.transferOptions;
+    return h('p', { className: 'lv-purpose', id: 'lv-purpose', 'data-scope': transfer ? 'transfer' : 'read' }, [
+      h('strong', { text: transfer ? t('transferAccess') : t('readOnly') }), ' ',
+      S.appName ? t(transfer ? 'purposeTransfer' : 'purposeRead', { app: app }) : t('purposeGeneric')
+    ]);
   }
 
   function openIntegration(type, fromCatalog) {
     var integration = S.byType[type];
     if (!integration) { showCatalog(); return; }
     S.selected = integration;
+    applyStyle(integration);
     var c = S.connections[type];
-    if (c && c.status === 'active') showConnected(type, true);
+    if (c && c.status === 'active') afterConnection(type, true);
     else showSignIn(type, c && c.status === 'reauthRequired', fromCatalog);
+  }
+
+  // A usable connection: the transfer flow when the link token asks for one, else the account and its balances.
+  function afterConnection(type, returning) {
+    var c = S.connections[type];
+    if (returning && c.payload && !S.emitted[c.tokenId]) {
+      S.emitted[c.tokenId] = true;
+      post('brokerageAccountAccessToken', c.payload);
+    }
+    if (S.transferOptions) startTransfer(S.byType[type], c.tokenId);
+    else showConnected(type, returning);
   }
 
   function canGoBack() { return !S.fixedType; }
@@ -277,8 +441,9 @@
       var errorBox = h('p', { className: 'lv-error', role: 'alert', hidden: true });
       var go = h('button', { type: 'button', className: 'lv-primary', id: 'lv-oauth-continue', text: t('continueTo', { name: integration.name }) });
       go.addEventListener('click', function () { startOAuth(integration, errorBox, go); });
+      applyStyle(integration);
       render(t('signInTo', { name: integration.name }), [
-        logo(integration, true), notice,
+        logo(integration, true), notice, purpose(),
         h('p', { className: 'lv-center lv-muted', text: t('oauthPrompt', { name: integration.name }) }),
         errorBox, go
       ], { back: canGoBack() || fromCatalog });
@@ -310,7 +475,8 @@
         failSignIn(integration, err.message, error, err.errorType);
       });
     });
-    render(t('signInTo', { name: integration.name }), [logo(integration, true), notice, form], { back: canGoBack() || fromCatalog, focus: username });
+    applyStyle(integration);
+    render(t('signInTo', { name: integration.name }), [logo(integration, true), notice, purpose(), form], { back: canGoBack() || fromCatalog, focus: username });
   }
 
   function busy(button, on) {
@@ -436,8 +602,17 @@
   function connected(integration, answer) {
     S.connections[integration.type] = { status: 'active', tokenId: answer.tokenId, accounts: answer.accounts || [], payload: answer.payload };
     S.emitted[answer.tokenId] = true;
+    S.connectedHere = true;
     post('brokerageAccountAccessToken', answer.payload);
-    showConnected(integration.type, false);
+    afterConnection(integration.type, false);
+  }
+
+  /** Mesh's `fund`/`cash` of each account, from the AccessTokenPayload, by accountId. */
+  function balancesOf(c) {
+    var out = {};
+    var list = (c.payload && Array.isArray(c.payload.accountTokens)) ? c.payload.accountTokens : [];
+    list.forEach(function (at) { if (at && at.account) out[at.account.accountId || ''] = at.account; });
+    return out;
   }
 
   function showConnected(type, returning) {
@@ -445,12 +620,13 @@
     var c = S.connections[type];
     S.selected = integration;
     S.page = 'integrationConnectedPage';
-    if (returning && c.payload && !S.emitted[c.tokenId]) {
-      S.emitted[c.tokenId] = true;
-      post('brokerageAccountAccessToken', c.payload);
-    }
+    applyStyle(integration);
+    var balances = balancesOf(c);
     var accounts = h('ul', { className: 'lv-accounts', id: 'lv-accounts', 'aria-label': t('accounts') }, (c.accounts || []).map(function (a) {
+      var b = balances[a.accountId || ''];
+      var fund = b && typeof b.fund === 'number' ? b.fund : null;
       return h('li', { 'data-account-id': a.accountId }, [h('strong', { text: a.accountName || integration.name }),
+        fund !== null ? h('span', { className: 'lv-account-balance', text: t('balance') + ': ' + fiat(fund) }) : null,
         a.accountId ? h('span', { className: 'lv-account-id', text: t('accountId') + ': ' + a.accountId }) : null]);
     }));
     var nodes = [
@@ -462,13 +638,488 @@
     if (!S.restrict) {
       nodes.push(h('button', { type: 'button', className: 'lv-secondary', id: 'lv-link-another', text: t('linkAnother'), onclick: function () { S.fixedType = null; showCatalog(); } }));
     }
-    render(integration.name, nodes, { focus: document.getElementById('lv-done') });
+    render(integration.name, nodes, { back: canGoBack() && !(S.restrict && S.connectedHere) });
     var done = document.getElementById('lv-done');
     if (done) done.focus();
   }
 
-  backButton.addEventListener('click', function () { stopOAuth(); showCatalog(); });
+  // ------------------------------------------------------------------------------- the transfer flow
+  // Driven by the session's transferOptions: configure (what can go where) → asset → network (skipped when
+  // there is one) → amount → preview (with its expiry) → confirm → MFA when the exchange asks → pending → done.
+  // Each step posts Mesh's event for it; the end posts `transferFinished` (Mesh's TransferFinishedPayload).
+  var STATUS_POLL_MS = 1500;
+  var STATUS_POLLS = 40;
+
+  function fiat(n) {
+    try { return new Intl.NumberFormat(lang, { style: 'currency', currency: 'USD' }).format(n); } catch (e) { return '$' + Number(n).toFixed(2); }
+  }
+  function amountOf(n, symbol) {
+    var text;
+    try { text = new Intl.NumberFormat(lang, { maximumFractionDigits: 8 }).format(n); } catch (e) { text = String(n); }
+    return text + ' ' + symbol;
+  }
+  function num(v) { return typeof v === 'number' && isFinite(v) ? v : null; }
+  function row(label, value, id) {
+    return [h('dt', { text: label }), h('dd', { id: id || null }, Array.isArray(value) ? value : [value])];
+  }
+  function feeText(fee) {
+    if (!fee || num(fee.fee) === null) return null;
+    var text = amountOf(fee.fee, fee.feeCurrency || '');
+    return num(fee.feeInFiat) !== null ? text + ' (' + t('approx', { amount: fiat(fee.feeInFiat) }) + ')' : text;
+  }
+  function listNav(list) {
+    list.addEventListener('keydown', function (e) {
+      if (e.key !== 'ArrowDown' && e.key !== 'ArrowUp') return;
+      var items = Array.prototype.slice.call(list.querySelectorAll('button'));
+      var next = items[items.indexOf(document.activeElement) + (e.key === 'ArrowDown' ? 1 : -1)];
+      if (next) { next.focus(); e.preventDefault(); }
+    });
+    return list;
+  }
+  function transferBack() { return canGoBack() && !(S.restrict && S.connectedHere); }
+
+  function startTransfer(integration, tokenId) {
+    S.selected = integration;
+    applyStyle(integration);
+    S.transfer = { integration: integration, tokenId: tokenId };
+    post('transferStarted', { integrationType: integration.type, integrationName: integration.name });
+    loadConfigure();
+  }
+
+  function working(text) {
+    var x = S.transfer;
+    render(x.integration.name, [logo(x.integration, true), h('p', { className: 'lv-center lv-muted', role: 'status', id: 'lv-working', text: text || t('loading') })]);
+  }
+
+  /** The tokenId needs a new sign-in: that integration's sign-in, which lands on the same tokenId. */
+  function needsReauth(x) {
+    var c = S.connections[x.integration.type];
+    if (c) c.status = 'reauthRequired';
+    S.transfer = null;
+    showSignIn(x.integration.type, true, canGoBack());
+  }
+
+  function loadConfigure() {
+    var x = S.transfer;
+    S.page = 'transferConfigurePage';
+    working();
+    api('/link/api/transfer/configure', { tokenId: x.tokenId }).then(function (answer) {
+      if (S.transfer !== x) return;
+      x.configure = answer || {};
+      var holdings = Array.isArray(x.configure.holdings) ? x.configure.holdings : [];
+      x.eligible = holdings.filter(function (o) { return o && o.eligibleForTransfer && Array.isArray(o.networks) && o.networks.length > 0; });
+      if (x.eligible.length === 0) showNoEligible(holdings); else showAssets();
+    }, function (err) {
+      if (S.transfer !== x) return;
+      if (err.errorType === 'reauthenticationRequired') { needsReauth(x); return; }
+      post('transferConfigureError', { errorMessage: err.message });
+      showTransferError(t('errorTitle'), err.message, loadConfigure);
+    });
+  }
+
+  function showNoEligible(holdings) {
+    var x = S.transfer;
+    S.page = 'transferNoEligibleAssetsPage';
+    post('transferNoEligibleAssets', {
+      integrationType: x.integration.type, integrationName: x.integration.name,
+      noAssetsType: holdings.length ? 'noEligibleAssets' : 'noAssets',
+      arrayOfTokensHeld: holdings.map(function (o) {
+        var held = { symbol: String(o.symbol || ''), amount: num(o.availableBalance) || 0 };
+        if (num(o.availableBalanceInFiat) !== null) held.amountInFiat = o.availableBalanceInFiat;
+        if (o.ineligibilityReason) held.ineligibilityReason = String(o.ineligibilityReason);
+        return held;
+      })
+    });
+    var list = h('ul', { className: 'lv-accounts', id: 'lv-held' }, holdings.map(function (o) {
+      var key = 'ineligible_' + o.ineligibilityReason;
+      var vars = { app: S.appName || t('unknownApp'), name: x.integration.name };
+      var reason = STRINGS.en[key] ? t(key, vars) : t('ineligible_other');
+      return h('li', { 'data-symbol': o.symbol }, [h('strong', { text: amountOf(num(o.availableBalance) || 0, o.symbol) }),
+        h('span', { className: 'lv-account-id', text: reason })]);
+    }));
+    render(t('noAssetsTitle'), [
+      logo(x.integration, true),
+      h('p', { className: 'lv-center', id: 'lv-no-assets', role: 'alert', text: t('noAssetsText', { name: x.integration.name, app: S.appName || t('unknownApp') }) }),
+      holdings.length ? list : h('p', { className: 'lv-muted lv-center', text: t('heldNothing') }),
+      h('button', { type: 'button', className: 'lv-primary', id: 'lv-transfer-close', text: t('close'), onclick: function () { closeLink('close'); } })
+    ], { back: transferBack() });
+  }
+
+  function showAssets() {
+    var x = S.transfer;
+    S.page = 'transferAssetSelectionPage';
+    var list = listNav(h('ul', { className: 'lv-list', id: 'lv-assets', role: 'list' }, x.eligible.map(function (o) {
+      var balance = amountOf(num(o.availableBalance) || 0, o.symbol);
+      var inFiat = num(o.availableBalanceInFiat);
+      return h('li', {}, [h('button', { type: 'button', className: 'lv-item', 'data-symbol': o.symbol, onclick: function () { selectAsset(o); } }, [
+        h('span', { className: 'lv-item-name', text: o.symbol }),
+        h('span', { className: 'lv-item-detail', text: t('available', { amount: balance }) + (inFiat !== null ? ' · ' + fiat(inFiat) : '') })
+      ])]);
+    })));
+    render(t('chooseAsset'), [purpose(), list], { back: transferBack() });
+  }
+
+  function selectAsset(holding) {
+    var x = S.transfer;
+    x.holding = holding;
+    x.amountText = null;
+    // Only the networks this holding can go over (enough for the amount asked, a destination the app gave).
+    x.networks = holding.networks.filter(function (n) { return n && n.eligibleForTransfer !== false; });
+    if (x.networks.length === 0) x.networks = holding.networks;
+    post('transferAssetSelected', { symbol: holding.symbol });
+    if (x.networks.length === 1) selectNetwork(x.networks[0]); else showNetworks();
+  }
+
+  function showNetworks() {
+    var x = S.transfer;
+    S.page = 'transferNetworkSelectionPage';
+    var list = listNav(h('ul', { className: 'lv-list', id: 'lv-networks', role: 'list' }, x.networks.map(function (n) {
+      var details = [];
+      if (num(n.fee) !== null) details.push(t('fee', { amount: amountOf(n.fee, n.feeCurrency || x.holding.symbol) }));
+      if (num(n.minimumAmount) !== null) details.push(t('minimum', { amount: amountOf(n.minimumAmount, x.holding.symbol) }));
+      return h('li', {}, [h('button', { type: 'button', className: 'lv-item', 'data-network-id': n.id, onclick: function () { selectNetwork(n); } }, [
+        h('span', { className: 'lv-item-name', text: n.name }), h('span', { className: 'lv-item-detail', text: details.join(' · ') })
+      ])]);
+    })));
+    render(t('networkFor', { symbol: x.holding.symbol }), [list], { back: showAssets });
+  }
+
+  function selectNetwork(network) {
+    var x = S.transfer;
+    x.network = network;
+    post('transferNetworkSelected', { id: network.id, name: network.name });
+    showAmount();
+  }
+
+  /** The amount the app asked for: its toAddresses entry for this symbol and network, else amountInFiat.
+   *  `fixed`: set in the link token, so the server sends exactly that (the page cannot change it). */
+  function requestedAmount(x) {
+    var opts = S.transferOptions || {};
+    var entry = (opts.toAddresses || []).filter(function (a) { return a && a.symbol === x.holding.symbol && a.networkId === x.network.id; })[0];
+    if (entry && num(entry.amount) !== null) return { fiat: false, value: entry.amount, fixed: true };
+    if (num(opts.amountInFiat) !== null) return { fiat: true, value: opts.amountInFiat, fixed: true };
+    if (num(x.configure.amountInFiat) !== null) return { fiat: true, value: x.configure.amountInFiat, fixed: false };
+    return null;
+  }
+
+  function unitPrice(holding) {
+    if (num(holding.unitPrice) && holding.unitPrice > 0) return holding.unitPrice;
+    var a = num(holding.availableBalance), f = num(holding.availableBalanceInFiat);
+    return a && f ? f / a : null;
+  }
+
+  function showAmount() {
+    var x = S.transfer;
+    S.page = 'transferAmountPage';
+    var price = unitPrice(x.holding);
+    if (x.amountText === null || x.amountText === undefined) {
+      var asked = requestedAmount(x);
+      x.fiat = !!(asked && asked.fiat);
+      x.fixed = !!(asked && asked.fixed);
+      x.amountText = asked ? String(asked.value) : '';
+    }
+    var fixed = x.fixed;
+    var symbol = x.holding.symbol;
+    var unit = function () { return x.fiat ? 'USD' : symbol; };
+    var label = h('span', { text: t('amountLabel', { unit: unit() }) });
+    var input = h('input', { id: 'lv-amount', name: 'amount', inputmode: 'decimal', autocomplete: 'off', required: true, maxlength: '24',
+      readonly: fixed, 'aria-describedby': 'lv-amount-hint lv-amount-error' });
+    input.value = x.amountText;
+    var hint = h('p', { className: 'lv-muted', id: 'lv-amount-hint', 'aria-live': 'polite' });
+    var error = h('p', { className: 'lv-error', role: 'alert', id: 'lv-amount-error', hidden: true });
+    var toggle = price && !fixed ? h('button', { type: 'button', className: 'lv-link', id: 'lv-amount-unit' }) : null;
+    function parse() {
+      var text = input.value.trim().replace(',', '.');
+      if (!/^\d{1,15}(\.\d+)?$/.test(text)) return null;
+      return Number(text);
+    }
+    function refresh() {
+      label.textContent = t('amountLabel', { unit: unit() });
+      if (toggle) toggle.textContent = t('showIn', { unit: x.fiat ? symbol : 'USD' });
+      var v = parse();
+      var parts = [t('available', { amount: amountOf(num(x.holding.availableBalance) || 0, symbol) })];
+      if (fixed) parts.push(t('amountFixed', { app: S.appName || t('unknownApp') }));
+      if (v !== null && price) parts.unshift(t('approx', { amount: x.fiat ? amountOf(v / price, symbol) : fiat(v * price) }));
+      hint.textContent = parts.join(' · ');
+    }
+    input.addEventListener('input', function () { x.amountText = input.value; error.hidden = true; refresh(); });
+    if (toggle) toggle.addEventListener('click', function () {
+      var v = parse();
+      x.fiat = !x.fiat;
+      if (v !== null) input.value = x.fiat ? (v * price).toFixed(2) : String(Number((v / price).toFixed(8)));
+      x.amountText = input.value;
+      refresh();
+      input.focus();
+    });
+    function fail(message) { error.textContent = message; error.hidden = false; input.setAttribute('aria-invalid', 'true'); input.focus(); }
+    var form = h('form', { className: 'lv-form', novalidate: true }, [
+      h('label', { for: 'lv-amount' }, [label, input]), hint, toggle, error,
+      h('button', { type: 'submit', className: 'lv-primary', id: 'lv-amount-continue', text: t('continueBtn') })
+    ]);
+    form.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var v = parse();
+      if (fixed) { x.amount = v; x.amountFiat = x.fiat; post('transferAmountEntered'); requestPreview(); return; }
+      if (v === null || v <= 0) { fail(t('amountInvalid')); return; }
+      var decimals = (input.value.trim().replace(',', '.').split('.')[1] || '').length;
+      var most = x.fiat ? 2 : 8;
+      if (decimals > most) { fail(t('amountTooPrecise', { n: most })); return; }
+      var min = num(x.network.minimumAmount);
+      var inCrypto = x.fiat ? (price ? v / price : null) : v;
+      if (min !== null && inCrypto !== null && inCrypto < min) { fail(t('amountBelowMin', { amount: amountOf(min, symbol) })); return; }
+      x.amount = v;
+      x.amountFiat = x.fiat;
+      post('transferAmountEntered');
+      requestPreview();
+    });
+    refresh();
+    render(t('enterAmount'), [
+      h('p', { className: 'lv-center', id: 'lv-amount-asset', text: symbol + ' · ' + x.network.name }), form
+    ], { back: x.networks.length > 1 ? showNetworks : showAssets, focus: input });
+  }
+
+  function requestPreview() {
+    var x = S.transfer;
+    S.page = 'transferPreviewPage';
+    working();
+    var body = { tokenId: x.tokenId, symbol: x.holding.symbol, networkId: x.network.id };
+    if (x.amountFiat) body.amountInFiat = x.amount; else body.amount = x.amount;
+    api('/link/api/transfer/preview', body).then(function (answer) {
+      if (S.transfer !== x) return;
+      var result = answer && answer.previewResult;
+      if (!answer || answer.status !== 'succeeded' || !result || !result.previewId) {
+        var message = (answer && answer.errorMessage) || t('genericError');
+        post('transferPreviewError', { errorMessage: message });
+        showRefusal('', message);
+        return;
+      }
+      x.preview = result;
+      x.expiresAt = Date.now() + Math.max(0, num(result.previewExpiresIn) || 0) * 1000;
+      var previewed = {
+        amount: result.amount, symbol: result.symbol, toAddress: result.toAddress, networkId: result.networkId,
+        previewId: result.previewId, networkName: result.networkName, amountInFiat: result.amountInFiat, fiatCurrency: 'USD',
+        integrationType: x.integration.type, integrationName: x.integration.name,
+        institutionTransferFee: result.institutionTransferFee || undefined, estimatedNetworkGasFee: result.estimatedNetworkGasFee || undefined,
+        userId: S.userId || undefined, clientTransactionId: result.clientTransactionId || undefined
+      };
+      post('transferPreviewed', JSON.parse(JSON.stringify(previewed)));
+      showPreview();
+    }, function (err) {
+      if (S.transfer !== x) return;
+      if (err.errorType === 'reauthenticationRequired') { needsReauth(x); return; }
+      post('transferPreviewError', { errorMessage: err.message });
+      showRefusal(err.errorData.reason || '', err.message);
+    });
+  }
+
+  var REFUSAL_TITLES = {
+    insufficientBalance: 'insufficientBalanceTitle', belowMinimum: 'belowMinimumTitle', unsupportedNetwork: 'unsupportedNetworkTitle',
+    unsupportedAddress: 'unsupportedAddressTitle', unsupportedAsset: 'unsupportedAssetTitle'
+  };
+
+  /** A preview the exchange or linkvault refused, with the way forward that fits the reason. */
+  function showRefusal(reason, message) {
+    var x = S.transfer;
+    S.page = 'transferPreviewErrorPage';
+    var nodes = [
+      h('div', { className: 'lv-big-icon', 'aria-hidden': 'true', text: '⚠' }),
+      h('p', { className: 'lv-error', role: 'alert', id: 'lv-refusal', 'data-reason': reason || 'other', text: message })
+    ];
+    if ((reason === 'insufficientBalance' || reason === 'belowMinimum' || !reason) && !x.fixed) {
+      nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount }));
+    } else if (reason === 'unsupportedNetwork' && x.networks.length > 1) {
+      nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-choose-network', text: t('chooseNetwork'), onclick: showNetworks }));
+    } else if (x.eligible.length > 1) {
+      nodes.push(h('button', { type: 'button', className: 'lv-primary', id: 'lv-choose-asset', text: t('chooseOther'), onclick: showAssets }));
+    }
+    nodes.push(h('button', { type: 'button', className: 'lv-secondary', id: 'lv-transfer-close', text: t('close'), onclick: function () { closeLink('close', message); } }));
+    render(t(REFUSAL_TITLES[reason] || 'errorTitle'), nodes, { back: x.fixed ? null : showAmount });
+  }
+
+  function countdownText(ms) {
+    var total = Math.max(0, Math.ceil(ms / 1000));
+    var m = Math.floor(total / 60), sec = total % 60;
+    return m + ':' + (sec < 10 ? '0' : '') + sec;
+  }
+
+  function showPreview() {
+    var x = S.transfer;
+    var p = x.preview;
+    S.page = 'transferPreviewPage';
+    var sym = p.symbol || x.holding.symbol;
+    var send = amountOf(num(p.amount) || 0, sym) + (num(p.amountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.amountInFiat) }) + ')' : '');
+    var total = amountOf(num(p.totalEstimatedAmount) || 0, sym) + (num(p.totalEstimatedAmountInFiat) !== null ? ' (' + t('approx', { amount: fiat(p.totalEstimatedAmountInFiat) }) + ')' : '');
+    var details = h('dl', { className: 'lv-details', id: 'lv-preview' }, [].concat(
+      row(t('youSend'), send, 'lv-preview-amount'),
+      row(t('to'), [h('code', { text: p.toAddress || '' }), p.addressTag ? h('span', { text: ' · ' + p.addressTag }) : null], 'lv-preview-to'),
+      row(t('network'), p.networkName || x.network.name, 'lv-preview-network'),
+      row(t('exchangeFee', { name: x.integration.name }), feeText(p.institutionTransferFee) || t('included'), 'lv-preview-fee'),
+      row(t('networkFee'), feeText(p.estimatedNetworkGasFee) || t('included'), 'lv-preview-gas'),
+      row(t('total'), total, 'lv-preview-total')
+    ));
+    var countdown = h('p', { className: 'lv-muted lv-center', id: 'lv-countdown', role: 'timer', 'aria-live': 'off' });
+    var confirm = h('button', { type: 'button', className: 'lv-primary', id: 'lv-confirm', text: t('confirm') });
+    confirm.addEventListener('click', function () { busy(confirm, true); execute(null); });
+    function tick() {
+      var left = x.expiresAt - Date.now();
+      if (left <= 0) { showExpired(); return; }
+      countdown.textContent = t('expiresIn', { time: countdownText(left) });
+    }
+    render(t('previewTitle'), [details, countdown, confirm,
+      x.fixed ? null : h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
+    ], { back: showAmount, focus: confirm });
+    tick();
+    if (S.page === 'transferPreviewPage') every(500, tick);
+  }
+
+  function showExpired() {
+    S.page = 'transferPreviewExpiredPage';
+    render(t('expiredTitle'), [
+      h('div', { className: 'lv-big-icon', 'aria-hidden': 'true', text: '⏱' }),
+      h('p', { className: 'lv-center', role: 'alert', id: 'lv-expired', text: t('expiredText') }),
+      h('button', { type: 'button', className: 'lv-primary', id: 'lv-refresh', text: t('refresh'), onclick: requestPreview }),
+      S.transfer.fixed ? null : h('button', { type: 'button', className: 'lv-secondary', id: 'lv-change-amount', text: t('changeAmount'), onclick: showAmount })
+    ], { back: showAmount });
+  }
+
+  function execute(mfaCode) {
+    var x = S.transfer;
+    var body = { tokenId: x.tokenId, previewId: x.preview.previewId };
+    if (mfaCode) body.mfaCode = mfaCode;
+    api('/link/api/transfer/execute', body).then(function (answer) {
+      if (S.transfer !== x) return;
+      var status = answer && answer.status;
+      if (status === 'mfaRequired') { post('transferMfaRequired'); showTransferMfa(null, answer.mfaType); return; }
+      if (status === 'mfaFailed') { showTransferMfa(t('mfaFailed'), answer.mfaType); return; }
+      var r = answer && answer.executeTransferResult;
+      if ((status === 'succeeded' || status === 'inProgress') && r && r.transferId) { executed(r); return; }
+      var message = (answer && answer.errorMessage) || t('genericError');
+      post('transferExecutionError', { errorMessage: message });
+      // The exchange refused before sending: a new quote is safe.
+      showTransferError(t('transferFailedTitle'), message, requestPreview);
+    }, function (err) {
+      if (S.transfer !== x) return;
+      if (err.errorType === 'previewExpired') { showExpired(); return; }
+      if (err.errorType === 'reauthenticationRequired') { needsReauth(x); return; }
+      post('transferExecutionError', { errorMessage: err.message });
+      if (err.errorData.reason) { showRefusal(err.errorData.reason, err.message); return; }
+      // An unknown outcome: executing the same preview again never sends twice.
+      showTransferError(t('transferFailedTitle'), err.message, function () { working(t('working')); execute(null); });
+    });
+  }
+
+  function showTransferMfa(errorText, mfaType) {
+    var x = S.transfer;
+    S.page = 'transferMfaPage';
+    var code = h('input', { id: 'lv-transfer-mfa', name: 'mfaCode', inputmode: 'numeric', autocomplete: 'one-time-code', required: true, maxlength: '12', 'data-mfa-type': mfaType || null });
+    var error = h('p', { className: 'lv-error', role: 'alert', id: 'lv-transfer-mfa-error', hidden: !errorText, text: errorText || '' });
+    var submit = h('button', { type: 'submit', className: 'lv-primary', id: 'lv-transfer-mfa-submit', text: t('verify') });
+    var form = h('form', { className: 'lv-form', novalidate: true }, [
+      h('p', { className: 'lv-muted', text: t('transferMfaPrompt', { name: x.integration.name }) }),
+      S.sandbox ? h('p', { className: 'lv-notice', id: 'lv-sandbox-code', text: t('sandboxCode') }) : null,
+      h('label', { for: 'lv-transfer-mfa' }, [t('mfaCode'), code]), error, submit
+    ]);
+    form.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var value = code.value.trim();
+      if (!value) { code.focus(); return; }
+      post('transferMfaEntered');
+      busy(submit, true);
+      execute(value);
+    });
+    render(t('mfaTitle'), [logo(x.integration, true), form], { focus: code });
+  }
+
+  function executed(r) {
+    var x = S.transfer;
+    x.result = r;
+    var done = r.status === 'succeeded' && r.hash;
+    post('transferExecuted', JSON.parse(JSON.stringify({
+      status: done ? 'success' : 'pending', txId: r.transferId, fromAddress: r.fromAddress || '', toAddress: r.toAddress || '',
+      symbol: r.symbol, amount: r.amount, networkId: r.networkId, userId: S.userId || undefined,
+      clientTransactionId: (x.preview && x.preview.clientTransactionId) || undefined
+    })));
+    if (done) showSuccess(); else showPending();
+  }
+
+  function showPending() {
+    var x = S.transfer;
+    S.page = 'transferPendingPage';
+    post('transferInitiated', { integrationType: x.integration.type, integrationName: x.integration.name, status: 'pending' });
+    render(t('pendingTitle'), [
+      h('div', { className: 'lv-spinner', 'aria-hidden': 'true' }),
+      h('p', { className: 'lv-center', role: 'status', id: 'lv-pending', text: t('pendingText', { name: x.integration.name }) })
+    ]);
+    var polls = 0, inFlight = false;
+    every(STATUS_POLL_MS, function () {
+      if (inFlight || S.transfer !== x || S.page !== 'transferPendingPage') return;
+      polls += 1;
+      if (polls > STATUS_POLLS) { showSuccess(); return; }
+      inFlight = true;
+      api('/link/api/transfer/status', { tokenId: x.tokenId, transferId: x.result.transferId }).then(function (answer) {
+        inFlight = false;
+        if (S.transfer !== x || S.page !== 'transferPendingPage') return;
+        if (answer.status === 'succeeded') { if (answer.hash) x.result.hash = answer.hash; x.result.status = 'succeeded'; showSuccess(); }
+        else if (answer.status === 'failed') {
+          var message = t('transferFailedTitle');
+          post('transferExecutionError', { errorMessage: message });
+          showTransferError(message, t('genericError'), null);
+        }
+      }, function () { inFlight = false; /* transient: the next poll asks again, up to the bound */ });
+    });
+  }
+
+  /** The end: Mesh's `transferFinished` once, and the success (or still-on-its-way) screen. */
+  function showSuccess() {
+    var x = S.transfer;
+    var r = x.result;
+    var settled = r.status === 'succeeded';
+    S.page = 'transferExecutedPage';
+    if (!x.finished) {
+      x.finished = true;
+      var finished = {
+        status: 'success', txId: r.transferId, fromAddress: r.fromAddress || '', toAddress: r.toAddress || '', symbol: r.symbol,
+        amount: r.amount, networkId: r.networkId, userId: S.userId || undefined,
+        clientTransactionId: (x.preview && x.preview.clientTransactionId) || undefined,
+        amountInFiat: num(r.amountInFiat) !== null ? r.amountInFiat : undefined,
+        totalAmountInFiat: num(r.totalAmountInFiat) !== null ? r.totalAmountInFiat : undefined,
+        networkName: r.networkName || undefined, txHash: r.hash || undefined, transferId: r.transferId
+      };
+      post('transferFinished', JSON.parse(JSON.stringify(finished)));
+    }
+    var app = S.appName || t('unknownApp');
+    var details = h('dl', { className: 'lv-details', id: 'lv-receipt' }, [].concat(
+      row(t('network'), r.networkName || x.network.name),
+      row(t('to'), h('code', { text: r.toAddress || '' })),
+      r.hash ? row(t('txHash'), h('code', { id: 'lv-tx-hash', text: r.hash })) : [],
+      row(t('transferId'), h('code', { id: 'lv-transfer-id', text: r.transferId }))
+    ));
+    render(settled ? t('successTitle') : t('pendingTitle'), [
+      h('div', { className: 'lv-big-icon lv-ok', 'aria-hidden': 'true', text: '✓' }),
+      h('p', { className: 'lv-center', role: 'status', id: settled ? 'lv-success' : 'lv-still-pending',
+        text: settled ? t('successText', { amount: amountOf(num(r.amount) || 0, r.symbol), app: app }) : t('stillPending', { name: x.integration.name, app: app }) }),
+      details,
+      h('button', { type: 'button', className: 'lv-primary', id: 'lv-transfer-done', text: t('done'), onclick: function () { closeLink('done'); } })
+    ]);
+  }
+
+  function showTransferError(title, message, retry) {
+    S.page = 'transferErrorPage';
+    render(title, [
+      h('div', { className: 'lv-big-icon', 'aria-hidden': 'true', text: '⚠' }),
+      h('p', { className: 'lv-error', role: 'alert', id: 'lv-transfer-error', text: message }),
+      retry ? h('button', { type: 'button', className: 'lv-primary', id: 'lv-transfer-retry', text: t('tryAgain'), onclick: retry }) : null,
+      h('button', { type: 'button', className: retry ? 'lv-secondary' : 'lv-primary', id: 'lv-transfer-close', text: t('close'), onclick: function () { closeLink('close', message); } })
+    ]);
+  }
+
+  function toCatalog() { stopOAuth(); S.transfer = null; showCatalog(); }
+  backButton.addEventListener('click', function () { if (backAction) backAction(); });
   closeButton.addEventListener('click', function () { closeLink('close'); });
+  // Escape goes back a screen when there is one (the close button is one Tab away, never triggered by a stray key).
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape' && !backButton.hidden) { e.preventDefault(); backButton.click(); }
+  });
 
   // --------------------------------------------------------------------------------------- start-up
   var sessionReady = null;
@@ -487,13 +1138,14 @@
     }).then(route, function (err) { showError(err.message); });
   }
 
+  // The seeds' return-user journey: with integrationId, straight to it (its tokenId → the transfer flow or the
+  // account; none or one needing re-authentication → its sign-in). Without, the catalog, connected ones marked;
+  // a tokenId that needs re-authentication opens that sign-in (back leads to the catalog).
   function route() {
     if (S.fixedType && S.byType[S.fixedType]) { openIntegration(S.fixedType, false); return; }
     var types = Object.keys(S.connections).filter(function (k) { return S.byType[k]; });
-    var active = types.filter(function (k) { return S.connections[k].status === 'active'; });
     var reauth = types.filter(function (k) { return S.connections[k].status === 'reauthRequired'; });
     if (reauth.length > 0) { S.selected = S.byType[reauth[0]]; showSignIn(reauth[0], true, true); return; }
-    if (active.length > 0) { S.selected = S.byType[active[0]]; showConnected(active[0], true); return; }
     showCatalog();
   }
 
@@ -515,7 +1167,16 @@
       S.integrations = content.integrations || [];
       S.integrations.forEach(function (i) { S.byType[i.type] = i; });
       S.fixedType = content.integrationType || null;
+      if (!S.fixedType && content.integrationId) {
+        S.integrations.forEach(function (i) { if (i.id === content.integrationId) S.fixedType = i.type; });
+      }
       S.restrict = content.restrictMultipleAccounts !== false;
+      S.scope = content.scope === 'write' ? 'write' : 'read';
+      // The server sends no transferOptions to a read-scoped session; the page checks as well.
+      S.transferOptions = (S.scope === 'write' && content.transferOptions && Array.isArray(content.transferOptions.toAddresses)) ? content.transferOptions : null;
+      S.appName = (content.client && typeof content.client.name === 'string') ? content.client.name.slice(0, 80) : '';
+      S.userId = content.userId || null;
+      S.sandbox = content.sandbox === true;
       return content;
     });
   }
