@@ -32,6 +32,9 @@ impl LinkStore for SimStore {
     async fn get_link_session(&self, id: Uuid) -> Result<Option<LinkSessionRecord>> {
         self.inner.get_link_session(id).await
     }
+    async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool> {
+        self.inner.claim_link_connection(id, integration).await
+    }
     async fn insert_link_oauth(&self, record: &LinkOAuthRecord) -> Result<()> {
         self.inner.insert_link_oauth(record).await
     }
