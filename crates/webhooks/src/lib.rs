@@ -1,9 +1,10 @@
 //! Webhooks to client apps, per the Standard Webhooks specification (standardwebhooks.com): secrets,
 //! signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature` over `id.timestamp.body`), the
 //! retry schedule (about three days), and one delivery attempt over HTTP. What to deliver and when comes from
-//! the transactional outbox in storage.
+//! the transactional outbox in storage. A client may choose Mesh's transfer webhooks instead ([`mesh`]).
 
 pub mod delivery;
+pub mod mesh;
 pub mod schedule;
 pub mod signing;
 pub mod worker;

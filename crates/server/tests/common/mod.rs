@@ -25,6 +25,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub vault: Arc<Vault>,
     pub router: axum::Router,
+    /// The application state the server runs with (to drive its workers, e.g. the transfer follower).
+    pub state: AppState,
     pub fresh: FreshStore,
     pub client: ClientCreds,
     server: tokio::task::JoinHandle<()>,
@@ -85,13 +87,13 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
     let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
-    let router = linkvault_server::app(state, extra);
+    let router = linkvault_server::app(state.clone(), extra);
     let app = router.clone();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     let client = create_client(&vault, "test app").await?;
-    Ok(TestApp { base, http: reqwest::Client::new(), vault, router, fresh, client, server })
+    Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })
 }
 
 pub async fn create_client(vault: &Vault, name: &str) -> Result<ClientCreds, Box<dyn std::error::Error>> {
