@@ -118,25 +118,8 @@ impl TransferFollower {
     }
 
     /// Follows until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let handled = match self.run_once().await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "transfer follower pass failed");
-                    0
-                }
-            };
-            if handled == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.config.idle_poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        }
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        linkvault_webhooks::run_passes("transfer follower", self.config.idle_poll, shutdown, || self.run_once()).await;
     }
 
     /// One pass: claims the transfers due and checks each once. Returns how many were checked.

@@ -12,14 +12,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use common::{Answer, ClientCreds, Options, TestApp, TestResult, connect, create_client, spawn_app_with};
+use common::{
+    Answer, ClientCreds, Options, TestApp, TestResult, connect, create_client, spawn_app_with,
+    spawn_sandbox_on_manual_clock,
+};
 use linkvault_domain::{ClientId, ManualClock};
 use linkvault_server::{FollowerConfig, TransferFollower};
 use linkvault_storage::WebhookFormat;
 use linkvault_storage::testing::Backend;
 use linkvault_webhooks::{DeliveryWorker, WebhookSecret, WorkerConfig};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 const ETHEREUM: &str = "e3c7fdd8-b1fc-4e51-85ae-bb276e075611";
 const BASE: &str = "aa883b03-120d-477c-a588-37c2afd3ca71";
@@ -64,9 +66,7 @@ fn ids(answer: &Answer) -> Vec<String> {
 async fn the_mesh_list_filters_pages_and_keeps_clients_apart() -> TestResult {
     for backend in Backend::all() {
         eprintln!("on {backend:?}");
-        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-        let options = Options { sandbox: true, clock: Some(clock.clone()), ..Options::default() };
-        let app = spawn_app_with(backend, options).await?;
+        let (app, clock) = spawn_sandbox_on_manual_clock(backend).await?;
         let c = &app.client;
         let alice = connect(&app, c, &c.write, "alice", "uphold").await?;
         let bob = connect(&app, c, &c.write, "bob", "binanceInternational").await?;
@@ -252,9 +252,7 @@ impl Secs for ManualClock {
 async fn a_transfer_is_followed_to_succeeded_and_each_change_is_one_mesh_webhook() -> TestResult {
     for backend in Backend::all() {
         eprintln!("on {backend:?}");
-        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-        let options = Options { sandbox: true, clock: Some(clock.clone()), ..Options::default() };
-        let app = spawn_app_with(backend, options).await?;
+        let (app, clock) = spawn_sandbox_on_manual_clock(backend).await?;
         let c = &app.client;
         let secret = WebhookSecret::generate()?;
         let secret_text = secret.expose().to_owned();

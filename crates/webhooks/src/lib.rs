@@ -12,4 +12,4 @@ pub mod worker;
 pub use delivery::{Attempt, Deliverer, DeliveryRequest};
 pub use schedule::{MAX_ATTEMPTS, next_attempt_delay};
 pub use signing::{SecretError, WebhookSecret, sign, verify};
-pub use worker::{DeliveryWorker, WorkerConfig, WorkerMetrics};
+pub use worker::{DeliveryWorker, WorkerConfig, WorkerMetrics, run_passes};

@@ -82,25 +82,8 @@ impl DeliveryWorker {
     }
 
     /// Delivers until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let handled = match self.run_once().await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook delivery pass failed");
-                    0
-                }
-            };
-            if handled == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.config.idle_poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        }
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        run_passes("webhook delivery", self.config.idle_poll, shutdown, || self.run_once()).await;
     }
 
     /// One pass: claims due events and attempts each once. Returns how many were attempted.
@@ -234,6 +217,32 @@ impl DeliveryWorker {
         if let Err(e) = self.vault.store().finish_outbox_attempt(event.id, &outcome).await {
             // The lease expires and the event is attempted again: at-least-once, never lost.
             tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
+        }
+    }
+}
+
+/// Runs `pass` until `shutdown` turns true, pausing `idle_poll` (or until shutdown) after a pass that handled
+/// nothing or failed. The loop of the background workers that claim rows from the database (the outbox
+/// deliverer here, the server's transfer follower).
+pub async fn run_passes<F, Fut, E>(what: &str, idle_poll: Duration, mut shutdown: watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, E>>,
+    E: std::fmt::Display,
+{
+    while !*shutdown.borrow() {
+        let handled = match pass().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} pass failed");
+                0
+            }
+        };
+        if handled == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

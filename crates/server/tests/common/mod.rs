@@ -96,6 +96,15 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })
 }
 
+/// A test server with the sandbox, whose vault, engine and sandbox share a clock the test moves by hand.
+pub async fn spawn_sandbox_on_manual_clock(
+    backend: Backend,
+) -> Result<(TestApp, Arc<linkvault_domain::ManualClock>), Box<dyn std::error::Error>> {
+    let clock = Arc::new(linkvault_domain::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let options = Options { sandbox: true, clock: Some(clock.clone()), ..Options::default() };
+    Ok((spawn_app_with(backend, options).await?, clock))
+}
+
 pub async fn create_client(vault: &Vault, name: &str) -> Result<ClientCreds, Box<dyn std::error::Error>> {
     create_client_in_mode(vault, name, TokenMode::Managed).await
 }

@@ -290,16 +290,14 @@ impl TransferStore for SqliteStore {
         let integrations = (!f.integrations.is_empty()).then(|| serde_json::json!(f.integrations).to_string());
         let statuses = (!f.statuses.is_empty())
             .then(|| serde_json::json!(f.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string());
-        let filter = format!(
-            "FROM transfer_executions WHERE client_id = ?1 AND state = 'succeeded' AND transfer_id IS NOT NULL
+        let filter = "FROM transfer_executions WHERE client_id = ?1 AND state = 'succeeded' AND transfer_id IS NOT NULL
                AND (?2 IS NULL OR preview_id = ?2) AND (?3 IS NULL OR client_transaction_id = ?3)
                AND (?4 IS NULL OR user_id = ?4)
                AND (?5 IS NULL OR integration IN (SELECT value FROM json_each(?5)))
                AND (?6 IS NULL OR transfer_status IN (SELECT value FROM json_each(?6)))
                AND (?7 IS NULL OR created_at >= ?7) AND (?8 IS NULL OR created_at <= ?8)
                AND (?9 IS NULL OR hash = ?9)
-               AND (?10 IS NULL OR amount_in_fiat >= ?10) AND (?11 IS NULL OR amount_in_fiat <= ?11)"
-        );
+               AND (?10 IS NULL OR amount_in_fiat >= ?10) AND (?11 IS NULL OR amount_in_fiat <= ?11)";
         let direction = if f.descending { "DESC" } else { "ASC" };
         let page_sql = format!(
             "SELECT {EXECUTION_COLUMNS} {filter} ORDER BY {} {direction}, created_at {direction}, preview_id {direction}
