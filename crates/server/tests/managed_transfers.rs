@@ -164,6 +164,28 @@ async fn the_mesh_list_filters_pages_and_keeps_clients_apart() -> TestResult {
     Ok(())
 }
 
+/// `POST /api/v1/webhooks` takes the format; `GET` shows it; anything else is a 400 naming `format`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_endpoint_takes_a_format() -> TestResult {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, Options::default()).await?;
+        let c = &app.client;
+        let w = (c.id.as_str(), c.write.as_str());
+        let set =
+            app.post(w, "/api/v1/webhooks", &json!({"url": "https://app.example.com/h", "format": "mesh"})).await?;
+        assert_eq!((set.code, set.content()["format"].as_str()), (200, Some("mesh")), "{}", set.raw);
+        let shown = get(&app, (&c.id, &c.read), "/api/v1/webhooks").await?;
+        assert_eq!(shown.content()["format"], "mesh", "{}", shown.raw);
+        let plain = app.post(w, "/api/v1/webhooks", &json!({"url": "https://app.example.com/h"})).await?;
+        assert_eq!(plain.content()["format"], "standard", "the default");
+        let bad =
+            app.post(w, "/api/v1/webhooks", &json!({"url": "https://app.example.com/h", "format": "xml"})).await?;
+        assert_eq!((bad.code, bad.error_type()), (400, "invalidField"), "{}", bad.raw);
+        assert!(bad.body["message"].as_str().is_some_and(|m| m.starts_with("format")), "{}", bad.raw);
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_integrations_say_what_can_send_and_over_which_networks() -> TestResult {
     for backend in Backend::all() {
@@ -268,8 +290,11 @@ async fn a_transfer_is_followed_to_succeeded_and_each_change_is_one_mesh_webhook
         let transfer_id = transfer["transferId"].as_str().unwrap_or_default().to_owned();
         let r = (c.id.as_str(), c.read.as_str());
 
-        // First check, at once: still pending at the sandbox → announced as Pending.
-        assert_eq!(follower.run_once().await?, 1);
+        // First check, at once: still pending at the sandbox → announced as Pending. Two instances' followers
+        // passing at the same moment: one of them checks it, the other finds it leased.
+        let twin = TransferFollower::new(app.state.clone(), FollowerConfig::default());
+        let (one, two) = tokio::join!(follower.run_once(), twin.run_once());
+        assert_eq!(one? + two?, 1, "checked once");
         assert_eq!(follower.run_once().await?, 0, "the next check waits for its backoff");
         deliverer.run_once().await?;
         clock.advance(time::Duration::seconds(10));
