@@ -131,6 +131,49 @@ async fn client_webhook_set_prints_a_signing_secret() -> TestResult {
     Ok(())
 }
 
+/// `--format mesh` is stored (the server reports it) and anything but standard|mesh is refused by name.
+#[tokio::test]
+async fn client_webhook_set_takes_a_format() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let set = |format: &'static str| {
+        let mut cmd = linkvault(dir.path(), None, None);
+        cmd.args(["client", "webhook", "set", "--client", &id, "--url", "https://app.example.com/hooks"])
+            .args(["--format", format, "--json"]);
+        cmd
+    };
+    let out = set("mesh").output().await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(answer["format"], "mesh", "{answer}");
+    let bad = set("soap").output().await?;
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--format") && stderr.contains("mesh"), "{stderr}");
+
+    let mut cmd = linkvault(dir.path(), None, None);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    let (mut child, url) = start_server(cmd).await?;
+    let shown: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/webhooks"))
+        .header("X-Client-Id", &id)
+        .header("X-Client-Secret", created["keys"][0]["secret"].as_str().unwrap_or_default())
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (shown["content"]["url"].as_str(), shown["content"]["format"].as_str()),
+        (Some("https://app.example.com/hooks"), Some("mesh")),
+        "{shown}"
+    );
+    child.start_kill()?;
+    child.wait().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn link_origins_are_managed_per_client() -> TestResult {
     let dir = tempfile::tempdir()?;

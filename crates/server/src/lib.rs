@@ -9,6 +9,7 @@ pub mod link;
 mod metrics;
 mod routes;
 mod timefmt;
+pub mod transfer_follower;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use api_result::{ApiError, ApiStatus, ErrorType};
 pub use link::LinkConfig;
 pub use metrics::Metrics;
 pub use routes::transfers::{PREVIEW_EXPIRES_IN, upstream_idempotency_key};
+pub use transfer_follower::{FollowerConfig, TransferFollower};
 
 /// Largest request body accepted on any endpoint.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

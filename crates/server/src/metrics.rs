@@ -19,6 +19,9 @@ pub struct Metrics {
     connections_stored: AtomicU64,
     connections_deleted: AtomicU64,
     transfers_executed: AtomicU64,
+    transfer_checks: AtomicU64,
+    transfer_status_changes: AtomicU64,
+    transfers_given_up: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +40,21 @@ impl Metrics {
     /// A managed transfer was made at the integration (retries answered from the stored result not counted).
     pub(crate) fn transfer_executed(&self) {
         self.transfers_executed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The status follower asked a provider where a transfer stands (or recorded why it could not).
+    pub(crate) fn transfer_checked(&self) {
+        self.transfer_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A transfer's status changed and was announced by webhook.
+    pub(crate) fn transfer_status_changed(&self) {
+        self.transfer_status_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The follower stopped following a transfer that was still not final.
+    pub(crate) fn transfer_given_up(&self) {
+        self.transfers_given_up.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every counter; `connections` is the live row count read at scrape time.
@@ -67,6 +85,21 @@ impl Metrics {
                 "linkvault_transfers_executed_total",
                 "Managed transfers made at an integration.",
                 &self.transfers_executed,
+            ),
+            (
+                "linkvault_transfer_checks_total",
+                "Status checks of sent transfers made by the follower.",
+                &self.transfer_checks,
+            ),
+            (
+                "linkvault_transfer_status_changes_total",
+                "Transfer status changes announced by webhook.",
+                &self.transfer_status_changes,
+            ),
+            (
+                "linkvault_transfers_given_up_total",
+                "Transfers the follower stopped following before they were final.",
+                &self.transfers_given_up,
             ),
         ];
         for (name, help, counter) in counters {

@@ -534,6 +534,8 @@ async fn a_crash_between_send_and_write_back_does_not_transfer_twice() -> TestRe
                 transfer_id: None,
                 created_at: now,
                 updated_at: now,
+                sent: None,
+                follow: linkvault_storage::TransferFollow::default(),
             };
             assert_eq!(store.claim_transfer_execution(&dead).await?, linkvault_storage::ExecutionClaim::Claimed);
             // ...and the send it made, under the key derived from the previewId.

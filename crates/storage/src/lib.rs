@@ -31,8 +31,12 @@ pub use link::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord, LinkStart, 
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
-pub use transfers::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord, TransferStore};
-pub use webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookStore};
+pub use transfers::{
+    CompletedTransfer, ExecutionClaim, ExecutionState, SentTransfer, TransferCheck, TransferExecutionRecord,
+    TransferFilter, TransferFollow, TransferOrder, TransferPage, TransferPreviewRecord, TransferProgress,
+    TransferStore,
+};
+pub use webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookFormat, WebhookStore};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 

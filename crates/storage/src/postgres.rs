@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0004_webhooks.sql"),
     include_str!("../migrations/postgres/0005_client_tokens.sql"),
     include_str!("../migrations/postgres/0006_transfers.sql"),
+    include_str!("../migrations/postgres/0007_transfer_follow.sql"),
     include_str!("../migrations/postgres/0008_link_connected.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the

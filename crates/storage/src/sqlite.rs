@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_webhooks.sql"),
     include_str!("../migrations/sqlite/0005_client_tokens.sql"),
     include_str!("../migrations/sqlite/0006_transfers.sql"),
+    include_str!("../migrations/sqlite/0007_transfer_follow.sql"),
     include_str!("../migrations/sqlite/0008_link_connected.sql"),
 ];
 #[derive(Debug)]

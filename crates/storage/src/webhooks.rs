@@ -8,12 +8,40 @@ use uuid::Uuid;
 
 use crate::{OutboxEvent, Result};
 
+/// How a client's webhooks are shaped and signed (migration 0007).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); every event.
+    #[default]
+    Standard,
+    /// Mesh's transfer webhooks (PascalCase body, `X-Mesh-Signature-256`); transfer events only.
+    Mesh,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Standard => "standard",
+            WebhookFormat::Mesh => "mesh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "standard" => Some(WebhookFormat::Standard),
+            "mesh" => Some(WebhookFormat::Mesh),
+            _ => None,
+        }
+    }
+}
+
 /// A client's webhook endpoint. The secret is sealed; only the vault opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookEndpointRecord {
     pub client_id: ClientId,
     pub url: String,
     pub secret_sealed: Vec<u8>,
+    pub format: WebhookFormat,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

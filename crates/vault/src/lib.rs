@@ -20,3 +20,4 @@ pub use key_cache::KEY_CACHE_TTL;
 pub use refresh::{Refreshed, connection_event};
 pub use rotation::{RotationProgress, RotationReport};
 pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};
+pub use webhooks::WebhookTarget;

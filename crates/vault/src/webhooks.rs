@@ -3,7 +3,7 @@
 
 use linkvault_crypto::envelope::{open_under_master, seal_under_master};
 use linkvault_domain::{ClientId, ValidationError};
-use linkvault_storage::WebhookEndpointRecord;
+use linkvault_storage::{WebhookEndpointRecord, WebhookFormat};
 use secrecy::SecretString;
 
 use crate::{Vault, VaultError};
@@ -11,9 +11,28 @@ use crate::{Vault, VaultError};
 const PURPOSE: &str = "webhook-secret";
 const MAX_URL_LEN: usize = 2048;
 
+/// Where and how a client's webhooks go.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: SecretString,
+    pub format: WebhookFormat,
+}
+
 impl Vault {
-    /// Sets the client's webhook endpoint and signing secret (replacing any previous one).
+    /// Sets the client's webhook endpoint and signing secret (replacing any previous one), Standard Webhooks.
     pub async fn set_webhook_endpoint(&self, client_id: ClientId, url: &str, secret: &str) -> Result<(), VaultError> {
+        self.set_webhook_endpoint_with_format(client_id, url, secret, WebhookFormat::Standard).await
+    }
+
+    /// Sets the client's webhook endpoint, signing secret and format (replacing any previous one).
+    pub async fn set_webhook_endpoint_with_format(
+        &self,
+        client_id: ClientId,
+        url: &str,
+        secret: &str,
+        format: WebhookFormat,
+    ) -> Result<(), VaultError> {
         let url = url.trim();
         let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
         if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -32,6 +51,7 @@ impl Vault {
             client_id,
             url: url.to_owned(),
             secret_sealed: sealed,
+            format,
             created_at: now,
             updated_at: now,
         };
@@ -41,10 +61,15 @@ impl Vault {
 
     /// The client's endpoint URL and opened secret, if one is set.
     pub async fn webhook_endpoint(&self, client_id: ClientId) -> Result<Option<(String, SecretString)>, VaultError> {
+        Ok(self.webhook_target(client_id).await?.map(|t| (t.url, t.secret)))
+    }
+
+    /// The client's endpoint URL, opened secret and format, if one is set.
+    pub async fn webhook_target(&self, client_id: ClientId) -> Result<Option<WebhookTarget>, VaultError> {
         let Some(record) = self.store.get_webhook_endpoint(client_id).await? else { return Ok(None) };
         let plain = open_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), &record.secret_sealed)?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| VaultError::Crypto(linkvault_crypto::CryptoError::Malformed))?;
-        Ok(Some((record.url, SecretString::from(text))))
+        Ok(Some(WebhookTarget { url: record.url, secret: SecretString::from(text), format: record.format }))
     }
 }

@@ -45,16 +45,30 @@ impl Deliverer {
 
     pub async fn deliver(&self, secret: &WebhookSecret, request: &DeliveryRequest<'_>) -> Attempt {
         let signature = sign(secret, request.msg_id, request.timestamp, request.body);
-        let sent = self
+        let post = self
             .http
             .post(request.url)
             .header("content-type", "application/json")
             .header("webhook-id", request.msg_id)
             .header("webhook-timestamp", request.timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(request.body.to_vec())
-            .send()
-            .await;
+            .body(request.body.to_vec());
+        Self::outcome(post.send().await)
+    }
+
+    /// Posts a Mesh-format body (already built for this attempt) with its `X-Mesh-Signature-256`.
+    pub async fn deliver_mesh(&self, secret: &WebhookSecret, url: &str, body: Vec<u8>) -> Attempt {
+        let signature = crate::mesh::sign(secret.expose(), &body);
+        let post = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(crate::mesh::SIGNATURE_HEADER, signature)
+            .body(body);
+        Self::outcome(post.send().await)
+    }
+
+    fn outcome(sent: Result<reqwest::Response, reqwest::Error>) -> Attempt {
         match sent {
             Ok(response) if response.status().is_success() => Attempt::Delivered { status: response.status().as_u16() },
             Ok(response) => {

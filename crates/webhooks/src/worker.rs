@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use linkvault_domain::{ClientId, Clock};
-use linkvault_storage::{ClaimedDelivery, DeliveryOutcome};
+use linkvault_storage::{ClaimedDelivery, DeliveryOutcome, WebhookFormat};
 use linkvault_vault::Vault;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -38,6 +38,8 @@ pub struct WorkerMetrics {
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub given_up: AtomicU64,
+    /// Events a Mesh-format endpoint does not receive (everything but transfer events).
+    pub not_in_format: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -45,9 +47,12 @@ impl WorkerMetrics {
         let mut out = String::from(
             "# HELP linkvault_webhook_deliveries_total Webhook delivery attempts by outcome.\n# TYPE linkvault_webhook_deliveries_total counter\n",
         );
-        for (outcome, counter) in
-            [("delivered", &self.delivered), ("failed", &self.failed_attempts), ("given_up", &self.given_up)]
-        {
+        for (outcome, counter) in [
+            ("delivered", &self.delivered),
+            ("failed", &self.failed_attempts),
+            ("given_up", &self.given_up),
+            ("not_in_format", &self.not_in_format),
+        ] {
             out.push_str(&format!(
                 "linkvault_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
                 counter.load(Ordering::Relaxed)
@@ -77,25 +82,8 @@ impl DeliveryWorker {
     }
 
     /// Delivers until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let handled = match self.run_once().await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook delivery pass failed");
-                    0
-                }
-            };
-            if handled == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.config.idle_poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        }
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        run_passes("webhook delivery", self.config.idle_poll, shutdown, || self.run_once()).await;
     }
 
     /// One pass: claims due events and attempts each once. Returns how many were attempted.
@@ -124,14 +112,16 @@ impl DeliveryWorker {
                 group.push(delivery);
             }
         }
-        let mut endpoints: HashMap<ClientId, Option<(String, WebhookSecret)>> = HashMap::new();
+        let mut endpoints: HashMap<ClientId, Option<Endpoint>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for (client, group) in groups {
             let endpoint = match endpoints.get(&client) {
                 Some(cached) => cached.clone(),
                 None => {
-                    let fetched = match self.vault.webhook_endpoint(client).await? {
-                        Some((url, secret)) => WebhookSecret::parse(secret.expose_secret()).ok().map(|s| (url, s)),
+                    let fetched = match self.vault.webhook_target(client).await? {
+                        Some(target) => WebhookSecret::parse(target.secret.expose_secret())
+                            .ok()
+                            .map(|secret| Endpoint { url: target.url, secret, format: target.format }),
                         None => None,
                     };
                     endpoints.insert(client, fetched.clone());
@@ -156,22 +146,54 @@ impl DeliveryWorker {
         Ok(attempted)
     }
 
-    async fn attempt(&self, delivery: ClaimedDelivery, endpoint: Option<(String, WebhookSecret)>) {
+    async fn attempt(&self, delivery: ClaimedDelivery, endpoint: Option<Endpoint>) {
         let event = &delivery.event;
+        let mesh_body = match &endpoint {
+            Some(e) if e.format == WebhookFormat::Mesh => {
+                // A new `Id` per attempt, the outbox event's id as the stable `EventId`.
+                crate::mesh::body(&event.payload, event.id, uuid::Uuid::new_v4(), self.clock.now().unix_timestamp())
+            }
+            _ => None,
+        };
         let outcome = match endpoint {
             // Nowhere to deliver: kept (with the reason) for the operator instead of retried forever.
             None => {
                 DeliveryOutcome::GiveUp { at: self.clock.now(), error: "the client has no webhook endpoint".into() }
             }
-            Some((url, secret)) => {
-                let msg_id = format!("msg_{}", event.id.simple());
-                let request = DeliveryRequest {
-                    url: &url,
-                    msg_id: &msg_id,
-                    timestamp: self.clock.now().unix_timestamp(),
-                    body: event.payload.as_bytes(),
+            Some(e)
+                if e.format == WebhookFormat::Mesh
+                    && (mesh_body.is_none() || !crate::mesh::carries(&event.event_type)) =>
+            {
+                self.metrics.not_in_format.fetch_add(1, Ordering::Relaxed);
+                let error = format!(
+                    "not delivered: the endpoint takes Mesh-format webhooks, which carry transfer events only ({})",
+                    event.event_type
+                );
+                if let Err(e) = self
+                    .vault
+                    .store()
+                    .finish_outbox_attempt(event.id, &DeliveryOutcome::GiveUp { at: self.clock.now(), error })
+                    .await
+                {
+                    tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
+                }
+                return;
+            }
+            Some(e) => {
+                let attempt = match mesh_body {
+                    Some(body) => self.deliverer.deliver_mesh(&e.secret, &e.url, body).await,
+                    None => {
+                        let msg_id = format!("msg_{}", event.id.simple());
+                        let request = DeliveryRequest {
+                            url: &e.url,
+                            msg_id: &msg_id,
+                            timestamp: self.clock.now().unix_timestamp(),
+                            body: event.payload.as_bytes(),
+                        };
+                        self.deliverer.deliver(&e.secret, &request).await
+                    }
                 };
-                match self.deliverer.deliver(&secret, &request).await {
+                match attempt {
                     Attempt::Delivered { .. } => DeliveryOutcome::Delivered { at: self.clock.now() },
                     Attempt::Failed { reason } => {
                         match next_attempt_delay(delivery.attempts.saturating_add(1), rand::random::<f64>()) {
@@ -197,6 +219,40 @@ impl DeliveryWorker {
             tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
         }
     }
+}
+
+/// Runs `pass` until `shutdown` turns true, pausing `idle_poll` (or until shutdown) after a pass that handled
+/// nothing or failed. The loop of the background workers that claim rows from the database (the outbox
+/// deliverer here, the server's transfer follower).
+pub async fn run_passes<F, Fut, E>(what: &str, idle_poll: Duration, mut shutdown: watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, E>>,
+    E: std::fmt::Display,
+{
+    while !*shutdown.borrow() {
+        let handled = match pass().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} pass failed");
+                0
+            }
+        };
+        if handled == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// A client's endpoint, with its secret parsed and its format.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    url: String,
+    secret: WebhookSecret,
+    format: WebhookFormat,
 }
 
 /// Time one attempt may take beyond the receiver timeout (signing, recording the outcome).

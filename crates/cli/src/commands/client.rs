@@ -36,6 +36,11 @@ pub struct WebhookSetArgs {
     client_id: String,
     #[arg(long)]
     url: String,
+    /// `standard`: Standard Webhooks (webhook-id/-timestamp/-signature headers), every event. `mesh`: Mesh's
+    /// transfer webhooks (PascalCase body, X-Mesh-Signature-256 = base64 HMAC-SHA256 of the raw body keyed
+    /// with the secret's text); Mesh's webhooks are transfer-only, so connection events are not sent.
+    #[arg(long, default_value = "standard", value_parser = ["standard", "mesh"])]
+    format: String,
     #[arg(long)]
     json: bool,
 }
@@ -148,15 +153,21 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
         ClientCommand::Origins(cmd) => origins(&vault, cmd).await?,
         ClientCommand::Webhook(WebhookCommand::Set(args)) => {
             let client = parse_client(&args.client_id)?;
+            let format = linkvault_storage::WebhookFormat::parse(&args.format)
+                .ok_or_else(|| anyhow::anyhow!("--format must be standard or mesh"))?;
             let secret = linkvault_webhooks::WebhookSecret::generate()?;
-            vault.set_webhook_endpoint(client, &args.url, secret.expose()).await?;
+            vault.set_webhook_endpoint_with_format(client, &args.url, secret.expose(), format).await?;
             if args.json {
                 println!(
                     "{}",
-                    json!({"clientId": client.to_string(), "url": args.url.trim(), "secret": secret.expose()})
+                    json!({"clientId": client.to_string(), "url": args.url.trim(), "format": format.as_str(),
+                           "secret": secret.expose()})
                 );
             } else {
-                println!("webhooks of client {client} go to {}", args.url.trim());
+                println!("webhooks of client {client} go to {} ({} format)", args.url.trim(), format.as_str());
+                if format == linkvault_storage::WebhookFormat::Mesh {
+                    println!("Mesh format: transfer events only, signed in X-Mesh-Signature-256");
+                }
                 println!("signing secret (shown once): {}", secret.expose());
             }
         }

@@ -122,8 +122,12 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     let engine = state.engine.clone();
     let webhooks = state.webhooks.clone();
     let deliveries_stopped = engine_stopped.clone();
+    let follower_stopped = engine_stopped.clone();
+    // Follows sent transfers at their providers and announces status changes; stops with the server.
+    let follower = linkvault_server::TransferFollower::new(state.clone(), linkvault_server::FollowerConfig::default());
     let scheduler = tokio::spawn(async move { engine.run(engine_stopped).await });
     let deliverer = tokio::spawn(async move { webhooks.run(deliveries_stopped).await });
+    let following = tokio::spawn(async move { follower.run(follower_stopped).await });
     let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
@@ -143,6 +147,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     }
     // Deliveries in flight finish within the receiver timeout; unfinished ones are retried by the next start.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), deliverer).await;
+    // A check cut short leaves its lease to expire; the next pass (on any instance) checks that transfer again.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), following).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -144,11 +144,10 @@ impl TransferStore for SimStore {
         &self,
         preview_id: Uuid,
         attempt: u32,
-        result: &str,
-        transfer_id: &str,
+        completed: &CompletedTransfer<'_>,
         at: OffsetDateTime,
     ) -> Result<bool> {
-        self.inner.complete_transfer_execution(preview_id, attempt, result, transfer_id, at).await
+        self.inner.complete_transfer_execution(preview_id, attempt, completed, at).await
     }
     async fn release_transfer_execution(
         &self,
@@ -158,6 +157,20 @@ impl TransferStore for SimStore {
         at: OffsetDateTime,
     ) -> Result<bool> {
         self.inner.release_transfer_execution(preview_id, attempt, forget, at).await
+    }
+    async fn list_transfer_executions(&self, client_id: ClientId, filter: &TransferFilter) -> Result<TransferPage> {
+        self.inner.list_transfer_executions(client_id, filter).await
+    }
+    async fn claim_transfer_checks(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TransferExecutionRecord>> {
+        self.inner.claim_transfer_checks(now, lease_until, limit).await
+    }
+    async fn record_transfer_check(&self, check: &TransferCheck) -> Result<bool> {
+        self.inner.record_transfer_check(check).await
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod token_use;
 pub(crate) mod tokens;
 pub(crate) mod transfer_configure;
 pub(crate) mod transfer_info;
+mod transfer_list;
 pub(crate) mod transfers;
 mod user_check;
 mod webhooks;
@@ -42,6 +43,8 @@ pub(crate) fn api_router() -> Router<AppState> {
         .route("/api/v1/transfers/managed/address/get", post(transfer_info::deposit_address))
         .route("/api/v1/transfers/managed/networks", get(transfer_info::networks))
         .route("/api/v1/transfers/managed/tokens", get(transfer_info::tokens))
+        .route("/api/v1/transfers/managed/mesh", get(transfer_list::mesh))
+        .route("/api/v1/transfers/managed/integrations", get(transfer_list::integrations))
         .route("/api/v1/token/refresh", post(token_refresh::refresh))
         .route("/api/v1/transfers/managed/configure", post(transfer_configure::configure))
         .route("/api/v1/transfers/managed/preview", post(transfers::preview))

@@ -22,7 +22,10 @@ use linkvault_integrations::api::{
     ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote,
 };
 use linkvault_integrations::networks::{self, Network};
-use linkvault_storage::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord};
+use linkvault_storage::{
+    CompletedTransfer, ExecutionClaim, ExecutionState, SentTransfer, TransferExecutionRecord, TransferFollow,
+    TransferPreviewRecord,
+};
 use linkvault_vault::Caller;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -575,6 +578,17 @@ pub(crate) async fn execute_preview(
             transfer_id: None,
             created_at: now,
             updated_at: now,
+            // What is sent, for the client's transfer list and the status follower's webhooks.
+            sent: Some(SentTransfer {
+                user_id: resolved.record.user_id.clone(),
+                integration: preview.integration.clone(),
+                symbol: details.symbol.clone(),
+                amount: details.amount,
+                amount_in_fiat: details.amount_in_fiat,
+                network_id: details.network_id,
+                to_address: details.to_address.clone(),
+            }),
+            follow: TransferFollow::default(),
         };
         store.claim_transfer_execution(&record).await.map_err(|e| ApiError::internal(&e))?
     };
@@ -681,8 +695,14 @@ async fn send(
     match outcome {
         Ok(SendOutcome::Sent(transfer)) => {
             let result = transfer_result(details, &transfer);
+            let completed = CompletedTransfer {
+                result: &result.to_string(),
+                transfer_id: &transfer.id,
+                status: crate::transfer_follower::progress(transfer.status),
+                hash: transfer.hash.as_deref(),
+            };
             let completed = store
-                .complete_transfer_execution(execution_id, attempt, &result.to_string(), &transfer.id, now)
+                .complete_transfer_execution(execution_id, attempt, &completed, now)
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             if !completed {

@@ -1,8 +1,10 @@
-//! `POST /api/v1/webhooks` sets the calling client's webhook endpoint and answers a new signing secret
-//! (shown once); `GET /api/v1/webhooks` shows the endpoint (never the secret). Setting needs a write key.
+//! `POST /api/v1/webhooks` sets the calling client's webhook endpoint (and its format: `standard`, the default,
+//! or `mesh` for Mesh's transfer webhooks) and answers a new signing secret (shown once); `GET /api/v1/webhooks`
+//! shows the endpoint and format (never the secret). Setting needs a write key.
 
 use axum::extract::State;
 use linkvault_domain::Scope;
+use linkvault_storage::WebhookFormat;
 use linkvault_webhooks::WebhookSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +18,8 @@ use crate::routes::token_use::key_scope_insufficient;
 #[derive(Deserialize)]
 pub(crate) struct SetWebhook {
     url: String,
+    #[serde(default)]
+    format: Option<String>,
 }
 
 pub(crate) async fn set(
@@ -26,12 +30,24 @@ pub(crate) async fn set(
     if caller.scope != Scope::Write {
         return Err(key_scope_insufficient());
     }
+    let format = match req.format.as_deref() {
+        None => WebhookFormat::Standard,
+        Some(raw) => WebhookFormat::parse(raw).ok_or_else(|| {
+            ApiError::invalid_field(
+                "format",
+                "must be standard (Standard Webhooks, every event) or mesh (Mesh's transfer webhooks only)",
+            )
+        })?,
+    };
     let secret = WebhookSecret::generate().map_err(|e| ApiError::internal(&e))?;
-    state.vault.set_webhook_endpoint(caller.client_id, &req.url, secret.expose()).await?;
-    Ok(ApiOk(Some(json!({"url": req.url.trim(), "secret": secret.expose()}))))
+    state.vault.set_webhook_endpoint_with_format(caller.client_id, &req.url, secret.expose(), format).await?;
+    Ok(ApiOk(Some(json!({"url": req.url.trim(), "format": format.as_str(), "secret": secret.expose()}))))
 }
 
 pub(crate) async fn get(State(state): State<AppState>, Client(caller): Client) -> Result<ApiOk<Value>, ApiError> {
-    let url = state.vault.webhook_endpoint(caller.client_id).await?.map(|(url, _)| url);
-    Ok(ApiOk(Some(json!({"url": url}))))
+    let target = state.vault.webhook_target(caller.client_id).await?;
+    Ok(ApiOk(Some(json!({
+        "url": target.as_ref().map(|t| t.url.clone()),
+        "format": target.map(|t| t.format.as_str()),
+    }))))
 }

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub vault: Arc<Vault>,
     pub router: axum::Router,
+    /// The application state the server runs with (to drive its workers, e.g. the transfer follower).
+    pub state: AppState,
     pub fresh: FreshStore,
     pub client: ClientCreds,
     server: tokio::task::JoinHandle<()>,
@@ -85,13 +87,22 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
     let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
-    let router = linkvault_server::app(state, extra);
+    let router = linkvault_server::app(state.clone(), extra);
     let app = router.clone();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     let client = create_client(&vault, "test app").await?;
-    Ok(TestApp { base, http: reqwest::Client::new(), vault, router, fresh, client, server })
+    Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })
+}
+
+/// A test server with the sandbox, whose vault, engine and sandbox share a clock the test moves by hand.
+pub async fn spawn_sandbox_on_manual_clock(
+    backend: Backend,
+) -> Result<(TestApp, Arc<linkvault_domain::ManualClock>), Box<dyn std::error::Error>> {
+    let clock = Arc::new(linkvault_domain::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let options = Options { sandbox: true, clock: Some(clock.clone()), ..Options::default() };
+    Ok((spawn_app_with(backend, options).await?, clock))
 }
 
 pub async fn create_client(vault: &Vault, name: &str) -> Result<ClientCreds, Box<dyn std::error::Error>> {

@@ -7,13 +7,39 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::PostgresStore;
-use crate::time_conv::{from_millis, to_millis};
-use crate::transfers::{ExecutionClaim, ExecutionState, TransferExecutionRecord, TransferPreviewRecord, TransferStore};
+use super::{PostgresStore, insert_outbox};
+use crate::time_conv::{from_millis, opt_from_millis, opt_to_millis, to_millis};
+use crate::transfers::{
+    CompletedTransfer, ExecutionClaim, ExecutionState, SentTransfer, TransferCheck, TransferExecutionRecord,
+    TransferFilter, TransferFollow, TransferPage, TransferPreviewRecord, TransferProgress, TransferStore,
+};
 use crate::{Result, StorageError};
 
 const EXECUTION_COLUMNS: &str = "preview_id, client_id, token_id, client_transaction_id, idempotency_key, fingerprint,
-    state, attempt, lease_until, result, transfer_id, created_at, updated_at";
+    state, attempt, lease_until, result, transfer_id, created_at, updated_at, user_id, integration, symbol, amount,
+    amount_in_fiat, network_id, to_address, transfer_status, hash, announced_status, next_check_at, checks,
+    follow_gave_up_at";
+
+fn progress_col(r: &Row, name: &str) -> Result<Option<TransferProgress>> {
+    let text: Option<String> = r.try_get(name)?;
+    text.map(|t| {
+        TransferProgress::parse(&t).ok_or_else(|| StorageError::Corrupt(format!("unknown transfer status {t:?}")))
+    })
+    .transpose()
+}
+
+fn sent_from_row(r: &Row) -> Result<Option<SentTransfer>> {
+    let Some(user_id) = r.try_get::<_, Option<String>>("user_id")? else { return Ok(None) };
+    Ok(Some(SentTransfer {
+        user_id,
+        integration: r.try_get::<_, Option<String>>("integration")?.unwrap_or_default(),
+        symbol: r.try_get::<_, Option<String>>("symbol")?.unwrap_or_default(),
+        amount: r.try_get::<_, Option<f64>>("amount")?.unwrap_or_default(),
+        amount_in_fiat: r.try_get::<_, Option<f64>>("amount_in_fiat")?.unwrap_or_default(),
+        network_id: r.try_get::<_, Option<Uuid>>("network_id")?.unwrap_or_default(),
+        to_address: r.try_get::<_, Option<String>>("to_address")?.unwrap_or_default(),
+    }))
+}
 /// A claim that conflicts with a row which is gone by the time it is read (released meanwhile) is retried.
 const CLAIM_ATTEMPTS: u32 = 5;
 
@@ -48,6 +74,16 @@ fn execution_from_row(r: &Row) -> Result<TransferExecutionRecord> {
         transfer_id: r.try_get("transfer_id")?,
         created_at: from_millis(r.try_get("created_at")?)?,
         updated_at: from_millis(r.try_get("updated_at")?)?,
+        sent: sent_from_row(r)?,
+        follow: TransferFollow {
+            status: progress_col(r, "transfer_status")?,
+            hash: r.try_get("hash")?,
+            announced_status: progress_col(r, "announced_status")?,
+            next_check_at: opt_from_millis(r.try_get("next_check_at")?)?,
+            checks: u32::try_from(r.try_get::<_, i32>("checks")?)
+                .map_err(|e| StorageError::Corrupt(format!("negative check count: {e}")))?,
+            gave_up_at: opt_from_millis(r.try_get("follow_gave_up_at")?)?,
+        },
     })
 }
 
@@ -105,10 +141,12 @@ impl TransferStore for PostgresStore {
                 .prepare_cached(
                     "INSERT INTO transfer_executions (preview_id, client_id, token_id, client_transaction_id,
                         idempotency_key, fingerprint, state, attempt, lease_until, result, transfer_id, created_at,
-                        updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+                        updated_at, user_id, integration, symbol, amount, amount_in_fiat, network_id, to_address)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                     ON CONFLICT DO NOTHING",
                 )
                 .await?;
+            let sent = r.sent.as_ref();
             let inserted = c
                 .execute(
                     &stmt,
@@ -126,6 +164,13 @@ impl TransferStore for PostgresStore {
                         &r.transfer_id,
                         &to_millis(r.created_at),
                         &to_millis(r.updated_at),
+                        &sent.map(|t| t.user_id.as_str()),
+                        &sent.map(|t| t.integration.as_str()),
+                        &sent.map(|t| t.symbol.as_str()),
+                        &sent.map(|t| t.amount),
+                        &sent.map(|t| t.amount_in_fiat),
+                        &sent.map(|t| t.network_id),
+                        &sent.map(|t| t.to_address.as_str()),
                     ],
                 )
                 .await?;
@@ -190,16 +235,24 @@ impl TransferStore for PostgresStore {
         &self,
         preview_id: Uuid,
         attempt: u32,
-        result: &str,
-        transfer_id: &str,
+        completed: &CompletedTransfer<'_>,
         at: OffsetDateTime,
     ) -> Result<bool> {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE transfer_executions SET state = 'succeeded', result = $3, transfer_id = $4, updated_at = $5
+                "UPDATE transfer_executions SET state = 'succeeded', result = $3, transfer_id = $4, updated_at = $5,
+                    transfer_status = $6, hash = $7, next_check_at = $5
                  WHERE preview_id = $1 AND attempt = $2 AND state = 'pending'",
-                &[&preview_id, &i32_of(attempt), &result, &transfer_id, &to_millis(at)],
+                &[
+                    &preview_id,
+                    &i32_of(attempt),
+                    &completed.result,
+                    &completed.transfer_id,
+                    &to_millis(at),
+                    &completed.status.as_str(),
+                    &completed.hash,
+                ],
             )
             .await?;
         Ok(n == 1)
@@ -227,6 +280,104 @@ impl TransferStore for PostgresStore {
             )
             .await?
         };
+        Ok(n == 1)
+    }
+
+    async fn list_transfer_executions(&self, client_id: ClientId, f: &TransferFilter) -> Result<TransferPage> {
+        let c = self.client().await?;
+        let integrations: Option<Vec<&str>> =
+            (!f.integrations.is_empty()).then(|| f.integrations.iter().map(String::as_str).collect());
+        let statuses: Option<Vec<&str>> =
+            (!f.statuses.is_empty()).then(|| f.statuses.iter().map(|s| s.as_str()).collect());
+        let filter = "FROM transfer_executions WHERE client_id = $1 AND state = 'succeeded' AND transfer_id IS NOT NULL
+               AND ($2::uuid IS NULL OR preview_id = $2) AND ($3::text IS NULL OR client_transaction_id = $3)
+               AND ($4::text IS NULL OR user_id = $4)
+               AND ($5::text[] IS NULL OR integration = ANY($5))
+               AND ($6::text[] IS NULL OR transfer_status = ANY($6))
+               AND ($7::bigint IS NULL OR created_at >= $7) AND ($8::bigint IS NULL OR created_at <= $8)
+               AND ($9::text IS NULL OR hash = $9)
+               AND ($10::float8 IS NULL OR amount_in_fiat >= $10) AND ($11::float8 IS NULL OR amount_in_fiat <= $11)";
+        let direction = if f.descending { "DESC" } else { "ASC" };
+        let page_sql = format!(
+            "SELECT {EXECUTION_COLUMNS} {filter} ORDER BY {} {direction}, created_at {direction}, preview_id {direction}
+             LIMIT $12 OFFSET $13",
+            f.order.column()
+        );
+        let count_sql = format!("SELECT COUNT(*) {filter}");
+        let (from, to) = (f.from.map(to_millis), f.to.map(to_millis));
+        let base: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+            client_id.as_uuid(),
+            &f.id,
+            &f.client_transaction_id,
+            &f.user_id,
+            &integrations,
+            &statuses,
+            &from,
+            &to,
+            &f.hash,
+            &f.min_amount_in_fiat,
+            &f.max_amount_in_fiat,
+        ];
+        let total: i64 = c.query_one(&c.prepare_cached(&count_sql).await?, &base).await?.try_get(0)?;
+        let (limit, offset) = (i64::from(f.count), i64::try_from(f.offset).unwrap_or(i64::MAX));
+        let mut with_page = base.to_vec();
+        with_page.push(&limit);
+        with_page.push(&offset);
+        let rows = c.query(&c.prepare_cached(&page_sql).await?, &with_page).await?;
+        let items = rows.iter().map(execution_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(TransferPage { items, total: u64::try_from(total).unwrap_or_default() })
+    }
+
+    async fn claim_transfer_checks(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TransferExecutionRecord>> {
+        let c = self.client().await?;
+        // SKIP LOCKED: instances claiming at once take different rows instead of waiting on each other.
+        let sql = format!(
+            "UPDATE transfer_executions SET follow_lease_until = $2 WHERE preview_id IN (
+                SELECT preview_id FROM transfer_executions
+                WHERE next_check_at IS NOT NULL AND next_check_at <= $1
+                  AND (follow_lease_until IS NULL OR follow_lease_until < $1)
+                ORDER BY next_check_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING {EXECUTION_COLUMNS}"
+        );
+        let rows = c.query(&sql, &[&to_millis(now), &to_millis(lease_until), &i64::from(limit)]).await?;
+        let mut claimed = rows.iter().map(execution_from_row).collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|r| r.follow.next_check_at);
+        Ok(claimed)
+    }
+
+    async fn record_transfer_check(&self, check: &TransferCheck) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let announced = check.event.as_ref().map(|_| check.status.as_str());
+        let n = tx
+            .execute(
+                "UPDATE transfer_executions SET checks = checks + 1, transfer_status = $3,
+                    hash = COALESCE($4, hash), next_check_at = $5, follow_gave_up_at = $6,
+                    announced_status = COALESCE($7, announced_status), follow_lease_until = NULL, updated_at = $8
+                 WHERE preview_id = $1 AND checks = $2",
+                &[
+                    &check.preview_id,
+                    &i32_of(check.checks),
+                    &check.status.as_str(),
+                    &check.hash,
+                    &opt_to_millis(check.next_check_at),
+                    &opt_to_millis(check.gave_up_at),
+                    &announced,
+                    &to_millis(check.at),
+                ],
+            )
+            .await?;
+        if n == 1
+            && let Some(event) = &check.event
+        {
+            insert_outbox(&tx, event).await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PostgresStore, outbox_from_row};
 use crate::time_conv::{from_millis, to_millis};
-use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookStore};
+use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookFormat, WebhookStore};
 use crate::{Result, StorageError};
 
 #[async_trait]
@@ -15,11 +15,18 @@ impl WebhookStore for PostgresStore {
     async fn set_webhook_endpoint(&self, r: &WebhookEndpointRecord) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at, format)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (client_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
-                updated_at = excluded.updated_at",
-            &[r.client_id.as_uuid(), &r.url, &r.secret_sealed, &to_millis(r.created_at), &to_millis(r.updated_at)],
+                updated_at = excluded.updated_at, format = excluded.format",
+            &[
+                r.client_id.as_uuid(),
+                &r.url,
+                &r.secret_sealed,
+                &to_millis(r.created_at),
+                &to_millis(r.updated_at),
+                &r.format.as_str(),
+            ],
         )
         .await?;
         Ok(())
@@ -29,7 +36,8 @@ impl WebhookStore for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT client_id, url, secret_sealed, created_at, updated_at FROM webhook_endpoints WHERE client_id = $1",
+                "SELECT client_id, url, secret_sealed, created_at, updated_at, format FROM webhook_endpoints
+                 WHERE client_id = $1",
                 &[client_id.as_uuid()],
             )
             .await?;
@@ -40,6 +48,11 @@ impl WebhookStore for PostgresStore {
                 secret_sealed: r.try_get("secret_sealed")?,
                 created_at: from_millis(r.try_get("created_at")?)?,
                 updated_at: from_millis(r.try_get("updated_at")?)?,
+                format: {
+                    let text: String = r.try_get("format")?;
+                    WebhookFormat::parse(&text)
+                        .ok_or_else(|| StorageError::Corrupt(format!("unknown webhook format {text:?}")))?
+                },
             })
         })
         .transpose()

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{SqliteStore, conv, outbox_from_row, uuid_col};
 use crate::Result;
 use crate::time_conv::{from_millis, to_millis};
-use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookStore};
+use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookFormat, WebhookStore};
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -17,17 +17,18 @@ impl WebhookStore for SqliteStore {
         let r = r.clone();
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at, format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (client_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
-                    updated_at = excluded.updated_at",
+                    updated_at = excluded.updated_at, format = excluded.format",
             )?
             .execute(params![
                 r.client_id.to_string(),
                 r.url,
                 r.secret_sealed,
                 to_millis(r.created_at),
-                to_millis(r.updated_at)
+                to_millis(r.updated_at),
+                r.format.as_str(),
             ])?;
             Ok(())
         })
@@ -37,7 +38,8 @@ impl WebhookStore for SqliteStore {
     async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>> {
         self.read(|c| {
             Ok(c.prepare_cached(
-                "SELECT client_id, url, secret_sealed, created_at, updated_at FROM webhook_endpoints WHERE client_id = ?1",
+                "SELECT client_id, url, secret_sealed, created_at, updated_at, format FROM webhook_endpoints
+                 WHERE client_id = ?1",
             )?
             .query_row([client_id.to_string()], |r| {
                 Ok(WebhookEndpointRecord {
@@ -46,6 +48,7 @@ impl WebhookStore for SqliteStore {
                     secret_sealed: r.get("secret_sealed")?,
                     created_at: conv(from_millis(r.get("created_at")?))?,
                     updated_at: conv(from_millis(r.get("updated_at")?))?,
+                    format: conv(WebhookFormat::parse(&r.get::<_, String>("format")?).ok_or("unknown webhook format"))?,
                 })
             })
             .optional()?)
