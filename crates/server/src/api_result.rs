@@ -149,11 +149,28 @@ pub struct ApiError {
     pub message: String,
     pub display_message: Option<String>,
     pub error_data: Option<Value>,
+    /// Seconds the caller should wait before retrying, sent as `Retry-After` (set on 429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: ApiStatus, error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { status, error_type, message: message.into(), display_message: None, error_data: None }
+        Self { status, error_type, message: message.into(), display_message: None, error_data: None, retry_after: None }
+    }
+
+    /// A rate limit was exceeded: 429 `tooManyRequest` with `Retry-After` (whole seconds, at least 1).
+    pub fn too_many_requests(what: &str, retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        let mut e = Self::new(
+            ApiStatus::TooManyRequest,
+            ErrorType::TooManyRequests,
+            format!("too many requests: {what}; retry after {seconds} s"),
+        )
+        .with_data(serde_json::json!({ "retryAfterSeconds": seconds }))
+        .with_display("Too many attempts. Wait a moment and try again.");
+        e.retry_after = Some(seconds);
+        e
     }
 
     pub fn with_data(mut self, data: Value) -> Self {
@@ -231,7 +248,11 @@ impl IntoResponse for ApiError {
             error_data: self.error_data,
             content: None,
         };
-        (self.status.http(), Json(body)).into_response()
+        let mut response = (self.status.http(), Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -31,7 +31,10 @@ impl FromRequestParts<AppState> for Client {
             _ => Ok(None),
         };
         match outcome {
-            Ok(Some(caller)) => Ok(Self(caller)),
+            Ok(Some(caller)) => match state.limits.check_client(caller.client_id) {
+                Ok(()) => Ok(Self(caller)),
+                Err(limited) => Err(limited.into_response()),
+            },
             Ok(None) => {
                 state.metrics.auth_failure();
                 Err(StatusCode::UNAUTHORIZED.into_response())

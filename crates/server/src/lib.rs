@@ -5,6 +5,7 @@ pub mod api_result;
 mod auth;
 mod extract;
 mod handout;
+pub mod limits;
 pub mod link;
 mod metrics;
 mod routes;
@@ -24,7 +25,8 @@ use linkvault_vault::Vault;
 use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
-pub use link::LinkConfig;
+pub use limits::{RateLimitConfig, RateLimits};
+pub use link::{LinkConfig, LinkPurger};
 pub use metrics::Metrics;
 pub use routes::transfers::{PREVIEW_EXPIRES_IN, upstream_idempotency_key};
 pub use transfer_follower::{FollowerConfig, TransferFollower};
@@ -63,6 +65,8 @@ pub struct Services {
     pub engine: RefreshEngine,
     /// Delivers outbox events to clients' webhook endpoints; `serve` runs it.
     pub webhooks: DeliveryWorker,
+    /// Request rate limits (none unless set with [`AppState::with_rate_limits`]; `serve` sets its defaults).
+    pub limits: Arc<RateLimits>,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -95,6 +99,7 @@ impl AppState {
             engine,
         );
         let webhooks = DeliveryWorker::new(Arc::clone(&vault), WorkerConfig::default()).map_err(StateError)?;
+        let limits = Arc::new(RateLimits::new(RateLimitConfig::unlimited(), Arc::clone(vault.clock())));
         Ok(Self(Arc::new(Services {
             vault,
             catalog,
@@ -105,7 +110,15 @@ impl AppState {
             link: Arc::default(),
             engine,
             webhooks,
+            limits,
         })))
+    }
+
+    /// Sets the request rate limits (on the vault's clock).
+    pub fn with_rate_limits(mut self, config: RateLimitConfig) -> Self {
+        let limits = Arc::new(RateLimits::new(config, Arc::clone(self.vault.clock())));
+        Arc::make_mut(&mut self.0).limits = limits;
+        self
     }
 
     /// Sets where Link is served from and whether sandbox mode is on (the default is `LinkConfig::default()`).
@@ -120,8 +133,8 @@ pub fn app(state: AppState, extra: Option<Router>) -> Router {
     // Every `/api/v1` handler authenticates the client through its `auth::Client` argument. Unknown endpoints
     // answer without authentication, as before any key is checked.
     let api = routes::api_router().route("/api/v1/{*rest}", axum::routing::any(routes::api_not_found));
-    let mut router =
-        Router::new().merge(api).merge(routes::ops_router()).merge(link::router()).with_state(state.clone());
+    let link = link::router().layer(middleware::from_fn_with_state(state.clone(), limits::link_by_address));
+    let mut router = Router::new().merge(api).merge(routes::ops_router()).merge(link).with_state(state.clone());
     if let Some(extra) = extra {
         router = router.merge(extra);
     }

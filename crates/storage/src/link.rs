@@ -125,7 +125,13 @@ pub trait LinkStore: Send + Sync {
     /// is a different one. One conditional statement, so concurrent sign-ins cannot both win.
     async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool>;
 
-    async fn insert_link_oauth(&self, record: &LinkOAuthRecord) -> Result<()>;
+    /// Records a pending OAuth sign-in and keeps at most `max_pending` unexpired, unclaimed ones for its
+    /// session: the oldest beyond that are deleted in the same transaction, which holds the session's row
+    /// lock (PostgreSQL) or the single writer (SQLite), so concurrent starts cannot exceed the cap. Returns
+    /// how many older sign-ins were dropped.
+    async fn insert_link_oauth(&self, record: &LinkOAuthRecord, max_pending: u32) -> Result<u64>;
+    /// How many OAuth sign-ins of the session are pending (unclaimed and unexpired at `now`).
+    async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64>;
     /// Claims a pending OAuth sign-in for its callback: once only, before it expires. Returns the row with
     /// its verifier; the stored verifier is cleared in the same statement.
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>>;
@@ -146,6 +152,7 @@ pub trait LinkStore: Send + Sync {
     /// The client's allowed origins, sorted.
     async fn link_origins(&self, client_id: ClientId) -> Result<Vec<String>>;
 
-    /// Deletes link sessions (and their OAuth rows) that expired before `before`.
+    /// Deletes link sessions (and their OAuth rows) that expired before `before`, and OAuth rows of live
+    /// sessions that expired before `before`. Returns the number of sessions deleted.
     async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64>;
 }

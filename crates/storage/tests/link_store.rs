@@ -134,7 +134,7 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
             created_at: t0,
             expires_at: t0 + Duration::minutes(10),
         };
-        store.insert_link_oauth(&pending).await?;
+        store.insert_link_oauth(&pending, 5).await?;
         assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "nothing completed yet");
         assert!(!store.complete_link_oauth(b"state-1", None, Some("x"), t0).await?, "not claimed yet");
         let claimed = store.claim_link_oauth(b"state-1", t0).await?.expect("claimed");
@@ -148,7 +148,7 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
         assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "collected once");
 
         let expired = LinkOAuthRecord { state_digest: b"state-2".to_vec(), expires_at: t0, ..pending.clone() };
-        store.insert_link_oauth(&expired).await?;
+        store.insert_link_oauth(&expired, 5).await?;
         assert!(store.claim_link_oauth(b"state-2", t0).await?.is_none(), "expired");
         Ok(())
     })
@@ -174,6 +174,89 @@ async fn allowed_origins_and_purge() -> TestResult {
         assert_eq!(store.purge_link_sessions(t0 - Duration::days(1)).await?, 1);
         assert!(store.find_link_by_code(b"old").await?.is_none());
         assert!(store.find_link_by_code(b"new").await?.is_some());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_oauth_starts_keep_at_most_the_cap_pending() -> TestResult {
+    with_store("concurrent_oauth_starts_keep_at_most_the_cap_pending", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let s = session(c, b"code-cap", t0 + Duration::minutes(10));
+        store.insert_link_session(&s).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..24u8 {
+            let store = store.clone();
+            let record = LinkOAuthRecord {
+                state_digest: vec![b'c', i],
+                session_id: s.id,
+                integration: "coinbase".into(),
+                pkce_verifier: "v".repeat(43),
+                // Distinct creation times so "the oldest" is well defined.
+                created_at: t0 + Duration::milliseconds(i64::from(i)),
+                expires_at: t0 + Duration::minutes(10),
+            };
+            tasks.spawn(async move { store.insert_link_oauth(&record, 5).await });
+        }
+        let mut dropped = 0;
+        while let Some(result) = tasks.join_next().await {
+            dropped += result??;
+        }
+        assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 5, "the cap holds under concurrent starts");
+        assert_eq!(dropped, 24 - 5, "every start beyond the cap dropped one older sign-in");
+
+        // A claimed sign-in is no longer pending and is never dropped by later starts.
+        let newest = vec![b'c', 23];
+        assert!(store.claim_link_oauth(&newest, t0).await?.is_some());
+        assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 4);
+        for i in 0..6u8 {
+            let record = LinkOAuthRecord {
+                state_digest: vec![b'd', i],
+                session_id: s.id,
+                integration: "coinbase".into(),
+                pkce_verifier: "v".repeat(43),
+                created_at: t0 + Duration::seconds(1 + i64::from(i)),
+                expires_at: t0 + Duration::minutes(10),
+            };
+            store.insert_link_oauth(&record, 5).await?;
+        }
+        assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 5);
+        assert!(store.complete_link_oauth(&newest, None, Some("x"), t0).await?, "the claimed row survived");
+        // Past their expiry they are not pending either.
+        assert_eq!(store.count_pending_link_oauth(s.id, t0 + Duration::minutes(11)).await?, 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn purge_removes_expired_oauth_rows_of_live_sessions() -> TestResult {
+    with_store("purge_removes_expired_oauth_rows_of_live_sessions", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let s = session(c, b"code-live", t0 + Duration::days(3));
+        store.insert_link_session(&s).await?;
+        let old = LinkOAuthRecord {
+            state_digest: b"old-state".to_vec(),
+            session_id: s.id,
+            integration: "coinbase".into(),
+            pkce_verifier: "v".repeat(43),
+            created_at: t0 - Duration::days(2),
+            expires_at: t0 - Duration::days(2),
+        };
+        store.insert_link_oauth(&old, 5).await?;
+        let fresh = LinkOAuthRecord {
+            state_digest: b"new-state".to_vec(),
+            created_at: t0,
+            expires_at: t0 + Duration::minutes(10),
+            ..old.clone()
+        };
+        store.insert_link_oauth(&fresh, 5).await?;
+        assert_eq!(store.purge_link_sessions(t0 - Duration::days(1)).await?, 0, "the session lives on");
+        assert!(store.claim_link_oauth(b"old-state", t0 - Duration::days(3)).await?.is_none(), "purged");
+        assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 1, "the unexpired one stays");
         Ok(())
     })
     .await

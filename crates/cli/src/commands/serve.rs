@@ -1,6 +1,7 @@
 //! `linkvault serve`: bind, build the application, serve until SIGINT/SIGTERM, then drain gracefully.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::EngineConfig;
 use linkvault_sandbox::SandboxConfig;
 use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
-use linkvault_server::{AppState, LinkConfig};
+use linkvault_server::{AppState, LinkConfig, LinkPurger, RateLimitConfig};
 use linkvault_vault::Vault;
 use serde_json::json;
 
@@ -37,7 +38,49 @@ pub struct ServeArgs {
     catalog: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    limits: Limits,
 }
+
+/// Request rate limits, each "N per minute" (bursts up to N); 0 turns one off. Counted per instance.
+#[derive(Debug, Args)]
+struct Limits {
+    /// `/api/v1` requests per minute per API client.
+    #[arg(long, env = "LINKVAULT_API_RATE_LIMIT", default_value_t = 6000)]
+    api_rate_limit: u32,
+    /// `/link/*` requests per minute per client address.
+    #[arg(long, env = "LINKVAULT_LINK_ADDRESS_RATE_LIMIT", default_value_t = 1200)]
+    link_address_rate_limit: u32,
+    /// Link sessions started (`POST /link/api/session`) per minute per client address.
+    #[arg(long, env = "LINKVAULT_LINK_SESSION_START_RATE_LIMIT", default_value_t = 120)]
+    link_session_start_rate_limit: u32,
+    /// `/link/api/*` calls per minute per Link session.
+    #[arg(long, env = "LINKVAULT_LINK_SESSION_RATE_LIMIT", default_value_t = 300)]
+    link_session_rate_limit: u32,
+    /// Sign-in attempts (credentials, OAuth starts) per minute per Link session.
+    #[arg(long, env = "LINKVAULT_LINK_SIGN_IN_RATE_LIMIT", default_value_t = 10)]
+    link_sign_in_rate_limit: u32,
+    /// Count Link requests against the last `X-Forwarded-For` address instead of the TCP peer. Only behind a
+    /// reverse proxy you run that appends the address it saw (otherwise clients choose their own address).
+    #[arg(long, env = "LINKVAULT_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+}
+
+impl Limits {
+    fn config(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            api_per_client: NonZeroU32::new(self.api_rate_limit),
+            link_per_address: NonZeroU32::new(self.link_address_rate_limit),
+            link_sessions_per_address: NonZeroU32::new(self.link_session_start_rate_limit),
+            link_per_session: NonZeroU32::new(self.link_session_rate_limit),
+            sign_ins_per_session: NonZeroU32::new(self.link_sign_in_rate_limit),
+            trust_forwarded_for: self.trust_forwarded_for,
+        }
+    }
+}
+
+/// How often expired link sessions and OAuth sign-ins are purged.
+const LINK_PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// Limits on upstream calls and on this instance's share of the refresh work. Rate and concurrency are per
 /// integration and per instance: with several instances, divide the integration's own limit among them.
@@ -115,7 +158,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
 
     let state =
         AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
-            .with_link(LinkConfig::new(public_url.clone(), args.sandbox));
+            .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
+            .with_rate_limits(args.limits.config());
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
@@ -123,11 +167,15 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     let webhooks = state.webhooks.clone();
     let deliveries_stopped = engine_stopped.clone();
     let follower_stopped = engine_stopped.clone();
+    let purger_stopped = engine_stopped.clone();
+    // Deletes expired Link rows on a timer (not on the request path); stops with the server.
+    let purger = LinkPurger::new(state.clone(), LINK_PURGE_INTERVAL);
     // Follows sent transfers at their providers and announces status changes; stops with the server.
     let follower = linkvault_server::TransferFollower::new(state.clone(), linkvault_server::FollowerConfig::default());
     let scheduler = tokio::spawn(async move { engine.run(engine_stopped).await });
     let deliverer = tokio::spawn(async move { webhooks.run(deliveries_stopped).await });
     let following = tokio::spawn(async move { follower.run(follower_stopped).await });
+    let purging = tokio::spawn(async move { purger.run(purger_stopped).await });
     let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
@@ -137,7 +185,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         println!("demo app: open {public_url}/demo to connect a sandbox account through Link");
     }
     tracing::info!(%bound, "serving");
-    axum::serve(listener, app)
+    // The peer address reaches handlers for the per-address Link limits.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the server stopped with an error")?;
@@ -149,6 +198,7 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), deliverer).await;
     // A check cut short leaves its lease to expire; the next pass (on any instance) checks that transfer again.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), following).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), purging).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -35,8 +35,11 @@ impl LinkStore for SimStore {
     async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool> {
         self.inner.claim_link_connection(id, integration).await
     }
-    async fn insert_link_oauth(&self, record: &LinkOAuthRecord) -> Result<()> {
-        self.inner.insert_link_oauth(record).await
+    async fn insert_link_oauth(&self, record: &LinkOAuthRecord, max_pending: u32) -> Result<u64> {
+        self.inner.insert_link_oauth(record, max_pending).await
+    }
+    async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64> {
+        self.inner.count_pending_link_oauth(session_id, now).await
     }
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
         self.inner.claim_link_oauth(state_digest, now).await

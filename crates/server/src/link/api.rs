@@ -279,6 +279,7 @@ pub(crate) async fn credentials(
     LinkSession(session): LinkSession,
     ApiJson(req): ApiJson<CredentialsRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
+    state.limits.check_sign_in(session.id)?;
     let (integration_type, integration) = credentials_integration(&state, &req.integration_type)?;
     check_integration_allowed(&state, &session, integration)?;
     if req.username.trim().is_empty() {

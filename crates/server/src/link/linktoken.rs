@@ -18,9 +18,6 @@ use crate::extract::ApiJson;
 use crate::link::{digest, random_token, span};
 use crate::routes::destinations::transfer_options;
 
-/// Rows this long past expiry are deleted when new link tokens are issued.
-const PURGE_AFTER: time::Duration = time::Duration::days(1);
-
 /// Mesh's `GetLinkTokenRequest`, the fields linkvault uses (others are accepted and ignored).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,11 +67,7 @@ pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> R
         session_expires_at: None,
         connected_integration: None,
     };
-    let store = state.vault.store();
-    store.insert_link_session(&record).await.map_err(|e| ApiError::internal(&e))?;
-    if let Err(e) = store.purge_link_sessions(now - PURGE_AFTER).await {
-        tracing::warn!(error = %e, "cannot purge old link sessions");
-    }
+    state.vault.store().insert_link_session(&record).await.map_err(|e| ApiError::internal(&e))?;
     let url = format!("{}/link/broker-connect?auth_code={auth_code}", state.link.public_url);
     Ok(base64::engine::general_purpose::STANDARD.encode(url))
 }

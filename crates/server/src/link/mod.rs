@@ -16,6 +16,7 @@ pub use headers::valid_origin;
 pub(crate) mod linktoken;
 mod oauth;
 mod payload;
+mod purge;
 mod session;
 mod transfer;
 
@@ -29,6 +30,12 @@ use ring::rand::SecureRandom as _;
 
 use crate::AppState;
 use crate::api_result::ApiError;
+
+pub use purge::{LinkPurger, PURGE_AFTER};
+
+/// At most this many unexpired OAuth sign-ins wait for their callback in one Link session; starting another
+/// drops the oldest (its callback then finds no sign-in), so a page can always start afresh.
+pub const MAX_PENDING_OAUTH: u32 = 5;
 
 /// Where Link is served and how long its tokens live.
 #[derive(Debug, Clone)]

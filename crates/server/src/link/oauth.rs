@@ -55,6 +55,7 @@ pub(crate) async fn start(
     LinkSession(session): LinkSession,
     ApiJson(req): ApiJson<StartRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
+    state.limits.check_sign_in(session.id)?;
     let (integration_type, integration) = oauth_integration(&state, &req.integration_type)?;
     check_integration_allowed(&state, &session, integration)?;
     let request = authorization_request(integration, &state.link.oauth_redirect_uri(), session.scope)
@@ -68,7 +69,12 @@ pub(crate) async fn start(
         created_at: now,
         expires_at: now + span(state.link.oauth_ttl),
     };
-    state.vault.store().insert_link_oauth(&record).await.map_err(|e| ApiError::internal(&e))?;
+    state
+        .vault
+        .store()
+        .insert_link_oauth(&record, crate::link::MAX_PENDING_OAUTH)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     Ok(ApiOk(Some(json!({ "authorizeUrl": request.url.as_str() }))))
 }
 

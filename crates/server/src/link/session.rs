@@ -37,7 +37,10 @@ impl FromRequestParts<AppState> for LinkSession {
             .ok_or_else(session_expired)?;
         let now = state.vault.clock().now();
         match state.vault.store().find_link_session(&digest(token), now).await {
-            Ok(Some(record)) => Ok(LinkSession(record)),
+            Ok(Some(record)) => {
+                state.limits.check_link_session(record.id)?;
+                Ok(LinkSession(record))
+            }
             Ok(None) => Err(session_expired()),
             Err(e) => Err(ApiError::internal(&e)),
         }

@@ -55,6 +55,8 @@ pub struct Options {
     pub link: Option<linkvault_server::LinkConfig>,
     /// The clock of the vault, the engine and the sandbox (the system clock when unset).
     pub clock: Option<Arc<dyn Clock>>,
+    /// Request rate limits (default: none).
+    pub limits: Option<linkvault_server::RateLimitConfig>,
     /// Lifetimes of client-managed tokens (default: `ClientTokenPolicy::default()`).
     pub client_token_policy: Option<linkvault_vault::ClientTokenPolicy>,
 }
@@ -86,11 +88,14 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     let mut link = options.link.clone().unwrap_or_default();
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
+    let mut state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
+    if let Some(limits) = options.limits {
+        state = state.with_rate_limits(limits);
+    }
     let router = linkvault_server::app(state.clone(), extra);
     let app = router.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
     });
     let client = create_client(&vault, "test app").await?;
     Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })

@@ -127,16 +127,23 @@ impl LinkStore for PostgresStore {
         Ok(c.execute(&stmt, &[&id, &integration]).await? == 1)
     }
 
-    async fn insert_link_oauth(&self, r: &LinkOAuthRecord) -> Result<()> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+    async fn insert_link_oauth(&self, r: &LinkOAuthRecord, max_pending: u32) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Starts of one session queue on its row; each statement below then sees the rows committed before.
+        tx.query_opt("SELECT id FROM link_sessions WHERE id = $1 FOR UPDATE", &[&r.session_id]).await?;
+        let dropped = tx
+            .execute(
+                "DELETE FROM link_oauth WHERE session_id = $1 AND claimed_at IS NULL AND expires_at > $2
+                   AND state_digest NOT IN (SELECT state_digest FROM link_oauth
+                       WHERE session_id = $1 AND claimed_at IS NULL AND expires_at > $2
+                       ORDER BY created_at DESC, state_digest DESC LIMIT $3)",
+                &[&r.session_id, &to_millis(r.created_at), &i64::from(max_pending.saturating_sub(1))],
             )
             .await?;
-        c.execute(
-            &stmt,
+        tx.execute(
+            "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &r.state_digest,
                 &r.session_id,
@@ -147,7 +154,19 @@ impl LinkStore for PostgresStore {
             ],
         )
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
+    async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT COUNT(*) FROM link_oauth WHERE session_id = $1 AND claimed_at IS NULL AND expires_at > $2",
+            )
+            .await?;
+        let n: i64 = c.query_one(&stmt, &[&session_id, &to_millis(now)]).await?.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
@@ -236,13 +255,17 @@ impl LinkStore for PostgresStore {
     }
 
     async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
                 "DELETE FROM link_sessions WHERE expires_at < $1
                  AND (session_expires_at IS NULL OR session_expires_at < $1)",
+                &[&to_millis(before)],
             )
             .await?;
-        Ok(c.execute(&stmt, &[&to_millis(before)]).await?)
+        tx.execute("DELETE FROM link_oauth WHERE expires_at < $1", &[&to_millis(before)]).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 }

@@ -134,10 +134,19 @@ impl LinkStore for SqliteStore {
         .await
     }
 
-    async fn insert_link_oauth(&self, r: &LinkOAuthRecord) -> Result<()> {
+    async fn insert_link_oauth(&self, r: &LinkOAuthRecord, max_pending: u32) -> Result<u64> {
         let r = r.clone();
         self.write(move |conn| {
-            conn.prepare_cached(
+            let tx = conn.transaction()?;
+            let dropped = tx
+                .prepare_cached(
+                    "DELETE FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
+                       AND state_digest NOT IN (SELECT state_digest FROM link_oauth
+                           WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
+                           ORDER BY created_at DESC, state_digest DESC LIMIT ?3)",
+                )?
+                .execute(params![r.session_id.to_string(), to_millis(r.created_at), max_pending.saturating_sub(1)])?;
+            tx.prepare_cached(
                 "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
@@ -149,9 +158,21 @@ impl LinkStore for SqliteStore {
                 to_millis(r.created_at),
                 to_millis(r.expires_at),
             ])?;
-            Ok(())
+            tx.commit()?;
+            Ok(u64::try_from(dropped).unwrap_or(u64::MAX))
         })
         .await
+    }
+
+    async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64> {
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2",
+                )?
+                .query_row(params![session_id.to_string(), to_millis(now)], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
 
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
@@ -281,12 +302,15 @@ impl LinkStore for SqliteStore {
 
     async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64> {
         self.write(move |conn| {
-            let n = conn
+            let tx = conn.transaction()?;
+            let n = tx
                 .prepare_cached(
                     "DELETE FROM link_sessions WHERE expires_at < ?1
                      AND (session_expires_at IS NULL OR session_expires_at < ?1)",
                 )?
                 .execute(params![to_millis(before)])?;
+            tx.prepare_cached("DELETE FROM link_oauth WHERE expires_at < ?1")?.execute(params![to_millis(before)])?;
+            tx.commit()?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
