@@ -179,6 +179,18 @@ async fn allowed_origins_and_purge() -> TestResult {
     .await
 }
 
+/// A pending Coinbase OAuth sign-in of `session_id`.
+fn sign_in(session_id: Uuid, state: &[u8], created_at: OffsetDateTime, expires_at: OffsetDateTime) -> LinkOAuthRecord {
+    LinkOAuthRecord {
+        state_digest: state.to_vec(),
+        session_id,
+        integration: "coinbase".into(),
+        pkce_verifier: "v".repeat(43),
+        created_at,
+        expires_at,
+    }
+}
+
 #[tokio::test]
 async fn concurrent_oauth_starts_keep_at_most_the_cap_pending() -> TestResult {
     with_store("concurrent_oauth_starts_keep_at_most_the_cap_pending", |store| async move {
@@ -189,15 +201,9 @@ async fn concurrent_oauth_starts_keep_at_most_the_cap_pending() -> TestResult {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..24u8 {
             let store = store.clone();
-            let record = LinkOAuthRecord {
-                state_digest: vec![b'c', i],
-                session_id: s.id,
-                integration: "coinbase".into(),
-                pkce_verifier: "v".repeat(43),
-                // Distinct creation times so "the oldest" is well defined.
-                created_at: t0 + Duration::milliseconds(i64::from(i)),
-                expires_at: t0 + Duration::minutes(10),
-            };
+            // Distinct creation times so "the oldest" is well defined.
+            let record =
+                sign_in(s.id, &[b'c', i], t0 + Duration::milliseconds(i64::from(i)), t0 + Duration::minutes(10));
             tasks.spawn(async move { store.insert_link_oauth(&record, 5).await });
         }
         let mut dropped = 0;
@@ -212,14 +218,8 @@ async fn concurrent_oauth_starts_keep_at_most_the_cap_pending() -> TestResult {
         assert!(store.claim_link_oauth(&newest, t0).await?.is_some());
         assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 4);
         for i in 0..6u8 {
-            let record = LinkOAuthRecord {
-                state_digest: vec![b'd', i],
-                session_id: s.id,
-                integration: "coinbase".into(),
-                pkce_verifier: "v".repeat(43),
-                created_at: t0 + Duration::seconds(1 + i64::from(i)),
-                expires_at: t0 + Duration::minutes(10),
-            };
+            let record =
+                sign_in(s.id, &[b'd', i], t0 + Duration::seconds(1 + i64::from(i)), t0 + Duration::minutes(10));
             store.insert_link_oauth(&record, 5).await?;
         }
         assert_eq!(store.count_pending_link_oauth(s.id, t0).await?, 5);
@@ -238,21 +238,9 @@ async fn purge_removes_expired_oauth_rows_of_live_sessions() -> TestResult {
         let t0 = now();
         let s = session(c, b"code-live", t0 + Duration::days(3));
         store.insert_link_session(&s).await?;
-        let old = LinkOAuthRecord {
-            state_digest: b"old-state".to_vec(),
-            session_id: s.id,
-            integration: "coinbase".into(),
-            pkce_verifier: "v".repeat(43),
-            created_at: t0 - Duration::days(2),
-            expires_at: t0 - Duration::days(2),
-        };
+        let old = sign_in(s.id, b"old-state", t0 - Duration::days(2), t0 - Duration::days(2));
         store.insert_link_oauth(&old, 5).await?;
-        let fresh = LinkOAuthRecord {
-            state_digest: b"new-state".to_vec(),
-            created_at: t0,
-            expires_at: t0 + Duration::minutes(10),
-            ..old.clone()
-        };
+        let fresh = sign_in(s.id, b"new-state", t0, t0 + Duration::minutes(10));
         store.insert_link_oauth(&fresh, 5).await?;
         assert_eq!(store.purge_link_sessions(t0 - Duration::days(1)).await?, 0, "the session lives on");
         assert!(store.claim_link_oauth(b"old-state", t0 - Duration::days(3)).await?.is_none(), "purged");
