@@ -8,6 +8,7 @@ mod handout;
 pub mod link;
 mod metrics;
 mod routes;
+pub mod serve;
 mod timefmt;
 pub mod transfer_follower;
 
@@ -25,8 +26,9 @@ use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 
 pub use api_result::{ApiError, ApiStatus, ErrorType};
 pub use link::LinkConfig;
-pub use metrics::Metrics;
+pub use metrics::{CONNECTIONS_GAUGE_TTL, Metrics, MetricsToken};
 pub use routes::transfers::{PREVIEW_EXPIRES_IN, upstream_idempotency_key};
+pub use serve::{ServerLimits, serve};
 pub use transfer_follower::{FollowerConfig, TransferFollower};
 
 /// Largest request body accepted on any endpoint.
@@ -63,6 +65,8 @@ pub struct Services {
     pub engine: RefreshEngine,
     /// Delivers outbox events to clients' webhook endpoints; `serve` runs it.
     pub webhooks: DeliveryWorker,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -105,7 +109,14 @@ impl AppState {
             link: Arc::default(),
             engine,
             webhooks,
+            metrics_token: None,
         })))
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/metrics`.
+    pub fn with_metrics_token(mut self, token: Option<MetricsToken>) -> Self {
+        Arc::make_mut(&mut self.0).metrics_token = token;
+        self
     }
 
     /// Sets where Link is served from and whether sandbox mode is on (the default is `LinkConfig::default()`).

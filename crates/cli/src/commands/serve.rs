@@ -12,7 +12,7 @@ use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::EngineConfig;
 use linkvault_sandbox::SandboxConfig;
 use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
-use linkvault_server::{AppState, LinkConfig};
+use linkvault_server::{AppState, LinkConfig, MetricsToken, ServerLimits};
 use linkvault_vault::Vault;
 use serde_json::json;
 
@@ -35,8 +35,45 @@ pub struct ServeArgs {
     /// A TOML file that adds or overrides integrations.
     #[arg(long, env = "LINKVAULT_CATALOG")]
     catalog: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on /metrics (16+ visible ASCII characters). Unset: /metrics is
+    /// open to whoever reaches the listener.
+    #[arg(long, env = "LINKVAULT_METRICS_TOKEN", hide_env_values = true, value_parser = MetricsToken::parse)]
+    metrics_token: Option<MetricsToken>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    listener: ListenerLimits,
+}
+
+/// Limits of the HTTP listener (see `linkvault_server::ServerLimits`); the defaults suit a host with the
+/// common 1,024 open-file soft limit.
+#[derive(Debug, Args)]
+struct ListenerLimits {
+    /// Seconds a client has to send a complete request head; also how long an idle keep-alive connection
+    /// stays open.
+    #[arg(long, env = "LINKVAULT_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    header_read_timeout_secs: u64,
+    /// Seconds a request may take before it is answered 503 (requestTimeout).
+    #[arg(long, env = "LINKVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
+    /// Open connections at most; beyond it the oldest connection without a request in progress is closed.
+    /// Keep it well below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "LINKVAULT_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Requests handled at once at most; more are answered 503 (serverBusy) with Retry-After.
+    #[arg(long, env = "LINKVAULT_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_in_flight: u32,
+}
+
+impl ListenerLimits {
+    fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections as usize,
+            max_in_flight: self.max_in_flight as usize,
+        }
+    }
 }
 
 /// Limits on upstream calls and on this instance's share of the refresh work. Rate and concurrency are per
@@ -115,7 +152,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
 
     let state =
         AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
-            .with_link(LinkConfig::new(public_url.clone(), args.sandbox));
+            .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
+            .with_metrics_token(args.metrics_token.clone());
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
@@ -137,8 +175,7 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         println!("demo app: open {public_url}/demo to connect a sandbox account through Link");
     }
     tracing::info!(%bound, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    linkvault_server::serve(listener, app, args.listener.limits(), shutdown_signal())
         .await
         .context("the server stopped with an error")?;
     let _ = stop_engine.send(true);

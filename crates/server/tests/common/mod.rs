@@ -57,6 +57,10 @@ pub struct Options {
     pub clock: Option<Arc<dyn Clock>>,
     /// Lifetimes of client-managed tokens (default: `ClientTokenPolicy::default()`).
     pub client_token_policy: Option<linkvault_vault::ClientTokenPolicy>,
+    /// The listener's limits (`ServerLimits::default()`, as `serve` has them, when unset).
+    pub limits: Option<linkvault_server::ServerLimits>,
+    /// The bearer token `/metrics` requires (`serve --metrics-token`); open when unset.
+    pub metrics_token: Option<linkvault_server::MetricsToken>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -86,11 +90,14 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     let mut link = options.link.clone().unwrap_or_default();
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
-    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
+    let state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?
+        .with_link(link)
+        .with_metrics_token(options.metrics_token.clone());
     let router = linkvault_server::app(state.clone(), extra);
     let app = router.clone();
+    let limits = options.limits.unwrap_or_default();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = linkvault_server::serve(listener, app, limits, std::future::pending()).await;
     });
     let client = create_client(&vault, "test app").await?;
     Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })
