@@ -26,9 +26,11 @@ pub fn database_url(global: &GlobalOptions) -> (String, String) {
 
 /// Opens and migrates the store.
 pub async fn open_store(global: &GlobalOptions) -> anyhow::Result<(DynStore, String)> {
-    std::fs::create_dir_all(&global.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", global.data_dir.display()))?;
+    crate::files::prepare_data_dir(&global.data_dir)?;
     let (url, description) = database_url(global);
+    if let Some(path) = linkvault_storage::sqlite_path(&url) {
+        crate::files::prepare_database_file(path)?;
+    }
     let store =
         linkvault_storage::open(&url).await.with_context(|| format!("cannot open the database ({description})"))?;
     store.migrate().await.with_context(|| format!("cannot migrate the database ({description})"))?;

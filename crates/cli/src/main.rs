@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod commands;
+mod files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

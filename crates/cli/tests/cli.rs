@@ -380,3 +380,49 @@ async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
     }
     Ok(())
 }
+
+#[cfg(unix)]
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_dir_and_every_file_in_it_are_private_from_creation() -> TestResult {
+    let parent = tempfile::tempdir()?;
+    let dir = parent.path().join("data");
+    let mut cmd = linkvault(&dir, None, None);
+    cmd.args(["serve", "--sandbox", "--listen", "127.0.0.1:0"]);
+    let (mut child, url) = start_server(cmd).await?;
+    assert_eq!(reqwest::get(format!("{url}/healthz")).await?.status(), 200);
+    // While the server runs, SQLite's -wal and -shm files exist beside the database.
+    assert_eq!(mode_of(&dir), 0o700, "the data dir");
+    for name in ["linkvault.db", "linkvault.db-wal", "linkvault.db-shm", "master.key", "sandbox-client.json"] {
+        assert_eq!(mode_of(&dir.join(name)), 0o600, "{name}");
+    }
+    child.kill().await?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_too_open_data_dir_and_database_are_restricted_with_a_warning() -> TestResult {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // As an older version (or a hand-made dir) would have left them.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(dir.path().join("linkvault.db"), std::fs::Permissions::from_mode(0o644))?;
+    let out = linkvault(dir.path(), None, None).args(["migrate"]).output().await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning:") && stderr.contains("restricted it to mode 700"), "{stderr}");
+    assert!(stderr.contains("linkvault.db was readable by other users (mode 644)"), "{stderr}");
+    assert_eq!(mode_of(dir.path()), 0o700);
+    assert_eq!(mode_of(&dir.path().join("linkvault.db")), 0o600);
+    Ok(())
+}

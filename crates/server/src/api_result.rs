@@ -83,6 +83,12 @@ pub enum ErrorType {
     /// The Link session was opened for another integration (`integrationId`), or already connected another
     /// account while `restrictMultipleAccounts` holds (extension).
     IntegrationNotAllowed,
+    /// The instance is handling as many requests as it may (`serve --max-in-flight`); HTTP 503 with
+    /// `Retry-After` (extension).
+    ServerBusy,
+    /// The request was not answered within `serve --request-timeout-secs`; HTTP 503 with `Retry-After`
+    /// (extension).
+    RequestTimeout,
     /// Something failed on our side (extension).
     Internal,
 }

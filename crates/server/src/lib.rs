@@ -9,6 +9,7 @@ pub mod limits;
 pub mod link;
 mod metrics;
 mod routes;
+pub mod serve;
 mod timefmt;
 pub mod transfer_follower;
 
@@ -27,8 +28,9 @@ use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 pub use api_result::{ApiError, ApiStatus, ErrorType};
 pub use limits::{RateLimitConfig, RateLimits};
 pub use link::{LinkConfig, LinkPurger};
-pub use metrics::Metrics;
+pub use metrics::{CONNECTIONS_GAUGE_TTL, Metrics, MetricsToken};
 pub use routes::transfers::{PREVIEW_EXPIRES_IN, upstream_idempotency_key};
+pub use serve::{ServerLimits, serve};
 pub use transfer_follower::{FollowerConfig, TransferFollower};
 
 /// Largest request body accepted on any endpoint.
@@ -67,6 +69,8 @@ pub struct Services {
     pub webhooks: DeliveryWorker,
     /// Request rate limits (none unless set with [`AppState::with_rate_limits`]; `serve` sets its defaults).
     pub limits: Arc<RateLimits>,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 /// The HTTP clients could not be built (TLS roots unavailable).
@@ -111,6 +115,7 @@ impl AppState {
             engine,
             webhooks,
             limits,
+            metrics_token: None,
         })))
     }
 
@@ -118,6 +123,12 @@ impl AppState {
     pub fn with_rate_limits(mut self, config: RateLimitConfig) -> Self {
         let limits = Arc::new(RateLimits::new(config, Arc::clone(self.vault.clock())));
         Arc::make_mut(&mut self.0).limits = limits;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/metrics`.
+    pub fn with_metrics_token(mut self, token: Option<MetricsToken>) -> Self {
+        Arc::make_mut(&mut self.0).metrics_token = token;
         self
     }
 

@@ -1,8 +1,13 @@
-//! Counters exposed at `/metrics` in the Prometheus text format, and the middleware that feeds them.
+//! Counters exposed at `/metrics` in the Prometheus text format, the middleware that feeds them, the cached
+//! connection gauge and the optional bearer token that guards the endpoint.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use linkvault_domain::Clock;
+use linkvault_storage::DynStore;
+use time::OffsetDateTime;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -22,7 +27,15 @@ pub struct Metrics {
     transfer_checks: AtomicU64,
     transfer_status_changes: AtomicU64,
     transfers_given_up: AtomicU64,
+    /// The last connection count and when it was read (see [`CONNECTIONS_GAUGE_TTL`]).
+    connections_gauge: tokio::sync::Mutex<Option<(OffsetDateTime, u64)>>,
 }
+
+/// How long one count of the stored connections answers scrapes. The gauge is a count read from the database,
+/// not an in-process tally, because with several instances on PostgreSQL each instance sees only its own
+/// creates and deletes; caching bounds the cost to one `COUNT(*)` per instance per interval however often (or
+/// however many at once) `/metrics` is scraped, at the price of a figure up to this old.
+pub const CONNECTIONS_GAUGE_TTL: time::Duration = time::Duration::seconds(30);
 
 impl Metrics {
     pub(crate) fn auth_failure(&self) {
@@ -57,7 +70,30 @@ impl Metrics {
         self.transfers_given_up.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every counter; `connections` is the live row count read at scrape time.
+    /// The stored connection count, counted again only when the cached one is older than
+    /// [`CONNECTIONS_GAUGE_TTL`] (or from the future, after the clock was set back). Concurrent scrapes wait for
+    /// one count instead of each running it. `None` when the database cannot count and nothing is cached.
+    pub async fn connections(&self, store: &DynStore, clock: &dyn Clock) -> Option<u64> {
+        let mut gauge = self.connections_gauge.lock().await;
+        let now = clock.now();
+        if let Some((at, count)) = *gauge {
+            if at <= now && now - at < CONNECTIONS_GAUGE_TTL {
+                return Some(count);
+            }
+        }
+        match store.count_connections().await {
+            Ok(count) => {
+                *gauge = Some((now, count));
+                Some(count)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot count the stored connections");
+                gauge.map(|(_, count)| count)
+            }
+        }
+    }
+
+    /// Renders every counter; `connections` is the stored connection count (see [`Metrics::connections`]).
     pub fn render(&self, connections: Option<u64>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP linkvault_http_responses_total HTTP responses by status class.");
@@ -131,4 +167,82 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     }
     tracing::debug!(%method, route = route.as_deref().unwrap_or("-"), status = code, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// The bearer token `/metrics` requires when the operator sets one. Only its SHA-256 digest is kept, so the
+/// token itself cannot end up in a log or a Debug print; presented tokens are digested and compared in constant
+/// time (equal-length digests, so neither the content nor the length of the token leaks through timing).
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+/// Shortest metrics token accepted: long enough that guessing it over the network is hopeless.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 16;
+const MAX_METRICS_TOKEN_CHARS: usize = 512;
+
+impl MetricsToken {
+    /// Accepts 16 to 512 visible ASCII characters (what fits in an `Authorization` header unchanged).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let len = raw.chars().count();
+        if !(MIN_METRICS_TOKEN_CHARS..=MAX_METRICS_TOKEN_CHARS).contains(&len) {
+            return Err(format!(
+                "the metrics token must be {MIN_METRICS_TOKEN_CHARS} to {MAX_METRICS_TOKEN_CHARS} characters long \
+                 (it has {len}); generate one with e.g. `openssl rand -hex 32`"
+            ));
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the metrics token may hold only visible ASCII characters (no spaces); generate one with \
+                        e.g. `openssl rand -hex 32`"
+                .to_owned());
+        }
+        Ok(Self(digest(raw.as_bytes())))
+    }
+
+    /// Whether an `Authorization` header value is `Bearer <this token>`.
+    pub fn admits(&self, authorization: Option<&axum::http::HeaderValue>) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let Some(presented) =
+            authorization.map(axum::http::HeaderValue::as_bytes).and_then(|v| v.strip_prefix(b"Bearer ".as_slice()))
+        else {
+            return false;
+        };
+        bool::from(digest(presented).ct_eq(&self.0))
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_token_admits_only_its_own_bearer_header() {
+        let token = MetricsToken::parse("0123456789abcdef0123").map_err(|e| e.to_string());
+        let Ok(token) = token else { panic!("{token:?}") };
+        let header = |v: &'static str| axum::http::HeaderValue::from_static(v);
+        assert!(token.admits(Some(&header("Bearer 0123456789abcdef0123"))));
+        assert!(!token.admits(Some(&header("Bearer 0123456789abcdef012"))));
+        assert!(!token.admits(Some(&header("Basic 0123456789abcdef0123"))));
+        assert!(!token.admits(Some(&header("0123456789abcdef0123"))));
+        assert!(!token.admits(None));
+        assert_eq!(format!("{token:?}"), "MetricsToken(..)");
+    }
+
+    #[test]
+    fn metrics_token_must_be_long_and_visible_ascii() {
+        assert!(MetricsToken::parse("short").is_err());
+        assert!(MetricsToken::parse("has a space in it, sadly").is_err());
+        assert!(MetricsToken::parse(&"x".repeat(513)).is_err());
+        assert!(MetricsToken::parse(&"x".repeat(16)).is_ok());
+    }
 }

@@ -1,4 +1,5 @@
-//! The HTTP API against the real server: lifecycle table, authentication, bad input, permanent deletion.
+//! The HTTP API against the real server: lifecycle table, authentication, bad input, permanent deletion, and
+//! the operational endpoints (the cached connection gauge, the `/metrics` token).
 
 mod common;
 
@@ -346,3 +347,60 @@ on_every_backend!(webhook_endpoint_is_set_with_a_write_key, |backend| async move
     assert_eq!((bad.code, bad.error_type()), (400, "invalidField"), "{}", bad.raw);
     Ok::<(), Box<dyn std::error::Error>>(())
 });
+
+/// The `linkvault_connections` gauge of a scrape, `None` when absent.
+fn gauge(metrics: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix("linkvault_connections ")).and_then(|v| v.trim().parse().ok())
+}
+
+on_every_backend!(connection_gauge_is_counted_once_per_interval_not_per_scrape, |backend| async move {
+    let clock = std::sync::Arc::new(linkvault_domain::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let app =
+        common::spawn_app_with(backend, common::Options { clock: Some(clock.clone()), ..common::Options::default() })
+            .await?;
+    let scrape = || async { app.http.get(format!("{}/metrics", app.base)).send().await?.text().await };
+    assert_eq!(gauge(&scrape().await?), Some(0));
+    let imported =
+        app.import(&app.client.read, json!({"userId": "u1", "type": "coinbase", "accessToken": "a"})).await?;
+    assert_eq!(imported.code, 200, "{}", imported.raw);
+    assert_eq!(app.fresh.store.count_connections().await?, 1);
+    // Scrapes within the interval answer the figure counted first: the database is not counted again.
+    for _ in 0..5 {
+        assert_eq!(gauge(&scrape().await?), Some(0), "a scrape counted the connections again");
+    }
+    clock.advance(linkvault_server::CONNECTIONS_GAUGE_TTL);
+    assert_eq!(gauge(&scrape().await?), Some(1), "the interval is over: counted again");
+    Ok::<_, Box<dyn std::error::Error>>(())
+});
+
+on_every_backend!(metrics_token_is_required_when_configured, |backend| async move {
+    let secret = "metrics-token-0123456789";
+    let token = linkvault_server::MetricsToken::parse(secret).map_err(|e| e.to_string())?;
+    let app =
+        common::spawn_app_with(backend, common::Options { metrics_token: Some(token), ..common::Options::default() })
+            .await?;
+    let url = format!("{}/metrics", app.base);
+    let none = app.http.get(&url).send().await?;
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert_eq!(none.text().await?, "", "nothing about the metrics without the token");
+    for wrong in [format!("Bearer {secret}x"), "Bearer metrics-token-0123456788".to_owned(), format!("Basic {secret}")]
+    {
+        let answer = app.http.get(&url).header("authorization", wrong.as_str()).send().await?;
+        assert_eq!(answer.status(), 401, "{wrong}");
+    }
+    let right = app.http.get(&url).bearer_auth(secret).send().await?;
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await?.contains("linkvault_http_responses_total"));
+    // The other operational endpoints stay open (probes carry no token).
+    assert_eq!(app.http.get(format!("{}/healthz", app.base)).send().await?.status(), 200);
+    Ok::<_, Box<dyn std::error::Error>>(())
+});
+
+#[tokio::test]
+async fn metrics_stay_open_without_a_token() -> TestResult {
+    let app = common::spawn_app_with(Backend::Sqlite, common::Options::default()).await?;
+    let answer = app.http.get(format!("{}/metrics", app.base)).send().await?;
+    assert_eq!(answer.status(), 200);
+    Ok(())
+}

@@ -71,7 +71,8 @@ fn per_minute(n: u32) -> Option<NonZeroU32> {
 
 async fn app_with(backend: Backend, limits: RateLimitConfig) -> (TestApp, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let options = Options { sandbox: true, clock: Some(clock.clone()), limits: Some(limits), ..Options::default() };
+    let options =
+        Options { sandbox: true, clock: Some(clock.clone()), rate_limits: Some(limits), ..Options::default() };
     (spawn_app_with(backend, options).await.unwrap(), clock)
 }
 

@@ -180,15 +180,20 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the store named by a database URL: `postgres://…` / `postgresql://…` for PostgreSQL, anything
 /// else (`sqlite://PATH`, `sqlite:PATH` or a plain path) for SQLite.
 pub async fn open(database_url: &str) -> Result<DynStore> {
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(database_url, None).await?))
-    } else {
-        let path = database_url
-            .strip_prefix("sqlite://")
-            .or_else(|| database_url.strip_prefix("sqlite:"))
-            .unwrap_or(database_url);
-        Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?))
+    match sqlite_path(database_url) {
+        None => Ok(Arc::new(PostgresStore::connect(database_url, None).await?)),
+        Some(path) => Ok(Arc::new(SqliteStore::open(path)?)),
     }
+}
+
+/// The SQLite file a database URL names, or `None` for PostgreSQL.
+pub fn sqlite_path(database_url: &str) -> Option<&std::path::Path> {
+    if is_postgres_url(database_url) {
+        return None;
+    }
+    let path =
+        database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")).unwrap_or(database_url);
+    Some(std::path::Path::new(path))
 }
 
 /// Whether a URL names PostgreSQL.

@@ -13,7 +13,7 @@ use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::EngineConfig;
 use linkvault_sandbox::SandboxConfig;
 use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
-use linkvault_server::{AppState, LinkConfig, LinkPurger, RateLimitConfig};
+use linkvault_server::{AppState, LinkConfig, LinkPurger, MetricsToken, RateLimitConfig, ServerLimits};
 use linkvault_vault::Vault;
 use serde_json::json;
 
@@ -36,10 +36,47 @@ pub struct ServeArgs {
     /// A TOML file that adds or overrides integrations.
     #[arg(long, env = "LINKVAULT_CATALOG")]
     catalog: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on /metrics (16+ visible ASCII characters). Unset: /metrics is
+    /// open to whoever reaches the listener.
+    #[arg(long, env = "LINKVAULT_METRICS_TOKEN", hide_env_values = true, value_parser = MetricsToken::parse)]
+    metrics_token: Option<MetricsToken>,
     #[command(flatten)]
     tuning: Tuning,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    listener: ListenerLimits,
+}
+
+/// Limits of the HTTP listener (see `linkvault_server::ServerLimits`); the defaults suit a host with the
+/// common 1,024 open-file soft limit.
+#[derive(Debug, Args)]
+struct ListenerLimits {
+    /// Seconds a client has to send a complete request head; also how long an idle keep-alive connection
+    /// stays open.
+    #[arg(long, env = "LINKVAULT_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    header_read_timeout_secs: u64,
+    /// Seconds a request may take before it is answered 503 (requestTimeout).
+    #[arg(long, env = "LINKVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
+    /// Open connections at most; beyond it the oldest connection without a request in progress is closed.
+    /// Keep it well below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "LINKVAULT_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Requests handled at once at most; more are answered 503 (serverBusy) with Retry-After.
+    #[arg(long, env = "LINKVAULT_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_in_flight: u32,
+}
+
+impl ListenerLimits {
+    fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections as usize,
+            max_in_flight: self.max_in_flight as usize,
+        }
+    }
 }
 
 /// Request rate limits, each "N per minute" (bursts up to N); 0 turns one off. Counted per instance.
@@ -159,7 +196,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     let state =
         AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
             .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
-            .with_rate_limits(args.limits.config());
+            .with_rate_limits(args.limits.config())
+            .with_metrics_token(args.metrics_token.clone());
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);
@@ -185,9 +223,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         println!("demo app: open {public_url}/demo to connect a sandbox account through Link");
     }
     tracing::info!(%bound, "serving");
-    // The peer address reaches handlers for the per-address Link limits.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+    // The listener hands each request its peer address (ConnectInfo) for the per-address Link limits.
+    linkvault_server::serve(listener, app, args.listener.limits(), shutdown_signal())
         .await
         .context("the server stopped with an error")?;
     let _ = stop_engine.send(true);

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
@@ -30,12 +30,19 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse 
     }
 }
 
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let connections = state.vault.store().count_connections().await.ok();
+/// The Prometheus text; with a metrics token configured, only for `Authorization: Bearer <token>` (else 401
+/// with an empty body, like `/api/v1` without credentials).
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        if !token.admits(headers.get(header::AUTHORIZATION)) {
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response();
+        }
+    }
+    let connections = state.metrics.connections(state.vault.store(), state.vault.clock().as_ref()).await;
     let mut body = state.metrics.render(connections);
     body.push_str(&state.engine.metrics().render());
     body.push_str(&state.webhooks.metrics().render());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 pub(crate) async fn openapi() -> impl IntoResponse {

@@ -56,9 +56,13 @@ pub struct Options {
     /// The clock of the vault, the engine and the sandbox (the system clock when unset).
     pub clock: Option<Arc<dyn Clock>>,
     /// Request rate limits (default: none).
-    pub limits: Option<linkvault_server::RateLimitConfig>,
+    pub rate_limits: Option<linkvault_server::RateLimitConfig>,
     /// Lifetimes of client-managed tokens (default: `ClientTokenPolicy::default()`).
     pub client_token_policy: Option<linkvault_vault::ClientTokenPolicy>,
+    /// The listener's limits (`ServerLimits::default()`, as `serve` has them, when unset).
+    pub limits: Option<linkvault_server::ServerLimits>,
+    /// The bearer token `/metrics` requires (`serve --metrics-token`); open when unset.
+    pub metrics_token: Option<linkvault_server::MetricsToken>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -88,14 +92,17 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     let mut link = options.link.clone().unwrap_or_default();
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
-    let mut state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?.with_link(link);
-    if let Some(limits) = options.limits {
+    let mut state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?
+        .with_link(link)
+        .with_metrics_token(options.metrics_token.clone());
+    if let Some(limits) = options.rate_limits {
         state = state.with_rate_limits(limits);
     }
     let router = linkvault_server::app(state.clone(), extra);
     let app = router.clone();
+    let limits = options.limits.unwrap_or_default();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+        let _ = linkvault_server::serve(listener, app, limits, std::future::pending()).await;
     });
     let client = create_client(&vault, "test app").await?;
     Ok(TestApp { base, http: reqwest::Client::new(), vault, router, state, fresh, client, server })
