@@ -133,12 +133,15 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
             pkce_verifier: "v".repeat(43),
             created_at: t0,
             expires_at: t0 + Duration::minutes(10),
+            begin_digest: Some(b"begin-1".to_vec()),
+            authorize_url: Some("https://idp.example/authorize?state=s1".into()),
+            binding_digest: None,
         };
         store.insert_link_oauth(&pending).await?;
         assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "nothing completed yet");
         assert!(!store.complete_link_oauth(b"state-1", None, Some("x"), t0).await?, "not claimed yet");
         let claimed = store.claim_link_oauth(b"state-1", t0).await?.expect("claimed");
-        assert_eq!(claimed, pending);
+        assert_eq!(claimed, pending, "never bound: the claim shows it (the callback then refuses it)");
         assert!(store.claim_link_oauth(b"state-1", t0).await?.is_none(), "a state is claimed once");
         let token = TokenId::new_random();
         assert!(store.complete_link_oauth(b"state-1", Some(token), None, t0).await?);
@@ -150,6 +153,51 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
         let expired = LinkOAuthRecord { state_digest: b"state-2".to_vec(), expires_at: t0, ..pending.clone() };
         store.insert_link_oauth(&expired).await?;
         assert!(store.claim_link_oauth(b"state-2", t0).await?.is_none(), "expired");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_oauth_sign_in_is_bound_once_within_its_window() -> TestResult {
+    with_store("an_oauth_sign_in_is_bound_once_within_its_window", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let s = session(c, b"code-b", t0 + Duration::minutes(10));
+        store.insert_link_session(&s).await?;
+        let url = "https://idp.example/authorize?state=s3";
+        let pending = LinkOAuthRecord {
+            state_digest: b"state-3".to_vec(),
+            session_id: s.id,
+            integration: "coinbase".into(),
+            pkce_verifier: "v".repeat(43),
+            created_at: t0,
+            expires_at: t0 + Duration::minutes(10),
+            begin_digest: Some(b"begin-3".to_vec()),
+            authorize_url: Some(url.into()),
+            binding_digest: None,
+        };
+        store.insert_link_oauth(&pending).await?;
+        let late = t0 + Duration::minutes(3);
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"cookie", t0, late).await?, None, "started too long ago");
+        assert_eq!(store.bind_link_oauth(b"begin-x", b"cookie", t0 - Duration::minutes(2), t0).await?, None);
+        let window = t0 - Duration::minutes(2);
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"cookie", window, t0).await?.as_deref(), Some(url));
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"other", window, t0).await?, None, "single use");
+        let claimed = store.claim_link_oauth(b"state-3", t0).await?.expect("claimed");
+        assert_eq!(claimed.binding_digest.as_deref(), Some(&b"cookie"[..]));
+        assert_eq!((claimed.begin_digest, claimed.authorize_url), (None, None), "cleared when bound");
+
+        // A claimed (or expired) sign-in cannot be bound any more.
+        let other = LinkOAuthRecord {
+            state_digest: b"state-4".to_vec(),
+            begin_digest: Some(b"begin-4".to_vec()),
+            authorize_url: Some(url.into()),
+            ..pending.clone()
+        };
+        store.insert_link_oauth(&other).await?;
+        assert!(store.claim_link_oauth(b"state-4", t0).await?.is_some());
+        assert_eq!(store.bind_link_oauth(b"begin-4", b"cookie", window, t0).await?, None, "already claimed");
         Ok(())
     })
     .await
