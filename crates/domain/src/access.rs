@@ -9,7 +9,8 @@ pub enum Operation {
     Read,
     /// Transfers and other writes: needs a write key *and* a write-scoped connection.
     Write,
-    /// Removing the connection: the owning client, whatever the key's scope.
+    /// Removing the connection: the owning client; a read key only a read-scoped connection (a connection
+    /// made with a write key is the app's write capability, which a read key must not be able to destroy).
     Remove,
 }
 
@@ -18,7 +19,8 @@ pub enum Operation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessDenied {
     NotFound,
-    /// A read key called a write operation (HTTP 403, decided before the connection is even loaded).
+    /// A read key called a write operation (HTTP 403, decided before the connection is even loaded), or tried
+    /// to remove a write-scoped connection.
     KeyScopeTooLow,
     /// A write key used a read-scoped tokenId (`tokenScopeMismatch`).
     TokenScopeMismatch,
@@ -36,7 +38,11 @@ pub fn authorize_token_use(
         return Err(AccessDenied::NotFound);
     }
     match operation {
-        Operation::Read | Operation::Remove => Ok(()),
+        Operation::Read => Ok(()),
+        Operation::Remove if caller_scope != Scope::Write && token_scope == Scope::Write => {
+            Err(AccessDenied::KeyScopeTooLow)
+        }
+        Operation::Remove => Ok(()),
         Operation::Write if caller_scope != Scope::Write => Err(AccessDenied::KeyScopeTooLow),
         Operation::Write if token_scope != Scope::Write => Err(AccessDenied::TokenScopeMismatch),
         Operation::Write => Ok(()),
@@ -60,7 +66,9 @@ mod tests {
                     );
                     let own = authorize_token_use(me, caller_scope, me, token_scope, op);
                     let expected = match (op, caller_scope, token_scope) {
-                        (Operation::Write, Scope::Read, _) => Err(AccessDenied::KeyScopeTooLow),
+                        (Operation::Write, Scope::Read, _) | (Operation::Remove, Scope::Read, Scope::Write) => {
+                            Err(AccessDenied::KeyScopeTooLow)
+                        }
                         (Operation::Write, Scope::Write, Scope::Read) => Err(AccessDenied::TokenScopeMismatch),
                         _ => Ok(()),
                     };

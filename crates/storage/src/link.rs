@@ -77,6 +77,12 @@ pub struct LinkOAuthRecord {
     pub pkce_verifier: String,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// SHA-256 of the one-time nonce of the `/link/oauth/begin` URL (migration 0009); cleared when used.
+    pub begin_digest: Option<Vec<u8>>,
+    /// The integration's authorize URL the begin step redirects to; cleared when the begin step runs.
+    pub authorize_url: Option<String>,
+    /// SHA-256 of the binding cookie the begin step set in the starting browser; `None` until then.
+    pub binding_digest: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for LinkOAuthRecord {
@@ -87,6 +93,7 @@ impl fmt::Debug for LinkOAuthRecord {
             .field("pkce_verifier", &"[redacted]")
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("bound", &self.binding_digest.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +139,16 @@ pub trait LinkStore: Send + Sync {
     async fn insert_link_oauth(&self, record: &LinkOAuthRecord, max_pending: u32) -> Result<u64>;
     /// How many OAuth sign-ins of the session are pending (unclaimed and unexpired at `now`).
     async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64>;
+    /// The begin step of a pending OAuth sign-in, once only: the row whose `begin_digest` this is, started
+    /// after `started_after`, unexpired, not yet bound or claimed, gets `binding_digest`; its begin nonce and
+    /// authorize URL are cleared in the same step and the authorize URL is returned.
+    async fn bind_link_oauth(
+        &self,
+        begin_digest: &[u8],
+        binding_digest: &[u8],
+        started_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>>;
     /// Claims a pending OAuth sign-in for its callback: once only, before it expires. Returns the row with
     /// its verifier; the stored verifier is cleared in the same statement.
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>>;

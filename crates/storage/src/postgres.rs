@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0006_transfers.sql"),
     include_str!("../migrations/postgres/0007_transfer_follow.sql"),
     include_str!("../migrations/postgres/0008_link_connected.sql"),
+    include_str!("../migrations/postgres/0009_link_oauth_binding.sql"),
 ];
 /// The database clock in Unix milliseconds. `clock_timestamp()`, not `now()`: the latter is frozen at the
 /// start of the transaction, and leases must be measured against the time the statement actually runs.

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_transfers.sql"),
     include_str!("../migrations/sqlite/0007_transfer_follow.sql"),
     include_str!("../migrations/sqlite/0008_link_connected.sql"),
+    include_str!("../migrations/sqlite/0009_link_oauth_binding.sql"),
 ];
 #[derive(Debug)]
 struct Inner {

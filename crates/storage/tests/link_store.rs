@@ -119,6 +119,21 @@ async fn concurrent_starts_have_one_winner() -> TestResult {
     .await
 }
 
+/// Pending OAuth sign-in number `n` of session `session_id`, started at `t0`, not yet bound.
+fn pending_oauth(session_id: Uuid, t0: OffsetDateTime, n: u8) -> LinkOAuthRecord {
+    LinkOAuthRecord {
+        state_digest: format!("state-{n}").into_bytes(),
+        session_id,
+        integration: "coinbase".into(),
+        pkce_verifier: "v".repeat(43),
+        created_at: t0,
+        expires_at: t0 + Duration::minutes(10),
+        begin_digest: Some(format!("begin-{n}").into_bytes()),
+        authorize_url: Some(format!("https://idp.example/authorize?state=s{n}")),
+        binding_digest: None,
+    }
+}
+
 #[tokio::test]
 async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
     with_store("oauth_sign_ins_are_claimed_once_and_collected_once", |store| async move {
@@ -126,19 +141,12 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
         let t0 = now();
         let s = session(c, b"code-o", t0 + Duration::minutes(10));
         store.insert_link_session(&s).await?;
-        let pending = LinkOAuthRecord {
-            state_digest: b"state-1".to_vec(),
-            session_id: s.id,
-            integration: "coinbase".into(),
-            pkce_verifier: "v".repeat(43),
-            created_at: t0,
-            expires_at: t0 + Duration::minutes(10),
-        };
+        let pending = pending_oauth(s.id, t0, 1);
         store.insert_link_oauth(&pending, 5).await?;
         assert!(store.take_link_oauth_outcome(s.id).await?.is_none(), "nothing completed yet");
         assert!(!store.complete_link_oauth(b"state-1", None, Some("x"), t0).await?, "not claimed yet");
         let claimed = store.claim_link_oauth(b"state-1", t0).await?.expect("claimed");
-        assert_eq!(claimed, pending);
+        assert_eq!(claimed, pending, "never bound: the claim shows it (the callback then refuses it)");
         assert!(store.claim_link_oauth(b"state-1", t0).await?.is_none(), "a state is claimed once");
         let token = TokenId::new_random();
         assert!(store.complete_link_oauth(b"state-1", Some(token), None, t0).await?);
@@ -150,6 +158,36 @@ async fn oauth_sign_ins_are_claimed_once_and_collected_once() -> TestResult {
         let expired = LinkOAuthRecord { state_digest: b"state-2".to_vec(), expires_at: t0, ..pending.clone() };
         store.insert_link_oauth(&expired, 5).await?;
         assert!(store.claim_link_oauth(b"state-2", t0).await?.is_none(), "expired");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_oauth_sign_in_is_bound_once_within_its_window() -> TestResult {
+    with_store("an_oauth_sign_in_is_bound_once_within_its_window", |store| async move {
+        let c = client(&store).await?;
+        let t0 = now();
+        let s = session(c, b"code-b", t0 + Duration::minutes(10));
+        store.insert_link_session(&s).await?;
+        let url = "https://idp.example/authorize?state=s3";
+        let pending = pending_oauth(s.id, t0, 3);
+        store.insert_link_oauth(&pending, 5).await?;
+        let late = t0 + Duration::minutes(3);
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"cookie", t0, late).await?, None, "started too long ago");
+        assert_eq!(store.bind_link_oauth(b"begin-x", b"cookie", t0 - Duration::minutes(2), t0).await?, None);
+        let window = t0 - Duration::minutes(2);
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"cookie", window, t0).await?.as_deref(), Some(url));
+        assert_eq!(store.bind_link_oauth(b"begin-3", b"other", window, t0).await?, None, "single use");
+        let claimed = store.claim_link_oauth(b"state-3", t0).await?.expect("claimed");
+        assert_eq!(claimed.binding_digest.as_deref(), Some(&b"cookie"[..]));
+        assert_eq!((claimed.begin_digest, claimed.authorize_url), (None, None), "cleared when bound");
+
+        // A claimed (or expired) sign-in cannot be bound any more.
+        let other = pending_oauth(s.id, t0, 4);
+        store.insert_link_oauth(&other, 5).await?;
+        assert!(store.claim_link_oauth(b"state-4", t0).await?.is_some());
+        assert_eq!(store.bind_link_oauth(b"begin-4", b"cookie", window, t0).await?, None, "already claimed");
         Ok(())
     })
     .await
@@ -188,6 +226,9 @@ fn sign_in(session_id: Uuid, state: &[u8], created_at: OffsetDateTime, expires_a
         pkce_verifier: "v".repeat(43),
         created_at,
         expires_at,
+        begin_digest: None,
+        authorize_url: None,
+        binding_digest: None,
     }
 }
 

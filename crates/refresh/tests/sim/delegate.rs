@@ -41,6 +41,15 @@ impl LinkStore for SimStore {
     async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64> {
         self.inner.count_pending_link_oauth(session_id, now).await
     }
+    async fn bind_link_oauth(
+        &self,
+        begin_digest: &[u8],
+        binding_digest: &[u8],
+        started_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        self.inner.bind_link_oauth(begin_digest, binding_digest, started_after, now).await
+    }
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
         self.inner.claim_link_oauth(state_digest, now).await
     }

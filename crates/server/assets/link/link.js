@@ -530,8 +530,8 @@
     render(t('mfaTitle'), [logo(integration, true), form], { focus: code });
   }
 
-  // OAuth: the popup is opened synchronously in the click (so it is not blocked), then sent to the
-  // integration's authorize URL. The callback page tells us; we also poll in case the opener link is lost.
+  // OAuth: the popup is opened synchronously in the click (so it is not blocked), then sent to linkvault's
+  // one-time begin URL, which binds the sign-in to this browser and redirects to the integration. The callback page tells us; we also poll in case the opener link is lost.
   function startOAuth(integration, errorEl, button) {
     stopOAuth();
     var popup = window.open('', 'lv-oauth-' + Date.now(), 'popup,width=480,height=720');
@@ -540,7 +540,7 @@
     busy(button, true);
     api('/link/api/oauth/start', { type: integration.type }).then(function (answer) {
       busy(button, false);
-      popup.location.href = answer.authorizeUrl;
+      popup.location.href = answer.popupUrl;
       post('integrationOAuthStarted', { integrationType: integration.type, integrationName: integration.name });
       S.oauth = { popup: popup, integration: integration, polls: 0, closedPolls: 0, timer: null };
       showWaiting(integration);

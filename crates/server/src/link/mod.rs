@@ -94,6 +94,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/link/api/credentials", post(api::credentials))
         .route("/link/api/oauth/start", post(oauth::start))
         .route("/link/api/oauth/result", post(oauth::result))
+        .route("/link/oauth/begin", get(oauth::begin))
         .route("/link/oauth/callback", get(oauth::callback))
         .route("/link/api/transfer/configure", post(transfer::configure))
         .route("/link/api/transfer/preview", post(transfer::preview))

@@ -1,10 +1,18 @@
 //! OAuth sign-in from the Link page: `POST /link/api/oauth/start` builds the integration's authorize URL
-//! (state and PKCE kept with the session), `GET /link/oauth/callback` exchanges the code and stores the tokens
-//! under the session's identity, then renders a tiny page (external script, no inline JS) that tells the
-//! Link page, which collects the result with `POST /link/api/oauth/result`.
+//! (state and PKCE kept with the session) but hands the page only a one-time linkvault URL; the popup opens
+//! that (`GET /link/oauth/begin`), which binds the sign-in to this browser with a short-lived HttpOnly cookie
+//! and redirects to the integration. `GET /link/oauth/callback` finishes the sign-in only for the browser
+//! holding that cookie — so an authorize URL approved in another browser (a phished victim's) cannot land a
+//! grant in someone else's session — exchanges the code, stores the tokens under the session's identity, and
+//! renders a tiny page (external script, no inline JS) that tells the Link page, which collects the result
+//! with `POST /link/api/oauth/result`.
 
 use axum::extract::{Query, State};
+use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
+use cookie::{Cookie, SameSite};
 use linkvault_domain::IntegrationType;
 use linkvault_integrations::oauth::authorization_request;
 use linkvault_integrations::{AuthScheme, Integration};
@@ -23,7 +31,22 @@ use crate::link::api::{
 };
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
-use crate::link::{digest, span};
+use crate::link::{digest, random_token, span};
+
+/// The begin URL must be opened within this time of `oauth/start` (the page opens it at once).
+const BEGIN_WINDOW: time::Duration = time::Duration::minutes(2);
+
+/// The binding cookie's name for `state`: one per sign-in, so two sign-ins in one browser do not clash.
+fn binding_cookie_name(oauth_state: &str) -> String {
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest(oauth_state)[..9]);
+    format!("lv_oauth_{tag}")
+}
+
+/// Where the binding cookie is sent: only the begin and callback endpoints (under the public URL's path).
+fn binding_cookie_path(state: &AppState) -> String {
+    let prefix = &state.link.public_url[state.link.public_origin().len()..];
+    format!("{prefix}/link/oauth")
+}
 use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
@@ -60,6 +83,7 @@ pub(crate) async fn start(
     check_integration_allowed(&state, &session, integration)?;
     let request = authorization_request(integration, &state.link.oauth_redirect_uri(), session.scope)
         .map_err(|e| ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, e.to_string()))?;
+    let nonce = random_token()?;
     let now = state.vault.clock().now();
     let record = LinkOAuthRecord {
         state_digest: digest(&request.state),
@@ -68,6 +92,9 @@ pub(crate) async fn start(
         pkce_verifier: request.pkce.verifier().expose_secret().to_owned(),
         created_at: now,
         expires_at: now + span(state.link.oauth_ttl),
+        begin_digest: Some(digest(&nonce)),
+        authorize_url: Some(request.url.as_str().to_owned()),
+        binding_digest: None,
     };
     state
         .vault
@@ -75,7 +102,94 @@ pub(crate) async fn start(
         .insert_link_oauth(&record, crate::link::MAX_PENDING_OAUTH)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(ApiOk(Some(json!({ "authorizeUrl": request.url.as_str() }))))
+    // Not the authorize URL: the sign-in only completes through the begin step, in the browser that takes it.
+    let popup_url = format!("{}/link/oauth/begin?nonce={nonce}", state.link.public_url);
+    Ok(ApiOk(Some(json!({ "popupUrl": popup_url }))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BeginQuery {
+    nonce: Option<String>,
+}
+
+/// Why a begin or callback request is refused, in words for the end user.
+const NOT_THIS_BROWSER: &str = "This sign-in was started in another browser or window, or its link was already \
+                                used. Close this window and start again from the app.";
+
+/// `GET /link/oauth/begin?nonce` — the popup's first stop: once only, shortly after `oauth/start`, and only
+/// when navigated to from the Link page itself (`Sec-Fetch-Site: same-origin`; a link pasted or clicked
+/// elsewhere is `none`/`cross-site`). Sets the binding cookie and redirects (303) to the integration.
+pub(crate) async fn begin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<BeginQuery>,
+) -> Response {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin") {
+        return refusal_page(StatusCode::FORBIDDEN, NOT_THIS_BROWSER, None);
+    }
+    let Some(nonce) = query.nonce.filter(|n| !n.is_empty() && n.len() <= 128) else {
+        return refusal_page(StatusCode::BAD_REQUEST, NOT_THIS_BROWSER, None);
+    };
+    let Ok(binding) = random_token() else {
+        return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
+    };
+    let now = state.vault.clock().now();
+    let bound = state.vault.store().bind_link_oauth(&digest(&nonce), &digest(&binding), now - BEGIN_WINDOW, now).await;
+    let authorize_url = match bound {
+        Ok(Some(url)) => url,
+        Ok(None) => return refusal_page(StatusCode::BAD_REQUEST, NOT_THIS_BROWSER, None),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bind an OAuth sign-in to its browser");
+            return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
+        }
+    };
+    let Some(oauth_state) = url::Url::parse(&authorize_url)
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
+    else {
+        tracing::error!("a stored authorize URL has no state");
+        return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
+    };
+    let max_age = time::Duration::seconds(i64::try_from(state.link.oauth_ttl.as_secs()).unwrap_or(600));
+    let cookie = Cookie::build((binding_cookie_name(&oauth_state), binding))
+        .path(binding_cookie_path(&state))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.link.public_url.starts_with("https://"))
+        .max_age(max_age)
+        .build();
+    let (Ok(location), Ok(set_cookie)) =
+        (HeaderValue::from_str(&authorize_url), HeaderValue::from_str(&cookie.to_string()))
+    else {
+        return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
+    };
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(LOCATION, location);
+    response.headers_mut().insert(SET_COOKIE, set_cookie);
+    response
+}
+
+/// The binding cookie for `oauth_state` that this request carries, if any.
+fn binding_cookie(headers: &HeaderMap, oauth_state: &str) -> Option<String> {
+    let name = binding_cookie_name(oauth_state);
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+/// Removes the binding cookie (the sign-in is over, whatever its outcome).
+fn clear_binding_cookie(state: &AppState, response: &mut Response, oauth_state: &str) {
+    let cookie =
+        Cookie::build((binding_cookie_name(oauth_state), "")).path(binding_cookie_path(state)).removal().build();
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
 }
 
 #[derive(Deserialize)]
@@ -87,11 +201,16 @@ pub(crate) struct CallbackQuery {
 
 /// The page shown in the popup after the integration sends the user back. It carries no secret.
 fn callback_page(ok: bool) -> Response {
-    let (status, text) = if ok {
-        ("ok", "Signed in. You can close this window and return to the app.")
+    if ok {
+        refusal_page(StatusCode::OK, "Signed in. You can close this window and return to the app.", Some("ok"))
     } else {
-        ("failed", "The sign-in did not complete. Close this window and try again.")
-    };
+        refusal_page(StatusCode::OK, "The sign-in did not complete. Close this window and try again.", None)
+    }
+}
+
+/// The popup's page: `text` (one of ours, no markup) with `status` for callback.js (`failed` unless `ok`).
+fn refusal_page(code: StatusCode, text: &str, status: Option<&str>) -> Response {
+    let status = status.unwrap_or("failed");
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -99,7 +218,7 @@ fn callback_page(ok: bool) -> Response {
          <script src=\"/link/assets/callback.js\" defer></script></head>\
          <body data-status=\"{status}\"><main class=\"lv-callback\"><p role=\"status\">{text}</p></main></body></html>\n"
     );
-    Html(body).into_response()
+    (code, Html(body)).into_response()
 }
 
 /// Exchanges the code and stores the connection; the error string is shown to the end user.
@@ -156,12 +275,29 @@ async fn complete(
 }
 
 /// `GET /link/oauth/callback?code&state` (or `?error&state`).
-pub(crate) async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
+pub(crate) async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
     let Some(oauth_state) = query.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
         return callback_page(false);
     };
+    let mut response = finish(&state, &headers, &oauth_state, query.code, query.error).await;
+    clear_binding_cookie(&state, &mut response, &oauth_state);
+    response
+}
+
+/// The callback's work for one `state`: claimed once; finished only with the begin step's cookie.
+async fn finish(
+    state: &AppState,
+    headers: &HeaderMap,
+    oauth_state: &str,
+    code: Option<String>,
+    error: Option<String>,
+) -> Response {
     let now = state.vault.clock().now();
-    let state_digest = digest(&oauth_state);
+    let state_digest = digest(oauth_state);
     let pending = match state.vault.store().claim_link_oauth(&state_digest, now).await {
         Ok(Some(p)) => p,
         Ok(None) => return callback_page(false),
@@ -170,10 +306,21 @@ pub(crate) async fn callback(State(state): State<AppState>, Query(query): Query<
             return callback_page(false);
         }
     };
-    let outcome = match (query.code.filter(|c| !c.is_empty() && c.len() <= 2048), query.error) {
+    // The claim spent the state whatever follows: a foreign browser's attempt also ends the sign-in, and
+    // the Link page that started it is told.
+    let presented = binding_cookie(headers, oauth_state).map(|c| digest(&c));
+    if presented.is_none() || presented != pending.binding_digest {
+        let refused = "the sign-in was approved in another browser than the one that started it";
+        if let Err(e) = state.vault.store().complete_link_oauth(&state_digest, None, Some(refused), now).await {
+            tracing::error!(error = %e, "cannot record an OAuth sign-in's result");
+        }
+        tracing::warn!(integration = %pending.integration, "OAuth callback without the starting browser's cookie refused");
+        return refusal_page(StatusCode::FORBIDDEN, NOT_THIS_BROWSER, None);
+    }
+    let outcome = match (code.filter(|c| !c.is_empty() && c.len() <= 2048), error) {
         (_, Some(_)) => Err("access was not granted".to_owned()),
         (None, None) => Err("the integration sent no authorization code".to_owned()),
-        (Some(code), None) => complete(&state, &pending, &code).await,
+        (Some(code), None) => complete(state, &pending, &code).await,
     };
     let (token_id, error) = match &outcome {
         Ok(t) => (Some(*t), None),

@@ -1,15 +1,17 @@
 //! `DELETE /api/v1/account`: removing a connection is permanent — row and data key destroyed at once, the
 //! tokenId retired forever — and the grant is revoked at the integration, so the tokens die there too. A
-//! client-managed access token names its connection as well; the connection's token families go with it.
+//! client-managed access token names its connection as well; the connection's token families go with it. A
+//! read-scoped key may remove only read-scoped connections (`Operation::Remove`).
 
 use axum::extract::State;
+use linkvault_domain::{AccessDenied, Operation, authorize_token_use};
 use linkvault_integrations::AuthScheme;
 use linkvault_integrations::oauth::TokenTypeHint;
 use linkvault_vault::IntegrationCredentials;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::api_result::{ApiError, ApiOk};
+use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::token_id_of;
@@ -24,6 +26,16 @@ pub(crate) struct RemoveRequest {
     /// Extension: the end user whose connection this is; another user's tokenId is then not found.
     #[serde(default)]
     user_id: Option<String>,
+}
+
+/// A read key removing a connection made with a write key: refused, as the scope error of every endpoint.
+fn read_key_cannot_remove() -> ApiError {
+    ApiError::new(
+        ApiStatus::PermissionDenied,
+        ErrorType::KeyScopeInsufficient,
+        "this connection was made with a write-scoped API key; a read-scoped key may remove only connections made \
+         with a read key — remove it with a write key",
+    )
 }
 
 pub(crate) async fn remove(
@@ -44,6 +56,11 @@ pub(crate) async fn remove(
     if record.integration != integration.as_str() {
         // The tokenId exists but not for this integration: as unknown as any other.
         return Err(ApiError::token_not_found());
+    }
+    match authorize_token_use(caller.client_id, caller.scope, record.client_id, record.scope, Operation::Remove) {
+        Ok(()) => {}
+        Err(AccessDenied::KeyScopeTooLow) => return Err(read_key_cannot_remove()),
+        Err(_) => return Err(ApiError::token_not_found()),
     }
     // Opened before the row goes, so the integration can be told; a row that cannot be opened is deleted anyway.
     let credentials = match state.vault.open_credentials(&record).await {

@@ -142,8 +142,9 @@ impl LinkStore for PostgresStore {
             )
             .await?;
         tx.execute(
-            "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at,
+                                     begin_digest, authorize_url, binding_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &r.state_digest,
                 &r.session_id,
@@ -151,6 +152,9 @@ impl LinkStore for PostgresStore {
                 &r.pkce_verifier,
                 &to_millis(r.created_at),
                 &to_millis(r.expires_at),
+                &r.begin_digest,
+                &r.authorize_url,
+                &r.binding_digest,
             ],
         )
         .await?;
@@ -169,6 +173,29 @@ impl LinkStore for PostgresStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn bind_link_oauth(
+        &self,
+        begin_digest: &[u8],
+        binding_digest: &[u8],
+        started_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let c = self.client().await?;
+        // As in the claim: the sub-select reads the URL as it was, while the stored copy is cleared.
+        let stmt = c
+            .prepare_cached(
+                "UPDATE link_oauth o SET begin_digest = NULL, authorize_url = NULL, binding_digest = $2
+                 FROM (SELECT state_digest, authorize_url FROM link_oauth WHERE begin_digest = $1 FOR UPDATE) old
+                 WHERE o.state_digest = old.state_digest AND o.binding_digest IS NULL AND o.claimed_at IS NULL
+                   AND o.authorize_url IS NOT NULL AND o.created_at > $3 AND o.expires_at > $4
+                 RETURNING old.authorize_url",
+            )
+            .await?;
+        let row =
+            c.query_opt(&stmt, &[&begin_digest, &binding_digest, &to_millis(started_after), &to_millis(now)]).await?;
+        Ok(row.map(|r| r.try_get::<_, String>("authorize_url")).transpose()?)
+    }
+
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
         let c = self.client().await?;
         // The sub-select reads the row as it was before this statement's update, so the verifier is returned
@@ -179,7 +206,8 @@ impl LinkStore for PostgresStore {
                  FROM (SELECT state_digest, pkce_verifier FROM link_oauth WHERE state_digest = $1 FOR UPDATE) old
                  WHERE o.state_digest = old.state_digest AND o.claimed_at IS NULL
                    AND o.pkce_verifier IS NOT NULL AND o.expires_at > $2
-                 RETURNING o.state_digest, o.session_id, o.integration, old.pkce_verifier, o.created_at, o.expires_at",
+                 RETURNING o.state_digest, o.session_id, o.integration, old.pkce_verifier, o.created_at, o.expires_at,
+                           o.begin_digest, o.authorize_url, o.binding_digest",
             )
             .await?;
         let Some(row) = c.query_opt(&stmt, &[&state_digest, &to_millis(now)]).await? else { return Ok(None) };
@@ -190,6 +218,9 @@ impl LinkStore for PostgresStore {
             pkce_verifier: row.try_get("pkce_verifier")?,
             created_at: from_millis(row.try_get("created_at")?)?,
             expires_at: from_millis(row.try_get("expires_at")?)?,
+            begin_digest: row.try_get("begin_digest")?,
+            authorize_url: row.try_get("authorize_url")?,
+            binding_digest: row.try_get("binding_digest")?,
         }))
     }
 

@@ -147,8 +147,9 @@ impl LinkStore for SqliteStore {
                 )?
                 .execute(params![r.session_id.to_string(), to_millis(r.created_at), max_pending.saturating_sub(1)])?;
             tx.prepare_cached(
-                "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at, expires_at,
+                                         begin_digest, authorize_url, binding_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 r.state_digest,
@@ -157,6 +158,9 @@ impl LinkStore for SqliteStore {
                 r.pkce_verifier,
                 to_millis(r.created_at),
                 to_millis(r.expires_at),
+                r.begin_digest,
+                r.authorize_url,
+                r.binding_digest,
             ])?;
             tx.commit()?;
             Ok(u64::try_from(dropped).unwrap_or(u64::MAX))
@@ -175,6 +179,38 @@ impl LinkStore for SqliteStore {
         })
     }
 
+    async fn bind_link_oauth(
+        &self,
+        begin_digest: &[u8],
+        binding_digest: &[u8],
+        started_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let (begin, binding) = (begin_digest.to_vec(), binding_digest.to_vec());
+        self.write(move |conn| {
+            // One writer connection and one transaction: the read and the conditional update are atomic.
+            let tx = conn.transaction()?;
+            let url = tx
+                .prepare_cached(
+                    "SELECT authorize_url FROM link_oauth
+                     WHERE begin_digest = ?1 AND binding_digest IS NULL AND claimed_at IS NULL
+                       AND authorize_url IS NOT NULL AND created_at > ?2 AND expires_at > ?3",
+                )?
+                .query_row(params![begin, to_millis(started_after), to_millis(now)], |row| row.get::<_, String>(0))
+                .optional()?;
+            let Some(url) = url else { return Ok(None) };
+            let n = tx
+                .prepare_cached(
+                    "UPDATE link_oauth SET begin_digest = NULL, authorize_url = NULL, binding_digest = ?2
+                     WHERE begin_digest = ?1 AND binding_digest IS NULL",
+                )?
+                .execute(params![begin, binding])?;
+            tx.commit()?;
+            Ok((n == 1).then_some(url))
+        })
+        .await
+    }
+
     async fn claim_link_oauth(&self, state_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkOAuthRecord>> {
         let state = state_digest.to_vec();
         self.write(move |conn| {
@@ -182,7 +218,8 @@ impl LinkStore for SqliteStore {
             let tx = conn.transaction()?;
             let row = tx
                 .prepare_cached(
-                    "SELECT session_id, integration, pkce_verifier, created_at, expires_at FROM link_oauth
+                    "SELECT session_id, integration, pkce_verifier, created_at, expires_at, begin_digest,
+                            authorize_url, binding_digest FROM link_oauth
                      WHERE state_digest = ?1 AND claimed_at IS NULL AND pkce_verifier IS NOT NULL AND expires_at > ?2",
                 )?
                 .query_row(params![state, to_millis(now)], |row| {
@@ -192,10 +229,23 @@ impl LinkStore for SqliteStore {
                         row.get::<_, String>("pkce_verifier")?,
                         row.get::<_, i64>("created_at")?,
                         row.get::<_, i64>("expires_at")?,
+                        row.get::<_, Option<Vec<u8>>>("begin_digest")?,
+                        row.get::<_, Option<String>>("authorize_url")?,
+                        row.get::<_, Option<Vec<u8>>>("binding_digest")?,
                     ))
                 })
                 .optional()?;
-            let Some((session_id, integration, pkce_verifier, created, expires)) = row else {
+            let Some((
+                session_id,
+                integration,
+                pkce_verifier,
+                created,
+                expires,
+                begin_digest,
+                authorize_url,
+                binding_digest,
+            )) = row
+            else {
                 return Ok(None);
             };
             let n = tx
@@ -215,6 +265,9 @@ impl LinkStore for SqliteStore {
                 pkce_verifier,
                 created_at: from_millis(created)?,
                 expires_at: from_millis(expires)?,
+                begin_digest,
+                authorize_url,
+                binding_digest,
             }))
         })
         .await
