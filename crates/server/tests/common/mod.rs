@@ -57,6 +57,8 @@ pub struct Options {
     pub clock: Option<Arc<dyn Clock>>,
     /// Lifetimes of client-managed tokens (default: `ClientTokenPolicy::default()`).
     pub client_token_policy: Option<linkvault_vault::ClientTokenPolicy>,
+    /// Where webhooks may go (default: as `serve` would, i.e. loopback over http with `sandbox` only).
+    pub webhook_policy: Option<linkvault_vault::WebhookPolicy>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -66,6 +68,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     if let Some(policy) = options.client_token_policy {
         vault = vault.with_client_token_policy(policy);
     }
+    let webhooks = linkvault_vault::WebhookPolicy::default();
+    let webhooks = if options.sandbox { webhooks.sandbox() } else { webhooks };
+    vault = vault.with_webhook_policy(options.webhook_policy.clone().unwrap_or(webhooks));
     let vault = Arc::new(vault);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
