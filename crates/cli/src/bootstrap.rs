@@ -5,8 +5,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use linkvault_domain::SystemClock;
 use linkvault_storage::DynStore;
-use linkvault_vault::Vault;
 use linkvault_vault::master_key::{self, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
+use linkvault_vault::{Vault, WebhookPolicy};
 
 use crate::GlobalOptions;
 
@@ -39,6 +39,11 @@ pub async fn open_store(global: &GlobalOptions) -> anyhow::Result<(DynStore, Str
 
 /// Opens the store, loads the master key and opens the vault (which checks the key's fingerprint).
 pub async fn open_vault(global: &GlobalOptions) -> anyhow::Result<(Arc<Vault>, String)> {
+    open_vault_with(global, WebhookPolicy::default()).await
+}
+
+/// As [`open_vault`], with the operator's webhook egress policy.
+pub async fn open_vault_with(global: &GlobalOptions, webhooks: WebhookPolicy) -> anyhow::Result<(Arc<Vault>, String)> {
     let (store, description) = open_store(global).await?;
     let env_value = std::env::var(MASTER_KEY_ENV).ok();
     let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
@@ -50,6 +55,6 @@ pub async fn open_vault(global: &GlobalOptions) -> anyhow::Result<(Arc<Vault>, S
             path.display()
         );
     }
-    let vault = Vault::open(store, master, Arc::new(SystemClock)).await?;
+    let vault = Vault::open(store, master, Arc::new(SystemClock)).await?.with_webhook_policy(webhooks);
     Ok((Arc::new(vault), description))
 }

@@ -131,6 +131,46 @@ async fn client_webhook_set_prints_a_signing_secret() -> TestResult {
     Ok(())
 }
 
+/// `client webhook set` refuses what the deliverer would refuse (non-public literal hosts, plain http) with a
+/// clear error, and takes the same egress options as `serve` (flags or env vars; `--sandbox` allows loopback).
+#[tokio::test]
+async fn client_webhook_set_refuses_non_public_and_plain_http_urls() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let set = |url: &str, extra: &[&str]| {
+        let mut cmd = linkvault(dir.path(), None, None);
+        cmd.args(["client", "webhook", "set", "--client", &id, "--url", url]).args(extra);
+        cmd.env_remove("LINKVAULT_SANDBOX").env_remove("LINKVAULT_WEBHOOK_ALLOW_HTTP");
+        cmd.env_remove("LINKVAULT_WEBHOOK_ALLOW_CIDRS").env_remove("LINKVAULT_WEBHOOK_ALLOW_HOSTS");
+        cmd
+    };
+    for (url, why) in [
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://[::1]:5432/", "loopback"),
+        ("https://10.1.2.3/hooks", "private"),
+        ("http://app.example.com/hooks", "must use https"),
+    ] {
+        let out = set(url, &[]).output().await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{url}: {stderr}");
+    }
+    let allowed: [(&str, &[&str]); 3] = [
+        ("http://app.example.com/hooks", &["--webhook-allow-http"]),
+        ("https://10.1.2.3/hooks", &["--webhook-allow-cidrs", "10.0.0.0/8"]),
+        ("http://127.0.0.1:9000/hooks", &["--sandbox"]),
+    ];
+    for (url, extra) in allowed {
+        let out = set(url, extra).output().await?;
+        assert!(out.status.success(), "{url} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let by_env =
+        set("https://10.9.9.9/hooks", &[]).env("LINKVAULT_WEBHOOK_ALLOW_CIDRS", "10.9.0.0/16").output().await?;
+    assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
+    Ok(())
+}
+
 /// `--format mesh` is stored (the server reports it) and anything but standard|mesh is refused by name.
 #[tokio::test]
 async fn client_webhook_set_takes_a_format() -> TestResult {

@@ -51,7 +51,9 @@ async fn start_instance(dir: &Path, database_url: &str, master_key: &str, catalo
         .arg(dir)
         .arg("--database-url")
         .arg(database_url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--catalog"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        // The test's webhook receiver runs on loopback: allowed the way an operator allows a receiver.
+        .args(["--webhook-allow-http", "--webhook-allow-cidrs", "127.0.0.0/8", "--catalog"])
         .arg(catalog)
         .args(["--refresh-rate", "150", "--refresh-concurrency", "32"])
         .args(["--refresh-lease-secs", &LEASE_SECS.to_string()])

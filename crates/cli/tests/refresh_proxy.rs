@@ -107,7 +107,9 @@ async fn serve(data_dir: &Path, h: &Harness, catalog: &Path, lease_secs: u64) ->
         .arg(data_dir)
         .arg("--database-url")
         .arg(&h.fresh.url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--catalog"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        // The test's webhook receiver runs on loopback: allowed the way an operator allows a receiver.
+        .args(["--webhook-allow-http", "--webhook-allow-cidrs", "127.0.0.0/8", "--catalog"])
         .arg(catalog)
         .args(["--refresh-lease-secs", &lease_secs.to_string(), "--upstream-timeout-secs", "5"])
         .env_remove("LINKVAULT_MASTER_KEY_FILE")

@@ -132,6 +132,13 @@ impl AppState {
         self
     }
 
+    /// Sets the webhook deliverer's tuning (retention of finished events and the rest); `serve` sets it.
+    pub fn with_webhooks(mut self, config: WorkerConfig) -> Result<Self, StateError> {
+        let webhooks = DeliveryWorker::new(Arc::clone(&self.vault), config).map_err(StateError)?;
+        Arc::make_mut(&mut self.0).webhooks = webhooks;
+        Ok(self)
+    }
+
     /// Sets where Link is served from and whether sandbox mode is on (the default is `LinkConfig::default()`).
     pub fn with_link(mut self, link: LinkConfig) -> Self {
         Arc::make_mut(&mut self.0).link = Arc::new(link);

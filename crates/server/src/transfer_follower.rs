@@ -235,40 +235,53 @@ impl TransferFollower {
         hash: Option<&str>,
         at: OffsetDateTime,
     ) -> OutboxEvent {
-        let id = Uuid::new_v4();
         let integration_name = self.state.catalog.get(&sent.integration).map(|i| i.name.clone());
-        let fee = fee_in_symbol(row.result.as_deref(), &sent.symbol);
-        let payload = json!({
-            "id": id,
-            "type": TRANSFER_STATUS_EVENT,
-            "occurredAt": at.format(&Rfc3339).unwrap_or_default(),
-            "data": {
-                "id": row.preview_id,
-                "institutionTransactionId": row.transfer_id,
-                "tokenId": row.token_id.to_string(),
-                "userId": sent.user_id,
-                "integration": sent.integration,
-                "integrationName": integration_name,
-                "transactionId": row.client_transaction_id,
-                "status": status.as_str(),
-                "hash": hash,
-                "symbol": sent.symbol,
-                "amount": sent.amount,
-                "sourceAmount": sent.amount + fee,
-                "amountInFiat": sent.amount_in_fiat,
-                "networkId": sent.network_id,
-                "networkName": networks::by_id(sent.network_id).map(|n| n.name),
-                "toAddress": sent.to_address,
-                "timestampMs": millis(row.created_at),
-            },
-        });
-        OutboxEvent {
-            id,
-            client_id: row.client_id,
-            event_type: TRANSFER_STATUS_EVENT.to_owned(),
-            payload: payload.to_string(),
-            created_at: at,
-        }
+        transfer_status_event(row, sent, status, hash, at, integration_name)
+    }
+}
+
+/// The `transfer.statusChanged` outbox event for one status of a sent transfer (`integration_name` from the
+/// catalog). What `docs/api.md` documents; `tests/documented_webhooks.rs` holds the two together.
+pub fn transfer_status_event(
+    row: &TransferExecutionRecord,
+    sent: &SentTransfer,
+    status: TransferProgress,
+    hash: Option<&str>,
+    at: OffsetDateTime,
+    integration_name: Option<String>,
+) -> OutboxEvent {
+    let id = Uuid::new_v4();
+    let fee = fee_in_symbol(row.result.as_deref(), &sent.symbol);
+    let payload = json!({
+        "id": id,
+        "type": TRANSFER_STATUS_EVENT,
+        "occurredAt": at.format(&Rfc3339).unwrap_or_default(),
+        "data": {
+            "id": row.preview_id,
+            "institutionTransactionId": row.transfer_id,
+            "tokenId": row.token_id.to_string(),
+            "userId": sent.user_id,
+            "integration": sent.integration,
+            "integrationName": integration_name,
+            "transactionId": row.client_transaction_id,
+            "status": status.as_str(),
+            "hash": hash,
+            "symbol": sent.symbol,
+            "amount": sent.amount,
+            "sourceAmount": sent.amount + fee,
+            "amountInFiat": sent.amount_in_fiat,
+            "networkId": sent.network_id,
+            "networkName": networks::by_id(sent.network_id).map(|n| n.name),
+            "toAddress": sent.to_address,
+            "timestampMs": millis(row.created_at),
+        },
+    });
+    OutboxEvent {
+        id,
+        client_id: row.client_id,
+        event_type: TRANSFER_STATUS_EVENT.to_owned(),
+        payload: payload.to_string(),
+        created_at: at,
     }
 }
 

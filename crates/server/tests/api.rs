@@ -404,3 +404,30 @@ async fn metrics_stay_open_without_a_token() -> TestResult {
     assert_eq!(answer.status(), 200);
     Ok(())
 }
+
+// SSRF: a webhook URL whose host is a loopback, private, link-local (metadata) or other non-public address is
+// a 400 naming `url` and saying why; plain http needs the operator's allowance (`--webhook-allow-http`).
+on_every_backend!(webhook_urls_to_non_public_addresses_are_refused, |backend| async move {
+    let app = spawn_app(backend).await?;
+    let c = &app.client;
+    for (url, why) in [
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://127.0.0.1/hooks", "loopback"),
+        ("https://[::1]:5432/", "loopback"),
+        ("https://[::ffff:10.0.0.1]/", "private"),
+        ("https://192.168.1.20/hooks", "private"),
+        ("https://[fd00::1]/hooks", "private"),
+        ("https://100.64.0.1/hooks", "carrier-grade NAT"),
+        ("https://0.0.0.0/hooks", "unspecified"),
+        ("https://localhost:8443/hooks", "loopback"),
+        ("http://app.example.com/hooks", "must use https"),
+    ] {
+        let body = Some(json!({"url": url}).to_string());
+        let refused = app.call(Method::POST, "/api/v1/webhooks", Some((&c.id, &c.write)), body).await?;
+        assert_eq!((refused.code, refused.error_type()), (400, "invalidField"), "{url}: {}", refused.raw);
+        assert!(refused.raw.contains("url") && refused.raw.contains(why), "{url}: {}", refused.raw);
+    }
+    let shown = app.call(Method::GET, "/api/v1/webhooks", Some((&c.id, &c.read)), None).await?;
+    assert!(!shown.raw.contains("169.254"), "nothing refused was stored: {}", shown.raw);
+    Ok::<(), Box<dyn std::error::Error>>(())
+});

@@ -87,4 +87,12 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<Vec<ClaimedDelivery>>;
     /// Records an attempt (counting it) and releases the lease.
     async fn finish_outbox_attempt(&self, id: Uuid, outcome: &DeliveryOutcome) -> Result<()>;
+    /// Deletes the events delivered or given up before `finished_before` (retention); pending ones stay.
+    /// Returns how many were deleted.
+    async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64>;
 }
+
+/// The retention purge, the same text on both backends (`$1`: the cutoff, Unix milliseconds). Served by the
+/// `outbox_pending` index's complement: finished rows are the ones that index leaves out.
+pub(crate) const PURGE_FINISHED_OUTBOX: &str = "DELETE FROM outbox
+     WHERE (delivered_at IS NOT NULL AND delivered_at < $1) OR (given_up_at IS NOT NULL AND given_up_at < $1)";

@@ -17,8 +17,9 @@ use std::path::Path;
 use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DynStore, InsertOutcome,
-    KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate, Store,
+    ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DeliveryOutcome, DynStore,
+    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate,
+    Store,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -141,6 +142,7 @@ conformance_tests! {
         complete_refresh_is_compare_and_set_on_version_and_owner,
         release_lease_and_reauth_mark_write_their_event_atomically,
         credential_writes_end_refresh_state_and_write_events,
+        finished_outbox_events_are_purged_after_their_retention,
         concurrent_claimers_never_share_a_row,
         last_error_is_kept_short,
     ],
@@ -1324,6 +1326,38 @@ async fn release_lease_and_reauth_mark_write_their_event_atomically(store: DynSt
     assert_eq!(store.pending_outbox_events(10).await?.len(), 2);
     assert_eq!(store.count_due_connections(ts(1_000_000)).await?, 0);
     assert!(store.claim_due_connections(ts(1_000_000), "me", LEASE, 10).await?.is_empty());
+    Ok(())
+}
+
+/// Retention: events delivered or given up before the cutoff are deleted; later finished ones and pending
+/// ones (whatever their age) stay.
+async fn finished_outbox_events_are_purged_after_their_retention(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let mut ids = Vec::new();
+    for (i, user) in ["old-delivered", "old-given-up", "new-delivered", "pending"].iter().enumerate() {
+        let r = connection(s.client, 1, user, "coinbase", Scope::Read);
+        let e = event(s.client, "connection.created");
+        assert_eq!(store.insert_connection(&r, Some(&e)).await?, InsertOutcome::Inserted, "{i}");
+        ids.push(e.id);
+    }
+    let claimed = store.claim_outbox_deliveries(ts(100), ts(60_000), 10).await?;
+    assert_eq!(claimed.len(), 4);
+    store.finish_outbox_attempt(ids[0], &DeliveryOutcome::Delivered { at: ts(1_000) }).await?;
+    store.finish_outbox_attempt(ids[1], &DeliveryOutcome::GiveUp { at: ts(2_000), error: "gone".into() }).await?;
+    store.finish_outbox_attempt(ids[2], &DeliveryOutcome::Delivered { at: ts(5_000) }).await?;
+    store
+        .finish_outbox_attempt(ids[3], &DeliveryOutcome::Retry { next_attempt_at: ts(9_000), error: "503".into() })
+        .await?;
+    assert_eq!(store.purge_finished_outbox(ts(1_000)).await?, 0, "the cutoff itself is kept");
+    assert_eq!(store.purge_finished_outbox(ts(3_000)).await?, 2);
+    assert_eq!(store.purge_finished_outbox(ts(3_000)).await?, 0, "a purge is idempotent");
+    assert_eq!(store.pending_outbox_events(10).await?.into_iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[3]]);
+    assert_eq!(
+        store.purge_finished_outbox(ts(1_000_000)).await?,
+        1,
+        "the later delivered event, never the pending one"
+    );
+    assert_eq!(store.count_pending_outbox().await?, 1);
     Ok(())
 }
 

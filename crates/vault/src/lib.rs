@@ -11,6 +11,7 @@ pub mod master_key;
 pub mod refresh;
 mod rotation;
 mod service;
+pub mod webhook_policy;
 mod webhooks;
 
 pub use client_tokens::{ClientTokenPolicy, ClientTokenRefusal, ClientTokens};
@@ -20,4 +21,5 @@ pub use key_cache::KEY_CACHE_TTL;
 pub use refresh::{Refreshed, connection_event};
 pub use rotation::{RotationProgress, RotationReport};
 pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};
+pub use webhook_policy::WebhookPolicy;
 pub use webhooks::WebhookTarget;

@@ -79,6 +79,8 @@ pub struct Vault {
     /// Digests client-managed tokens (its own derived key, apart from API keys').
     pub(crate) client_token_digester: ClientTokenDigester,
     pub(crate) client_token_policy: crate::ClientTokenPolicy,
+    /// Where webhook endpoints may point (checked on registration and by the deliverer).
+    pub(crate) webhook_policy: Arc<crate::WebhookPolicy>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -101,6 +103,7 @@ impl Vault {
             key_cache: crate::key_cache::KeyCache::default(),
             client_token_digester: ClientTokenDigester::new(&master),
             client_token_policy: crate::ClientTokenPolicy::default(),
+            webhook_policy: Arc::default(),
             master,
             keyring: Keyring::new(),
             clock,

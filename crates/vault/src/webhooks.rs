@@ -1,15 +1,16 @@
 //! A client's webhook endpoint: the URL, and the signing secret sealed under a master-derived key (the
 //! secret must be usable to sign, so unlike API keys it cannot be stored as a digest).
 
+use std::sync::Arc;
+
 use linkvault_crypto::envelope::{open_under_master, seal_under_master};
 use linkvault_domain::{ClientId, ValidationError};
 use linkvault_storage::{WebhookEndpointRecord, WebhookFormat};
 use secrecy::SecretString;
 
-use crate::{Vault, VaultError};
+use crate::{Vault, VaultError, WebhookPolicy};
 
 const PURPOSE: &str = "webhook-secret";
-const MAX_URL_LEN: usize = 2048;
 
 /// Where and how a client's webhooks go.
 #[derive(Debug, Clone)]
@@ -20,6 +21,16 @@ pub struct WebhookTarget {
 }
 
 impl Vault {
+    /// Sets where webhook endpoints may point (the default refuses non-public addresses and plain http).
+    pub fn with_webhook_policy(mut self, policy: WebhookPolicy) -> Self {
+        self.webhook_policy = Arc::new(policy);
+        self
+    }
+
+    pub fn webhook_policy(&self) -> &Arc<WebhookPolicy> {
+        &self.webhook_policy
+    }
+
     /// Sets the client's webhook endpoint and signing secret (replacing any previous one), Standard Webhooks.
     pub async fn set_webhook_endpoint(&self, client_id: ClientId, url: &str, secret: &str) -> Result<(), VaultError> {
         self.set_webhook_endpoint_with_format(client_id, url, secret, WebhookFormat::Standard).await
@@ -33,15 +44,9 @@ impl Vault {
         secret: &str,
         format: WebhookFormat,
     ) -> Result<(), VaultError> {
+        // The literal host is checked here; a name is checked again, resolved, by the deliverer on every attempt.
         let url = url.trim();
-        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ValidationError::new(
-                "url",
-                "must be an absolute http(s) URL such as https://app.example.com/hooks/linkvault",
-            )
-            .into());
-        }
+        self.webhook_policy.check_url(url).map_err(|refusal| ValidationError::new("url", refusal.to_string()))?;
         if self.store.get_client(client_id).await?.is_none() {
             return Err(VaultError::UnknownClient(client_id.to_string()));
         }

@@ -9,7 +9,7 @@ pub mod schedule;
 pub mod signing;
 pub mod worker;
 
-pub use delivery::{Attempt, Deliverer, DeliveryRequest};
+pub use delivery::{Attempt, Deliverer, DeliveryRequest, GuardedResolver, Lookup, SystemLookup};
 pub use schedule::{MAX_ATTEMPTS, next_attempt_delay};
 pub use signing::{SecretError, WebhookSecret, sign, verify};
-pub use worker::{DeliveryWorker, WorkerConfig, WorkerMetrics, run_passes};
+pub use worker::{DEFAULT_RETENTION, DeliveryWorker, WorkerConfig, WorkerMetrics, run_passes};

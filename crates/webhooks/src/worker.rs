@@ -25,11 +25,25 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// Multiplies the retry schedule; 1.0 in production, tiny in tests so "three days" fits in seconds.
     pub schedule_scale: f64,
+    /// How long delivered and given-up events are kept in the outbox (they name users and tokenIds).
+    pub retention: Duration,
+    /// How often (on the vault's clock) a pass also purges what is past the retention.
+    pub purge_every: Duration,
 }
+
+/// The default outbox retention: 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { batch_size: 50, concurrency: 16, idle_poll: Duration::from_millis(500), schedule_scale: 1.0 }
+        Self {
+            batch_size: 50,
+            concurrency: 16,
+            idle_poll: Duration::from_millis(500),
+            schedule_scale: 1.0,
+            retention: DEFAULT_RETENTION,
+            purge_every: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -40,6 +54,8 @@ pub struct WorkerMetrics {
     pub given_up: AtomicU64,
     /// Events a Mesh-format endpoint does not receive (everything but transfer events).
     pub not_in_format: AtomicU64,
+    /// Finished events deleted after the retention.
+    pub purged: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -58,6 +74,10 @@ impl WorkerMetrics {
                 counter.load(Ordering::Relaxed)
             ));
         }
+        out.push_str(&format!(
+            "# HELP linkvault_webhook_outbox_purged_total Delivered or given-up webhook events deleted after the retention.\n# TYPE linkvault_webhook_outbox_purged_total counter\nlinkvault_webhook_outbox_purged_total {}\n",
+            self.purged.load(Ordering::Relaxed)
+        ));
         out
     }
 }
@@ -69,12 +89,15 @@ pub struct DeliveryWorker {
     deliverer: Deliverer,
     config: WorkerConfig,
     metrics: Arc<WorkerMetrics>,
+    /// When this worker last purged (vault clock); `None` until its first pass.
+    last_purge: Arc<std::sync::Mutex<Option<time::OffsetDateTime>>>,
 }
 
 impl DeliveryWorker {
     pub fn new(vault: Arc<Vault>, config: WorkerConfig) -> Result<Self, String> {
         let clock = Arc::clone(vault.clock());
-        Ok(Self { vault, clock, deliverer: Deliverer::new()?, config, metrics: Arc::default() })
+        let deliverer = Deliverer::new(Arc::clone(vault.webhook_policy()))?;
+        Ok(Self { vault, clock, deliverer, config, metrics: Arc::default(), last_purge: Arc::default() })
     }
 
     pub fn metrics(&self) -> Arc<WorkerMetrics> {
@@ -89,6 +112,7 @@ impl DeliveryWorker {
     /// One pass: claims due events and attempts each once. Returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, linkvault_vault::VaultError> {
         let now = self.clock.now();
+        self.purge_if_due(now).await;
         // The lease outlives the batch's worst case (every event of one subject in a row, each to its timeout),
         // and no attempt starts unless it ends inside the lease: two workers never hold the same event.
         let started = tokio::time::Instant::now();
@@ -144,6 +168,38 @@ impl DeliveryWorker {
         }
         while tasks.join_next().await.is_some() {}
         Ok(attempted)
+    }
+
+    /// Deletes the events finished (delivered or given up) more than the retention ago, at most once per
+    /// `purge_every`. Every instance may purge; the statement is idempotent. A failure is logged and retried on
+    /// the next pass.
+    async fn purge_if_due(&self, now: time::OffsetDateTime) {
+        let every = time::Duration::try_from(self.config.purge_every).unwrap_or(time::Duration::HOUR);
+        let due = match self.last_purge.lock() {
+            Ok(mut last) if last.is_none_or(|at| now - at >= every) => {
+                *last = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return;
+        }
+        let retention = time::Duration::try_from(self.config.retention).unwrap_or(time::Duration::days(30));
+        match self.vault.store().purge_finished_outbox(now - retention).await {
+            Ok(purged) => {
+                self.metrics.purged.fetch_add(purged, Ordering::Relaxed);
+                if purged > 0 {
+                    tracing::info!(purged, "deleted webhook events past their retention");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not purge the webhook outbox");
+                if let Ok(mut last) = self.last_purge.lock() {
+                    *last = None;
+                }
+            }
+        }
     }
 
     async fn attempt(&self, delivery: ClaimedDelivery, endpoint: Option<Endpoint>) {

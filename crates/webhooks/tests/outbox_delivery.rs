@@ -9,9 +9,10 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use linkvault_crypto::MasterKey;
-use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenMode, UserId};
+use linkvault_domain::{IntegrationType, ManualClock, NaturalKey, Scope, SystemClock, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, fresh_store};
-use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault};
+use linkvault_vault::webhook_policy::parse_cidr;
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault, WebhookPolicy};
 use linkvault_webhooks::{DeliveryWorker, WebhookSecret, WorkerConfig, verify};
 use serde_json::Value;
 
@@ -39,8 +40,13 @@ async fn a_receiver_down_for_a_while_gets_every_event_afterwards() -> TestResult
     for backend in Backend::all() {
         eprintln!("on {backend:?}");
         let fresh = fresh_store(backend).await?;
-        let vault =
-            Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+        // The receiver runs on loopback: allowed as an operator would (`--webhook-allow-cidrs`, http).
+        let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
+        let vault = Arc::new(
+            Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock))
+                .await?
+                .with_webhook_policy(policy),
+        );
         let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
         let silent = vault.create_client("no endpoint", TokenMode::Managed).await?.client_id;
 
@@ -117,6 +123,56 @@ async fn a_receiver_down_for_a_while_gets_every_event_afterwards() -> TestResult
         // The event for the client without an endpoint was set aside, not retried forever.
         assert_eq!(metrics.given_up.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(by_id.values().all(|v| !v.to_string().contains("\"a\"")), "no credential in any payload");
+    }
+    Ok(())
+}
+
+/// Retention on the vault's clock: a pass deletes the events finished (delivered or given up) more than the
+/// retention ago, and keeps pending ones however old. No sleeps: the test moves the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_events_are_purged_after_the_retention() -> TestResult {
+    for backend in Backend::all() {
+        eprintln!("on {backend:?}");
+        let fresh = fresh_store(backend).await?;
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
+        let vault = Arc::new(
+            Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, clock.clone())
+                .await?
+                .with_webhook_policy(policy),
+        );
+        // One client has no endpoint (its event is given up at once); one's receiver is down (pending).
+        let silent = vault.create_client("no endpoint", TokenMode::Managed).await?.client_id;
+        let failing = vault.create_client("down", TokenMode::Managed).await?.client_id;
+        let reserved = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let dead = format!("http://{}/hook", reserved.local_addr()?);
+        drop(reserved);
+        vault.set_webhook_endpoint(failing, &dead, WebhookSecret::generate()?.expose()).await?;
+        for client in [silent, failing] {
+            let key = NaturalKey {
+                client_id: client,
+                user_id: UserId::parse("user-1")?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope: Scope::Read,
+            };
+            vault.store_credentials(&key, &IntegrationCredentials::new("a", None), &ConnectionMeta::default()).await?;
+        }
+        let config = WorkerConfig { schedule_scale: 1e-6, ..WorkerConfig::default() };
+        let worker = DeliveryWorker::new(Arc::clone(&vault), config)?;
+        let metrics = worker.metrics();
+        let purged = || metrics.purged.load(std::sync::atomic::Ordering::Relaxed);
+        worker.run_once().await?;
+        assert_eq!(metrics.given_up.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(fresh.store.count_pending_outbox().await?, 1);
+
+        clock.advance(time::Duration::days(29));
+        worker.run_once().await?;
+        assert_eq!(purged(), 0, "within the retention nothing is deleted");
+        clock.advance(time::Duration::days(2));
+        worker.run_once().await?;
+        assert_eq!(purged(), 1, "the given-up event is deleted after 30 days");
+        assert_eq!(fresh.store.count_pending_outbox().await?, 1, "a pending event stays, however old");
+        assert!(worker.metrics().render().contains("linkvault_webhook_outbox_purged_total 1"));
     }
     Ok(())
 }

@@ -8,12 +8,20 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use linkvault_vault::WebhookPolicy;
+use linkvault_vault::webhook_policy::parse_cidr;
 use linkvault_webhooks::{Attempt, Deliverer, DeliveryRequest, WebhookSecret};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+/// These receivers run on loopback: the tests allow it as an operator would (`--webhook-allow-cidrs`, http).
+fn loopback_receivers() -> Result<Arc<WebhookPolicy>, String> {
+    let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
+    Ok(Arc::new(policy))
+}
 
 fn harness_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/webhooks")
@@ -79,7 +87,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 async fn deliveries_verify_with_the_standardwebhooks_package() -> TestResult {
     let (url, received) = receiver().await?;
     let secret = WebhookSecret::generate()?;
-    let deliverer = Deliverer::new()?;
+    let deliverer = Deliverer::new(loopback_receivers()?)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (i, kind) in ["connection.created", "connection.reauthRequired", "connection.recovered"].iter().enumerate() {
         let body = json!({"type": kind, "timestamp": "2026-11-21T00:00:00Z", "data": {"tokenId": format!("t{i}")}})
@@ -123,7 +131,7 @@ async fn deliveries_verify_with_the_standardwebhooks_package() -> TestResult {
 #[tokio::test]
 async fn unreachable_or_failing_receivers_are_failed_attempts() -> TestResult {
     let secret = WebhookSecret::generate()?;
-    let deliverer = Deliverer::new()?;
+    let deliverer = Deliverer::new(loopback_receivers()?)?;
     // A port nothing listens on.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let dead = format!("http://{}/hook", listener.local_addr()?);

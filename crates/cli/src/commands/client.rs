@@ -2,10 +2,12 @@
 
 use clap::{Args, Subcommand};
 use linkvault_domain::{ClientId, Scope, TokenMode};
+use linkvault_vault::WebhookPolicy;
 use serde_json::json;
 
 use crate::GlobalOptions;
-use crate::bootstrap::open_vault;
+use crate::bootstrap::open_vault_with;
+use crate::commands::webhook_egress::WebhookEgress;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -43,6 +45,12 @@ pub struct WebhookSetArgs {
     format: String,
     #[arg(long)]
     json: bool,
+    /// Check the URL as `serve --sandbox` delivers: loopback receivers over http allowed.
+    #[arg(long, env = "LINKVAULT_SANDBOX")]
+    sandbox: bool,
+    /// The same egress options as `serve`'s: a URL the deliverer would refuse is refused here.
+    #[command(flatten)]
+    egress: WebhookEgress,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +103,8 @@ pub struct ModeArgs {
 pub enum KeyCommand {
     /// Add an API key to a client.
     Add(KeyAddArgs),
-    /// Disable a key at once.
+    /// Disable a key: refused at once by new lookups, and within 1 s by every running instance (each caches an
+    /// authenticated key for up to a second).
     Revoke(KeyRevokeArgs),
 }
 
@@ -125,7 +134,11 @@ fn parse_client(raw: &str) -> anyhow::Result<ClientId> {
 }
 
 pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<()> {
-    let (vault, _) = open_vault(global).await?;
+    let webhooks = match &cmd {
+        ClientCommand::Webhook(WebhookCommand::Set(args)) => args.egress.policy(args.sandbox),
+        _ => WebhookPolicy::default(),
+    };
+    let (vault, _) = open_vault_with(global, webhooks).await?;
     match cmd {
         ClientCommand::Create(args) => {
             let mode: TokenMode = args.token_mode.parse()?;
@@ -185,7 +198,11 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
             let client = parse_client(&args.client_id)?;
             match vault.revoke_api_key(client, &args.secret_prefix).await? {
                 0 => anyhow::bail!("client {client} has no live key matching {:?}", args.secret_prefix),
-                n => println!("revoked {n} key(s) of client {client}; they stop working immediately"),
+                n => println!(
+                    "revoked {n} key(s) of client {client}; running instances refuse them within {} s (they cache an \
+                     authenticated key that long)",
+                    linkvault_vault::KEY_CACHE_TTL.as_secs()
+                ),
             }
         }
     }

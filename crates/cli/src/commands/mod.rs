@@ -4,6 +4,7 @@ pub mod client;
 pub mod healthcheck;
 pub mod keys;
 pub mod serve;
+pub mod webhook_egress;
 
 use crate::GlobalOptions;
 use crate::bootstrap;

@@ -18,7 +18,8 @@ use linkvault_vault::Vault;
 use serde_json::json;
 
 use crate::GlobalOptions;
-use crate::bootstrap::open_vault;
+use crate::bootstrap::open_vault_with;
+use crate::commands::webhook_egress::WebhookEgress;
 
 const SANDBOX_CLIENT_FILE: &str = "sandbox-client.json";
 
@@ -46,6 +47,12 @@ pub struct ServeArgs {
     limits: Limits,
     #[command(flatten)]
     listener: ListenerLimits,
+    #[command(flatten)]
+    webhooks: WebhookEgress,
+    /// Days delivered and given-up webhook events are kept in the outbox (they name users and tokenIds);
+    /// pending events are kept until delivered or given up.
+    #[arg(long, env = "LINKVAULT_WEBHOOK_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    webhook_retention_days: u64,
 }
 
 /// Limits of the HTTP listener (see `linkvault_server::ServerLimits`); the defaults suit a host with the
@@ -173,7 +180,8 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         Some(path) => Catalog::load_file(path)?,
         None => Catalog::embedded(),
     };
-    let (vault, description) = open_vault(global).await?;
+    // Sandbox mode also delivers to loopback receivers over http (a developer's receiver beside it).
+    let (vault, description) = open_vault_with(global, args.webhooks.policy(args.sandbox)).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -197,7 +205,11 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
             .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
             .with_rate_limits(args.limits.config())
-            .with_metrics_token(args.metrics_token.clone());
+            .with_metrics_token(args.metrics_token.clone())
+            .with_webhooks(linkvault_webhooks::WorkerConfig {
+                retention: Duration::from_secs(args.webhook_retention_days * 24 * 3600),
+                ..linkvault_webhooks::WorkerConfig::default()
+            })?;
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);

@@ -72,7 +72,13 @@ pub async fn harness(
     let fresh = fresh_store(backend).await?;
     let master = MasterKey::generate()?;
     let master_key = master.to_base64().as_str().to_owned();
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), master, Arc::clone(&clock)).await?);
+    // Tests that add a webhook receiver run it on loopback: allowed as an operator would allow it.
+    let webhooks = linkvault_vault::WebhookPolicy::default()
+        .with_http_allowed(true)
+        .with_allowed_cidrs([linkvault_vault::webhook_policy::parse_cidr("127.0.0.0/8")?]);
+    let vault = Arc::new(
+        Vault::open(Arc::clone(&fresh.store), master, Arc::clone(&clock)).await?.with_webhook_policy(webhooks),
+    );
     let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), test_limits())?;
     let engine =

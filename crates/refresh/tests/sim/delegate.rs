@@ -98,6 +98,9 @@ impl WebhookStore for SimStore {
     async fn finish_outbox_attempt(&self, id: Uuid, outcome: &DeliveryOutcome) -> Result<()> {
         self.inner.finish_outbox_attempt(id, outcome).await
     }
+    async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64> {
+        self.inner.purge_finished_outbox(finished_before).await
+    }
 }
 
 #[async_trait::async_trait]

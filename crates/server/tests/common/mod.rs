@@ -63,6 +63,8 @@ pub struct Options {
     pub limits: Option<linkvault_server::ServerLimits>,
     /// The bearer token `/metrics` requires (`serve --metrics-token`); open when unset.
     pub metrics_token: Option<linkvault_server::MetricsToken>,
+    /// Where webhooks may go (default: as `serve` would, i.e. loopback over http with `sandbox` only).
+    pub webhook_policy: Option<linkvault_vault::WebhookPolicy>,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -72,6 +74,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     if let Some(policy) = options.client_token_policy {
         vault = vault.with_client_token_policy(policy);
     }
+    let webhooks = linkvault_vault::WebhookPolicy::default();
+    let webhooks = if options.sandbox { webhooks.sandbox() } else { webhooks };
+    vault = vault.with_webhook_policy(options.webhook_policy.clone().unwrap_or(webhooks));
     let vault = Arc::new(vault);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

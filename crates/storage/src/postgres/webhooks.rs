@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::{PostgresStore, outbox_from_row};
 use crate::time_conv::{from_millis, to_millis};
-use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookFormat, WebhookStore};
+use crate::webhooks::{
+    ClaimedDelivery, DeliveryOutcome, PURGE_FINISHED_OUTBOX, WebhookEndpointRecord, WebhookFormat, WebhookStore,
+};
 use crate::{Result, StorageError};
 
 #[async_trait]
@@ -112,5 +114,10 @@ impl WebhookStore for PostgresStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64> {
+        let cutoff = to_millis(finished_before);
+        Ok(self.client().await?.execute(PURGE_FINISHED_OUTBOX, &[&cutoff]).await?)
     }
 }

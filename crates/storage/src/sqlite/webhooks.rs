@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::{SqliteStore, conv, outbox_from_row, uuid_col};
 use crate::Result;
 use crate::time_conv::{from_millis, to_millis};
-use crate::webhooks::{ClaimedDelivery, DeliveryOutcome, WebhookEndpointRecord, WebhookFormat, WebhookStore};
+use crate::webhooks::{
+    ClaimedDelivery, DeliveryOutcome, PURGE_FINISHED_OUTBOX, WebhookEndpointRecord, WebhookFormat, WebhookStore,
+};
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -108,5 +110,10 @@ impl WebhookStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64> {
+        let cutoff = to_millis(finished_before);
+        self.write(move |c| Ok(c.prepare_cached(PURGE_FINISHED_OUTBOX)?.execute(params![cutoff])? as u64)).await
     }
 }
