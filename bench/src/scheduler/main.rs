@@ -224,6 +224,26 @@ struct Figures {
     cas_conflicts: u64,
     reauth_required: usize,
     other_outcomes: String,
+    memory: Memory,
+}
+
+/// Resident memory of this process (engine, store, fake upstream and the bench's own bookkeeping together),
+/// in MiB, from `/proc/self/status` (Linux): before seeding, after seeding, at the end, and the peak.
+#[derive(Default)]
+struct Memory {
+    before_seed: f64,
+    after_seed: f64,
+    end: f64,
+    peak: f64,
+}
+
+fn proc_status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
@@ -250,6 +270,7 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     // engine scheduling them on first sight, as during the real seeding). They are stored again below with
     // their real expiry, so the table holds exactly `n` connections.
     let pilot = (n / 50).clamp(1, 2_000).min(n);
+    let mut memory = Memory { before_seed: proc_status_mib("VmRSS"), ..Memory::default() };
     let seed_started = Instant::now();
     let provisional = clock.now() + time::Duration::days(1);
     seed(&vault, client, &refresh_tokens, 0..pilot, args.seed_writers, Arc::new(move |_| provisional)).await?;
@@ -272,6 +293,7 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     upstream.seed(refresh_tokens.iter().enumerate().map(|(i, t)| (t.as_str(), expiry(i))));
     let mut stored = seed(&vault, client, &refresh_tokens, 0..n, args.seed_writers, expiry.clone()).await?;
     let seed_secs = seed_started.elapsed().as_secs_f64();
+    memory.after_seed = proc_status_mib("VmRSS");
     stored.sort_unstable_by_key(|(i, _)| *i);
     let seeded: Vec<Seeded> =
         stored.iter().map(|(i, token_id)| Seeded { token_id: *token_id, expires_at: expiry(*i) }).collect();
@@ -321,6 +343,8 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     }
     let _ = stop_tx.send(true);
     scheduler.await?;
+    memory.end = proc_status_mib("VmRSS");
+    memory.peak = proc_status_mib("VmHWM");
     let report = upstream.report();
 
     let ids = Arc::new(seeded.iter().map(|s| s.token_id).collect::<Vec<_>>());
@@ -392,6 +416,7 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
         cas_conflicts: metrics.cas_conflicts(),
         reauth_required,
         other_outcomes,
+        memory,
     })
 }
 
@@ -466,6 +491,12 @@ async fn main() -> anyhow::Result<()> {
     println!();
     for f in &rows {
         println!("{:?} other outcomes: {}", f.backend, f.other_outcomes);
+        let m = &f.memory;
+        println!(
+            "{:?} resident memory (whole process: engine, store, fake upstream, bench): before seeding {:.0} MiB, \
+             after seeding {:.0} MiB, at the end {:.0} MiB, peak {:.0} MiB",
+            f.backend, m.before_seed, m.after_seed, m.end, m.peak
+        );
     }
     Ok(())
 }
