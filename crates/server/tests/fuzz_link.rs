@@ -5,18 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod common;
-
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+mod fuzz_support;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use base64::Engine as _;
 use common::{Options, TestApp, auth_code, link_post, link_session, link_token_as, spawn_app_with};
+use fuzz_support::{Seen, check, config, json_leaf, json_value, oversized};
 use linkvault_storage::testing::Backend;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 /// The Link page API's routes (all POST).
 const ROUTES: &[&str] = &[
@@ -54,31 +52,6 @@ const LINK_ERRORS: &[&str] = &[
     "tooManyRequests",
     "endpointNotFound",
 ];
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
-
-fn json_leaf() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
-        ".{0,40}".prop_map(Value::String),
-        "[a-zA-Z0-9-]{0,40}".prop_map(Value::String),
-    ]
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    json_leaf().prop_recursive(3, 24, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zA-Z]{0,10}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
 
 /// What the fixture knows: a started write session with a connected sandbox account.
 struct Fixture {
@@ -149,7 +122,7 @@ fn body_bytes(token_id: String) -> impl Strategy<Value = Vec<u8>> {
         2 => json_value().prop_map(|v| v.to_string().into_bytes()),
         1 => prop::collection::vec(any::<u8>(), 0..256),
         1 => Just(Vec::new()),
-        1 => (65usize..80).prop_map(|kib| format!("{{\"x\":\"{}\"}}", "a".repeat(kib * 1024)).into_bytes()),
+        1 => oversized(),
     ]
 }
 
@@ -194,7 +167,7 @@ fn link_api_answers_every_input_with_an_api_result() {
     let app =
         runtime.block_on(spawn_app_with(Backend::Sqlite, Options { sandbox: true, ..Options::default() })).unwrap();
     let fx = runtime.block_on(fixture(&app));
-    let seen = Mutex::new((BTreeSet::new(), 0usize, 0usize));
+    let seen = Seen::default();
     let strategy = (
         prop::sample::select(ROUTES),
         body_bytes(fx.token_id.clone()),
@@ -211,41 +184,12 @@ fn link_api_answers_every_input_with_an_api_result() {
             request = request.header("content-type", content);
         }
         let request = request.body(Body::from(body.clone())).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let (code, text) = runtime.block_on(async {
-            let response = app.router.clone().oneshot(request).await.unwrap();
-            let code = response.status().as_u16();
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
-            (code, String::from_utf8_lossy(&bytes).into_owned())
-        });
-        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        prop_assert!(
-            code == 200 || (400..500).contains(&code),
-            "{} answered {} for {:?}: {}",
-            route,
-            code,
-            shown,
-            text
-        );
-        let parsed: Value = serde_json::from_str(&text)
-            .map_err(|e| TestCaseError::fail(format!("{route}: not JSON ({e}) for {shown:?}: {text}")))?;
-        prop_assert!(parsed["status"].is_string(), "{}: not an ApiResult: {}", route, text);
-        let error_type = parsed["errorType"].as_str().unwrap_or("<none>").to_owned();
-        let mut seen = seen.lock().unwrap();
-        if code == 200 {
-            prop_assert_eq!(error_type.as_str(), "");
-            seen.1 += 1;
-        } else {
-            prop_assert!(LINK_ERRORS.contains(&error_type.as_str()), "{}: errorType {:?}: {}", route, error_type, text);
-            prop_assert!(!parsed["message"].as_str().unwrap_or_default().is_empty(), "{}", text);
-            seen.2 += 1;
-        }
-        seen.0.insert(error_type);
-        Ok(())
+        check(&runtime, &app.router, request, &body, LINK_ERRORS, &seen)
     });
     if let Err(e) = result {
         panic!("{e}");
     }
-    let (types, ok, refused) = seen.into_inner().unwrap();
+    let (types, ok, refused) = seen.into_inner();
     eprintln!("{ok} answered 200, {refused} refused; errorTypes seen: {types:?}");
     // The generator reaches accepted calls and several refusal classes, or the property proves little.
     assert!(ok > 0 && refused > 0, "{ok} accepted, {refused} refused");

@@ -4,7 +4,7 @@
 //! values written (the round trip); values out of bounds are refused naming their field.
 
 use linkvault_domain::Scope;
-use linkvault_integrations::catalog::{AuthScheme, Catalog};
+use linkvault_integrations::catalog::{AuthScheme, Catalog, KNOWN_KEYS as KNOWN};
 use proptest::prelude::*;
 use toml::{Table, Value};
 
@@ -18,38 +18,6 @@ fn config(cases: u32) -> ProptestConfig {
 
 /// Ten years, the catalog's bound on every lifetime.
 const MAX_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
-
-/// Every key an entry may carry (a refusal that names a field names one of these).
-const KNOWN: &[&str] = &[
-    "type",
-    "name",
-    "id",
-    "auth",
-    "logo_url",
-    "logo_base64",
-    "authorize_url",
-    "token_url",
-    "revoke_url",
-    "api_base_url",
-    "sign_in_url",
-    "client_id",
-    "client_secret",
-    "client_secret_env",
-    "token_auth_method",
-    "scopes_read",
-    "scopes_write",
-    "authorize_params",
-    "refresh_margin_secs",
-    "default_access_ttl_secs",
-    "min_refresh_interval_secs",
-    "rotates_refresh_tokens",
-    "refresh_token_ttl_secs",
-    "reuse_grace_secs",
-    "features",
-    "categories",
-    "account_api",
-    "style",
-];
 
 fn toml_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
