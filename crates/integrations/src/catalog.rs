@@ -663,8 +663,8 @@ impl Catalog {
     }
 }
 
-/// Every key an `[[integration]]` entry may carry.
-const KNOWN_KEYS: &[&str] = &[
+/// Every key an `[[integration]]` entry may carry (public so tests can check that refusals name one).
+pub const KNOWN_KEYS: &[&str] = &[
     "type",
     "name",
     "id",

@@ -7,6 +7,7 @@ mod bad_upstream;
 mod binance_contract;
 mod binance_sandbox;
 mod catalog_file;
+mod catalog_props;
 mod coinbase_contract;
 mod coinbase_sandbox;
 mod common;

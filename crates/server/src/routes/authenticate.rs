@@ -5,7 +5,7 @@
 //! before anything is stored, then kept as access token (key) and refresh token (secret), with no expiry. A client in client-managed mode receives a new family of
 //! linkvault access and refresh tokens for that connection instead of the tokenId.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use base64::Engine as _;
 use linkvault_domain::{IntegrationType, NaturalKey, UserId};
 use linkvault_integrations::api::{ApiError as ExchangeError, Credential};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::handout::{Handout, hand_out};
 use crate::routes::tokens::known_integration;
 
@@ -265,7 +265,7 @@ async fn verify_and_store_key(
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
     Client(caller): Client,
-    query: Query<AuthQuery>,
+    query: ApiQuery<AuthQuery>,
     ApiJson(req): ApiJson<AuthRequest>,
 ) -> Result<ApiOk<AuthResponse>, ApiError> {
     let raw_user = query.0.user_id.ok_or_else(|| ApiError::missing_field("userId"))?;

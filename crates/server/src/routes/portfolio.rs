@@ -2,7 +2,7 @@
 //! token: `POST /api/v1/holdings/get`, `/holdings/value`, `/balance/get` for one connection, and
 //! `GET /api/v1/holdings/portfolio` and `/balance/portfolio` over all of an end user's connections.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use linkvault_domain::{IntegrationType, Operation, UserId};
 use linkvault_integrations::api::{Balance, Holding};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::token_use::{AccountFailure, Resolved, Unusable, call_account, resolve, upstream_error};
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
@@ -220,7 +220,7 @@ fn merge_positions(into: &mut Vec<Holding>, from: Vec<Holding>) {
 pub(crate) async fn holdings_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,
-    Query(query): Query<PortfolioQuery>,
+    ApiQuery(query): ApiQuery<PortfolioQuery>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let user = portfolio_user(&query)?;
     let mut positions: Vec<Holding> = Vec::new();
@@ -275,7 +275,7 @@ pub(crate) async fn holdings_portfolio(
 pub(crate) async fn balance_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,
-    Query(query): Query<PortfolioQuery>,
+    ApiQuery(query): ApiQuery<PortfolioQuery>,
 ) -> Result<ApiOk<Value>, ApiError> {
     let user = portfolio_user(&query)?;
     let mut totals: Vec<Balance> = Vec::new();
