@@ -147,7 +147,11 @@ async fn inspect_postgres(url: &str, fingerprint_key: &str, timeout: Duration) -
         .map_err(|e| StorageError::Database(format!("invalid PostgreSQL URL: {e}")))?;
     config.application_name("linkvault config check");
     config.connect_timeout(timeout);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        // tokio-postgres keeps the reason (refused, unknown host, authentication) in the source.
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        StorageError::Database(format!("{e}{cause}"))
+    })?;
     let driver = tokio::spawn(connection);
     let state = postgres_state(&client, fingerprint_key).await;
     drop(client);
