@@ -49,10 +49,13 @@ pub async fn open_vault_with(global: &GlobalOptions, webhooks: WebhookPolicy) ->
     let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
     let (master, source) = master_key::load(env_value.as_deref(), env_file.as_deref(), &global.data_dir)?;
     if let MasterKeySource::Generated(path) = &source {
-        eprintln!(
-            "notice: generated a new master key in {} (mode 0600). Back it up: without it the stored tokens cannot be \
-             decrypted. For production, set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV} instead.",
-            path.display()
+        crate::logging::operator(
+            crate::logging::Level::Notice,
+            &format!(
+                "generated a new master key in {} (mode 0600). Back it up: without it the stored tokens cannot be \
+                 decrypted. For production, set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV} instead.",
+                path.display()
+            ),
         );
     }
     let vault = Vault::open(store, master, Arc::new(SystemClock)).await?.with_webhook_policy(webhooks);

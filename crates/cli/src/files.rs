@@ -75,11 +75,10 @@ fn tighten(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
         format!("{} is readable by others (mode {bits:o}) and cannot be restricted", path.display())
     })?;
-    eprintln!(
-        "warning: {} was readable by other users (mode {bits:o}); restricted it to mode {mode:o}",
-        path.display()
+    crate::logging::operator(
+        crate::logging::Level::Warning,
+        &format!("{} was readable by other users (mode {bits:o}); restricted it to mode {mode:o}", path.display()),
     );
-    tracing::warn!(path = %path.display(), old_mode = format!("{bits:o}"), new_mode = format!("{mode:o}"), "restricted a too-open file");
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod commands;
 mod files;
+mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,10 @@ pub struct GlobalOptions {
     /// Database to use: defaults to the SQLite file in the data dir; `postgres://…` selects PostgreSQL.
     #[arg(long, global = true, env = "LINKVAULT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Shape of the logs on stderr: `text` (coloured only on a terminal) or `json` (one object per line, for
+    /// log shippers).
+    #[arg(long, global = true, env = "LINKVAULT_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,25 +51,20 @@ enum Command {
     /// Manage encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Check the configuration `serve` would run with, without starting it or changing anything.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// Exit 0 when a running server answers healthy.
     Healthcheck(commands::healthcheck::HealthcheckArgs),
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LINKVAULT_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            logging::operator(logging::Level::Error, &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -74,13 +74,14 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(&cli.global).await,
             Command::Client(cmd) => commands::client::run(&cli.global, cmd).await,
             Command::Keys(cmd) => commands::keys::run(&cli.global, cmd).await,
+            Command::Config(cmd) => commands::config::run(&cli.global, cmd).await,
             Command::Healthcheck(args) => commands::healthcheck::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::operator(logging::Level::Error, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@
 
 mod client_tokens;
 mod error;
+pub mod inspect;
 mod link;
 mod postgres;
 mod records;

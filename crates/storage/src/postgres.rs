@@ -28,7 +28,7 @@ use crate::{
     RewrapCandidate, StorageError, Store, selector_as_uuid, short_error,
 };
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
     include_str!("../migrations/postgres/0002_refresh.sql"),
     include_str!("../migrations/postgres/0003_link.sql"),

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// Ordered migrations; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_refresh.sql"),
     include_str!("../migrations/sqlite/0003_link.sql"),

@@ -2,6 +2,7 @@
 //! reads or writes a connection's secrets goes through [`Vault`], so encryption, row binding, identity and
 //! isolation are applied the same way on every path (HTTP API, CLI, refresh engine).
 
+pub mod check;
 mod client_tokens;
 mod credentials;
 mod error;

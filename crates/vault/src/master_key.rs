@@ -42,21 +42,35 @@ pub fn load(
     env_file: Option<&Path>,
     data_dir: &Path,
 ) -> Result<(MasterKey, MasterKeySource), MasterKeyLoadError> {
-    if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
-        return MasterKey::from_base64(value)
-            .map(|k| (k, MasterKeySource::Environment))
-            .map_err(MasterKeyLoadError::Env);
-    }
-    if let Some(path) = env_file {
-        return read_key_file(path).map(|k| (k, MasterKeySource::File(path.to_owned())));
+    if let Some(found) = find(env_value, env_file, data_dir)? {
+        return Ok(found);
     }
     let path = data_dir.join(GENERATED_KEY_FILE);
-    if path.exists() {
-        return read_key_file(&path).map(|k| (k, MasterKeySource::DataDir(path)));
-    }
     let key = MasterKey::generate().map_err(MasterKeyLoadError::Generate)?;
     write_new_key_file(&path, &key)?;
     Ok((key, MasterKeySource::Generated(path)))
+}
+
+/// The configured master key, without generating one: `None` where [`load`] would generate it (neither
+/// variable set and no key in the data dir yet). Reads only; `linkvault config check` uses it.
+pub fn find(
+    env_value: Option<&str>,
+    env_file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<Option<(MasterKey, MasterKeySource)>, MasterKeyLoadError> {
+    if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
+        return MasterKey::from_base64(value)
+            .map(|k| Some((k, MasterKeySource::Environment)))
+            .map_err(MasterKeyLoadError::Env);
+    }
+    if let Some(path) = env_file {
+        return read_key_file(path).map(|k| Some((k, MasterKeySource::File(path.to_owned()))));
+    }
+    let path = data_dir.join(GENERATED_KEY_FILE);
+    if path.exists() {
+        return read_key_file(&path).map(|k| Some((k, MasterKeySource::DataDir(path))));
+    }
+    Ok(None)
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey, MasterKeyLoadError> {

@@ -23,7 +23,7 @@ use crate::credentials::IntegrationCredentials;
 use crate::keyring::Keyring;
 use crate::refresh::connection_event;
 
-const FINGERPRINT_META: &str = "master_key_fingerprint";
+pub(crate) const FINGERPRINT_META: &str = "master_key_fingerprint";
 /// The sealed field holding a connection's credentials (part of the associated data).
 pub(crate) const CREDENTIALS_FIELD: &str = "credentials";
 /// Replace a row's data key long before AES-GCM's 2^32 random-nonce bound for one key.

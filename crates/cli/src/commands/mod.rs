@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod client;
+pub mod config;
 pub mod healthcheck;
 pub mod keys;
 pub mod serve;

@@ -21,6 +21,8 @@ use crate::GlobalOptions;
 use crate::bootstrap::open_vault_with;
 use crate::commands::webhook_egress::WebhookEgress;
 
+mod plan;
+
 const SANDBOX_CLIENT_FILE: &str = "sandbox-client.json";
 
 #[derive(Debug, Args)]
@@ -174,14 +176,27 @@ impl Tuning {
     }
 }
 
+impl ServeArgs {
+    /// The catalog: the embedded one, with the `--catalog` file applied. A bad file is an error naming the
+    /// entry and the field.
+    pub(crate) fn load_catalog(&self) -> anyhow::Result<Catalog> {
+        Ok(match &self.catalog {
+            Some(path) => Catalog::load_file(path)?,
+            None => Catalog::embedded(),
+        })
+    }
+
+    /// The webhook egress policy; sandbox mode also delivers to loopback receivers over http (a developer's
+    /// receiver beside it).
+    pub(crate) fn webhook_policy(&self) -> linkvault_vault::WebhookPolicy {
+        self.webhooks.policy(self.sandbox)
+    }
+}
+
 pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
-    // A bad catalog stops start-up before anything else happens; the error names the entry and field.
-    let mut catalog = match &args.catalog {
-        Some(path) => Catalog::load_file(path)?,
-        None => Catalog::embedded(),
-    };
-    // Sandbox mode also delivers to loopback receivers over http (a developer's receiver beside it).
-    let (vault, description) = open_vault_with(global, args.webhooks.policy(args.sandbox)).await?;
+    // A bad catalog stops start-up before anything else happens.
+    let mut catalog = args.load_catalog()?;
+    let (vault, description) = open_vault_with(global, args.webhook_policy()).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

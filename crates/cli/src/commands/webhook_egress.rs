@@ -28,4 +28,20 @@ impl WebhookEgress {
             .with_allowed_cidrs(self.webhook_allow_cidrs.iter().copied());
         if sandbox { policy.sandbox() } else { policy }
     }
+
+    /// The policy in words, for `config check`.
+    pub fn describe(&self, sandbox: bool) -> String {
+        let scheme = if self.webhook_allow_http || sandbox { "https and http" } else { "https only" };
+        let mut allowed: Vec<String> = self.webhook_allow_hosts.clone();
+        allowed.extend(self.webhook_allow_cidrs.iter().map(ToString::to_string));
+        if sandbox {
+            allowed.push("loopback (sandbox)".to_owned());
+        }
+        let receivers = if allowed.is_empty() {
+            "non-public receivers refused".to_owned()
+        } else {
+            format!("non-public receivers refused except {}", allowed.join(", "))
+        };
+        format!("{scheme}; {receivers}")
+    }
 }
