@@ -155,17 +155,23 @@ async fn authenticate_refresh_rotation_and_reuse_detection() -> TestResult {
     Ok(())
 }
 
+/// A client-mode app on `backend` with alice signed in: the setup and her access and refresh token.
+async fn alice_signed_in(backend: Backend) -> Result<(Setup, String, String), Error> {
+    eprintln!("on {backend:?}");
+    let setup = setup(backend, ClientTokenPolicy::default()).await?;
+    let auth = authenticate(&setup.app, (setup.cm.id.as_str(), setup.cm.read.as_str()), "alice").await?;
+    let (access, refresh_token) = tokens(&auth, "accountTokens");
+    Ok((setup, access, refresh_token))
+}
+
 /// Finding 14.5b, the reproduction: a refresh-token reuse revokes the family, and the raw tokenId behind
 /// it must not keep the account readable. A client-mode caller's tokenId is refused on every token-backed
 /// endpoint (before and after the revocation), with the same answer whether the id exists or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_mode_caller_cannot_use_the_raw_token_id() -> TestResult {
     for backend in Backend::all() {
-        eprintln!("on {backend:?}");
-        let Setup { app, cm, .. } = setup(backend, ClientTokenPolicy::default()).await?;
+        let (Setup { app, cm, .. }, a1, r1) = alice_signed_in(backend).await?;
         let read = (cm.id.as_str(), cm.read.as_str());
-        let auth = authenticate(&app, read, "alice").await?;
-        let (a1, r1) = tokens(&auth, "accountTokens");
         let token_id = app.vault.resolve_access_token(cm.id.parse()?, &a1).await?.map_err(|e| e.to_string())?;
         let raw = token_id.to_string();
         let balance =

@@ -267,6 +267,24 @@ pub(crate) fn named(handout: &Handout, mut answer: Value) -> Value {
     answer
 }
 
+/// A finished sign-in (credentials or OAuth): the connection as the app may see it, its accounts and payload.
+pub(crate) fn succeeded(
+    integration: &Integration,
+    handout: &Handout,
+    accounts: &[AccountInfo],
+    payload: Value,
+) -> Value {
+    named(
+        handout,
+        json!({
+            "status": "succeeded",
+            "brokerType": integration.integration_type.as_str(),
+            "accounts": accounts_json(accounts),
+            "payload": payload,
+        }),
+    )
+}
+
 pub(crate) fn accounts_json(accounts: &[AccountInfo]) -> Vec<Value> {
     accounts.iter().map(|a| json!({"accountId": a.id, "accountName": a.name})).collect()
 }
@@ -339,15 +357,7 @@ pub(crate) async fn credentials(
             // Client-managed mode: a new token family for the connection (retiring any earlier one).
             let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
             let payload = access_token_payload(integration, &handout, &accounts, now, !stored.created);
-            named(
-                &handout,
-                json!({
-                    "status": "succeeded",
-                    "brokerType": integration.integration_type.as_str(),
-                    "accounts": accounts_json(&accounts),
-                    "payload": payload,
-                }),
-            )
+            succeeded(integration, &handout, &accounts, payload)
         }
     };
     Ok(ApiOk(Some(answer)))

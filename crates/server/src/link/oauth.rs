@@ -26,9 +26,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::handout::{hand_out, token_mode_of};
-use crate::link::api::{
-    accounts_json, check_fixed_integration, check_integration_allowed, claim_connection, named, session_key,
-};
+use crate::link::api::{check_fixed_integration, check_integration_allowed, claim_connection, session_key, succeeded};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
 use crate::link::{digest, random_token, span};
@@ -364,13 +362,5 @@ pub(crate) async fn result(
     // was taken above).
     let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
     let payload = access_token_payload(integration, &handout, &accounts, now, reconnected);
-    Ok(ApiOk(Some(named(
-        &handout,
-        json!({
-            "status": "succeeded",
-            "brokerType": integration.integration_type.as_str(),
-            "accounts": accounts_json(&accounts),
-            "payload": payload,
-        }),
-    ))))
+    Ok(ApiOk(Some(succeeded(integration, &handout, &accounts, payload))))
 }
