@@ -527,6 +527,22 @@ impl RefreshEngine {
     }
 }
 
+/// The vault's `use_connection` asks the engine for freshness through this: one decision per request, on the
+/// row the vault has just loaded and checked.
+impl linkvault_vault::Freshener for RefreshEngine {
+    fn fresh(&self, client_id: ClientId, record: ConnectionRecord) -> linkvault_vault::FreshFuture<'_> {
+        Box::pin(async move {
+            let token_id = record.token_id;
+            self.ensure_fresh_from(client_id, token_id, Some(record)).await.map_err(|e| match e {
+                RefreshError::NotFound => linkvault_vault::Staleness::NotFound,
+                RefreshError::ReauthRequired => linkvault_vault::Staleness::ReauthRequired,
+                RefreshError::Unavailable(reason) => linkvault_vault::Staleness::Unavailable(reason),
+                other => linkvault_vault::Staleness::Failed(other.to_string()),
+            })
+        })
+    }
+}
+
 impl RefreshEngine {
     /// The integration refused `refused_access` on an account call. `revoked`: it said the credential is
     /// revoked or invalid (a deleted API key, a revoked grant) — the connection becomes `reauthRequired` with its

@@ -6,15 +6,12 @@
 use linkvault_domain::{ClientId, TokenId, TokenMode};
 use linkvault_storage::ConnectionRecord;
 use linkvault_vault::ClientTokens;
-use serde_json::{Value, json};
+use linkvault_vault::events::mesh_account_id;
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::ApiError;
-
-/// Names `meshAccountId` for client-mode hand-outs: stable per connection, but not the tokenId itself.
-const MESH_ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_47a0_8a3b_4f0e_9d6c_2b7e_1f40_a9d3);
 
 /// The tokens handed to the app for one connection.
 #[derive(Debug)]
@@ -68,8 +65,28 @@ impl Handout {
     pub(crate) fn mesh_account_id(&self) -> String {
         match self {
             Handout::Managed { token_id, .. } => token_id.to_string(),
-            _ => Uuid::new_v5(&MESH_ACCOUNT_NAMESPACE, self.token_id().as_uuid().as_bytes()).to_string(),
+            _ => mesh_account_id(self.token_id()).to_string(),
         }
+    }
+
+    /// How the app (and the Link page on its behalf) names the connection: the tokenId in managed mode, the
+    /// handed-out access token in client mode (which must never see a tokenId, finding 14.5b).
+    pub(crate) fn handle(&self) -> String {
+        match self {
+            Handout::Managed { token_id, .. } => token_id.to_string(),
+            Handout::Client(t) => t.access_token.expose().to_owned(),
+            Handout::Returning { access_token, .. } => access_token.clone(),
+        }
+    }
+
+    /// The fields a Link answer names its connection with: `handle` always, `tokenId` in managed mode only.
+    pub(crate) fn naming(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("handle".to_owned(), Value::String(self.handle()));
+        if let Handout::Managed { token_id, .. } = self {
+            fields.insert("tokenId".to_owned(), Value::String(token_id.to_string()));
+        }
+        fields
     }
 
     /// One `BrokerAccountTokens` / `AccountToken` entry for `account`.

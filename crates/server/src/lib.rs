@@ -79,6 +79,15 @@ pub struct Services {
 pub struct StateError(String);
 
 impl AppState {
+    /// `raw` as an integration of the catalog (`integrationNotFound` otherwise): the request's `type` where no
+    /// connection is used (sign-ins, imports, refreshes); token-backed calls check it inside `use_connection`.
+    pub(crate) fn known_integration(
+        &self,
+        raw: &str,
+    ) -> Result<linkvault_domain::IntegrationType, api_result::ApiError> {
+        Ok(linkvault_vault::known_integration(&self.catalog, raw)?.integration_type.clone())
+    }
+
     pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Result<Self, StateError> {
         Self::with_tuning(vault, catalog, HttpLimits::default(), EngineConfig::new())
     }

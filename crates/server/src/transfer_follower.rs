@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::api_result::ErrorType;
-use crate::routes::token_use::{AccountFailure, Unusable, call_account, resolve};
+use crate::routes::token_use::{AccountFailure, call_account, use_connection};
+use linkvault_vault::UseRefusal;
 
 /// The outbox event type of a transfer's status change (the only type Mesh-format endpoints receive).
 pub const TRANSFER_STATUS_EVENT: &str = "transfer.statusChanged";
@@ -212,11 +212,12 @@ impl TransferFollower {
             key_id: Uuid::nil(),
         };
         let token = row.token_id.to_string();
-        let mut resolved = match resolve(&self.state, &caller, &token, &sent.integration, None, Operation::Read).await {
+        let used = use_connection(&self.state, &caller, &token, &sent.integration, None, Operation::Read).await;
+        let mut resolved = match used {
             Ok(resolved) => resolved,
-            Err(Unusable::ReauthRequired { .. }) => return Err(Unknown::Later("re-authentication required".into())),
-            Err(Unusable::Error(e)) if e.error_type == ErrorType::TokenNotFound => return Err(Unknown::Gone),
-            Err(Unusable::Error(e)) => return Err(Unknown::Later(e.message)),
+            Err(UseRefusal::ReauthRequired { .. }) => return Err(Unknown::Later("re-authentication required".into())),
+            Err(UseRefusal::TokenNotFound) => return Err(Unknown::Gone),
+            Err(refusal) => return Err(Unknown::Later(crate::api_result::ApiError::from(refusal).message)),
         };
         match call_account(&self.state, &mut resolved, transfer_id, |api, call, id| api.transfer(call, id)).await {
             Ok(transfer) => Ok((progress(transfer.status), transfer.hash)),
@@ -295,6 +296,47 @@ mod tests {
         let delays: Vec<u64> = (0..10).map(|n| config.delay_after(n).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
         assert_eq!(config.delay_after(u32::MAX), config.max_delay);
+    }
+
+    /// Finding 14.5b: `transfer.statusChanged` reaches a client-mode client without the tokenId (the worker
+    /// delivers `payload_for`'s body), named by the connection's `meshAccountId` instead.
+    #[test]
+    fn a_client_mode_client_receives_transfer_events_without_the_token_id() {
+        let now = OffsetDateTime::now_utc();
+        let token_id = linkvault_domain::TokenId::new_random();
+        let sent = SentTransfer {
+            user_id: "alice".into(),
+            integration: "coinbase".into(),
+            symbol: "USDC".into(),
+            amount: 5.0,
+            amount_in_fiat: 5.0,
+            network_id: Uuid::nil(),
+            to_address: "0xabc".into(),
+        };
+        let row = TransferExecutionRecord {
+            preview_id: Uuid::new_v4(),
+            client_id: linkvault_domain::ClientId::new_random(),
+            token_id,
+            client_transaction_id: None,
+            idempotency_key: None,
+            fingerprint: String::new(),
+            state: linkvault_storage::ExecutionState::Succeeded,
+            attempt: 1,
+            lease_until: now,
+            result: None,
+            transfer_id: Some("t-1".into()),
+            created_at: now,
+            updated_at: now,
+            sent: Some(sent.clone()),
+            follow: linkvault_storage::TransferFollow::default(),
+        };
+        let event = transfer_status_event(&row, &sent, TransferProgress::Pending, None, now, None);
+        assert!(event.payload.contains(&token_id.to_string()), "stored with the tokenId, for managed clients");
+        let body = linkvault_vault::events::payload_for(TokenMode::Client, &event.payload).unwrap_or_default();
+        assert!(!body.contains(&token_id.to_string()), "{body}");
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(parsed["data"]["meshAccountId"], linkvault_vault::events::mesh_account_id(token_id).to_string());
+        assert_eq!(parsed["data"]["id"], row.preview_id.to_string());
     }
 
     #[test]

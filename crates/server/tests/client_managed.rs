@@ -155,6 +155,53 @@ async fn authenticate_refresh_rotation_and_reuse_detection() -> TestResult {
     Ok(())
 }
 
+/// A client-mode app on `backend` with alice signed in: the setup and her access and refresh token.
+async fn alice_signed_in(backend: Backend) -> Result<(Setup, String, String), Error> {
+    eprintln!("on {backend:?}");
+    let setup = setup(backend, ClientTokenPolicy::default()).await?;
+    let auth = authenticate(&setup.app, (setup.cm.id.as_str(), setup.cm.read.as_str()), "alice").await?;
+    let (access, refresh_token) = tokens(&auth, "accountTokens");
+    Ok((setup, access, refresh_token))
+}
+
+/// Finding 14.5b, the reproduction: a refresh-token reuse revokes the family, and the raw tokenId behind
+/// it must not keep the account readable. A client-mode caller's tokenId is refused on every token-backed
+/// endpoint (before and after the revocation), with the same answer whether the id exists or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_mode_caller_cannot_use_the_raw_token_id() -> TestResult {
+    for backend in Backend::all() {
+        let (Setup { app, cm, .. }, a1, r1) = alice_signed_in(backend).await?;
+        let read = (cm.id.as_str(), cm.read.as_str());
+        let token_id = app.vault.resolve_access_token(cm.id.parse()?, &a1).await?.map_err(|e| e.to_string())?;
+        let raw = token_id.to_string();
+        let balance =
+            |token: String| post(&app, read, "/api/v1/balance/get", json!({"authToken": token, "type": BINANCE}));
+
+        assert_eq!(balance(a1.clone()).await?.code, 200, "the handed-out access token works");
+        let refused = balance(raw.clone()).await?;
+        assert_refused(&refused, 404, "tokenNotFound");
+        let unknown = balance(linkvault_domain::TokenId::new_random().to_string()).await?;
+        assert_eq!(unknown.raw, refused.raw, "an existing tokenId is refused exactly like an unknown one");
+
+        // The reuse: the family is revoked.
+        assert_eq!(refresh(&app, read, &r1, Some(true)).await?.code, 200);
+        assert_refused(&refresh(&app, read, &r1, None).await?, 403, "refreshTokenReused");
+        assert_refused(&balance(a1.clone()).await?, 403, "tokenRevoked");
+
+        // The raw tokenId does not answer 200 anywhere: reads, transfers' source, deletion.
+        let after = balance(raw.clone()).await?;
+        assert_ne!(after.code, 200, "{}", after.raw);
+        assert_refused(&after, 404, "tokenNotFound");
+        assert_refused(&holdings(&app, read, &raw).await?, 404, "tokenNotFound");
+        let write = (cm.id.as_str(), cm.write.as_str());
+        let execute = json!({"fromAuthToken": raw, "fromType": BINANCE, "previewId": uuid::Uuid::new_v4()});
+        assert_refused(&post(&app, write, "/api/v1/transfers/managed/execute", execute).await?, 404, "tokenNotFound");
+        assert_refused(&app.remove(&cm.id, &cm.read, &raw, BINANCE).await?, 404, "tokenNotFound");
+        assert!(app.vault.connection_for(cm.id.parse()?, token_id).await.is_ok(), "the refused delete removed nothing");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_access_and_refresh_tokens() -> TestResult {
     for backend in Backend::all() {
@@ -359,6 +406,12 @@ async fn link_hands_client_tokens_to_the_app_and_accepts_them_from_return_users(
         (entry["accessToken"].as_str().unwrap_or_default(), entry["refreshToken"].as_str().unwrap_or_default());
     assert!(access.starts_with("lva_") && refresh_token.starts_with("lvr_"), "{}", signed_in.raw);
     assert!(entry.get("tokenId").is_none());
+    // Finding 14.5b: no tokenId anywhere in a client-mode client's Link answers; the page names the connection
+    // by the handed-out access token.
+    let token_id = app.vault.resolve_access_token(cm.id.parse()?, access).await?.map_err(|e| e.to_string())?;
+    assert!(!signed_in.raw.contains(&token_id.to_string()), "{}", signed_in.raw);
+    assert!(signed_in.content().get("tokenId").is_none(), "{}", signed_in.raw);
+    assert_eq!(signed_in.content()["handle"], json!(access));
     assert_eq!(
         (payload["expiresInSeconds"].as_i64(), payload["refreshTokenExpiresInSeconds"].as_i64()),
         (Some(3600), Some(30 * 86_400))
@@ -373,5 +426,11 @@ async fn link_hands_client_tokens_to_the_app_and_accepts_them_from_return_users(
     assert_eq!(connections.len(), 1, "{}", returned.raw);
     assert_eq!(connections[0]["payload"]["accountTokens"][0]["accessToken"], json!(access));
     assert!(connections[0]["payload"]["accountTokens"][0].get("refreshToken").is_none());
+    assert!(!returned.raw.contains(&token_id.to_string()), "{}", returned.raw);
+    assert_eq!(connections[0]["handle"], json!(access));
+    // A raw tokenId is not a return user's token in client mode.
+    let by_id = json!({"tokens": [{"accessToken": token_id.to_string(), "brokerType": BINANCE}]});
+    let returned = page("/link/api/return-tokens", Some(&bearer), by_id).await?;
+    assert_eq!(returned.content()["connections"], json!([]), "{}", returned.raw);
     Ok(())
 }

@@ -4,23 +4,31 @@
 
 pub mod check;
 mod client_tokens;
+mod connection_use;
 mod credentials;
 mod error;
+pub mod events;
 mod key_cache;
 mod keyring;
 pub mod master_key;
 pub mod refresh;
 mod rotation;
 mod service;
+mod transfers;
 pub mod webhook_policy;
 mod webhooks;
 
 pub use client_tokens::{ClientTokenPolicy, ClientTokenRefusal, ClientTokens};
+pub use connection_use::{
+    Authorized, FreshFuture, Freshener, Staleness, Usable, UseRefusal, UseRequest, known_integration, requested_user,
+};
 pub use credentials::IntegrationCredentials;
 pub use error::VaultError;
+pub use events::connection_event;
 pub use key_cache::KEY_CACHE_TTL;
-pub use refresh::{Refreshed, connection_event};
+pub use refresh::Refreshed;
 pub use rotation::{RotationProgress, RotationReport};
 pub use service::{Caller, ConnectionMeta, ConnectionView, CreatedClient, StoredConnection, Vault};
+pub use transfers::{ExecutionRequest, ExecutionStep, ExecutionTicket};
 pub use webhook_policy::WebhookPolicy;
 pub use webhooks::WebhookTarget;

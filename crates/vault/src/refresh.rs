@@ -1,15 +1,13 @@
 //! The secret-handling half of the refresh engine: opening a claimed row's credentials, sealing refreshed
 //! credentials into the compare-and-set write-back (under the row's own data key, as every credentials write
-//! does), and the webhook events the lifecycle writes to the outbox.
+//! does). The events the lifecycle writes to the outbox are built in `events`.
 //!
 //! The engine (crate `linkvault-refresh`) decides *when* and *whether*; this module only turns tokens into
 //! ciphertext bound to their row, so that clear tokens stay inside the vault crate and the engine's stack.
 
-use linkvault_domain::{ConnectionEvent, ConnectionStatus, LifecycleEvent};
-use linkvault_storage::{ConnectionRecord, CredentialsUpdate, OutboxEvent};
+use linkvault_domain::LifecycleEvent;
+use linkvault_storage::{ConnectionRecord, CredentialsUpdate};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 use crate::VaultError;
 use crate::credentials::IntegrationCredentials;
@@ -49,51 +47,5 @@ impl Vault {
         update.next_refresh_at = Some(refreshed.next_refresh_at);
         update.reauth_warned_at = refreshed.reauth_warned_at;
         Ok(update)
-    }
-}
-
-/// A webhook event about `record`, for the outbox. The payload names the connection and its new state;
-/// it never carries a token. `reason` is a short machine-readable cause (`invalid_grant`, `session_expired`…).
-pub fn connection_event(
-    record: &ConnectionRecord,
-    kind: ConnectionEvent,
-    at: OffsetDateTime,
-    reason: Option<&str>,
-) -> OutboxEvent {
-    let id = Uuid::new_v4();
-    let status = match kind {
-        ConnectionEvent::Created | ConnectionEvent::Recovered | ConnectionEvent::ReauthRequiredSoon => {
-            ConnectionStatus::Active.as_str()
-        }
-        ConnectionEvent::ReauthRequired => ConnectionStatus::ReauthRequired.as_str(),
-        ConnectionEvent::Deleted => "deleted",
-    };
-    let mut payload = serde_json::json!({
-        "id": id,
-        "type": kind.as_str(),
-        "occurredAt": at.format(&Rfc3339).unwrap_or_default(),
-        "data": {
-            "tokenId": record.token_id.to_string(),
-            "userId": record.user_id,
-            "integration": record.integration,
-            "scope": record.scope.as_str(),
-            "status": status,
-        },
-    });
-    if let (Some(reason), Some(data)) = (reason, payload.get_mut("data").and_then(|d| d.as_object_mut())) {
-        data.insert("reason".to_owned(), serde_json::Value::String(reason.to_owned()));
-    }
-    if kind == ConnectionEvent::ReauthRequiredSoon
-        && let (Some(end), Some(data)) =
-            (record.refresh_expires_at, payload.get_mut("data").and_then(|d| d.as_object_mut()))
-    {
-        data.insert("reauthRequiredAt".to_owned(), serde_json::Value::String(end.format(&Rfc3339).unwrap_or_default()));
-    }
-    OutboxEvent {
-        id,
-        client_id: record.client_id,
-        event_type: kind.as_str().to_owned(),
-        payload: payload.to_string(),
-        created_at: at,
     }
 }

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::VaultError;
 use crate::credentials::IntegrationCredentials;
+use crate::events::connection_event;
 use crate::keyring::Keyring;
-use crate::refresh::connection_event;
 
 pub(crate) const FINGERPRINT_META: &str = "master_key_fingerprint";
 /// The sealed field holding a connection's credentials (part of the associated data).
@@ -65,8 +65,44 @@ pub struct StoredConnection {
     pub created: bool,
 }
 
-/// A connection as its owner may see it: everything but secrets (the store's narrow status read).
-pub type ConnectionView = ConnectionSummary;
+/// A connection as its owner may see it: everything but secrets and key material. The vault's own type (not
+/// the store's row), so what the API shows is decided here and a new storage column is not shown by accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub token_id: TokenId,
+    pub user_id: String,
+    pub integration: String,
+    pub scope: Scope,
+    pub status: ConnectionStatus,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub access_expires_at: Option<OffsetDateTime>,
+    pub refresh_expires_at: Option<OffsetDateTime>,
+    pub last_refreshed_at: Option<OffsetDateTime>,
+    pub refresh_count: u64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<ConnectionSummary> for ConnectionView {
+    fn from(s: ConnectionSummary) -> Self {
+        Self {
+            token_id: s.token_id,
+            user_id: s.user_id,
+            integration: s.integration,
+            scope: s.scope,
+            status: s.status,
+            account_id: s.account_id,
+            account_name: s.account_name,
+            access_expires_at: s.access_expires_at,
+            refresh_expires_at: s.refresh_expires_at,
+            last_refreshed_at: s.last_refreshed_at,
+            refresh_count: s.refresh_count,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Vault {
@@ -436,7 +472,7 @@ impl Vault {
     pub async fn status(&self, client_id: ClientId, token_id: TokenId) -> Result<ConnectionView, VaultError> {
         // The narrow read: no credentials or key material are loaded to answer a status.
         match self.store.get_connection_summary(token_id).await? {
-            Some(summary) if summary.client_id == client_id => Ok(summary),
+            Some(summary) if summary.client_id == client_id => Ok(summary.into()),
             _ => Err(VaultError::NotFound),
         }
     }

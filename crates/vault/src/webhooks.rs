@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use linkvault_crypto::envelope::{open_under_master, seal_under_master};
-use linkvault_domain::{ClientId, ValidationError};
+use linkvault_domain::{ClientId, TokenMode, ValidationError};
 use linkvault_storage::{WebhookEndpointRecord, WebhookFormat};
 use secrecy::SecretString;
 
@@ -18,6 +18,8 @@ pub struct WebhookTarget {
     pub url: String,
     pub secret: SecretString,
     pub format: WebhookFormat,
+    /// The client's token mode: a client-mode client's bodies never carry a tokenId (`events::payload_for`).
+    pub token_mode: TokenMode,
 }
 
 impl Vault {
@@ -75,6 +77,7 @@ impl Vault {
         let plain = open_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), &record.secret_sealed)?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| VaultError::Crypto(linkvault_crypto::CryptoError::Malformed))?;
-        Ok(Some(WebhookTarget { url: record.url, secret: SecretString::from(text), format: record.format }))
+        let token_mode = self.store.get_client(client_id).await?.map_or(TokenMode::Managed, |c| c.token_mode);
+        Ok(Some(WebhookTarget { url: record.url, secret: SecretString::from(text), format: record.format, token_mode }))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use linkvault_domain::{ClientId, Clock};
+use linkvault_domain::{ClientId, Clock, TokenMode};
 use linkvault_storage::{ClaimedDelivery, DeliveryOutcome, WebhookFormat};
 use linkvault_vault::Vault;
 use secrecy::ExposeSecret;
@@ -143,9 +143,9 @@ impl DeliveryWorker {
                 Some(cached) => cached.clone(),
                 None => {
                     let fetched = match self.vault.webhook_target(client).await? {
-                        Some(target) => WebhookSecret::parse(target.secret.expose_secret())
-                            .ok()
-                            .map(|secret| Endpoint { url: target.url, secret, format: target.format }),
+                        Some(target) => WebhookSecret::parse(target.secret.expose_secret()).ok().map(|secret| {
+                            Endpoint { url: target.url, secret, format: target.format, token_mode: target.token_mode }
+                        }),
                         None => None,
                     };
                     endpoints.insert(client, fetched.clone());
@@ -240,11 +240,13 @@ impl DeliveryWorker {
                     Some(body) => self.deliverer.deliver_mesh(&e.secret, &e.url, body).await,
                     None => {
                         let msg_id = format!("msg_{}", event.id.simple());
+                        // A client-mode client sees its connections by their Link handle, never by tokenId.
+                        let rewritten = linkvault_vault::events::payload_for(e.token_mode, &event.payload);
                         let request = DeliveryRequest {
                             url: &e.url,
                             msg_id: &msg_id,
                             timestamp: self.clock.now().unix_timestamp(),
-                            body: event.payload.as_bytes(),
+                            body: rewritten.as_deref().unwrap_or(&event.payload).as_bytes(),
                         };
                         self.deliverer.deliver(&e.secret, &request).await
                     }
@@ -309,6 +311,7 @@ struct Endpoint {
     url: String,
     secret: WebhookSecret,
     format: WebhookFormat,
+    token_mode: TokenMode,
 }
 
 /// Time one attempt may take beyond the receiver timeout (signing, recording the outcome).

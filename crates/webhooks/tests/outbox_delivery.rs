@@ -176,3 +176,61 @@ async fn finished_events_are_purged_after_the_retention() -> TestResult {
     }
     Ok(())
 }
+
+/// Finding 14.5b: a client in client-managed token mode never receives a tokenId in a webhook. Its connection
+/// events name the connection by `meshAccountId` (what Link and `/authenticate` gave it); a managed client's
+/// events keep the tokenId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_webhooks_carry_no_token_id() -> TestResult {
+    let fresh = fresh_store(Backend::Sqlite).await?;
+    let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
+    let vault = Arc::new(
+        Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock))
+            .await?
+            .with_webhook_policy(policy),
+    );
+    let inbox: Inbox = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    start_receiver(listener, Arc::clone(&inbox)).await;
+
+    let mut token_ids = Vec::new();
+    for mode in [TokenMode::Client, TokenMode::Managed] {
+        let client = vault.create_client("app", mode).await?.client_id;
+        vault.set_webhook_endpoint(client, &url, WebhookSecret::generate()?.expose()).await?;
+        let key = NaturalKey {
+            client_id: client,
+            user_id: UserId::parse("alice")?,
+            integration: IntegrationType::parse("coinbase")?,
+            scope: Scope::Read,
+        };
+        let creds = IntegrationCredentials::new("a", None);
+        let token_id = vault.store_credentials(&key, &creds, &ConnectionMeta::default()).await?.token_id;
+        vault.delete(client, token_id).await?;
+        token_ids.push(token_id);
+    }
+    let worker = DeliveryWorker::new(Arc::clone(&vault), WorkerConfig::default())?;
+    for _ in 0..10 {
+        if fresh.store.count_pending_outbox().await? == 0 {
+            break;
+        }
+        worker.run_once().await?;
+    }
+    assert_eq!(fresh.store.count_pending_outbox().await?, 0, "every event was delivered");
+
+    let got = inbox.lock().map(|v| v.clone()).map_err(|_| "poisoned")?;
+    let bodies: Vec<String> = got.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    let (client_mode, managed) = (token_ids[0], token_ids[1]);
+    let handle = linkvault_vault::events::mesh_account_id(client_mode).to_string();
+    let of = |id: &str| bodies.iter().filter(|b| b.contains(id)).cloned().collect::<Vec<_>>();
+    assert!(of(&client_mode.to_string()).is_empty(), "no client-mode body names its tokenId: {bodies:?}");
+    for body in of(&handle) {
+        let event: Value = serde_json::from_str(&body)?;
+        assert_eq!(event["data"]["meshAccountId"], handle);
+        assert!(event["data"].get("tokenId").is_none(), "{body}");
+    }
+    assert_eq!(of(&handle).len(), 2, "created and deleted, named by meshAccountId: {bodies:?}");
+    assert_eq!(of(&managed.to_string()).len(), 2, "a managed client's events keep the tokenId: {bodies:?}");
+    Ok(())
+}

@@ -419,14 +419,18 @@
     else showSignIn(type, c && c.status === 'reauthRequired', fromCatalog);
   }
 
+  // How the page names a connection to the server: `handle` (the tokenId for managed clients, the handed-out
+  // access token for client-managed ones, which never see a tokenId).
+  function handleOf(c) { return c.handle || c.tokenId; }
+
   // A usable connection: the transfer flow when the link token asks for one, else the account and its balances.
   function afterConnection(type, returning) {
     var c = S.connections[type];
-    if (returning && c.payload && !S.emitted[c.tokenId]) {
-      S.emitted[c.tokenId] = true;
+    if (returning && c.payload && !S.emitted[handleOf(c)]) {
+      S.emitted[handleOf(c)] = true;
       post('brokerageAccountAccessToken', c.payload);
     }
-    if (S.transferOptions) startTransfer(S.byType[type], c.tokenId);
+    if (S.transferOptions) startTransfer(S.byType[type], handleOf(c));
     else showConnected(type, returning);
   }
 
@@ -600,8 +604,8 @@
   }
 
   function connected(integration, answer) {
-    S.connections[integration.type] = { status: 'active', tokenId: answer.tokenId, accounts: answer.accounts || [], payload: answer.payload };
-    S.emitted[answer.tokenId] = true;
+    S.connections[integration.type] = { status: 'active', tokenId: answer.tokenId, handle: answer.handle, accounts: answer.accounts || [], payload: answer.payload };
+    S.emitted[handleOf(answer)] = true;
     S.connectedHere = true;
     post('brokerageAccountAccessToken', answer.payload);
     afterConnection(integration.type, false);

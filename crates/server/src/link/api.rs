@@ -2,13 +2,14 @@
 //! to credentials integrations (with the MFA step). Every answer is an ApiResult.
 
 use axum::extract::State;
-use linkvault_crypto::ClientTokenKind;
-use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, UserId};
+use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, Operation, Scope, UserId};
 use linkvault_integrations::Integration;
 use linkvault_storage::{LinkSessionRecord, LinkStart};
+use linkvault_vault::{Authorized, Caller, UseRequest};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use linkvault_integrations::api::Credential;
 
@@ -180,38 +181,43 @@ pub(crate) struct ReturnTokensRequest {
     tokens: Vec<ReturnToken>,
 }
 
-/// The connection a return user's token names — a tokenId, or in client-managed mode a live access token —
-/// if it belongs to this session's client, user and scope (and, when `broker_type` is not empty, that
-/// integration), with what to hand back for it. Anything else (unknown, expired, revoked, deleted, another
-/// user's or client's) is `None`, indistinguishably.
+/// The connection a return user's token names — a tokenId (managed clients only), or in client-managed mode a
+/// live access token — if it belongs to this session's client, user and scope (and, when `broker_type` is not
+/// empty, that integration) and the session may use it for `operation`, with what to hand back for it. Anything
+/// else (unknown, expired, revoked, deleted, another user's or client's) is `None`, indistinguishably. The
+/// checks are the vault's `authorize_use`, with the session standing in for the API caller.
 pub(crate) async fn own_connection<'s>(
     state: &'s AppState,
     session: &LinkSessionRecord,
     presented: &str,
     broker_type: &str,
-) -> Option<(linkvault_storage::ConnectionRecord, &'s Integration, Handout)> {
+    operation: Operation,
+) -> Option<(Authorized<'s>, Handout)> {
     let presented = presented.trim();
-    let client_token = ClientTokenKind::of(presented) == Some(ClientTokenKind::Access);
-    let token_id = if client_token {
-        state.vault.resolve_access_token(session.client_id, presented).await.ok()?.ok()?
-    } else {
-        presented.parse::<TokenId>().ok()?
+    let caller = Caller {
+        client_id: session.client_id,
+        scope: session.scope,
+        token_mode: token_mode_of(state, session.client_id).await.ok()?,
+        key_id: Uuid::nil(),
     };
-    let record = state.vault.connection_for(session.client_id, token_id).await.ok()?;
-    if record.user_id != session.user_id || record.scope != session.scope {
+    let request = UseRequest {
+        auth_token: presented,
+        integration_type: (!broker_type.is_empty()).then_some(broker_type),
+        user_id: Some(session.user_id.as_str()),
+        operation,
+    };
+    let authorized = state.vault.authorize_use(&state.catalog, &caller, request).await.ok()?;
+    if authorized.record.scope != session.scope {
         return None;
     }
-    if !broker_type.is_empty() && broker_type != record.integration {
-        return None;
-    }
-    let integration = state.catalog.get(&record.integration)?;
+    let token_id = authorized.record.token_id;
     // A return user is handed back what it presented: its tokens stay as they are.
-    let handout = if client_token {
+    let handout = if authorized.by_access_token {
         Handout::Returning { token_id, access_token: presented.to_owned() }
     } else {
-        Handout::Managed { token_id, expires_at: record.access_expires_at }
+        Handout::Managed { token_id, expires_at: authorized.record.access_expires_at }
     };
-    Some((record, integration, handout))
+    Some((authorized, handout))
 }
 
 /// `POST /link/api/return-tokens {tokens: IntegrationAccessToken[]}` — the tokens the SDK passed in
@@ -225,8 +231,8 @@ pub(crate) async fn return_tokens(
     let mut seen = std::collections::BTreeSet::new();
     let mut connections = Vec::new();
     for token in req.tokens.iter().take(MAX_RETURN_TOKENS) {
-        let Some((record, integration, handout)) =
-            own_connection(&state, &session, &token.access_token, &token.broker_type).await
+        let Some((Authorized { record, integration, .. }, handout)) =
+            own_connection(&state, &session, &token.access_token, &token.broker_type, Operation::Read).await
         else {
             continue;
         };
@@ -240,15 +246,43 @@ pub(crate) async fn return_tokens(
         let probe = probe(&state, &record, integration).await;
         let active = probe.status == ConnectionStatus::Active;
         let payload = active.then(|| access_token_payload(integration, &handout, &probe.accounts, now, true));
-        connections.push(json!({
-            "tokenId": record.token_id.to_string(),
-            "brokerType": integration.integration_type.as_str(),
-            "status": probe.status.as_str(),
-            "accounts": accounts_json(&probe.accounts),
-            "payload": payload,
-        }));
+        connections.push(named(
+            &handout,
+            json!({
+                "brokerType": integration.integration_type.as_str(),
+                "status": probe.status.as_str(),
+                "accounts": accounts_json(&probe.accounts),
+                "payload": payload,
+            }),
+        ));
     }
     Ok(ApiOk(Some(json!({ "connections": connections }))))
+}
+
+/// `answer` with the connection named as the app may see it (`handle`, and `tokenId` for managed clients only).
+pub(crate) fn named(handout: &Handout, mut answer: Value) -> Value {
+    if let Some(fields) = answer.as_object_mut() {
+        fields.extend(handout.naming());
+    }
+    answer
+}
+
+/// A finished sign-in (credentials or OAuth): the connection as the app may see it, its accounts and payload.
+pub(crate) fn succeeded(
+    integration: &Integration,
+    handout: &Handout,
+    accounts: &[AccountInfo],
+    payload: Value,
+) -> Value {
+    named(
+        handout,
+        json!({
+            "status": "succeeded",
+            "brokerType": integration.integration_type.as_str(),
+            "accounts": accounts_json(accounts),
+            "payload": payload,
+        }),
+    )
 }
 
 pub(crate) fn accounts_json(accounts: &[AccountInfo]) -> Vec<Value> {
@@ -323,13 +357,7 @@ pub(crate) async fn credentials(
             // Client-managed mode: a new token family for the connection (retiring any earlier one).
             let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
             let payload = access_token_payload(integration, &handout, &accounts, now, !stored.created);
-            json!({
-                "status": "succeeded",
-                "tokenId": stored.token_id.to_string(),
-                "brokerType": integration.integration_type.as_str(),
-                "accounts": accounts_json(&accounts),
-                "payload": payload,
-            })
+            succeeded(integration, &handout, &accounts, payload)
         }
     };
     Ok(ApiOk(Some(answer)))

@@ -26,9 +26,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::handout::{hand_out, token_mode_of};
-use crate::link::api::{
-    accounts_json, check_fixed_integration, check_integration_allowed, claim_connection, session_key,
-};
+use crate::link::api::{check_fixed_integration, check_integration_allowed, claim_connection, session_key, succeeded};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
 use crate::link::{digest, random_token, span};
@@ -47,7 +45,6 @@ fn binding_cookie_path(state: &AppState) -> String {
     let prefix = &state.link.public_url[state.link.public_origin().len()..];
     format!("{prefix}/link/oauth")
 }
-use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
 pub(crate) struct StartRequest {
@@ -56,7 +53,7 @@ pub(crate) struct StartRequest {
 }
 
 fn oauth_integration<'s>(state: &'s AppState, raw: &str) -> Result<(IntegrationType, &'s Integration), ApiError> {
-    let integration_type = known_integration(state, raw)?;
+    let integration_type = state.known_integration(raw)?;
     let Some(integration) = state.catalog.get(integration_type.as_str()) else {
         return Err(ApiError::integration_not_found(raw));
     };
@@ -365,11 +362,5 @@ pub(crate) async fn result(
     // was taken above).
     let handout = hand_out(&state, token_mode_of(&state, session.client_id).await?, &record).await?;
     let payload = access_token_payload(integration, &handout, &accounts, now, reconnected);
-    Ok(ApiOk(Some(json!({
-        "status": "succeeded",
-        "tokenId": token_id.to_string(),
-        "brokerType": integration.integration_type.as_str(),
-        "accounts": accounts_json(&accounts),
-        "payload": payload,
-    }))))
+    Ok(ApiOk(Some(succeeded(integration, &handout, &accounts, payload))))
 }

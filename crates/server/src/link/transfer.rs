@@ -16,7 +16,7 @@ use crate::extract::ApiJson;
 use crate::link::api::{check_fixed_integration, own_connection};
 use crate::link::session::LinkSession;
 use crate::routes::destinations::{Destination, TransferOptions, optional_network, optional_symbol};
-use crate::routes::token_use::{Resolved, call_account, open_connection};
+use crate::routes::token_use::{Resolved, call_account};
 use crate::routes::transfer_configure::{ConfigureInput, configure_transfer};
 use crate::routes::transfer_info::mesh_status;
 use crate::routes::transfers::{
@@ -98,13 +98,12 @@ async fn session_connection<'s>(
     if token.len() > MAX_TOKEN_CHARS {
         return Err(ApiError::token_not_found());
     }
-    let (record, integration, _) =
-        own_connection(state, session, token, "").await.ok_or_else(ApiError::token_not_found)?;
+    let (authorized, _) =
+        own_connection(state, session, token, "", Operation::Write).await.ok_or_else(ApiError::token_not_found)?;
     // A return user's other accounts may transfer (restrictMultipleAccounts limits sign-ins), but a fixed
     // integrationId holds.
-    check_fixed_integration(state, session, integration)?;
-    let token_id = record.token_id;
-    Ok(open_connection(state, session.client_id, session.scope, token_id, record, Operation::Write).await?)
+    check_fixed_integration(state, session, authorized.integration)?;
+    Ok(state.vault.make_usable(&state.engine, authorized).await?)
 }
 
 /// What the end user sees for a refusal: the `displayMessage` the contract promises on every error here.

@@ -4,18 +4,16 @@
 //! read-scoped key may remove only read-scoped connections (`Operation::Remove`).
 
 use axum::extract::State;
-use linkvault_domain::{AccessDenied, Operation, authorize_token_use};
+use linkvault_domain::Operation;
 use linkvault_integrations::AuthScheme;
 use linkvault_integrations::oauth::TokenTypeHint;
-use linkvault_vault::IntegrationCredentials;
+use linkvault_vault::{IntegrationCredentials, UseRefusal, UseRequest};
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::token_use::token_id_of;
-use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,25 +41,25 @@ pub(crate) async fn remove(
     Client(caller): Client,
     ApiJson(req): ApiJson<RemoveRequest>,
 ) -> Result<ApiOk<()>, ApiError> {
-    let integration = known_integration(&state, &req.integration_type)?;
-    if req.auth_token.trim().is_empty() {
-        return Err(ApiError::invalid_field(
-            "authToken",
-            "must not be empty; send the tokenId (or client-managed access token) to remove",
-        ));
-    }
-    let token_id = token_id_of(&state, &caller, &req.auth_token).await?;
-    crate::routes::user_check::check_user(&state, &caller, &req.auth_token, req.user_id.as_deref()).await?;
-    let record = state.vault.connection_for(caller.client_id, token_id).await?;
-    if record.integration != integration.as_str() {
-        // The tokenId exists but not for this integration: as unknown as any other.
-        return Err(ApiError::token_not_found());
-    }
-    match authorize_token_use(caller.client_id, caller.scope, record.client_id, record.scope, Operation::Remove) {
-        Ok(()) => {}
-        Err(AccessDenied::KeyScopeTooLow) => return Err(read_key_cannot_remove()),
-        Err(_) => return Err(ApiError::token_not_found()),
-    }
+    let request = UseRequest {
+        auth_token: &req.auth_token,
+        integration_type: Some(&req.integration_type),
+        user_id: req.user_id.as_deref(),
+        operation: Operation::Remove,
+    };
+    let record = match state.vault.authorize_use(&state.catalog, &caller, request).await {
+        Ok(authorized) => authorized.record,
+        Err(UseRefusal::KeyScopeTooLow) => return Err(read_key_cannot_remove()),
+        // Said once the type is known to be good, as before.
+        Err(UseRefusal::TokenNotFound | UseRefusal::TokenIdFromClientMode) if req.auth_token.trim().is_empty() => {
+            return Err(ApiError::invalid_field(
+                "authToken",
+                "must not be empty; send the tokenId (or client-managed access token) to remove",
+            ));
+        }
+        Err(refusal) => return Err(refusal.into()),
+    };
+    let token_id = record.token_id;
     // Opened before the row goes, so the integration can be told; a row that cannot be opened is deleted anyway.
     let credentials = match state.vault.open_credentials(&record).await {
         Ok(c) => Some(c),

@@ -21,7 +21,6 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::handout::{Handout, hand_out};
-use crate::routes::tokens::known_integration;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -117,7 +116,7 @@ pub(crate) fn credentials_integration<'s>(
     state: &'s AppState,
     raw_type: &str,
 ) -> Result<(IntegrationType, &'s Integration), ApiError> {
-    let integration_type = known_integration(state, raw_type)?;
+    let integration_type = state.known_integration(raw_type)?;
     let Some(integration) = state.catalog.get(integration_type.as_str()) else {
         return Err(ApiError::integration_not_found(raw_type));
     };

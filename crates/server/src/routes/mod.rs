@@ -13,7 +13,6 @@ pub(crate) mod transfer_configure;
 pub(crate) mod transfer_info;
 mod transfer_list;
 pub(crate) mod transfers;
-mod user_check;
 mod webhooks;
 
 use axum::Router;

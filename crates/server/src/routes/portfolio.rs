@@ -12,7 +12,8 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::routes::token_use::{AccountFailure, Resolved, Unusable, call_account, resolve, upstream_error};
+use crate::routes::token_use::{AccountFailure, Resolved, call_account, upstream_error, use_connection};
+use linkvault_vault::UseRefusal;
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
 #[derive(Deserialize)]
@@ -63,8 +64,8 @@ async fn resolve_read<'a>(
     state: &'a AppState,
     caller: &linkvault_vault::Caller,
     req: &TokenRequest,
-) -> Result<Resolved<'a>, Unusable> {
-    resolve(state, caller, &req.auth_token, &req.integration_type, req.user_id.as_deref(), Operation::Read).await
+) -> Result<Resolved<'a>, UseRefusal> {
+    use_connection(state, caller, &req.auth_token, &req.integration_type, req.user_id.as_deref(), Operation::Read).await
 }
 
 pub(crate) async fn holdings(
@@ -75,10 +76,10 @@ pub(crate) async fn holdings(
     let mut resolved = match resolve_read(&state, &caller, &req).await {
         Ok(r) => r,
         // Holdings report a needed re-authentication inside the result, as Mesh's HoldingsModel does.
-        Err(Unusable::ReauthRequired { integration, .. }) => {
+        Err(UseRefusal::ReauthRequired { integration, .. }) => {
             return Ok(not_authorized_holdings(&integration, "the end user must sign in again"));
         }
-        Err(Unusable::Error(e)) => return Err(e),
+        Err(refusal) => return Err(refusal.into()),
     };
     let holdings = match call_account(&state, &mut resolved, &(), |api, call, ()| api.holdings(call)).await {
         Ok(h) => h,
@@ -191,10 +192,11 @@ async fn user_connections<'a>(
     for record in records {
         let Some(integration) = state.catalog.get(&record.integration) else { continue };
         let token_id = record.token_id;
-        match state.engine.ensure_fresh_from(caller.client_id, token_id, Some(record)).await {
-            Ok((record, credentials)) => usable.push(Resolved { record, integration, credentials }),
-            Err(e) => {
-                tracing::debug!(error = %e, %token_id, "portfolio leaves out a connection that is not usable now")
+        let found = linkvault_vault::Authorized { record, integration, by_access_token: false };
+        match state.vault.make_usable(&state.engine, found).await {
+            Ok(resolved) => usable.push(resolved),
+            Err(refusal) => {
+                tracing::debug!(?refusal, %token_id, "portfolio leaves out a connection that is not usable now")
             }
         }
     }

@@ -14,7 +14,6 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::Handout;
-use crate::routes::tokens::known_integration;
 
 /// Mesh's `BrokerRefreshTokenRequest`; the WeBull/Vanguard extras (`accessToken`, `tradeToken`, `mfaCode`,
 /// `metadata`) are accepted and ignored.
@@ -62,7 +61,7 @@ pub(crate) async fn refresh(
     Client(caller): Client,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<ApiOk<Value>, ApiError> {
-    let integration = known_integration(&state, &req.integration_type)?;
+    let integration = state.known_integration(&req.integration_type)?;
     if caller.token_mode != TokenMode::Client {
         return Err(ApiError::new(
             ApiStatus::BadRequest,

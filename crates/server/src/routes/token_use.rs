@@ -1,52 +1,54 @@
-//! Resolving an `authToken` / `fromAuthToken` to a connection the caller may use for an operation, with
-//! usable credentials — the one path every token-backed endpoint goes through, so isolation, scope and
-//! re-authentication signals are decided identically everywhere.
+//! Token-backed calls over HTTP: the vault decides whether an `authToken` / `fromAuthToken` names a connection
+//! the caller may use for an operation (`Vault::use_connection`, the one path every token-backed endpoint goes
+//! through, so isolation, scope and re-authentication signals are decided identically everywhere); this module
+//! maps its refusal to the HTTP answer in one place and runs account calls through a usable connection.
 
-use linkvault_crypto::ClientTokenKind;
-use linkvault_domain::{AccessDenied, ClientId, Operation, Scope, TokenId, TokenRefusal, authorize_token_use};
+use linkvault_domain::{Operation, TokenId, TokenRefusal};
 use std::future::Future;
 use std::pin::Pin;
 
 use linkvault_integrations::Integration;
 use linkvault_integrations::api::{AccountApi, ApiError as Upstream, Call, Credential};
 use linkvault_refresh::RefreshError;
-use linkvault_storage::ConnectionRecord;
-use linkvault_vault::{Caller, IntegrationCredentials};
+use linkvault_vault::events::mesh_account_id;
+use linkvault_vault::{Caller, Usable, UseRefusal, UseRequest};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiStatus, ErrorType};
-use crate::routes::user_check::{check_owner, requested_user};
 
-/// A connection resolved for one call.
-pub(crate) struct Resolved<'a> {
-    pub record: ConnectionRecord,
-    pub integration: &'a Integration,
-    pub credentials: IntegrationCredentials,
-}
+/// A connection resolved for one call (the vault's answer).
+pub(crate) type Resolved<'a> = Usable<'a>;
 
-/// Why a resolved connection cannot be used right now.
-pub(crate) enum Unusable {
-    /// The end user must sign in again (through Link or `/authenticate`); the tokenId stays valid.
-    ReauthRequired {
-        token_id: TokenId,
-        integration: String,
-    },
-    Error(ApiError),
-}
-
-/// The answer for endpoints that report a needed re-authentication as an error (all but holdings).
-impl From<Unusable> for ApiError {
-    fn from(e: Unusable) -> Self {
-        match e {
-            Unusable::ReauthRequired { token_id, integration } => reauthentication_required(token_id, &integration),
-            Unusable::Error(e) => e,
+/// The one place a refused use of a connection becomes an HTTP answer (holdings alone report a needed
+/// re-authentication inside its result instead, by matching [`UseRefusal::ReauthRequired`] first).
+impl From<UseRefusal> for ApiError {
+    fn from(refusal: UseRefusal) -> Self {
+        match refusal {
+            UseRefusal::InvalidUserId { field, reason } => ApiError::invalid_field(field, reason),
+            UseRefusal::IntegrationNotFound(raw) => ApiError::integration_not_found(&raw),
+            UseRefusal::TokenNotFound => ApiError::token_not_found(),
+            // Byte-for-byte the unknown-id answer, for every tokenId a client-mode caller sends, existing or not: a
+            // client-mode client knows no tokenIds, so to it they name nothing (and no answer tells ids apart).
+            UseRefusal::TokenIdFromClientMode => ApiError::token_not_found(),
+            UseRefusal::AccessToken(why) => access_token_refused(why),
+            UseRefusal::KeyScopeTooLow => key_scope_insufficient(),
+            UseRefusal::TokenScopeMismatch => ApiError::new(
+                ApiStatus::PermissionDenied,
+                ErrorType::TokenScopeMismatch,
+                "this token was connected with a read-scoped key; connect the account with a write key for write calls",
+            ),
+            UseRefusal::ReauthRequired { token_id, integration, by_access_token } => {
+                reauthentication_required(token_id, &integration, by_access_token)
+            }
+            UseRefusal::Unavailable { integration_name, reason } => ApiError::new(
+                ApiStatus::ServerFailure,
+                ErrorType::IntegrationUnavailable,
+                format!(
+                    "{integration_name}: the connection's access could not be renewed just now ({reason}); retry shortly"
+                ),
+            ),
+            UseRefusal::Failed(cause) => ApiError::internal(&cause),
         }
-    }
-}
-
-impl From<ApiError> for Unusable {
-    fn from(e: ApiError) -> Self {
-        Unusable::Error(e)
     }
 }
 
@@ -58,13 +60,32 @@ pub(crate) fn key_scope_insufficient() -> ApiError {
     )
 }
 
-pub(crate) fn reauthentication_required(token_id: TokenId, integration: &str) -> ApiError {
+/// `hide_token_id`: the caller named the connection by a client-managed access token; it is told the
+/// connection's `meshAccountId` (what Link gave it) instead of the tokenId, which such clients never see.
+pub(crate) fn reauthentication_required(token_id: TokenId, integration: &str, hide_token_id: bool) -> ApiError {
+    if hide_token_id {
+        return ApiError::new(
+            ApiStatus::BadRequest,
+            ErrorType::ReauthenticationRequired,
+            "the end user must sign in to this integration again (open Link for this user); the connection stays the \
+             same and Link hands out new tokens",
+        )
+        .with_data(serde_json::json!({
+            "meshAccountId": mesh_account_id(token_id).to_string(),
+            "brokerType": integration,
+        }));
+    }
     ApiError::new(
         ApiStatus::BadRequest,
         ErrorType::ReauthenticationRequired,
         "the end user must sign in to this integration again (open Link with this tokenId); the tokenId stays the same",
     )
     .with_data(serde_json::json!({"tokenId": token_id.to_string(), "brokerType": integration}))
+}
+
+/// [`reauthentication_required`] for a connection in use.
+pub(crate) fn reauthentication_required_for(resolved: &Resolved<'_>) -> ApiError {
+    reauthentication_required(resolved.record.token_id, &resolved.record.integration, resolved.by_access_token)
 }
 
 /// The answer to a refused client-managed access token. Unknown (including another client's) is
@@ -85,97 +106,18 @@ pub(crate) fn access_token_refused(why: TokenRefusal) -> ApiError {
     }
 }
 
-/// The connection an `authToken` names: a tokenId, or (client-managed mode) a linkvault access token
-/// (`lva_…`) that is the caller's, unexpired and not revoked. The scope and ownership checks follow in the
-/// caller, identically for both.
-pub(crate) async fn token_id_of(state: &AppState, caller: &Caller, auth_token: &str) -> Result<TokenId, ApiError> {
-    let auth_token = auth_token.trim();
-    if ClientTokenKind::of(auth_token) == Some(ClientTokenKind::Access) {
-        return state.vault.resolve_access_token(caller.client_id, auth_token).await?.map_err(access_token_refused);
-    }
-    auth_token.parse::<TokenId>().map_err(|_| ApiError::token_not_found())
-}
-
-/// Finds the caller's connection for `auth_token` and `type` (and, when the request names one, `user_id`'s),
-/// checks scope for `operation`, and opens its credentials. Nothing reaches the integration before every check
-/// has passed; the connection is loaded once.
-pub(crate) async fn resolve<'a>(
+/// The caller's connection for `auth_token` and `type` (and, when the request names one, `user_id`'s), checked
+/// for `operation`, with usable credentials: the vault's one decision, over this server's catalog and engine.
+pub(crate) async fn use_connection<'a>(
     state: &'a AppState,
     caller: &Caller,
     auth_token: &str,
     integration_type: &str,
     user_id: Option<&str>,
     operation: Operation,
-) -> Result<Resolved<'a>, Unusable> {
-    // A named user is checked first, as the userId extension's own refusal (before the type is looked at).
-    let user = requested_user(user_id)?;
-    let mut loaded = None;
-    if let Some(user) = &user {
-        let token_id = token_id_of(state, caller, auth_token).await?;
-        let record = state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?;
-        check_owner(&record.user_id, Some(user))?;
-        loaded = Some((token_id, record));
-    }
-    let integration = crate::routes::tokens::known_integration(state, integration_type)?;
-    let (token_id, record) = match loaded {
-        Some(loaded) => loaded,
-        None => {
-            let token_id = token_id_of(state, caller, auth_token).await?;
-            (token_id, state.vault.connection_for(caller.client_id, token_id).await.map_err(ApiError::from)?)
-        }
-    };
-    if record.integration != integration.as_str() {
-        return Err(ApiError::token_not_found().into());
-    }
-    open_connection(state, caller.client_id, caller.scope, token_id, record, operation).await
-}
-
-/// The second half of [`resolve`], for callers that found the connection themselves (the Link page, by its
-/// session's client, user and scope): checks scope for `operation` and opens usable credentials.
-pub(crate) async fn open_connection<'a>(
-    state: &'a AppState,
-    client_id: ClientId,
-    scope: Scope,
-    token_id: TokenId,
-    record: ConnectionRecord,
-    operation: Operation,
-) -> Result<Resolved<'a>, Unusable> {
-    let integration_type = record.integration.clone();
-    match authorize_token_use(client_id, scope, record.client_id, record.scope, operation) {
-        Ok(()) => {}
-        Err(AccessDenied::NotFound) => return Err(ApiError::token_not_found().into()),
-        Err(AccessDenied::KeyScopeTooLow) => return Err(key_scope_insufficient().into()),
-        Err(AccessDenied::TokenScopeMismatch) => {
-            return Err(ApiError::new(
-                ApiStatus::PermissionDenied,
-                ErrorType::TokenScopeMismatch,
-                "this token was connected with a read-scoped key; connect the account with a write key for write calls",
-            )
-            .into());
-        }
-    }
-    let Some(integration) = state.catalog.get(&integration_type) else {
-        return Err(ApiError::integration_not_found(&integration_type).into());
-    };
-    // The engine decides usability: refreshed first if expired or inside the margin (coalescing with any
-    // refresh in flight); a connection needing re-auth — including a credentials session past its expiry,
-    // which it marks and announces — is refused.
-    let reauth = Unusable::ReauthRequired { token_id, integration: record.integration.clone() };
-    match state.engine.ensure_fresh_from(client_id, token_id, Some(record)).await {
-        Ok((record, credentials)) => Ok(Resolved { record, integration, credentials }),
-        Err(RefreshError::NotFound) => Err(ApiError::token_not_found().into()),
-        Err(RefreshError::ReauthRequired) => Err(reauth),
-        Err(RefreshError::Unavailable(reason)) => Err(ApiError::new(
-            ApiStatus::ServerFailure,
-            ErrorType::IntegrationUnavailable,
-            format!(
-                "{}: the connection's access could not be renewed just now ({reason}); retry shortly",
-                integration.name
-            ),
-        )
-        .into()),
-        Err(other) => Err(ApiError::internal(&other).into()),
-    }
+) -> Result<Resolved<'a>, UseRefusal> {
+    let request = UseRequest { auth_token, integration_type: Some(integration_type), user_id, operation };
+    state.vault.use_connection(&state.catalog, &state.engine, caller, request).await
 }
 
 /// The future an adapter call returns (what `async_trait` methods return).
@@ -197,7 +139,7 @@ impl AccountFailure {
     /// The answer for endpoints without a result-level status.
     pub(crate) fn into_api_error(self, resolved: &Resolved<'_>) -> ApiError {
         match self {
-            AccountFailure::Reauth => reauthentication_required(resolved.record.token_id, &resolved.record.integration),
+            AccountFailure::Reauth => reauthentication_required_for(resolved),
             AccountFailure::Upstream(e) => upstream_error(resolved.integration, &e),
             AccountFailure::Local(e) => e,
         }
@@ -309,16 +251,18 @@ mod tests {
     use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenMode, UserId};
     use linkvault_integrations::Catalog;
     use linkvault_storage::testing::{Backend, fresh_store};
-    use linkvault_vault::{ConnectionMeta, Vault};
+    use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Vault};
     use secrecy::SecretString;
 
     use super::*;
 
     async fn write_call(state: &AppState, caller: &Caller, token: &str) -> Result<(), (ApiStatus, ErrorType)> {
-        match resolve(state, caller, token, "coinbase", None, Operation::Write).await {
+        match use_connection(state, caller, token, "coinbase", None, Operation::Write).await {
             Ok(_) => Ok(()),
-            Err(Unusable::Error(e)) => Err((e.status, e.error_type)),
-            Err(Unusable::ReauthRequired { .. }) => Err((ApiStatus::BadRequest, ErrorType::ReauthenticationRequired)),
+            Err(refusal) => {
+                let e = ApiError::from(refusal);
+                Err((e.status, e.error_type))
+            }
         }
     }
 

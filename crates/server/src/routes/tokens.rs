@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use linkvault_domain::{IntegrationType, NaturalKey, TokenId, UserId};
+use linkvault_domain::{NaturalKey, TokenId, UserId};
 use linkvault_vault::{ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
 use time::Duration;
@@ -122,22 +122,13 @@ fn check_account_field(field: &str, value: Option<String>) -> Result<Option<Stri
     }
 }
 
-/// Resolves and validates `type` against the catalog.
-pub(crate) fn known_integration(state: &AppState, raw: &str) -> Result<IntegrationType, ApiError> {
-    let parsed = IntegrationType::parse(raw).map_err(|_| ApiError::integration_not_found(raw))?;
-    if state.catalog.get(parsed.as_str()).is_none() {
-        return Err(ApiError::integration_not_found(raw));
-    }
-    Ok(parsed)
-}
-
 pub(crate) async fn import(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> Result<ApiOk<ImportResponse>, ApiError> {
     let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
-    let integration = known_integration(&state, &req.integration_type)?;
+    let integration = state.known_integration(&req.integration_type)?;
     check_token("accessToken", &req.access_token)?;
     if let Some(refresh) = &req.refresh_token {
         check_token("refreshToken", refresh)?;
@@ -185,8 +176,6 @@ pub(crate) async fn status(
     let token_id =
         raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
     let Query(query) = query.map_err(|e| ApiError::invalid_field("userId", e.body_text()))?;
-    let user = crate::routes::user_check::requested_user(query.user_id.as_deref())?;
-    let view = state.vault.status(caller.client_id, token_id).await?;
-    crate::routes::user_check::check_owner(&view.user_id, user.as_ref())?;
+    let view = state.vault.status_for(caller.client_id, token_id, query.user_id.as_deref()).await?;
     Ok(ApiOk(Some(view.into())))
 }

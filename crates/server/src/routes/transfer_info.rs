@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::token_use::{call_account, resolve};
+use crate::routes::token_use::{call_account, use_connection};
 
 /// Largest page of `transfers/list` (Mesh's `count`).
 const MAX_COUNT: usize = 100;
@@ -120,7 +120,8 @@ pub(crate) async fn list(
     let statuses: Option<Vec<String>> =
         req.statuses.as_ref().map(|list| list.iter().map(|s| s.trim().to_ascii_lowercase()).collect());
     let user = req.user_id.as_deref();
-    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
+    let mut resolved =
+        use_connection(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
     let mut history = call_account(&state, &mut resolved, &(), |api, call, ()| api.history(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;
@@ -172,7 +173,8 @@ pub(crate) async fn deposit_address(
     };
     let network = network_of(req.network_id.as_deref(), &symbol)?;
     let user = req.user_id.as_deref();
-    let mut resolved = resolve(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
+    let mut resolved =
+        use_connection(&state, &caller, &req.auth_token, &req.integration_type, user, Operation::Read).await?;
     let wanted = (symbol.as_str(), network.api_name);
     let address = call_account(&state, &mut resolved, &wanted, |api, call, (symbol, network)| {
         api.deposit_address(call, symbol, network)

@@ -7,7 +7,9 @@
 //! `Idempotency-Key`), so a retried or concurrent execute — on any instance — finds the claim and answers with
 //! its stored result (or `inProgress`). The integration is called with an idempotency key derived from the
 //! previewId, so even a crash between its answer and our write-back cannot send twice: the retry that takes
-//! the abandoned claim over gets the first transfer back.
+//! the abandoned claim over gets the first transfer back. That bookkeeping is the vault's
+//! (`Vault::begin_transfer_execution` answers what to do next); this module maps its answer to Mesh's shapes and
+//! makes the integration call.
 //!
 //! The work itself ([`make_preview`], [`execute_preview`]) takes the client id and a resolved connection, so
 //! the Link page's transfer flow (`link::transfer`) runs the very same code; the handlers here only parse
@@ -22,11 +24,8 @@ use linkvault_integrations::api::{
     ApiError as Upstream, QuoteRequest, Refusal, SendOutcome, SendRequest, Transfer, TransferQuote,
 };
 use linkvault_integrations::networks::{self, Network};
-use linkvault_storage::{
-    CompletedTransfer, ExecutionClaim, ExecutionState, SentTransfer, TransferExecutionRecord, TransferFollow,
-    TransferPreviewRecord,
-};
-use linkvault_vault::Caller;
+use linkvault_storage::{CompletedTransfer, SentTransfer, TransferPreviewRecord};
+use linkvault_vault::{Caller, ExecutionRequest, ExecutionStep, ExecutionTicket};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -37,7 +36,8 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::token_use::{
-    AccountFailure, Resolved, call_account, key_scope_insufficient, reauthentication_required, resolve, upstream_error,
+    AccountFailure, Resolved, call_account, key_scope_insufficient, reauthentication_required_for, upstream_error,
+    use_connection,
 };
 
 /// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
@@ -188,7 +188,7 @@ pub(crate) async fn resolve_write<'a>(
     integration_type: &str,
     user_id: Option<&str>,
 ) -> Result<Resolved<'a>, ApiError> {
-    Ok(resolve(state, caller, auth_token, integration_type, user_id, Operation::Write).await?)
+    Ok(use_connection(state, caller, auth_token, integration_type, user_id, Operation::Write).await?)
 }
 
 fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
@@ -421,11 +421,7 @@ pub(crate) async fn make_preview(
         created_at: now,
         expires_at: now + expires_in,
     };
-    let store = state.vault.store();
-    store.insert_transfer_preview(&record).await.map_err(|e| ApiError::internal(&e))?;
-    if let Err(e) = store.purge_transfer_previews(now - PURGE_AFTER).await {
-        tracing::warn!(error = %e, "cannot purge old transfer previews");
-    }
+    state.vault.save_transfer_preview(&record, now - PURGE_AFTER).await.map_err(|e| ApiError::internal(&e))?;
     Ok(json!({
         "status": "succeeded",
         "previewResult": {
@@ -525,117 +521,56 @@ pub(crate) async fn execute_preview(
     idempotency_key: Option<String>,
     mfa_code: Option<SecretString>,
 ) -> Result<Value, ApiError> {
-    let store = state.vault.store();
-    let preview = store
-        .get_transfer_preview(client_id, preview_id)
+    let preview = state
+        .vault
+        .transfer_preview(client_id, preview_id, resolved.record.token_id, &resolved.record.integration)
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .filter(|p| p.token_id == resolved.record.token_id && p.integration == resolved.record.integration)
         .ok_or_else(preview_not_found)?;
     let details: PreviewDetails = serde_json::from_str(&preview.details).map_err(|e| ApiError::internal(&e))?;
-    let token_text = preview.token_id.to_string();
-    let fingerprint = details.fingerprint(&token_text, &preview.integration);
-
-    let now = state.vault.clock().now();
-    let lease = claim_lease(state);
-    let claimed = if preview.expires_at <= now {
-        // Too late to start, but a retry of an execute that started in time still gets its answer.
-        let existing = store
-            .find_transfer_execution(
-                client_id,
-                preview_id,
-                preview.client_transaction_id.as_deref(),
-                idempotency_key.as_deref(),
+    let fingerprint = details.fingerprint(&preview.token_id.to_string(), &preview.integration);
+    let request = ExecutionRequest {
+        preview: &preview,
+        idempotency_key,
+        fingerprint,
+        // What is sent, for the client's transfer list and the status follower's webhooks.
+        sent: SentTransfer {
+            user_id: resolved.record.user_id.clone(),
+            integration: preview.integration.clone(),
+            symbol: details.symbol.clone(),
+            amount: details.amount,
+            amount_in_fiat: details.amount_in_fiat,
+            network_id: details.network_id,
+            to_address: details.to_address.clone(),
+        },
+        lease: claim_lease(state),
+    };
+    let ticket = match state.vault.begin_transfer_execution(request).await.map_err(|e| ApiError::internal(&e))? {
+        ExecutionStep::Proceed(ticket) => ticket,
+        ExecutionStep::Replay(result) => return serde_json::from_str(&result).map_err(|e| ApiError::internal(&e)),
+        ExecutionStep::InProgress => return Ok(in_progress()),
+        ExecutionStep::Conflict { by_transaction_id, preview_id: other } => {
+            let field = if by_transaction_id { "transactionId" } else { "Idempotency-Key" };
+            return Err(ApiError::new(
+                ApiStatus::Conflict,
+                ErrorType::IdempotencyKeyReused,
+                format!("{field}: already used for a different transfer (previewId {other})"),
             )
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        match existing {
-            Some(row) => ExecutionClaim::Existing(Box::new(row)),
-            None => {
-                return Err(ApiError::new(
-                    ApiStatus::BadRequest,
-                    ErrorType::PreviewExpired,
-                    format!(
-                        "previewId: the preview expired ({} s after it was made); preview the transfer again",
-                        PREVIEW_EXPIRES_IN.as_secs()
-                    ),
-                )
-                .with_data(json!({"field": "previewId"})));
-            }
+            .with_data(json!({"field": field, "previewId": other})));
         }
-    } else {
-        let record = TransferExecutionRecord {
-            preview_id,
-            client_id,
-            token_id: preview.token_id,
-            client_transaction_id: preview.client_transaction_id.clone(),
-            idempotency_key: idempotency_key.clone(),
-            fingerprint: fingerprint.clone(),
-            state: ExecutionState::Pending,
-            attempt: 1,
-            lease_until: now + lease,
-            result: None,
-            transfer_id: None,
-            created_at: now,
-            updated_at: now,
-            // What is sent, for the client's transfer list and the status follower's webhooks.
-            sent: Some(SentTransfer {
-                user_id: resolved.record.user_id.clone(),
-                integration: preview.integration.clone(),
-                symbol: details.symbol.clone(),
-                amount: details.amount,
-                amount_in_fiat: details.amount_in_fiat,
-                network_id: details.network_id,
-                to_address: details.to_address.clone(),
-            }),
-            follow: TransferFollow::default(),
-        };
-        store.claim_transfer_execution(&record).await.map_err(|e| ApiError::internal(&e))?
-    };
-
-    let (execution_id, attempt) = match claimed {
-        ExecutionClaim::Claimed => (preview_id, 1),
-        ExecutionClaim::Existing(row) => {
-            if row.preview_id != preview_id && row.fingerprint != fingerprint {
-                // The key names another transfer: repeating that one's answer would mislead, sending would
-                // break the key's promise.
-                let field = if row.client_transaction_id.is_some()
-                    && row.client_transaction_id == preview.client_transaction_id
-                {
-                    "transactionId"
-                } else {
-                    "Idempotency-Key"
-                };
-                return Err(ApiError::new(
-                    ApiStatus::Conflict,
-                    ErrorType::IdempotencyKeyReused,
-                    format!("{field}: already used for a different transfer (previewId {})", row.preview_id),
-                )
-                .with_data(json!({"field": field, "previewId": row.preview_id})));
-            }
-            match row.state {
-                ExecutionState::Succeeded => return stored_result(&row),
-                ExecutionState::Pending if row.lease_until > now => return Ok(in_progress()),
-                ExecutionState::Pending => {
-                    // The holder gave up or died: take over, sending again under the same idempotency key.
-                    let taken = store
-                        .take_over_transfer_execution(row.preview_id, row.attempt, now, now + lease)
-                        .await
-                        .map_err(|e| ApiError::internal(&e))?;
-                    if !taken {
-                        return Ok(in_progress());
-                    }
-                    (row.preview_id, row.attempt + 1)
-                }
-            }
+        ExecutionStep::Expired => {
+            return Err(ApiError::new(
+                ApiStatus::BadRequest,
+                ErrorType::PreviewExpired,
+                format!(
+                    "previewId: the preview expired ({} s after it was made); preview the transfer again",
+                    PREVIEW_EXPIRES_IN.as_secs()
+                ),
+            )
+            .with_data(json!({"field": "previewId"})));
         }
     };
-    send(state, resolved, &details, execution_id, attempt, mfa_code).await
-}
-
-fn stored_result(row: &TransferExecutionRecord) -> Result<Value, ApiError> {
-    let text = row.result.as_deref().ok_or_else(|| ApiError::internal(&"succeeded execution without a result"))?;
-    serde_json::from_str(text).map_err(|e| ApiError::internal(&e))
+    send(state, resolved, &details, ticket, mfa_code).await
 }
 
 fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
@@ -667,30 +602,23 @@ async fn send(
     state: &AppState,
     resolved: &mut Resolved<'_>,
     details: &PreviewDetails,
-    execution_id: Uuid,
-    attempt: u32,
+    ticket: ExecutionTicket,
     mfa_code: Option<SecretString>,
 ) -> Result<Value, ApiError> {
-    let store = state.vault.store();
     let request = SendRequest {
         symbol: details.symbol.clone(),
         network: details.network.clone(),
         address: details.to_address.clone(),
         tag: details.address_tag.clone(),
         amount: details.amount,
-        idem: upstream_idempotency_key(execution_id),
+        idem: upstream_idempotency_key(ticket.execution_id),
         quote_id: details.quote_id.clone(),
         mfa_code,
     };
     let outcome = call_account(state, resolved, &request, |api, call, request| api.send(call, request)).await;
-    let now = state.vault.clock().now();
-    // Only a first attempt's definite refusal proves nothing was sent; after a take-over an earlier attempt may
-    // have reached the integration, so the claim stays (released for the next retry) and is never forgotten.
-    let release = |forget: bool| async move {
-        if let Err(e) = store.release_transfer_execution(execution_id, attempt, forget, now).await {
-            tracing::warn!(error = %e, "cannot release a transfer execution claim; it frees itself when its lease ends");
-        }
-    };
+    // `true`: the integration certainly sent nothing (the vault forgets a first attempt's claim then; after a
+    // take-over an earlier attempt may have reached the integration, so the claim is kept for the next retry).
+    let release = |nothing_sent: bool| state.vault.release_transfer_execution(ticket, nothing_sent);
     let name = &resolved.integration.name;
     match outcome {
         Ok(SendOutcome::Sent(transfer)) => {
@@ -701,20 +629,21 @@ async fn send(
                 status: crate::transfer_follower::progress(transfer.status),
                 hash: transfer.hash.as_deref(),
             };
-            let completed = store
-                .complete_transfer_execution(execution_id, attempt, &completed, now)
+            let completed = state
+                .vault
+                .complete_transfer_execution(ticket, &completed)
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             if !completed {
                 // Our lease ran out and a retry took over; it sends under the same key and records the same transfer.
-                tracing::warn!(attempt, "transfer execution was taken over before its write-back");
+                tracing::warn!(attempt = ticket.attempt, "transfer execution was taken over before its write-back");
             }
             state.metrics.transfer_executed();
             Ok(result)
         }
         Ok(SendOutcome::MfaRequired { mfa_type }) => {
             // The exchange refused before sending: the next execute, with the code, claims afresh.
-            release(attempt == 1).await;
+            release(true).await;
             Ok(json!({
                 "status": "mfaRequired",
                 "mfaType": mfa_type,
@@ -723,11 +652,11 @@ async fn send(
             }))
         }
         Err(AccountFailure::Reauth) => {
-            release(attempt == 1).await;
-            Err(reauthentication_required(resolved.record.token_id, &resolved.record.integration))
+            release(true).await;
+            Err(reauthentication_required_for(resolved))
         }
         Err(AccountFailure::Upstream(Upstream::Refused { reason: Refusal::InvalidMfaCode, message })) => {
-            release(attempt == 1).await;
+            release(true).await;
             Ok(json!({
                 "status": "mfaFailed",
                 "errorMessage": format!("{name} refused the second factor: {message}"),
@@ -735,7 +664,7 @@ async fn send(
             }))
         }
         Err(AccountFailure::Upstream(Upstream::Refused { message, .. })) => {
-            release(attempt == 1).await;
+            release(true).await;
             Ok(json!({
                 "status": "failed",
                 "errorMessage": format!("{name} refused the transfer: {message}"),
@@ -745,12 +674,12 @@ async fn send(
         Err(AccountFailure::Upstream(
             e @ (Upstream::InsufficientScope | Upstream::NotSupported(_) | Upstream::Config(_)),
         )) => {
-            release(attempt == 1).await;
+            release(true).await;
             Err(upstream_error(resolved.integration, &e))
         }
         Err(AccountFailure::Local(e)) => {
             // Only reached after the exchange refused the credential: nothing was sent.
-            release(attempt == 1).await;
+            release(true).await;
             Err(e)
         }
         Err(AccountFailure::Upstream(e)) => {
@@ -763,7 +692,7 @@ async fn send(
                     "{name}: the outcome of the transfer is unknown ({e}); execute again with the same previewId — it will not transfer twice"
                 ),
             )
-            .with_data(json!({"previewId": execution_id})))
+            .with_data(json!({"previewId": ticket.execution_id})))
         }
     }
 }
