@@ -45,6 +45,13 @@ struct RouteLabels {
     route: String,
 }
 
+/// The route label of a matched template: `/api/v1/tokens/{token_id}` becomes `/api/v1/tokens/:token_id`.
+/// Braces inside a label value are valid exposition text, but common line-oriented readers of it (the
+/// `prometheus-parse` crate among them) end the label set at the first `}`.
+fn route_label(template: &str) -> String {
+    template.chars().filter(|c| *c != '}').map(|c| if c == '{' { ':' } else { c }).collect()
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -221,7 +228,7 @@ impl Metrics {
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| route_label(p.as_str()));
     let response = next.run(req).await;
     let elapsed = started.elapsed();
     let code = response.status().as_u16();

@@ -41,11 +41,28 @@ fn buckets(sample: &Sample) -> Result<Vec<(f64, f64)>, String> {
     Ok(pairs)
 }
 
+/// A counter's value. OpenMetrics names a counter family without `_total` and its sample with it, so the
+/// parser (written for the Prometheus 0.0.4 text, where both carry it) reads the sample as untyped.
 fn counter(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     find(scrape, metric, labels).iter().find_map(|s| match s.value {
-        Value::Counter(v) => Some(v),
+        Value::Counter(v) | Value::Untyped(v) => Some(v),
         _ => None,
     })
+}
+
+/// Every sample line of the exposition became a sample or a histogram bucket: the parser skipped nothing it
+/// could not read.
+fn parsed_every_line(text: &str, scrape: &Scrape) -> bool {
+    let lines = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    lines == parsed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +97,7 @@ async fn metrics_parse_as_prometheus_text_with_route_and_grant_histograms() -> T
     assert_eq!(text.lines().last(), Some("# EOF"), "an OpenMetrics exposition ends with # EOF");
     assert!(!text.contains("path-4f1c"), "a raw path became a label:\n{text}");
     let scrape = parse(&text)?;
+    assert!(parsed_every_line(&text, &scrape), "the parser skipped lines of\n{text}");
 
     // The existing series keep their names.
     assert!(
@@ -110,7 +128,7 @@ async fn metrics_parse_as_prometheus_text_with_route_and_grant_histograms() -> T
     let pairs = buckets(holdings[0])?;
     assert_eq!(pairs.last().map(|(_, n)| *n), Some(3.0), "{pairs:?}");
     assert!(pairs.len() > 5, "{pairs:?}");
-    let templated = find(&scrape, "linkvault_http_request_duration_seconds", &[("route", "/api/v1/tokens/{token_id}")]);
+    let templated = find(&scrape, "linkvault_http_request_duration_seconds", &[("route", "/api/v1/tokens/:token_id")]);
     assert_eq!(templated.len(), 1, "the status route is labelled by its template: {text}");
     assert!(!text.contains(&token), "a tokenId became a label");
     let unmatched =
