@@ -9,6 +9,7 @@ pub mod client_tokens;
 pub mod clock;
 pub mod identity;
 pub mod lifecycle;
+pub mod link_origin;
 pub mod schedule;
 
 pub use access::{AccessDenied, Operation, authorize_token_use};
@@ -21,3 +22,4 @@ pub use identity::{
     decide_identity,
 };
 pub use lifecycle::{ConnectionEvent, ConnectionStatus, LifecycleEvent, TransitionError};
+pub use link_origin::LinkOrigin;

@@ -238,6 +238,18 @@ fn renewal_of(integration: &Integration, credentials: &IntegrationCredentials) -
     }
 }
 
+/// How a refresh grant's call to the provider ended, as the grant duration histogram labels it.
+fn grant_outcome(result: &Result<TokenSet, OAuthError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(OAuthError::InvalidGrant { .. }) => "invalid_grant",
+        Err(OAuthError::InvalidClient { .. } | OAuthError::Rejected { .. }) => "rejected",
+        Err(OAuthError::Transient { .. }) => "transient",
+        Err(OAuthError::OutcomeUnknown { .. }) => "no_answer",
+        Err(OAuthError::Protocol(_) | OAuthError::Config(_) | OAuthError::Internal(_)) => "error",
+    }
+}
+
 fn std_duration(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
@@ -953,7 +965,9 @@ impl Worker {
                 return Ok(RefreshOutcome::Skipped);
             }
             let sent_at = self.clock.now();
+            let call_started = tokio::time::Instant::now();
             let result = self.grants.refresh(integration, refresh_token).await;
+            self.metrics.observe_grant(&record.integration, grant_outcome(&result), call_started.elapsed());
             let unanswered = match &result {
                 Ok(_) => break result,
                 Err(e) if e.needs_reauthentication() => break result,

@@ -1,18 +1,52 @@
-//! The engine's metrics, kept in atomics (and two small locked maps) and rendered as Prometheus text for
-//! `/metrics`: refreshes by integration and outcome, lateness, due backlog, leases recovered, compare-and-set
-//! conflicts (must stay 0) and the webhook backlog.
+//! The engine's metrics, kept in atomics, `prometheus-client` histograms and a few small locked maps, and
+//! encoded by `prometheus-client` for `/metrics` (as a [`Collector`]): refreshes by integration and outcome,
+//! the provider token call's duration, lateness, due backlog, leases recovered, compare-and-set conflicts
+//! (must stay 0) and the webhook backlog.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the lateness histogram buckets; `+Inf` follows.
 const LATENESS_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Upper bounds (seconds) of the grant duration buckets: a provider's token endpoint answers in tens to
+/// hundreds of milliseconds; the top buckets catch the HTTP timeout.
+const GRANT_BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 /// Recent lateness samples kept for exact quantiles (tests and the summary lines).
 const LATENESS_SAMPLES: usize = 100_000;
+
+/// The labels of one grant duration series: the integration (a catalog type, so bounded) and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrantLabels {
+    integration: String,
+    outcome: &'static str,
+}
+
+/// A label value that came from data rather than a fixed set (an integration type, a reason), reduced to
+/// characters that need no escaping: `prometheus-client` writes label values as given, and a quote or a
+/// newline would break the exposition.
+fn label_value(raw: &str) -> String {
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') { c } else { '_' }).collect()
+}
+
+fn grant_histogram() -> Histogram {
+    Histogram::new(GRANT_BUCKETS)
+}
+
+fn lateness_histogram() -> Histogram {
+    Histogram::new(LATENESS_BUCKETS)
+}
 
 /// Why a lease was recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +80,12 @@ impl Recovery {
 }
 
 /// Counters and gauges of one engine. Cheap to update from many tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EngineMetrics {
     refreshes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    lateness_buckets: [AtomicU64; LATENESS_BUCKETS.len() + 1],
-    lateness_sum_ms: AtomicU64,
-    lateness_count: AtomicU64,
+    /// Duration of each refresh grant's call to the provider's token endpoint, by integration and outcome.
+    grants: Family<GrantLabels, Histogram, fn() -> Histogram>,
+    lateness: Histogram,
     lateness_samples: Mutex<VecDeque<u64>>,
     due_backlog: AtomicU64,
     webhook_backlog: AtomicU64,
@@ -70,11 +104,37 @@ pub struct EngineMetrics {
     write_back_count: AtomicU64,
 }
 
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self {
+            refreshes: Mutex::default(),
+            grants: Family::new_with_constructor(grant_histogram),
+            lateness: lateness_histogram(),
+            lateness_samples: Mutex::default(),
+            due_backlog: AtomicU64::default(),
+            webhook_backlog: AtomicU64::default(),
+            leases_recovered: Default::default(),
+            cas_conflicts: AtomicU64::default(),
+            superseded: AtomicU64::default(),
+            grants_skipped_short_lease: AtomicU64::default(),
+            on_demand_refreshes: AtomicU64::default(),
+            on_demand_coalesced: AtomicU64::default(),
+            outcome_unknown: Mutex::default(),
+            reauth_reasons: Mutex::default(),
+            write_back_max_ms: AtomicU64::default(),
+            write_back_count: AtomicU64::default(),
+        }
+    }
 }
 
 impl EngineMetrics {
+    /// One refresh grant's call to the provider took `took` and ended with `outcome` (`success`,
+    /// `invalid_grant`, `rejected`, `transient`, `no_answer`, `error`).
+    pub(crate) fn observe_grant(&self, integration: &str, outcome: &'static str, took: Duration) {
+        let labels = GrantLabels { integration: label_value(integration), outcome };
+        self.grants.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
     pub(crate) fn count_refresh(&self, integration: &str, outcome: &'static str) {
         let mut map = self.refreshes.lock().unwrap_or_else(PoisonError::into_inner);
         *map.entry((integration.to_owned(), outcome)).or_insert(0) += 1;
@@ -82,12 +142,8 @@ impl EngineMetrics {
 
     /// Completion of a refresh against the start of its window (`next_refresh_at`); early is 0.
     pub(crate) fn observe_lateness(&self, lateness: Duration) {
-        let secs = lateness.as_secs_f64();
-        let bucket = LATENESS_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENESS_BUCKETS.len());
-        self.lateness_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.lateness.observe(lateness.as_secs_f64());
         let ms = u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX);
-        self.lateness_sum_ms.fetch_add(ms, Ordering::Relaxed);
-        self.lateness_count.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.lateness_samples.lock().unwrap_or_else(PoisonError::into_inner);
         if samples.len() == LATENESS_SAMPLES {
             samples.pop_front();
@@ -229,136 +285,150 @@ impl EngineMetrics {
         sorted.get(rank).map(|ms| Duration::from_millis(*ms))
     }
 
-    /// Prometheus text exposition (format 0.0.4).
-    pub fn render(&self) -> String {
+    /// These metrics alone in the OpenMetrics text format (what `/metrics` shows of them).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP linkvault_refresh_total Refresh attempts by integration and outcome.");
-        let _ = writeln!(out, "# TYPE linkvault_refresh_total counter");
-        {
+        // Writing to a String cannot fail; an encoding error would only mean a malformed descriptor.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode the refresh metrics");
+        }
+        out
+    }
+}
+
+/// A counter or gauge without labels.
+fn encode_one(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A counter family with one series per label set.
+fn encode_counters<'l, L: EncodeLabelSet + 'l>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, n) in series {
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl EngineMetrics {
+    fn encode_into(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        let refreshes: Vec<_> = {
             let map = self.refreshes.lock().unwrap_or_else(PoisonError::into_inner);
-            for ((integration, outcome), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "linkvault_refresh_total{{integration=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape_label(integration)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP linkvault_refresh_lateness_seconds Refresh completion after the start of its window."
-        );
-        let _ = writeln!(out, "# TYPE linkvault_refresh_lateness_seconds histogram");
-        let mut cumulative = 0u64;
-        for (i, bound) in LATENESS_BUCKETS.iter().enumerate() {
-            cumulative += self.lateness_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "linkvault_refresh_lateness_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.lateness_buckets[LATENESS_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "linkvault_refresh_lateness_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.lateness_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "linkvault_refresh_lateness_seconds_sum {sum}");
-        let _ =
-            writeln!(out, "linkvault_refresh_lateness_seconds_count {}", self.lateness_count.load(Ordering::Relaxed));
-        {
-            let _ = writeln!(
-                out,
-                "# HELP linkvault_refresh_outcome_unknown_total Refresh grants sent without a complete answer, by action."
-            );
-            let _ = writeln!(out, "# TYPE linkvault_refresh_outcome_unknown_total counter");
-            let map = self.outcome_unknown.lock().unwrap_or_else(PoisonError::into_inner);
-            for (action, n) in map.iter() {
-                let _ = writeln!(out, "linkvault_refresh_outcome_unknown_total{{action=\"{action}\"}} {n}");
-            }
-        }
-        {
-            let _ = writeln!(
-                out,
-                "# HELP linkvault_refresh_reauth_required_total Connections marked reauthRequired, by reason."
-            );
-            let _ = writeln!(out, "# TYPE linkvault_refresh_reauth_required_total counter");
-            let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
-            for (reason, n) in map.iter() {
-                let _ =
-                    writeln!(out, "linkvault_refresh_reauth_required_total{{reason=\"{}\"}} {n}", escape_label(reason));
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP linkvault_refresh_write_back_max_seconds Slowest refresh write-back (sealing and commit) seen."
-        );
-        let _ = writeln!(out, "# TYPE linkvault_refresh_write_back_max_seconds gauge");
-        let _ = writeln!(
-            out,
-            "linkvault_refresh_write_back_max_seconds {}",
-            self.write_back_max_ms.load(Ordering::Relaxed) as f64 / 1000.0
-        );
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+            map.iter()
+                .map(|((i, o), n)| ([("integration", label_value(i)), ("outcome", (*o).to_owned())], *n))
+                .collect()
         };
-        gauge(
-            &mut out,
+        encode_counters(e, "linkvault_refresh", "Refresh attempts by integration and outcome.", refreshes)?;
+        self.grants.encode(e.encode_descriptor(
+            "linkvault_refresh_grant_seconds",
+            "Duration of refresh grants sent to a provider's token endpoint, by integration and outcome.",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        self.lateness.encode(e.encode_descriptor(
+            "linkvault_refresh_lateness_seconds",
+            "Refresh completion after the start of its window.",
+            None,
+            MetricType::Histogram,
+        )?)?;
+        let unknown: Vec<_> = {
+            let map = self.outcome_unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            map.iter().map(|(a, n)| ([("action", *a)], *n)).collect()
+        };
+        encode_counters(
+            e,
+            "linkvault_refresh_outcome_unknown",
+            "Refresh grants sent without a complete answer, by action.",
+            unknown,
+        )?;
+        let reauth: Vec<_> = {
+            let map = self.reauth_reasons.lock().unwrap_or_else(PoisonError::into_inner);
+            map.iter().map(|(r, n)| ([("reason", label_value(r))], *n)).collect()
+        };
+        encode_counters(
+            e,
+            "linkvault_refresh_reauth_required",
+            "Connections marked reauthRequired, by reason.",
+            reauth,
+        )?;
+        encode_one(
+            e,
+            "linkvault_refresh_write_back_max_seconds",
+            "Slowest refresh write-back (sealing and commit) seen.",
+            &ConstGauge::new(self.write_back_max_ms.load(Ordering::Relaxed) as f64 / 1000.0),
+        )?;
+        encode_one(
+            e,
             "linkvault_refresh_due_backlog",
             "Active connections whose refresh time has come.",
-            "gauge",
-            self.due_backlog(),
-        );
-        let _ =
-            writeln!(out, "# HELP linkvault_refresh_leases_recovered_total Expired refresh leases recovered, by kind.");
-        let _ = writeln!(out, "# TYPE linkvault_refresh_leases_recovered_total counter");
-        for kind in Recovery::ALL {
-            let _ = writeln!(
-                out,
-                "linkvault_refresh_leases_recovered_total{{kind=\"{}\"}} {}",
-                kind.label(),
-                self.leases_recovered[kind.index()].load(Ordering::Relaxed)
-            );
+            &ConstGauge::new(saturating_i64(self.due_backlog())),
+        )?;
+        let recovered =
+            Recovery::ALL.map(|k| ([("kind", k.label())], self.leases_recovered[k.index()].load(Ordering::Relaxed)));
+        encode_counters(
+            e,
+            "linkvault_refresh_leases_recovered",
+            "Expired refresh leases recovered, by kind.",
+            recovered,
+        )?;
+        for (name, help, value) in [
+            (
+                "linkvault_refresh_cas_conflicts",
+                "Refresh write-backs that lost the compare-and-set to another refresh (a bug: must stay 0).",
+                self.cas_conflicts(),
+            ),
+            (
+                "linkvault_refresh_superseded",
+                "Refresh results discarded because new credentials or a deletion landed meanwhile.",
+                self.superseded(),
+            ),
+            (
+                "linkvault_refresh_grants_skipped_short_lease",
+                "Grants not sent because the lease would not outlive the HTTP timeout.",
+                self.grants_skipped_short_lease(),
+            ),
+            (
+                "linkvault_refresh_on_demand",
+                "Refreshes started by a request using a tokenId.",
+                self.on_demand_refreshes(),
+            ),
+            (
+                "linkvault_refresh_on_demand_coalesced",
+                "Requests that waited for a refresh already in flight.",
+                self.on_demand_coalesced(),
+            ),
+        ] {
+            encode_one(e, name, help, &ConstCounter::new(value))?;
         }
-        gauge(
-            &mut out,
-            "linkvault_refresh_cas_conflicts_total",
-            "Refresh write-backs that lost the compare-and-set to another refresh (a bug: must stay 0).",
-            "counter",
-            self.cas_conflicts(),
-        );
-        gauge(
-            &mut out,
-            "linkvault_refresh_superseded_total",
-            "Refresh results discarded because new credentials or a deletion landed meanwhile.",
-            "counter",
-            self.superseded(),
-        );
-        gauge(
-            &mut out,
-            "linkvault_refresh_grants_skipped_short_lease_total",
-            "Grants not sent because the lease would not outlive the HTTP timeout.",
-            "counter",
-            self.grants_skipped_short_lease(),
-        );
-        gauge(
-            &mut out,
-            "linkvault_refresh_on_demand_total",
-            "Refreshes started by a request using a tokenId.",
-            "counter",
-            self.on_demand_refreshes(),
-        );
-        gauge(
-            &mut out,
-            "linkvault_refresh_on_demand_coalesced_total",
-            "Requests that waited for a refresh already in flight.",
-            "counter",
-            self.on_demand_coalesced(),
-        );
-        gauge(
-            &mut out,
+        encode_one(
+            e,
             "linkvault_webhook_backlog",
             "Webhook events in the outbox not yet delivered.",
-            "gauge",
-            self.webhook_backlog(),
-        );
-        out
+            &ConstGauge::new(saturating_i64(self.webhook_backlog())),
+        )
+    }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for EngineMetrics {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.encode_into(encoder)
     }
 }
 
@@ -369,7 +439,7 @@ mod tests {
 
     #[test]
     fn render_lists_every_metric() {
-        let m = EngineMetrics::default();
+        let m = Arc::new(EngineMetrics::default());
         m.count_refresh("coinbase", "success");
         m.count_refresh("coinbase", "success");
         m.count_refresh("we\"ird", "transient");
@@ -382,9 +452,9 @@ mod tests {
         let text = m.render();
         for line in [
             "linkvault_refresh_total{integration=\"coinbase\",outcome=\"success\"} 2",
-            "linkvault_refresh_total{integration=\"we\\\"ird\",outcome=\"transient\"} 1",
+            "linkvault_refresh_total{integration=\"we_ird\",outcome=\"transient\"} 1",
             "linkvault_refresh_lateness_seconds_bucket{le=\"0.05\"} 1",
-            "linkvault_refresh_lateness_seconds_bucket{le=\"1\"} 2",
+            "linkvault_refresh_lateness_seconds_bucket{le=\"1.0\"} 2",
             "linkvault_refresh_lateness_seconds_bucket{le=\"+Inf\"} 3",
             "linkvault_refresh_lateness_seconds_count 3",
             "linkvault_refresh_due_backlog 7",

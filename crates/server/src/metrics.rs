@@ -1,34 +1,109 @@
-//! Counters exposed at `/metrics` in the Prometheus text format, the middleware that feeds them, the cached
-//! connection gauge and the optional bearer token that guards the endpoint.
+//! The metrics at `/metrics`, kept in `prometheus-client` counters and histograms and encoded by it in the
+//! OpenMetrics text format together with the refresh engine's and the webhook deliverer's collectors; the
+//! middleware that feeds them (responses by status class, latency per route template), the cached connection
+//! gauge and the optional bearer token that guards the endpoint.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use linkvault_domain::Clock;
-use linkvault_storage::DynStore;
-use time::OffsetDateTime;
-
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use linkvault_vault::Vault;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
 
 use crate::AppState;
 
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The content type of the OpenMetrics text `prometheus-client` writes (Prometheus reads it natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Debug, Default)]
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Upper bounds (seconds) of the request latency buckets: resolves answer in well under a millisecond on
+/// SQLite, calls to an integration take up to its timeout.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The route label of a request no route matched (any path: it must not become a label of its own).
+const UNMATCHED: &str = "unmatched";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+/// One latency series: the method (one of the standard ones, else `other`) and the matched route template,
+/// never the raw path — so the number of series is bounded by the router, not by callers.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+/// The route label of a matched template: `/api/v1/tokens/{token_id}` becomes `/api/v1/tokens/:token_id`.
+/// Braces inside a label value are valid exposition text, but common line-oriented readers of it (the
+/// `prometheus-parse` crate among them) end the label set at the first `}`.
+fn route_label(template: &str) -> String {
+    template.chars().filter(|c| *c != '}').map(|c| if c == '{' { ':' } else { c }).collect()
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[derive(Debug)]
 pub struct Metrics {
-    responses: [AtomicU64; 5],
-    auth_failures: AtomicU64,
-    connections_stored: AtomicU64,
-    connections_deleted: AtomicU64,
-    transfers_executed: AtomicU64,
-    transfer_checks: AtomicU64,
-    transfer_status_changes: AtomicU64,
-    transfers_given_up: AtomicU64,
+    responses: Family<ClassLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    auth_failures: Counter,
+    connections_stored: Counter,
+    connections_deleted: Counter,
+    transfers_executed: Counter,
+    transfer_checks: Counter,
+    transfer_status_changes: Counter,
+    transfers_given_up: Counter,
     /// The last connection count and when it was read (see [`CONNECTIONS_GAUGE_TTL`]).
     connections_gauge: tokio::sync::Mutex<Option<(OffsetDateTime, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let responses = Family::default();
+        // Every class is shown from the start (at 0), as dashboards expect a series to exist before it moves.
+        for class in STATUS_CLASSES {
+            drop(responses.get_or_create(&ClassLabels { class }));
+        }
+        Self {
+            responses,
+            request_duration: Family::new_with_constructor(latency_histogram),
+            auth_failures: Counter::default(),
+            connections_stored: Counter::default(),
+            connections_deleted: Counter::default(),
+            transfers_executed: Counter::default(),
+            transfer_checks: Counter::default(),
+            transfer_status_changes: Counter::default(),
+            transfers_given_up: Counter::default(),
+            connections_gauge: tokio::sync::Mutex::default(),
+        }
+    }
 }
 
 /// How long one count of the stored connections answers scrapes. The gauge is a count read from the database,
@@ -39,49 +114,49 @@ pub const CONNECTIONS_GAUGE_TTL: time::Duration = time::Duration::seconds(30);
 
 impl Metrics {
     pub(crate) fn auth_failure(&self) {
-        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+        self.auth_failures.inc();
     }
 
     pub(crate) fn connection_stored(&self) {
-        self.connections_stored.fetch_add(1, Ordering::Relaxed);
+        self.connections_stored.inc();
     }
 
     pub(crate) fn connection_deleted(&self) {
-        self.connections_deleted.fetch_add(1, Ordering::Relaxed);
+        self.connections_deleted.inc();
     }
 
     /// A managed transfer was made at the integration (retries answered from the stored result not counted).
     pub(crate) fn transfer_executed(&self) {
-        self.transfers_executed.fetch_add(1, Ordering::Relaxed);
+        self.transfers_executed.inc();
     }
 
     /// The status follower asked a provider where a transfer stands (or recorded why it could not).
     pub(crate) fn transfer_checked(&self) {
-        self.transfer_checks.fetch_add(1, Ordering::Relaxed);
+        self.transfer_checks.inc();
     }
 
     /// A transfer's status changed and was announced by webhook.
     pub(crate) fn transfer_status_changed(&self) {
-        self.transfer_status_changes.fetch_add(1, Ordering::Relaxed);
+        self.transfer_status_changes.inc();
     }
 
     /// The follower stopped following a transfer that was still not final.
     pub(crate) fn transfer_given_up(&self) {
-        self.transfers_given_up.fetch_add(1, Ordering::Relaxed);
+        self.transfers_given_up.inc();
     }
 
     /// The stored connection count, counted again only when the cached one is older than
     /// [`CONNECTIONS_GAUGE_TTL`] (or from the future, after the clock was set back). Concurrent scrapes wait for
     /// one count instead of each running it. `None` when the database cannot count and nothing is cached.
-    pub async fn connections(&self, store: &DynStore, clock: &dyn Clock) -> Option<u64> {
+    pub async fn connections(&self, vault: &Vault) -> Option<u64> {
         let mut gauge = self.connections_gauge.lock().await;
-        let now = clock.now();
+        let now = vault.clock().now();
         if let Some((at, count)) = *gauge {
             if at <= now && now - at < CONNECTIONS_GAUGE_TTL {
                 return Some(count);
             }
         }
-        match store.count_connections().await {
+        match vault.count_connections().await {
             Ok(count) => {
                 *gauge = Some((now, count));
                 Some(count)
@@ -93,79 +168,77 @@ impl Metrics {
         }
     }
 
-    /// Renders every counter; `connections` is the stored connection count (see [`Metrics::connections`]).
-    pub fn render(&self, connections: Option<u64>) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP linkvault_http_responses_total HTTP responses by status class.");
-        let _ = writeln!(out, "# TYPE linkvault_http_responses_total counter");
-        for (class, counter) in STATUS_CLASSES.iter().zip(&self.responses) {
-            let _ = writeln!(
-                out,
-                "linkvault_http_responses_total{{class=\"{class}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let counters = [
+    /// Encodes every metric, then those of `collectors` (the refresh engine's, the deliverer's), as one
+    /// OpenMetrics exposition; `connections` is the stored connection count (see [`Metrics::connections`]).
+    pub fn render(&self, connections: Option<u64>, collectors: Vec<Box<dyn Collector>>) -> String {
+        // A registry per scrape: registering clones (shared atomics) is cheap, and the engine and the deliverer
+        // may be replaced after start-up (`AppState::with_webhooks`), so nothing is registered for good.
+        let mut registry = Registry::default();
+        registry.register("linkvault_http_responses", "HTTP responses by status class", self.responses.clone());
+        registry.register(
+            "linkvault_http_request_duration_seconds",
+            "Time to answer a request, by method and matched route template",
+            self.request_duration.clone(),
+        );
+        for (name, help, counter) in [
             (
-                "linkvault_auth_failures_total",
-                "Requests refused for missing or wrong client credentials.",
+                "linkvault_auth_failures",
+                "Requests refused for missing or wrong client credentials",
                 &self.auth_failures,
             ),
+            ("linkvault_connections_stored", "Connections created or re-authenticated", &self.connections_stored),
+            ("linkvault_connections_deleted", "Connections permanently deleted", &self.connections_deleted),
+            ("linkvault_transfers_executed", "Managed transfers made at an integration", &self.transfers_executed),
             (
-                "linkvault_connections_stored_total",
-                "Connections created or re-authenticated.",
-                &self.connections_stored,
-            ),
-            ("linkvault_connections_deleted_total", "Connections permanently deleted.", &self.connections_deleted),
-            (
-                "linkvault_transfers_executed_total",
-                "Managed transfers made at an integration.",
-                &self.transfers_executed,
-            ),
-            (
-                "linkvault_transfer_checks_total",
-                "Status checks of sent transfers made by the follower.",
+                "linkvault_transfer_checks",
+                "Status checks of sent transfers made by the follower",
                 &self.transfer_checks,
             ),
             (
-                "linkvault_transfer_status_changes_total",
-                "Transfer status changes announced by webhook.",
+                "linkvault_transfer_status_changes",
+                "Transfer status changes announced by webhook",
                 &self.transfer_status_changes,
             ),
             (
-                "linkvault_transfers_given_up_total",
-                "Transfers the follower stopped following before they were final.",
+                "linkvault_transfers_given_up",
+                "Transfers the follower stopped following before they were final",
                 &self.transfers_given_up,
             ),
-        ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.load(Ordering::Relaxed)
-            );
+        ] {
+            registry.register(name, help, counter.clone());
         }
         if let Some(n) = connections {
-            let _ = writeln!(
-                out,
-                "# HELP linkvault_connections Managed connections stored.\n# TYPE linkvault_connections gauge\nlinkvault_connections {n}"
-            );
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            registry.register("linkvault_connections", "Managed connections stored", ConstGauge::new(n));
+        }
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail; an error would mean a malformed descriptor (a bug), logged.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
         }
         out
     }
 }
 
-/// Counts responses and logs each request by its route template (never the raw URI, which may carry ids).
+/// Counts responses, times each request by its route template and logs it (never the raw URI, which may
+/// carry ids).
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| route_label(p.as_str()));
     let response = next.run(req).await;
+    let elapsed = started.elapsed();
     let code = response.status().as_u16();
-    if let Some(counter) = state.metrics.responses.get(usize::from(code / 100).saturating_sub(1)) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    if let Some(class) = STATUS_CLASSES.get(usize::from(code / 100).saturating_sub(1)) {
+        state.metrics.responses.get_or_create(&ClassLabels { class }).inc();
     }
-    tracing::debug!(%method, route = route.as_deref().unwrap_or("-"), status = code, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let labels =
+        RouteLabels { method: method_label(&method), route: route.clone().unwrap_or_else(|| UNMATCHED.to_owned()) };
+    state.metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    tracing::debug!(%method, route = route.as_deref().unwrap_or("-"), status = code, elapsed_us = elapsed.as_micros() as u64, "request");
     response
 }
 

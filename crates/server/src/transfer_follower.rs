@@ -123,10 +123,8 @@ impl TransferFollower {
     }
 
     /// One pass: claims the transfers due and checks each once. Returns how many were checked.
-    pub async fn run_once(&self) -> Result<usize, linkvault_storage::StorageError> {
-        let now = self.clock.now();
-        let store = self.state.vault.store();
-        let due = store.claim_transfer_checks(now, now + self.lease(), self.config.batch_size).await?;
+    pub async fn run_once(&self) -> Result<usize, linkvault_vault::VaultError> {
+        let due = self.state.vault.claim_transfer_checks(self.lease(), self.config.batch_size).await?;
         let n = due.len();
         for row in due {
             self.check(row).await;
@@ -180,7 +178,7 @@ impl TransferFollower {
             event,
             at: self.clock.now(),
         };
-        match self.state.vault.store().record_transfer_check(&check).await {
+        match self.state.vault.record_transfer_check(&check).await {
             Ok(true) => {
                 if announced {
                     self.state.metrics.transfer_status_changed();

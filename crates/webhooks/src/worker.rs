@@ -59,26 +59,45 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP linkvault_webhook_deliveries_total Webhook delivery attempts by outcome.\n# TYPE linkvault_webhook_deliveries_total counter\n",
-        );
+    /// These metrics alone in the OpenMetrics text format (what `/metrics` shows of them).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode the webhook metrics");
+        }
+        out
+    }
+}
+
+impl prometheus_client::collector::Collector for WorkerMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let mut deliveries = encoder.encode_descriptor(
+            "linkvault_webhook_deliveries",
+            "Webhook delivery attempts by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
         for (outcome, counter) in [
             ("delivered", &self.delivered),
             ("failed", &self.failed_attempts),
             ("given_up", &self.given_up),
             ("not_in_format", &self.not_in_format),
         ] {
-            out.push_str(&format!(
-                "linkvault_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
-                counter.load(Ordering::Relaxed)
-            ));
+            ConstCounter::new(counter.load(Ordering::Relaxed))
+                .encode(deliveries.encode_family(&[("outcome", outcome)])?)?;
         }
-        out.push_str(&format!(
-            "# HELP linkvault_webhook_outbox_purged_total Delivered or given-up webhook events deleted after the retention.\n# TYPE linkvault_webhook_outbox_purged_total counter\nlinkvault_webhook_outbox_purged_total {}\n",
-            self.purged.load(Ordering::Relaxed)
-        ));
-        out
+        let purged = ConstCounter::new(self.purged.load(Ordering::Relaxed));
+        purged.encode(encoder.encode_descriptor(
+            "linkvault_webhook_outbox_purged",
+            "Delivered or given-up webhook events deleted after the retention.",
+            None,
+            MetricType::Counter,
+        )?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `linkvault client …`: create clients, add and revoke their API keys.
 
 use clap::{Args, Subcommand};
-use linkvault_domain::{ClientId, Scope, TokenMode};
+use linkvault_domain::{ClientId, LinkOrigin, Scope, TokenMode};
 use linkvault_vault::WebhookPolicy;
 use serde_json::json;
 
@@ -210,20 +210,11 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
 }
 
 async fn origins(vault: &linkvault_vault::Vault, cmd: OriginsCommand) -> anyhow::Result<()> {
-    let store = vault.store();
     match cmd {
         OriginsCommand::Add(args) => {
             let client = parse_client(&args.client_id)?;
-            let origin = args.origin.trim().trim_end_matches('/');
-            if !linkvault_server::link::valid_origin(origin) {
-                anyhow::bail!(
-                    "--origin {origin:?} is not an origin; give scheme://host[:port] with no path, e.g. https://app.example.com"
-                );
-            }
-            if vault.get_client(client).await?.is_none() {
-                anyhow::bail!("client {client} does not exist");
-            }
-            let added = store.add_link_origin(client, origin, vault.clock().now()).await?;
+            let origin = LinkOrigin::parse(&args.origin).map_err(|e| anyhow::anyhow!("--origin {}", e.reason))?;
+            let added = vault.add_link_origin(client, &origin).await?;
             println!(
                 "{origin} {} to embed Link for client {client}",
                 if added { "is now allowed" } else { "was already allowed" }
@@ -232,14 +223,14 @@ async fn origins(vault: &linkvault_vault::Vault, cmd: OriginsCommand) -> anyhow:
         OriginsCommand::Remove(args) => {
             let client = parse_client(&args.client_id)?;
             let origin = args.origin.trim().trim_end_matches('/');
-            if !store.remove_link_origin(client, origin).await? {
+            if !vault.remove_link_origin(client, origin).await? {
                 anyhow::bail!("{origin} is not an allowed origin of client {client}");
             }
             println!("{origin} may no longer embed Link for client {client}");
         }
         OriginsCommand::List(args) => {
             let client = parse_client(&args.client_id)?;
-            let origins = store.link_origins(client).await?;
+            let origins: Vec<String> = vault.link_origins(client).await?.iter().map(ToString::to_string).collect();
             if args.json {
                 println!("{}", json!({"clientId": client.to_string(), "origins": origins}));
             } else if origins.is_empty() {

@@ -12,7 +12,6 @@ use linkvault_domain::TokenMode;
 use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::EngineConfig;
 use linkvault_sandbox::SandboxConfig;
-use linkvault_server::link::SANDBOX_DEMO_CLIENT_META;
 use linkvault_server::{AppState, LinkConfig, LinkPurger, MetricsToken, RateLimitConfig, ServerLimits};
 use linkvault_vault::Vault;
 use serde_json::json;
@@ -270,7 +269,7 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
 /// Creates the sandbox demo client on first start; on every start says where its credentials are.
 async fn announce_sandbox_client(vault: &Vault, data_dir: &Path) -> anyhow::Result<()> {
     let file = data_dir.join(SANDBOX_CLIENT_FILE);
-    if let Some(id) = vault.store().get_meta(SANDBOX_DEMO_CLIENT_META).await? {
+    if let Some(id) = vault.sandbox_demo_client().await? {
         println!("sandbox demo client {id}; its credentials are in {}", file.display());
         return Ok(());
     }
@@ -282,7 +281,7 @@ async fn announce_sandbox_client(vault: &Vault, data_dir: &Path) -> anyhow::Resu
         .collect();
     let document = json!({"clientId": created.client_id.to_string(), "keys": keys});
     write_private(&file, &format!("{document:#}\n"))?;
-    vault.store().set_meta(SANDBOX_DEMO_CLIENT_META, &created.client_id.to_string()).await?;
+    vault.set_sandbox_demo_client(created.client_id).await?;
     println!("created the sandbox demo client (saved to {}):", file.display());
     println!("  X-Client-Id:     {}", created.client_id);
     for (scope, secret) in &created.keys {

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use linkvault_domain::{ConnectionStatus, IntegrationType, NaturalKey, Operation, Scope, UserId};
 use linkvault_integrations::Integration;
-use linkvault_storage::{LinkSessionRecord, LinkStart};
-use linkvault_vault::{Authorized, Caller, UseRequest};
+use linkvault_vault::link::LinkSessionRecord;
+use linkvault_vault::{Authorized, Caller, LinkClaim, LinkSessionStart, UseRequest};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ use crate::extract::ApiJson;
 use crate::handout::{Handout, hand_out, token_mode_of};
 use crate::link::payload::{AccountInfo, access_token_payload, catalog, probe};
 use crate::link::session::LinkSession;
-use crate::link::{digest, random_token, span};
+use crate::link::span;
 use crate::routes::authenticate::{SignInFields, SignInStep, credentials_integration, sign_in_and_store};
 use crate::routes::destinations::TransferOptions;
 
@@ -58,19 +58,16 @@ pub(crate) async fn start_session(
     if req.auth_code.is_empty() || req.auth_code.len() > 128 {
         return Err(link_token_expired());
     }
-    let session_token = random_token()?;
     let now = state.vault.clock().now();
-    let until = now + span(state.link.session_ttl);
     let started = state
         .vault
-        .store()
-        .start_link_session(&digest(&req.auth_code), &digest(&session_token), now, until)
+        .start_link_session(&req.auth_code, span(state.link.session_ttl))
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let record = match started {
-        LinkStart::Started(record) => *record,
-        LinkStart::Used => return Err(link_token_used()),
-        LinkStart::Expired | LinkStart::Unknown => return Err(link_token_expired()),
+    let (session_token, record, until) = match started {
+        LinkSessionStart::Started { token, session, expires_at } => (token, *session, expires_at),
+        LinkSessionStart::Used => return Err(link_token_used()),
+        LinkSessionStart::Expired => return Err(link_token_expired()),
     };
     let integration = record.integration_id.and_then(|id| state.catalog.by_id(id)).map(|i| i.integration_type.as_str());
     let client = state.vault.get_client(record.client_id).await?.map(|c| c.name);
@@ -80,7 +77,7 @@ pub(crate) async fn start_session(
         Scope::Read => None,
     };
     Ok(ApiOk(Some(json!({
-        "sessionToken": session_token,
+        "sessionToken": session_token.expose(),
         "expiresInSeconds": (until - now).whole_seconds(),
         "integrationId": record.integration_id,
         "integrationType": integration,
@@ -156,14 +153,10 @@ pub(crate) async fn claim_connection(
     integration: &Integration,
 ) -> Result<(), ApiError> {
     let ty = integration.integration_type.as_str();
-    let claimed =
-        state.vault.store().claim_link_connection(session.id, ty).await.map_err(|e| ApiError::internal(&e))?;
-    if claimed || !session.restrict_multiple_accounts {
-        return Ok(());
+    match state.vault.claim_link_connection(session, ty).await.map_err(|e| ApiError::internal(&e))? {
+        LinkClaim::Claimed => Ok(()),
+        LinkClaim::OtherConnected(connected) => Err(one_account_only(state, &connected)),
     }
-    let current = state.vault.store().get_link_session(session.id).await.map_err(|e| ApiError::internal(&e))?;
-    let connected = current.and_then(|s| s.connected_integration).unwrap_or_default();
-    Err(one_account_only(state, &connected))
 }
 
 /// One of the SDK's `IntegrationAccessToken`s (only the fields that matter; the rest are obsolete).

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiStatus, ErrorType};
-use crate::link::digest;
 use crate::link::headers::{apply, frame_ancestors};
 
 const LINK_HTML: &str = include_str!("../../assets/link/index.html");
@@ -33,8 +32,8 @@ fn typed(content_type: &'static str, body: &'static str, cache: &'static str) ->
 /// origins of the client that created the link token (looked up without using the token).
 pub(crate) async fn link_page(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
     let client = match query.get("auth_code").filter(|c| !c.is_empty() && c.len() <= 128) {
-        Some(code) => match state.vault.store().find_link_by_code(&digest(code)).await {
-            Ok(found) => found.map(|r| r.client_id),
+        Some(code) => match state.vault.link_client_of_code(code).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look up a link token");
                 None

@@ -1,5 +1,5 @@
 //! The sandbox demo at `/demo`: a page that plays the app. Its backend route creates link tokens for the
-//! sandbox demo client (created by `serve --sandbox`, id in meta `sandbox_demo_client_id`) directly through
+//! sandbox demo client (created by `serve --sandbox`, recorded by the vault) directly through
 //! [`issue_link_token`], without a client secret. Served only in sandbox mode. Besides connecting an account
 //! (read scope), it plays a deposit: "Deposit 5 USDC from Coinbase" asks for a write-scoped link token fixed to
 //! Coinbase with `transferOptions` sending 5 USDC on Ethereum to the demo app's (made-up) address.
@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use linkvault_domain::{ClientId, Scope, UserId};
+use linkvault_domain::{Scope, UserId};
+use linkvault_vault::LinkTokenSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,11 +17,8 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::extract::ApiJson;
 use crate::link::assets::DEMO_HTML;
-use crate::link::linktoken::{LinkTokenSpec, issue_link_token};
+use crate::link::linktoken::issue_link_token;
 use crate::routes::destinations::transfer_options;
-
-/// Meta key under which `serve --sandbox` records the demo client's id.
-pub const SANDBOX_DEMO_CLIENT_META: &str = "sandbox_demo_client_id";
 
 fn not_sandbox() -> ApiError {
     ApiError::new(ApiStatus::NotFound, ErrorType::EndpointNotFound, "the demo is served only with --sandbox")
@@ -85,9 +83,11 @@ pub(crate) async fn link_token(
     if !state.link.sandbox {
         return Err(not_sandbox());
     }
-    let raw = state.vault.store().get_meta(SANDBOX_DEMO_CLIENT_META).await.map_err(|e| ApiError::internal(&e))?;
-    let client_id = raw
-        .and_then(|r| r.parse::<ClientId>().ok())
+    let client_id = state
+        .vault
+        .sandbox_demo_client()
+        .await
+        .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::internal(&"the sandbox demo client is missing; restart with --sandbox"))?;
     let user_id = UserId::parse(&req.user_id).map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
     let spec = if req.deposit {

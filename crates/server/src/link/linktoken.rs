@@ -5,8 +5,8 @@
 
 use axum::extract::State;
 use base64::Engine as _;
-use linkvault_domain::{ClientId, Scope, UserId};
-use linkvault_storage::LinkSessionRecord;
+use linkvault_domain::UserId;
+use linkvault_vault::LinkTokenSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::link::{digest, random_token, span};
+use crate::link::span;
 use crate::routes::destinations::transfer_options;
 
 /// Mesh's `GetLinkTokenRequest`, the fields linkvault uses (others are accepted and ignored).
@@ -37,38 +37,10 @@ pub(crate) struct LinkTokenResponse {
     payment_link: Option<String>,
 }
 
-/// What a Link session is opened for.
-#[derive(Debug)]
-pub(crate) struct LinkTokenSpec {
-    pub client_id: ClientId,
-    pub user_id: UserId,
-    pub scope: Scope,
-    pub integration_id: Option<Uuid>,
-    pub restrict_multiple_accounts: bool,
-    pub transfer_options: Option<String>,
-}
-
-/// Stores a new link session and returns its link token.
+/// Opens a new link session and returns its link token.
 pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> Result<String, ApiError> {
-    let auth_code = random_token()?;
-    let now = state.vault.clock().now();
-    let record = LinkSessionRecord {
-        id: Uuid::new_v4(),
-        code_digest: digest(&auth_code),
-        client_id: spec.client_id,
-        user_id: spec.user_id.as_str().to_owned(),
-        scope: spec.scope,
-        integration_id: spec.integration_id,
-        restrict_multiple_accounts: spec.restrict_multiple_accounts,
-        transfer_options: spec.transfer_options,
-        created_at: now,
-        expires_at: now + span(state.link.link_token_ttl),
-        used_at: None,
-        session_expires_at: None,
-        connected_integration: None,
-    };
-    state.vault.store().insert_link_session(&record).await.map_err(|e| ApiError::internal(&e))?;
-    let url = format!("{}/link/broker-connect?auth_code={auth_code}", state.link.public_url);
+    let auth_code = state.vault.open_link_session(spec, span(state.link.link_token_ttl)).await?;
+    let url = format!("{}/link/broker-connect?auth_code={}", state.link.public_url, auth_code.expose());
     Ok(base64::engine::general_purpose::STANDARD.encode(url))
 }
 

@@ -3,16 +3,13 @@
 //!
 //! A link token is `base64(<public-url>/link/broker-connect?auth_code=…)`. The page exchanges the auth_code
 //! once for a session token that lives only in the page's memory and travels as `Authorization: Bearer`.
-//! The database keeps SHA-256 digests of both, never the values.
+//! The vault's Link bookkeeping (`linkvault_vault::link`) draws both and keeps only their digests; these
+//! handlers map requests and answers.
 
 mod api;
 mod assets;
 mod demo;
-
-pub use demo::SANDBOX_DEMO_CLIENT_META;
 mod headers;
-
-pub use headers::valid_origin;
 pub(crate) mod linktoken;
 mod oauth;
 mod payload;
@@ -25,11 +22,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
-use base64::Engine as _;
-use ring::rand::SecureRandom as _;
 
 use crate::AppState;
-use crate::api_result::ApiError;
 
 pub use purge::{LinkPurger, PURGE_AFTER};
 
@@ -105,18 +99,6 @@ pub(crate) fn router() -> Router<AppState> {
         .layer(middleware::from_fn(headers::security_headers))
 }
 
-/// SHA-256 of a token: what the database stores instead of auth_codes, session tokens and OAuth states.
-pub(crate) fn digest(token: &str) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().to_vec()
-}
-
-/// 256 random bits, base64url without padding (43 characters).
-pub(crate) fn random_token() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| ApiError::internal(&"the system RNG failed"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// A `std::time::Duration` as a `time::Duration` (saturating).
 pub(crate) fn span(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -130,13 +112,5 @@ mod tests {
     fn public_origin_drops_the_path() {
         assert_eq!(LinkConfig::new("https://a.example/prefix/", false).public_origin(), "https://a.example");
         assert_eq!(LinkConfig::new("http://127.0.0.1:9", true).public_origin(), "http://127.0.0.1:9");
-    }
-
-    #[test]
-    fn tokens_are_long_and_distinct() {
-        let (a, b) = (random_token().ok(), random_token().ok());
-        assert_eq!(a.as_ref().map(String::len), Some(43));
-        assert_ne!(a, b);
-        assert_eq!(digest("x").len(), 32);
     }
 }

@@ -13,11 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use cookie::{Cookie, SameSite};
+use linkvault_crypto::link_digest;
 use linkvault_domain::IntegrationType;
 use linkvault_integrations::oauth::authorization_request;
 use linkvault_integrations::{AuthScheme, Integration};
-use linkvault_storage::LinkOAuthRecord;
-use linkvault_vault::{ConnectionMeta, IntegrationCredentials};
+use linkvault_vault::link::LinkOAuthRecord;
+use linkvault_vault::{ConnectionMeta, IntegrationCredentials, LinkOAuthBound, LinkOAuthStart, link_binding_matches};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,14 +30,14 @@ use crate::handout::{hand_out, token_mode_of};
 use crate::link::api::{check_fixed_integration, check_integration_allowed, claim_connection, session_key, succeeded};
 use crate::link::payload::{AccountInfo, access_token_payload, fetch_accounts};
 use crate::link::session::LinkSession;
-use crate::link::{digest, random_token, span};
+use crate::link::span;
 
 /// The begin URL must be opened within this time of `oauth/start` (the page opens it at once).
 const BEGIN_WINDOW: time::Duration = time::Duration::minutes(2);
 
 /// The binding cookie's name for `state`: one per sign-in, so two sign-ins in one browser do not clash.
 fn binding_cookie_name(oauth_state: &str) -> String {
-    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest(oauth_state)[..9]);
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&link_digest(oauth_state)[..9]);
     format!("lv_oauth_{tag}")
 }
 
@@ -80,27 +81,20 @@ pub(crate) async fn start(
     check_integration_allowed(&state, &session, integration)?;
     let request = authorization_request(integration, &state.link.oauth_redirect_uri(), session.scope)
         .map_err(|e| ApiError::new(ApiStatus::BadRequest, ErrorType::IntegrationUnavailable, e.to_string()))?;
-    let nonce = random_token()?;
-    let now = state.vault.clock().now();
-    let record = LinkOAuthRecord {
-        state_digest: digest(&request.state),
+    let start = LinkOAuthStart {
         session_id: session.id,
-        integration: integration_type.as_str().to_owned(),
-        pkce_verifier: request.pkce.verifier().expose_secret().to_owned(),
-        created_at: now,
-        expires_at: now + span(state.link.oauth_ttl),
-        begin_digest: Some(digest(&nonce)),
-        authorize_url: Some(request.url.as_str().to_owned()),
-        binding_digest: None,
+        integration: integration_type.as_str(),
+        oauth_state: &request.state,
+        pkce_verifier: request.pkce.verifier().expose_secret(),
+        authorize_url: request.url.as_str(),
     };
-    state
+    let nonce = state
         .vault
-        .store()
-        .insert_link_oauth(&record, crate::link::MAX_PENDING_OAUTH)
+        .start_link_oauth(start, span(state.link.oauth_ttl), crate::link::MAX_PENDING_OAUTH)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     // Not the authorize URL: the sign-in only completes through the begin step, in the browser that takes it.
-    let popup_url = format!("{}/link/oauth/begin?nonce={nonce}", state.link.public_url);
+    let popup_url = format!("{}/link/oauth/begin?nonce={}", state.link.public_url, nonce.expose());
     Ok(ApiOk(Some(json!({ "popupUrl": popup_url }))))
 }
 
@@ -128,13 +122,8 @@ pub(crate) async fn begin(
     let Some(nonce) = query.nonce.filter(|n| !n.is_empty() && n.len() <= 128) else {
         return refusal_page(StatusCode::BAD_REQUEST, NOT_THIS_BROWSER, None);
     };
-    let Ok(binding) = random_token() else {
-        return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
-    };
-    let now = state.vault.clock().now();
-    let bound = state.vault.store().bind_link_oauth(&digest(&nonce), &digest(&binding), now - BEGIN_WINDOW, now).await;
-    let authorize_url = match bound {
-        Ok(Some(url)) => url,
+    let (authorize_url, binding) = match state.vault.bind_link_oauth(&nonce, BEGIN_WINDOW).await {
+        Ok(Some(LinkOAuthBound { authorize_url, binding })) => (authorize_url, binding),
         Ok(None) => return refusal_page(StatusCode::BAD_REQUEST, NOT_THIS_BROWSER, None),
         Err(e) => {
             tracing::error!(error = %e, "cannot bind an OAuth sign-in to its browser");
@@ -149,7 +138,7 @@ pub(crate) async fn begin(
         return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred. Try again.", None);
     };
     let max_age = time::Duration::seconds(i64::try_from(state.link.oauth_ttl.as_secs()).unwrap_or(600));
-    let cookie = Cookie::build((binding_cookie_name(&oauth_state), binding))
+    let cookie = Cookie::build((binding_cookie_name(&oauth_state), binding.expose().to_owned()))
         .path(binding_cookie_path(&state))
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -224,7 +213,7 @@ async fn complete(
     pending: &LinkOAuthRecord,
     code: &str,
 ) -> Result<linkvault_domain::TokenId, String> {
-    let session = match state.vault.store().get_link_session(pending.session_id).await {
+    let session = match state.vault.link_session(pending.session_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err("the Link session has ended".to_owned()),
         Err(e) => {
@@ -293,9 +282,7 @@ async fn finish(
     code: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let now = state.vault.clock().now();
-    let state_digest = digest(oauth_state);
-    let pending = match state.vault.store().claim_link_oauth(&state_digest, now).await {
+    let pending = match state.vault.claim_link_oauth(oauth_state).await {
         Ok(Some(p)) => p,
         Ok(None) => return callback_page(false),
         Err(e) => {
@@ -305,10 +292,9 @@ async fn finish(
     };
     // The claim spent the state whatever follows: a foreign browser's attempt also ends the sign-in, and
     // the Link page that started it is told.
-    let presented = binding_cookie(headers, oauth_state).map(|c| digest(&c));
-    if presented.is_none() || presented != pending.binding_digest {
+    if !link_binding_matches(&pending, binding_cookie(headers, oauth_state).as_deref()) {
         let refused = "the sign-in was approved in another browser than the one that started it";
-        if let Err(e) = state.vault.store().complete_link_oauth(&state_digest, None, Some(refused), now).await {
+        if let Err(e) = state.vault.complete_link_oauth(oauth_state, None, Some(refused)).await {
             tracing::error!(error = %e, "cannot record an OAuth sign-in's result");
         }
         tracing::warn!(integration = %pending.integration, "OAuth callback without the starting browser's cookie refused");
@@ -323,7 +309,7 @@ async fn finish(
         Ok(t) => (Some(*t), None),
         Err(e) => (None, Some(e.as_str())),
     };
-    if let Err(e) = state.vault.store().complete_link_oauth(&state_digest, token_id, error, now).await {
+    if let Err(e) = state.vault.complete_link_oauth(oauth_state, token_id, error).await {
         tracing::error!(error = %e, "cannot record an OAuth sign-in's result");
         return callback_page(false);
     }
@@ -336,7 +322,7 @@ pub(crate) async fn result(
     State(state): State<AppState>,
     LinkSession(session): LinkSession,
 ) -> Result<ApiOk<Value>, ApiError> {
-    let outcome = state.vault.store().take_link_oauth_outcome(session.id).await.map_err(|e| ApiError::internal(&e))?;
+    let outcome = state.vault.take_link_oauth_outcome(session.id).await.map_err(|e| ApiError::internal(&e))?;
     let Some(outcome) = outcome else { return Ok(ApiOk(Some(json!({"status": "pending"})))) };
     let Some(token_id) = outcome.token_id else {
         return Ok(ApiOk(Some(json!({

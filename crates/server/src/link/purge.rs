@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use linkvault_storage::StorageError;
+use linkvault_vault::VaultError;
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -26,10 +26,9 @@ impl LinkPurger {
     }
 
     /// One pass: returns the number of link sessions deleted.
-    pub async fn purge_once(&self) -> Result<u64, StorageError> {
+    pub async fn purge_once(&self) -> Result<u64, VaultError> {
         self.state.limits.forget_idle();
-        let now = self.state.vault.clock().now();
-        self.state.vault.store().purge_link_sessions(now - PURGE_AFTER).await
+        self.state.vault.purge_link_sessions(PURGE_AFTER).await
     }
 
     /// Purges every `interval` until `stop` turns true (or its sender is dropped).

@@ -1,14 +1,13 @@
 //! The Link page's session: the `Authorization: Bearer` token issued when the page exchanged its auth_code,
-//! looked up by digest. Client credentials are never accepted here.
+//! looked up (by its digest) in the vault. Client credentials are never accepted here.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use linkvault_storage::LinkSessionRecord;
+use linkvault_vault::link::LinkSessionRecord;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiStatus, ErrorType};
-use crate::link::digest;
 
 /// A started, unexpired Link session.
 #[derive(Debug)]
@@ -35,8 +34,7 @@ impl FromRequestParts<AppState> for LinkSession {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 128)
             .ok_or_else(session_expired)?;
-        let now = state.vault.clock().now();
-        match state.vault.store().find_link_session(&digest(token), now).await {
+        match state.vault.link_session_by_token(token).await {
             Ok(Some(record)) => {
                 state.limits.check_link_session(record.id)?;
                 Ok(LinkSession(record))

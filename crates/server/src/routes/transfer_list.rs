@@ -305,12 +305,7 @@ pub(crate) async fn mesh(
     let Some(filter) = filter(&state, &params)? else {
         return Ok(ApiOk(Some(json!({"items": [], "total": 0, "hasMorePages": false}))));
     };
-    let page = state
-        .vault
-        .store()
-        .list_transfer_executions(caller.client_id, &filter)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let page = state.vault.transfer_executions(caller.client_id, &filter).await.map_err(|e| ApiError::internal(&e))?;
     let items: Vec<Value> = page.items.iter().map(|row| transfer_model(&state, row)).collect();
     let shown = filter.offset.saturating_add(items.len() as u64);
     Ok(ApiOk(Some(json!({"items": items, "total": page.total, "hasMorePages": shown < page.total}))))
