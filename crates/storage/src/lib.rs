@@ -5,10 +5,12 @@
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
 mod client_tokens;
+mod connections;
 mod error;
 mod link;
 mod postgres;
 mod records;
+mod sql;
 mod sqlite;
 pub mod testing;
 mod time_conv;
