@@ -158,11 +158,17 @@ where
 /// `on_every_backend!(name, |backend| async move { … })`, or `on_every_backend!(name, timeout = 60, …)`.
 #[macro_export]
 macro_rules! on_every_backend {
-    ($name:ident, $(timeout = $secs:expr,)? $body:expr $(,)?) => {
+    ($name:ident, timeout = $secs:expr, $body:expr $(,)?) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() -> TestResult {
-            let timeout: Option<std::time::Duration> = None $(.or(Some(std::time::Duration::from_secs($secs))))?;
+            let timeout = Some(std::time::Duration::from_secs($secs));
             $crate::testing::run_on_every_backend(stringify!($name), timeout, $body).await
+        }
+    };
+    ($name:ident, $body:expr $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> TestResult {
+            $crate::testing::run_on_every_backend(stringify!($name), None, $body).await
         }
     };
 }
