@@ -14,7 +14,7 @@ use std::time::Duration as StdDuration;
 use common::*;
 use linkvault_domain::{Clock, ConnectionStatus, ManualClock};
 use linkvault_refresh::{EngineConfig, RefreshError, RefreshOutcome};
-use linkvault_storage::testing::Backend;
+use linkvault_storage::on_every_backend;
 use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Refreshed};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -30,20 +30,7 @@ fn outcomes(v: &[(linkvault_domain::TokenId, RefreshOutcome)]) -> Vec<RefreshOut
     v.iter().map(|(_, o)| *o).collect()
 }
 
-macro_rules! on_every_backend {
-    ($name:ident, $body:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() -> TestResult {
-            for backend in Backend::all() {
-                eprintln!("{} on {backend:?}", stringify!($name));
-                tokio::time::timeout(StdDuration::from_secs(60), $body(backend)).await??;
-            }
-            Ok(())
-        }
-    };
-}
-
-on_every_backend!(scheduled_refresh_at_margin_minus_jitter_rotates_once, |backend| async move {
+on_every_backend!(scheduled_refresh_at_margin_minus_jitter_rotates_once, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -74,7 +61,7 @@ on_every_backend!(scheduled_refresh_at_margin_minus_jitter_rotates_once, |backen
     TestResult::Ok(())
 });
 
-on_every_backend!(transient_failure_backs_off_with_jitter_then_succeeds, |backend| async move {
+on_every_backend!(transient_failure_backs_off_with_jitter_then_succeeds, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -100,33 +87,40 @@ on_every_backend!(transient_failure_backs_off_with_jitter_then_succeeds, |backen
     TestResult::Ok(())
 });
 
-on_every_backend!(invalid_grant_marks_reauth_required_and_reauth_recovers_same_token_id, |backend| async move {
-    let clock = manual_clock();
-    let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
-    let id = h.connect("coinbase", "alice").await?;
-    h.engine.run_once().await?;
-    clock.set(h.row(id).await?.refresh.next_refresh_at.ok_or("scheduled")?);
-    h.admin_post("faults", json!({"integration": "coinbase", "kind": "invalidGrant", "count": 1})).await?;
-    assert_eq!(outcomes(&h.engine.run_once().await?), [RefreshOutcome::ReauthRequired]);
-    let row = h.row(id).await?;
-    assert_eq!(row.status, ConnectionStatus::ReauthRequired);
-    assert_eq!(row.refresh.next_refresh_at, None);
-    assert!(matches!(h.engine.ensure_fresh(h.client, id).await, Err(RefreshError::ReauthRequired)));
-    assert!(h.engine.run_once().await?.is_empty(), "reauthRequired connections are not scheduled");
-    // The end user signs in again: same tokenId, active, and the app is told. (The outbox orders events of
-    // one instant by id, so let time pass.)
-    clock.advance(Duration::seconds(1));
-    assert_eq!(h.connect("coinbase", "alice").await?, id);
-    assert_eq!(h.row(id).await?.status, ConnectionStatus::Active);
-    assert_eq!(h.outbox_types().await?, ["connection.created", "connection.reauthRequired", "connection.recovered"]);
-    let events = h.fresh.store.pending_outbox_events(10).await?;
-    assert!(events[1].payload.contains("invalid_grant"), "{}", events[1].payload);
-    let (_, fresh) = h.engine.ensure_fresh(h.client, id).await?;
-    assert!(!fresh.access_token.expose_secret().is_empty());
-    TestResult::Ok(())
-});
+on_every_backend!(
+    invalid_grant_marks_reauth_required_and_reauth_recovers_same_token_id,
+    timeout = 60,
+    |backend| async move {
+        let clock = manual_clock();
+        let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
+        let id = h.connect("coinbase", "alice").await?;
+        h.engine.run_once().await?;
+        clock.set(h.row(id).await?.refresh.next_refresh_at.ok_or("scheduled")?);
+        h.admin_post("faults", json!({"integration": "coinbase", "kind": "invalidGrant", "count": 1})).await?;
+        assert_eq!(outcomes(&h.engine.run_once().await?), [RefreshOutcome::ReauthRequired]);
+        let row = h.row(id).await?;
+        assert_eq!(row.status, ConnectionStatus::ReauthRequired);
+        assert_eq!(row.refresh.next_refresh_at, None);
+        assert!(matches!(h.engine.ensure_fresh(h.client, id).await, Err(RefreshError::ReauthRequired)));
+        assert!(h.engine.run_once().await?.is_empty(), "reauthRequired connections are not scheduled");
+        // The end user signs in again: same tokenId, active, and the app is told. (The outbox orders events of
+        // one instant by id, so let time pass.)
+        clock.advance(Duration::seconds(1));
+        assert_eq!(h.connect("coinbase", "alice").await?, id);
+        assert_eq!(h.row(id).await?.status, ConnectionStatus::Active);
+        assert_eq!(
+            h.outbox_types().await?,
+            ["connection.created", "connection.reauthRequired", "connection.recovered"]
+        );
+        let events = h.fresh.store.pending_outbox_events(10).await?;
+        assert!(events[1].payload.contains("invalid_grant"), "{}", events[1].payload);
+        let (_, fresh) = h.engine.ensure_fresh(h.client, id).await?;
+        assert!(!fresh.access_token.expose_secret().is_empty());
+        TestResult::Ok(())
+    }
+);
 
-on_every_backend!(daily_touch_then_reauth_soon_then_reauth_at_refresh_token_end, |backend| async move {
+on_every_backend!(daily_touch_then_reauth_soon_then_reauth_at_refresh_token_end, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let t0 = clock.now();
     let h = harness(
@@ -164,7 +158,7 @@ on_every_backend!(daily_touch_then_reauth_soon_then_reauth_at_refresh_token_end,
     TestResult::Ok(())
 });
 
-on_every_backend!(credentials_session_becomes_reauth_required_at_expiry, |backend| async move {
+on_every_backend!(credentials_session_becomes_reauth_required_at_expiry, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let expires = clock.now() + Duration::hours(24);
@@ -199,7 +193,7 @@ async fn die_mid_grant(h: &Harness, integration: &str, id: linkvault_domain::Tok
     Ok(())
 }
 
-on_every_backend!(crash_window_without_grace_becomes_reauth_required, |backend| async move {
+on_every_backend!(crash_window_without_grace_becomes_reauth_required, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -219,7 +213,7 @@ on_every_backend!(crash_window_without_grace_becomes_reauth_required, |backend| 
     TestResult::Ok(())
 });
 
-on_every_backend!(crash_window_with_reuse_grace_retries_the_old_token, |backend| async move {
+on_every_backend!(crash_window_with_reuse_grace_retries_the_old_token, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(
         backend,
@@ -243,7 +237,7 @@ on_every_backend!(crash_window_with_reuse_grace_retries_the_old_token, |backend|
     TestResult::Ok(())
 });
 
-on_every_backend!(idle_expired_lease_is_recovered_and_counted, |backend| async move {
+on_every_backend!(idle_expired_lease_is_recovered_and_counted, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -261,7 +255,7 @@ on_every_backend!(idle_expired_lease_is_recovered_and_counted, |backend| async m
     TestResult::Ok(())
 });
 
-on_every_backend!(on_demand_refresh_is_single_flight_in_process, |backend| async move {
+on_every_backend!(on_demand_refresh_is_single_flight_in_process, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -291,7 +285,7 @@ on_every_backend!(on_demand_refresh_is_single_flight_in_process, |backend| async
     TestResult::Ok(())
 });
 
-on_every_backend!(on_demand_waits_for_a_lease_held_by_another_instance, |backend| async move {
+on_every_backend!(on_demand_waits_for_a_lease_held_by_another_instance, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;
@@ -333,7 +327,7 @@ on_every_backend!(on_demand_waits_for_a_lease_held_by_another_instance, |backend
     TestResult::Ok(())
 });
 
-on_every_backend!(unknown_tokens_and_other_clients_are_not_found, |backend| async move {
+on_every_backend!(unknown_tokens_and_other_clients_are_not_found, timeout = 60, |backend| async move {
     let clock = manual_clock();
     let h = harness(backend, clock.clone(), |c| c, |_| {}, EngineConfig::new()).await?;
     let id = h.connect("coinbase", "alice").await?;

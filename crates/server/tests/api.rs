@@ -5,22 +5,10 @@ mod common;
 
 use base64::Engine as _;
 use common::{TestResult, spawn_app, token_id};
+use linkvault_storage::on_every_backend;
 use linkvault_storage::testing::Backend;
 use reqwest::Method;
 use serde_json::json;
-
-macro_rules! on_every_backend {
-    ($name:ident, $body:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() -> TestResult {
-            for backend in Backend::all() {
-                eprintln!("{} on {backend:?}", stringify!($name));
-                $body(backend).await?;
-            }
-            Ok(())
-        }
-    };
-}
 
 on_every_backend!(lifecycle_table_over_http, |backend| async move {
     let app = spawn_app(backend).await?;

@@ -5,11 +5,13 @@
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
 mod client_tokens;
+mod connections;
 mod error;
 pub mod inspect;
 mod link;
 mod postgres;
 mod records;
+mod sql;
 mod sqlite;
 pub mod testing;
 mod time_conv;

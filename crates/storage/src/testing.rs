@@ -110,6 +110,69 @@ pub async fn fresh_store(backend: Backend) -> Result<FreshStore> {
     Ok(FreshStore { store, dir, url, schema })
 }
 
+/// What a per-backend test body receives: the backend itself, or a fresh migrated store on it.
+pub trait BackendInput: Sized {
+    fn for_backend(backend: Backend) -> impl std::future::Future<Output = Result<Self>>;
+}
+
+impl BackendInput for Backend {
+    fn for_backend(backend: Backend) -> impl std::future::Future<Output = Result<Self>> {
+        std::future::ready(Ok(backend))
+    }
+}
+
+impl BackendInput for FreshStore {
+    fn for_backend(backend: Backend) -> impl std::future::Future<Output = Result<Self>> {
+        fresh_store(backend)
+    }
+}
+
+/// Runs `body` once per configured backend (see [`on_every_backend!`](crate::on_every_backend)), printing
+/// which ran so CI output shows the PostgreSQL suite; with `timeout`, each run must finish within it.
+pub async fn run_on_every_backend<I, F, Fut, E>(
+    name: &str,
+    timeout: Option<std::time::Duration>,
+    body: F,
+) -> std::result::Result<(), E>
+where
+    I: BackendInput,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), E>>,
+    E: From<StorageError> + From<tokio::time::error::Elapsed>,
+{
+    for backend in Backend::all() {
+        eprintln!("{name} on {backend:?}");
+        let input = I::for_backend(backend).await?;
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, body(input)).await??,
+            None => body(input).await?,
+        }
+    }
+    Ok(())
+}
+
+/// One test per name that runs its body on every configured backend: SQLite always, PostgreSQL when
+/// `LINKVAULT_TEST_DATABASE_URL` is set. The body is a closure taking a [`Backend`] or a
+/// [`FreshStore`](testing::FreshStore) and returning the calling file's `TestResult`:
+///
+/// `on_every_backend!(name, |backend| async move { … })`, or `on_every_backend!(name, timeout = 60, …)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($name:ident, timeout = $secs:expr, $body:expr $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> TestResult {
+            let timeout = Some(std::time::Duration::from_secs($secs));
+            $crate::testing::run_on_every_backend(stringify!($name), timeout, $body).await
+        }
+    };
+    ($name:ident, $body:expr $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() -> TestResult {
+            $crate::testing::run_on_every_backend(stringify!($name), None, $body).await
+        }
+    };
+}
+
 /// A tiny self-deleting temporary directory, so that this module needs no dev-only dependency.
 pub mod tempfile_dir {
     use std::path::{Path, PathBuf};

@@ -13,10 +13,6 @@ pub(crate) fn from_millis(ms: i64) -> Result<OffsetDateTime, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("timestamp {ms}: {e}")))
 }
 
-pub(crate) fn opt_to_millis(t: Option<OffsetDateTime>) -> Option<i64> {
-    t.map(to_millis)
-}
-
 pub(crate) fn opt_from_millis(ms: Option<i64>) -> Result<Option<OffsetDateTime>, StorageError> {
     ms.map(from_millis).transpose()
 }

@@ -6,7 +6,9 @@ use linkvault_domain::ClientId;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{OutboxEvent, Result};
+use crate::connections::outbox_from_row;
+use crate::sql::{Driver, Mode, SqlRow, sql, vals};
+use crate::{OutboxEvent, Result, StorageError};
 
 /// How a client's webhooks are shaped and signed (migration 0007).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,7 +94,104 @@ pub trait WebhookStore: Send + Sync {
     async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64>;
 }
 
-/// The retention purge, the same text on both backends (`$1`: the cutoff, Unix milliseconds). Served by the
-/// `outbox_pending` index's complement: finished rows are the ones that index leaves out.
-pub(crate) const PURGE_FINISHED_OUTBOX: &str = "DELETE FROM outbox
-     WHERE (delivered_at IS NOT NULL AND delivered_at < $1) OR (given_up_at IS NOT NULL AND given_up_at < $1)";
+#[async_trait]
+impl<D: Driver> WebhookStore for D {
+    async fn set_webhook_endpoint(&self, r: &WebhookEndpointRecord) -> Result<()> {
+        let params = vals![r.client_id, &r.url, &r.secret_sealed, r.created_at, r.updated_at, r.format.as_str()];
+        self.exec(
+            Mode::Write,
+            sql!(
+                "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at, format)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (client_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
+                        updated_at = excluded.updated_at, format = excluded.format"
+            ),
+            params,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>> {
+        self.opt(
+            Mode::Read,
+            sql!(
+                "SELECT client_id, url, secret_sealed, created_at, updated_at, format FROM webhook_endpoints
+                     WHERE client_id = ?1"
+            ),
+            vals![client_id],
+            |r| {
+                Ok(WebhookEndpointRecord {
+                    client_id: r.client_id(0)?,
+                    url: r.string(1)?,
+                    secret_sealed: r.bytes(2)?,
+                    created_at: r.time(3)?,
+                    updated_at: r.time(4)?,
+                    format: WebhookFormat::parse(r.text(5)?)
+                        .ok_or_else(|| StorageError::Corrupt("unknown webhook format".into()))?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn claim_outbox_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let mut claimed = self
+            .all(
+                Mode::Write, // SKIP LOCKED: instances sharing a PostgreSQL database each take different events.
+                sql!(
+                    "UPDATE outbox SET lease_until = ?2 WHERE id IN (
+                        SELECT id FROM outbox
+                        WHERE delivered_at IS NULL AND given_up_at IS NULL
+                          AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
+                          AND (lease_until IS NULL OR lease_until < ?1)
+                        ORDER BY created_at, {sqlite:rowid}{pg:seq} LIMIT ?3{pg: FOR UPDATE SKIP LOCKED})
+                     RETURNING id, client_id, event_type, payload, created_at, attempts, {sqlite:rowid}{pg:seq}"
+                ),
+                vals![now, lease_until, limit],
+                |r: &dyn SqlRow| Ok((r.int(6)?, ClaimedDelivery { event: outbox_from_row(r)?, attempts: r.u32(5)? })),
+            )
+            .await?;
+        // RETURNING does not keep the subquery's order.
+        claimed.sort_by_key(|(seq, d)| (d.event.created_at, *seq));
+        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+    }
+
+    async fn finish_outbox_attempt(&self, id: Uuid, outcome: &DeliveryOutcome) -> Result<()> {
+        let params = match outcome {
+            DeliveryOutcome::Delivered { at } => vals![Some(*at), None::<i64>, None::<i64>, None::<String>, id],
+            DeliveryOutcome::Retry { next_attempt_at, error } => {
+                vals![None::<i64>, Some(*next_attempt_at), None::<i64>, error, id]
+            }
+            DeliveryOutcome::GiveUp { at, error } => vals![None::<i64>, None::<i64>, Some(*at), error, id],
+        };
+        self.exec(
+            Mode::Write,
+            sql!(
+                "UPDATE outbox SET attempts = attempts + 1, delivered_at = ?1, next_attempt_at = ?2,
+                        given_up_at = ?3, last_error = ?4, lease_until = NULL WHERE id = ?5"
+            ),
+            params,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64> {
+        // Served by the `outbox_pending` index's complement: finished rows are the ones that index leaves out.
+        self.exec(
+            Mode::Write,
+            sql!(
+                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                        OR (given_up_at IS NOT NULL AND given_up_at < ?1)"
+            ),
+            vals![finished_before],
+        )
+        .await
+    }
+}

@@ -8,7 +8,8 @@ use linkvault_domain::{
     ClientId, ConnectionEvent, ConnectionStatus, IntegrationType, NaturalKey, Scope, SystemClock, TokenId, TokenMode,
     UserId,
 };
-use linkvault_storage::testing::{Backend, FreshStore, fresh_store};
+use linkvault_storage::on_every_backend;
+use linkvault_storage::testing::FreshStore;
 use linkvault_storage::{CredentialsUpdate, DynStore, ReauthMark};
 use linkvault_vault::{ConnectionMeta, IntegrationCredentials, Refreshed, Vault, VaultError};
 use secrecy::ExposeSecret;
@@ -37,21 +38,6 @@ fn key(
 
 fn creds(access: &str) -> IntegrationCredentials {
     IntegrationCredentials::new(access, Some(format!("refresh-of-{access}")))
-}
-
-/// Runs a test body once per backend, printing which ran so CI output shows the PostgreSQL suite.
-macro_rules! on_every_backend {
-    ($name:ident, $body:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() -> TestResult {
-            for backend in Backend::all() {
-                eprintln!("{} on {backend:?}", stringify!($name));
-                let fresh = fresh_store(backend).await?;
-                $body(fresh).await?;
-            }
-            Ok(())
-        }
-    };
 }
 
 on_every_backend!(same_user_same_integration_keeps_token_id, |fresh: FreshStore| async move {

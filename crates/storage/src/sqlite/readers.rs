@@ -109,7 +109,7 @@ impl ReaderPool {
 
     /// Runs `f` on a pooled connection, inside a read snapshot that reflects every write this process had
     /// committed when the call began.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let popped = lock(&self.idle).pop();
         let mut reader = match popped {
             Some(r) => r,
@@ -120,7 +120,7 @@ impl ReaderPool {
         if reuse {
             reader.ready(generation, Instant::now(), self.max_age)?;
         }
-        let out = f(&reader.conn);
+        let out = f(&mut reader.conn);
         let mut idle = lock(&self.idle);
         // Checked under the pool lock, so a writer that bumped the generation and then ended the idle
         // snapshots cannot miss this one.
