@@ -48,7 +48,7 @@ pub(crate) async fn hand_out(
 
 /// Whole seconds from `now` to `at`, rounded to the nearest: stored instants keep milliseconds, and the
 /// moments spent answering should not turn a 3600-second lifetime into 3599.
-fn seconds_until(at: OffsetDateTime, now: OffsetDateTime) -> i64 {
+pub(crate) fn seconds_until(at: OffsetDateTime, now: OffsetDateTime) -> i64 {
     let ms = i64::try_from((at - now).whole_milliseconds()).unwrap_or(i64::MAX);
     (ms.saturating_add(500) / 1000).max(0)
 }

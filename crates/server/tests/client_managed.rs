@@ -202,6 +202,41 @@ async fn a_client_mode_caller_cannot_use_the_raw_token_id() -> TestResult {
     Ok(())
 }
 
+/// Finding 14.5b for the other two ways a client-mode client meets a connection: `POST /tokens/import` hands out a
+/// token family (no tokenId in the answer), and `GET /tokens/{tokenId}` names nothing to it (404 like an
+/// unknown id), while the imported connection is usable through the family's access token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_import_hands_out_a_family_and_status_by_token_id_is_refused() -> TestResult {
+    for backend in Backend::all() {
+        eprintln!("on {backend:?}");
+        let Setup { app, cm, .. } = setup(backend, ClientTokenPolicy::default()).await?;
+        let body = json!({"userId": "bob", "type": "coinbase", "accessToken": "at-1", "refreshToken": "rt-1"});
+        let imported = app.import_as(&cm.id, &cm.write, body).await?;
+        assert_eq!(imported.code, 200, "{}", imported.raw);
+        let content = imported.content();
+        assert!(content.get("tokenId").is_none(), "no tokenId for a client-mode client: {}", imported.raw);
+        let access = content["accessToken"].as_str().unwrap_or_default().to_owned();
+        assert!(access.starts_with("lva_"), "{}", imported.raw);
+        assert!(content["refreshToken"].as_str().is_some_and(|r| r.starts_with("lvr_")), "{}", imported.raw);
+        assert_eq!(content["expiresInSeconds"], 3600, "{}", imported.raw);
+        assert_eq!((content["userId"].as_str(), content["created"].as_bool()), (Some("bob"), Some(true)));
+
+        // The family names the connection; its tokenId names nothing to this client, exactly like an unknown id.
+        let token_id = app.vault.resolve_access_token(cm.id.parse()?, &access).await?.map_err(|e| e.to_string())?;
+        assert_eq!(content["meshAccountId"], linkvault_vault::events::mesh_account_id(token_id).to_string());
+        let read = Some((cm.id.as_str(), cm.read.as_str()));
+        let refused = app.call(Method::GET, &format!("/api/v1/tokens/{token_id}"), read, None).await?;
+        assert_refused(&refused, 404, "tokenNotFound");
+        let other = linkvault_domain::TokenId::new_random();
+        let unknown = app.call(Method::GET, &format!("/api/v1/tokens/{other}"), read, None).await?;
+        assert_eq!(refused.raw, unknown.raw);
+        let removed = app.remove(&cm.id, &cm.write, &access, "coinbase").await?;
+        assert_eq!(removed.code, 200, "the access token is the connection's name: {}", removed.raw);
+        assert!(app.vault.connection_for(cm.id.parse()?, token_id).await.is_err(), "deleted");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_access_and_refresh_tokens() -> TestResult {
     for backend in Backend::all() {

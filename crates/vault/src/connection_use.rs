@@ -229,14 +229,18 @@ impl Vault {
     }
 
     /// A connection's status for its owner, refused as not found for another user when `user_id` names one.
+    /// To a client-mode caller a tokenId names nothing (finding 14.5b), so it is refused like an unknown one.
     pub async fn status_for(
         &self,
-        client_id: ClientId,
+        caller: &Caller,
         token_id: TokenId,
         user_id: Option<&str>,
     ) -> Result<ConnectionView, UseRefusal> {
         let user = requested_user(user_id)?;
-        let view = self.status(client_id, token_id).await?;
+        if caller.token_mode == TokenMode::Client {
+            return Err(UseRefusal::TokenIdFromClientMode);
+        }
+        let view = self.status(caller.client_id, token_id).await?;
         check_owner(&view.user_id, user.as_ref())?;
         Ok(view)
     }

@@ -3,7 +3,8 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use linkvault_domain::{NaturalKey, TokenId, UserId};
+use linkvault_domain::{NaturalKey, TokenId, TokenMode, UserId};
+use linkvault_vault::events::mesh_account_id;
 use linkvault_vault::{ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
 use time::Duration;
@@ -12,6 +13,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
+use crate::handout::seconds_until;
 use crate::timefmt::Rfc3339Time;
 
 /// Longest integration token accepted (real ones are well under 4 KiB).
@@ -41,13 +43,30 @@ pub(crate) struct ImportResponse {
     created: bool,
     #[serde(flatten)]
     status: StatusResponse,
+    /// Client-managed mode: the new token family naming the connection (there is no tokenId to see).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    family: Option<FamilyResponse>,
+}
+
+/// What a client-mode client receives instead of the tokenId, as `/api/v1/authenticate` hands it out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FamilyResponse {
+    mesh_account_id: String,
+    access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    expires_in_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_expires_in_seconds: Option<i64>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusResponse {
-    #[serde(serialize_with = "display")]
-    token_id: TokenId,
+    /// Absent only in a client-mode client's import answer.
+    #[serde(serialize_with = "display_some", skip_serializing_if = "Option::is_none")]
+    token_id: Option<TokenId>,
     user_id: String,
     broker_type: String,
     scope: &'static str,
@@ -63,14 +82,20 @@ pub(crate) struct StatusResponse {
 }
 
 /// Written straight into the response through its `Display` (no intermediate `String`).
-fn display<S: serde::Serializer>(value: &impl std::fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
+fn display_some<S: serde::Serializer>(
+    value: &Option<impl std::fmt::Display>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serializer.collect_str(v),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl From<ConnectionView> for StatusResponse {
     fn from(v: ConnectionView) -> Self {
         Self {
-            token_id: v.token_id,
+            token_id: Some(v.token_id),
             user_id: v.user_id,
             broker_type: v.integration,
             scope: v.scope.as_str(),
@@ -156,7 +181,24 @@ pub(crate) async fn import(
     let stored = state.vault.store_credentials(&key, &credentials, &meta).await?;
     state.metrics.connection_stored();
     let view = state.vault.status(caller.client_id, stored.token_id).await?;
-    Ok(ApiOk(Some(ImportResponse { created: stored.created, status: view.into() })))
+    let mut status = StatusResponse::from(view);
+    let family = match caller.token_mode {
+        TokenMode::Managed => None,
+        TokenMode::Client => {
+            // A client-mode client never sees a tokenId (finding 14.5b): it gets a token family, as from a sign-in.
+            let record = state.vault.connection_for(caller.client_id, stored.token_id).await?;
+            let tokens = state.vault.issue_client_tokens(&record).await?;
+            status.token_id = None;
+            Some(FamilyResponse {
+                mesh_account_id: mesh_account_id(tokens.token_id).to_string(),
+                access_token: tokens.access_token.expose().to_owned(),
+                refresh_token: tokens.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+                expires_in_seconds: Some(seconds_until(tokens.access_expires_at, now)),
+                refresh_token_expires_in_seconds: tokens.refresh_expires_at.map(|at| seconds_until(at, now)),
+            })
+        }
+    };
+    Ok(ApiOk(Some(ImportResponse { created: stored.created, status, family })))
 }
 
 /// `?userId=` (extension): the end user the tokenId should belong to.
@@ -176,6 +218,6 @@ pub(crate) async fn status(
     let token_id =
         raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
     let Query(query) = query.map_err(|e| ApiError::invalid_field("userId", e.body_text()))?;
-    let view = state.vault.status_for(caller.client_id, token_id, query.user_id.as_deref()).await?;
+    let view = state.vault.status_for(&caller, token_id, query.user_id.as_deref()).await?;
     Ok(ApiOk(Some(view.into())))
 }
