@@ -240,6 +240,35 @@ async fn link_origins_are_managed_per_client() -> TestResult {
     Ok(())
 }
 
+/// `client limits`: a client's own API rate limit is stored (the server then counts the client against it, see
+/// `crates/server/tests/rate_limits.rs`), `--default` clears it, and nonsense is refused by the parser.
+#[tokio::test]
+async fn client_limits_sets_and_clears_a_clients_own_api_rate_limit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let run = |args: Vec<&str>| {
+        let mut cmd = linkvault(dir.path(), None, None);
+        cmd.args(["client", "limits", "--client", &id]).args(args);
+        cmd
+    };
+    let set = run(vec!["--requests-per-minute", "120"]).output().await?;
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(String::from_utf8_lossy(&set.stdout).contains("120 API requests per minute"));
+    for bad in [vec!["--requests-per-minute", "0"], vec![], vec!["--requests-per-minute", "5", "--default"]] {
+        let refused = run(bad.clone()).output().await?;
+        assert!(!refused.status.success(), "{bad:?} must be refused");
+    }
+    let cleared = run(vec!["--default"]).output().await?;
+    assert!(cleared.status.success(), "{}", String::from_utf8_lossy(&cleared.stderr));
+    assert!(String::from_utf8_lossy(&cleared.stdout).contains("the server's API rate limit"));
+    let mut unknown = linkvault(dir.path(), None, None);
+    unknown.args(["client", "limits", "--client", &linkvault_domain::ClientId::new_random().to_string(), "--default"]);
+    assert!(!unknown.output().await?.status.success(), "an unknown client is an error");
+    Ok(())
+}
+
 #[tokio::test]
 async fn client_create_json_prints_exactly_one_object() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for Client {
             _ => Ok(None),
         };
         match outcome {
-            Ok(Some(caller)) => match state.limits.check_client(caller.client_id) {
+            Ok(Some(caller)) => match state.limits.check_client(caller.client_id, caller.api_rate_limit) {
                 Ok(()) => Ok(Self(caller)),
                 Err(limited) => Err(limited.into_response()),
             },

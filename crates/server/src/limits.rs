@@ -1,17 +1,22 @@
 //! Request rate limits: per API client on `/api/v1`, per client address on `/link/*` (and, tighter, on
 //! `POST /link/api/session`), per Link session on its API, and per Link session on sign-in attempts.
 //!
+//! A client may have its own API limit (`linkvault client limits`, stored with the client and read with its
+//! API key): clients sharing a figure share one keyed limiter for it, created on first use, so the number
+//! of limiters is bounded by the number of distinct figures, not by requests.
+//!
 //! Each limit is a `governor` GCRA keyed limiter ("N per minute", bursts up to N) on the vault's clock, so
 //! tests move time by hand and several limits cost one atomic update each. Over a limit the answer is 429
 //! `tooManyRequest` with `Retry-After`. State is per instance: with several instances behind a balancer,
 //! each allows the configured rate. Keyed state of idle keys is dropped by [`RateLimits::forget_idle`]
 //! (the Link purge timer calls it), so address keys from the internet cannot grow memory without bound.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -124,7 +129,10 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 /// The live limiters of one server instance.
 pub struct RateLimits {
     config: RateLimitConfig,
+    clock: VaultClock,
     api: Limit<ClientId>,
+    /// Clients with their own figure: one limiter per distinct figure.
+    api_own: RwLock<HashMap<NonZeroU32, Arc<Limit<ClientId>>>>,
     link_address: Limit<IpAddr>,
     link_sessions: Limit<IpAddr>,
     link_session: Limit<Uuid>,
@@ -150,6 +158,8 @@ impl RateLimits {
             ),
             link_session: Limit::new("calls in this Link session", config.link_per_session, &clock),
             sign_ins: Limit::new("sign-in attempts in this Link session", config.sign_ins_per_session, &clock),
+            api_own: RwLock::new(HashMap::new()),
+            clock,
             config,
         }
     }
@@ -158,8 +168,21 @@ impl RateLimits {
         &self.config
     }
 
-    pub(crate) fn check_client(&self, client: ClientId) -> Result<(), ApiError> {
-        self.api.check(&client)
+    /// Counts one API request of `client` against its own figure when it has one, else the server's.
+    pub(crate) fn check_client(&self, client: ClientId, own: Option<NonZeroU32>) -> Result<(), ApiError> {
+        let Some(per_minute) = own else { return self.api.check(&client) };
+        let shared = self.api_own.read().ok().and_then(|m| m.get(&per_minute).cloned());
+        let limit = match shared {
+            Some(limit) => limit,
+            None => {
+                // A poisoned lock only means another request panicked mid-insert; the map is still valid.
+                let mut map = self.api_own.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                Arc::clone(map.entry(per_minute).or_insert_with(|| {
+                    Arc::new(Limit::new("this client's API rate limit", Some(per_minute), &self.clock))
+                }))
+            }
+        };
+        limit.check(&client)
     }
 
     pub(crate) fn check_link_session(&self, session: Uuid) -> Result<(), ApiError> {
@@ -173,6 +196,9 @@ impl RateLimits {
     /// Drops the state of keys whose limit has fully recovered (they behave as new keys anyway).
     pub fn forget_idle(&self) {
         self.api.forget_idle();
+        if let Ok(own) = self.api_own.read() {
+            own.values().for_each(|limit| limit.forget_idle());
+        }
         self.link_address.forget_idle();
         self.link_sessions.forget_idle();
         self.link_session.forget_idle();

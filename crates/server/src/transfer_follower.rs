@@ -208,6 +208,7 @@ impl TransferFollower {
             scope: Scope::Read,
             token_mode: TokenMode::Managed,
             key_id: Uuid::nil(),
+            api_rate_limit: None,
         };
         let token = row.token_id.to_string();
         let used = use_connection(&self.state, &caller, &token, &sent.integration, None, Operation::Read).await;

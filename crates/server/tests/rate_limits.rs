@@ -100,6 +100,48 @@ async fn each_api_client_has_its_own_limit_and_recovers_after_the_window() -> Te
     Ok(())
 }
 
+/// A client's own figure (`linkvault client limits`) replaces the server's for that client only, takes effect
+/// at once on this instance (the vault drops its key cache), is kept per client, and `--default` restores the
+/// server's figure.
+#[tokio::test]
+async fn a_client_with_its_own_limit_is_counted_against_it() -> TestResult {
+    for backend in Backend::all() {
+        let limits = RateLimitConfig { api_per_client: per_minute(5), ..RateLimitConfig::unlimited() };
+        let (app, clock) = app_with(backend, limits).await;
+        let (tight, generous) =
+            (create_client(&app.vault, "tight").await?, create_client(&app.vault, "generous").await?);
+        let other = create_client(&app.vault, "also tight").await?;
+        app.vault.set_api_rate_limit(tight.id.parse()?, per_minute(2)).await?;
+        app.vault.set_api_rate_limit(other.id.parse()?, per_minute(2)).await?;
+        app.vault.set_api_rate_limit(generous.id.parse()?, per_minute(10)).await?;
+
+        for _ in 0..2 {
+            assert_eq!(integrations(&app, &tight.id, &tight.read).await.code, 200);
+        }
+        assert_limited(&integrations(&app, &tight.id, &tight.write).await, "30", "its own 2 per minute");
+        // Another client with the same figure has its own allowance (one limiter per figure, keyed by client).
+        assert_eq!(integrations(&app, &other.id, &other.read).await.code, 200);
+        for _ in 0..10 {
+            assert_eq!(integrations(&app, &generous.id, &generous.read).await.code, 200, "above the server's 5");
+        }
+        assert_limited(&integrations(&app, &generous.id, &generous.read).await, "6", "its own 10 per minute");
+        // The server's default client allowance is untouched by the others.
+        for _ in 0..5 {
+            assert_eq!(integrations(&app, &app.client.id, &app.client.read).await.code, 200);
+        }
+        assert_limited(&integrations(&app, &app.client.id, &app.client.read).await, "12", "the server's 5");
+
+        // Back to the server's figure: a fresh 5 per minute for `tight` once its own window has passed.
+        app.vault.set_api_rate_limit(tight.id.parse()?, None).await?;
+        clock.advance(time::Duration::seconds(60));
+        for _ in 0..5 {
+            assert_eq!(integrations(&app, &tight.id, &tight.read).await.code, 200);
+        }
+        assert_limited(&integrations(&app, &tight.id, &tight.read).await, "12", "the server's 5 again");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn sign_in_attempts_and_calls_are_limited_per_link_session() -> TestResult {
     for backend in Backend::all() {

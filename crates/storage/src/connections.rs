@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use linkvault_domain::{ClientId, ConnectionStatus, NaturalKey, Scope, TokenId, TokenMode};
 use time::OffsetDateTime;
 
-use crate::sql::{Dialect, Driver, Mode, Session, SqlRow, Value, parse, run, sql, vals};
+use crate::sql::{Dialect, Driver, Mode, Session, SqlRow, Value, corrupt, parse, run, sql, vals};
 use crate::{
     ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore, ConnectionRecord,
     ConnectionSummary, CredentialsUpdate, InsertOutcome, KeyVersionRecord, LeaseRelease, LinkStore, OutboxEvent,
@@ -403,11 +403,15 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     }
 
     async fn insert_client(&self, client: &ClientRecord, keys: &[ApiKeyRecord]) -> Result<()> {
-        let params = vals![client.client_id, &client.name, client.token_mode.as_str(), client.created_at];
+        let params =
+            vals![client.client_id, &client.name, client.token_mode.as_str(), client.created_at, client.api_rate_limit];
         let keys = keys.to_vec();
         run!(self, Transaction, |s| {
             s.execute(
-                sql!("INSERT INTO clients (client_id, name, token_mode, created_at) VALUES (?1, ?2, ?3, ?4)"),
+                sql!(
+                    "INSERT INTO clients (client_id, name, token_mode, created_at, api_rate_limit)
+                         VALUES (?1, ?2, ?3, ?4, ?5)"
+                ),
                 &params,
             )
             .await?;
@@ -421,7 +425,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     async fn get_client(&self, client_id: ClientId) -> Result<Option<ClientRecord>> {
         self.opt(
             Mode::Read,
-            sql!("SELECT client_id, name, token_mode, created_at FROM clients WHERE client_id = ?1"),
+            sql!("SELECT client_id, name, token_mode, created_at, api_rate_limit FROM clients WHERE client_id = ?1"),
             vals![client_id],
             |r| {
                 Ok(ClientRecord {
@@ -429,6 +433,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
                     name: r.string(1)?,
                     token_mode: parse::<TokenMode>("token_mode", r.text(2)?)?,
                     created_at: r.time(3)?,
+                    api_rate_limit: rate_limit(r.int_opt(4)?)?,
                 })
             },
         )
@@ -440,6 +445,16 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
             Mode::Write,
             sql!("UPDATE clients SET token_mode = ?1 WHERE client_id = ?2"),
             vals![mode.as_str(), client_id],
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn set_client_api_rate_limit(&self, client_id: ClientId, per_minute: Option<u32>) -> Result<bool> {
+        self.exec(
+            Mode::Write,
+            sql!("UPDATE clients SET api_rate_limit = ?1 WHERE client_id = ?2"),
+            vals![per_minute, client_id],
         )
         .await
         .map(|n| n == 1)
@@ -481,7 +496,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
         self.opt(
             Mode::Read,
             sql!(
-                "SELECT k.key_id, k.client_id, k.scope, k.digest, c.token_mode
+                "SELECT k.key_id, k.client_id, k.scope, k.digest, c.token_mode, c.api_rate_limit
                      FROM api_keys k JOIN clients c ON c.client_id = k.client_id
                      WHERE k.digest = ?1 AND k.revoked_at IS NULL"
             ),
@@ -493,6 +508,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
                     scope: parse::<Scope>("scope", r.text(2)?)?,
                     digest: r.bytes(3)?,
                     token_mode: parse::<TokenMode>("token_mode", r.text(4)?)?,
+                    api_rate_limit: rate_limit(r.int_opt(5)?)?,
                 })
             },
         )
@@ -829,4 +845,9 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
         )
         .await
     }
+}
+
+/// `clients.api_rate_limit`: NULL or a positive count per minute (the schema's CHECK).
+fn rate_limit(raw: Option<i64>) -> Result<Option<u32>> {
+    raw.map(|n| u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| corrupt("api_rate_limit", n))).transpose()
 }

@@ -81,6 +81,8 @@ pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + S
     async fn insert_client(&self, client: &ClientRecord, keys: &[ApiKeyRecord]) -> Result<()>;
     async fn get_client(&self, client_id: ClientId) -> Result<Option<ClientRecord>>;
     async fn set_client_token_mode(&self, client_id: ClientId, mode: linkvault_domain::TokenMode) -> Result<bool>;
+    /// Sets (or with `None` clears) the client's own API rate limit; false for an unknown client.
+    async fn set_client_api_rate_limit(&self, client_id: ClientId, per_minute: Option<u32>) -> Result<bool>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     async fn list_api_keys(&self, client_id: ClientId) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes the client's live keys whose id or secret prefix equals `selector`; returns how many.

@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0007_transfer_follow.sql"),
     include_str!("../migrations/postgres/0008_link_connected.sql"),
     include_str!("../migrations/postgres/0009_link_oauth_binding.sql"),
+    include_str!("../migrations/postgres/0010_client_rate_limit.sql"),
 ];
 
 /// Arbitrary constant naming linkvault's migration lock.

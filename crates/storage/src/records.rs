@@ -10,6 +10,8 @@ pub struct ClientRecord {
     pub name: String,
     pub token_mode: TokenMode,
     pub created_at: OffsetDateTime,
+    /// The client's own API rate limit (requests per minute); `None` = the server's default.
+    pub api_rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct AuthenticatedKey {
     pub scope: Scope,
     pub digest: Vec<u8>,
     pub token_mode: TokenMode,
+    /// The client's own API rate limit (requests per minute), if it has one.
+    pub api_rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_transfer_follow.sql"),
     include_str!("../migrations/sqlite/0008_link_connected.sql"),
     include_str!("../migrations/sqlite/0009_link_oauth_binding.sql"),
+    include_str!("../migrations/sqlite/0010_client_rate_limit.sql"),
 ];
 
 #[derive(Debug)]

@@ -38,7 +38,13 @@ async fn setup(store: &DynStore) -> Result<Fixture, Box<dyn Error + Send + Sync>
     let client = ClientId::new_random();
     store
         .insert_client(
-            &ClientRecord { client_id: client, name: "c".into(), token_mode: TokenMode::Client, created_at: t },
+            &ClientRecord {
+                client_id: client,
+                name: "c".into(),
+                token_mode: TokenMode::Client,
+                created_at: t,
+                api_rate_limit: None,
+            },
             &[],
         )
         .await?;

@@ -185,6 +185,7 @@ fn client(name: &str) -> ClientRecord {
         name: name.to_owned(),
         token_mode: TokenMode::Managed,
         created_at: ts(-86_400_000),
+        api_rate_limit: None,
     }
 }
 
@@ -638,6 +639,20 @@ async fn clients_and_token_mode(store: DynStore) -> TestResult {
     assert_eq!(store.get_client(bare.client_id).await?, Some(bare), "other clients are untouched");
 
     assert!(!store.set_client_token_mode(ClientId::new_random(), TokenMode::Client).await?);
+
+    // A client's own API rate limit: stored, joined into the key lookup, cleared; clients start without one.
+    assert_eq!(store.find_api_key(&read.digest).await?.ok_or("read key not found")?.api_rate_limit, None);
+    assert!(store.set_client_api_rate_limit(c.client_id, Some(120)).await?);
+    assert_eq!(store.get_client(c.client_id).await?.ok_or("client")?.api_rate_limit, Some(120));
+    assert_eq!(store.find_api_key(&write.digest).await?.ok_or("write key not found")?.api_rate_limit, Some(120));
+    assert!(store.set_client_api_rate_limit(c.client_id, Some(u32::MAX)).await?);
+    assert_eq!(store.find_api_key(&read.digest).await?.ok_or("read key")?.api_rate_limit, Some(u32::MAX));
+    assert!(store.set_client_api_rate_limit(c.client_id, None).await?);
+    assert_eq!(store.find_api_key(&read.digest).await?.ok_or("read key not found")?.api_rate_limit, None);
+    assert!(!store.set_client_api_rate_limit(ClientId::new_random(), Some(5)).await?);
+    let limited = ClientRecord { api_rate_limit: Some(7), ..client("limited") };
+    store.insert_client(&limited, &[]).await?;
+    assert_eq!(store.get_client(limited.client_id).await?, Some(limited));
     Ok(())
 }
 

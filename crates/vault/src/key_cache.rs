@@ -74,6 +74,7 @@ mod tests {
             scope: Scope::Read,
             token_mode: TokenMode::Managed,
             key_id: Uuid::new_v4(),
+            api_rate_limit: None,
         }
     }
 

@@ -16,8 +16,8 @@ mod ops;
 pub mod refresh;
 mod rotation;
 mod service;
-mod transfers;
 mod transfer_follow;
+mod transfers;
 pub mod webhook_policy;
 mod webhooks;
 

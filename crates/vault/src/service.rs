@@ -1,6 +1,7 @@
 //! The vault's operations: clients and keys, storing and opening a connection's credentials, status and
 //! permanent deletion.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use linkvault_crypto::{
@@ -40,6 +41,8 @@ pub struct Caller {
     pub scope: Scope,
     pub token_mode: TokenMode,
     pub key_id: Uuid,
+    /// The client's own API rate limit (requests per minute); `None` = the server's default.
+    pub api_rate_limit: Option<NonZeroU32>,
 }
 
 /// A client just created, with its secrets (shown once, never stored).
@@ -189,7 +192,13 @@ impl Vault {
         let client_id = ClientId::new_random();
         let (read_rec, read_secret) = self.new_key_record(client_id, Scope::Read)?;
         let (write_rec, write_secret) = self.new_key_record(client_id, Scope::Write)?;
-        let client = ClientRecord { client_id, name: name.to_owned(), token_mode, created_at: self.clock.now() };
+        let client = ClientRecord {
+            client_id,
+            name: name.to_owned(),
+            token_mode,
+            created_at: self.clock.now(),
+            api_rate_limit: None,
+        };
         self.store.insert_client(&client, &[read_rec, write_rec]).await?;
         Ok(CreatedClient { client_id, keys: vec![(Scope::Read, read_secret), (Scope::Write, write_secret)] })
     }
@@ -200,6 +209,21 @@ impl Vault {
 
     pub async fn set_token_mode(&self, client_id: ClientId, mode: TokenMode) -> Result<(), VaultError> {
         if self.store.set_client_token_mode(client_id, mode).await? {
+            self.key_cache.clear();
+            Ok(())
+        } else {
+            Err(VaultError::UnknownClient(client_id.to_string()))
+        }
+    }
+
+    /// Gives the client its own API rate limit (requests per minute), or with `None` the server's default
+    /// again. Reaches every instance within the API-key cache's lifetime ([`crate::KEY_CACHE_TTL`]).
+    pub async fn set_api_rate_limit(
+        &self,
+        client_id: ClientId,
+        per_minute: Option<NonZeroU32>,
+    ) -> Result<(), VaultError> {
+        if self.store.set_client_api_rate_limit(client_id, per_minute.map(NonZeroU32::get)).await? {
             self.key_cache.clear();
             Ok(())
         } else {
@@ -260,8 +284,13 @@ impl Vault {
         if key.client_id != client_id || !ApiKeyDigester::matches(&key.digest, &digest) {
             return Ok(None);
         }
-        let caller =
-            Caller { client_id: key.client_id, scope: key.scope, token_mode: key.token_mode, key_id: key.key_id };
+        let caller = Caller {
+            client_id: key.client_id,
+            scope: key.scope,
+            token_mode: key.token_mode,
+            key_id: key.key_id,
+            api_rate_limit: key.api_rate_limit.and_then(NonZeroU32::new),
+        };
         self.key_cache.put(digest, caller, now, generation);
         Ok(Some(caller))
     }

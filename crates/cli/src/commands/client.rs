@@ -18,6 +18,8 @@ pub enum ClientCommand {
     Key(KeyCommand),
     /// Change how a client receives connections.
     Mode(ModeArgs),
+    /// Give a client its own `/api/v1` rate limit, or the server's default again (`--default`).
+    Limits(LimitsArgs),
     /// Manage the client's webhook endpoint.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -99,6 +101,20 @@ pub struct ModeArgs {
     token_mode: String,
 }
 
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("limit").required(true).args(["requests_per_minute", "default"])))]
+pub struct LimitsArgs {
+    #[arg(long = "client")]
+    client_id: String,
+    /// The client's own limit: `/api/v1` requests per minute (bursts up to N), instead of `serve
+    /// --api-rate-limit`. Takes effect within 1 s on every instance.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_minute: Option<u32>,
+    /// Back to the server's `--api-rate-limit`.
+    #[arg(long)]
+    default: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Add an API key to a client.
@@ -162,6 +178,15 @@ pub async fn run(global: &GlobalOptions, cmd: ClientCommand) -> anyhow::Result<(
             let client = parse_client(&args.client_id)?;
             vault.set_token_mode(client, args.token_mode.parse()?).await?;
             println!("client {client} now uses {} tokens", args.token_mode);
+        }
+        ClientCommand::Limits(args) => {
+            let client = parse_client(&args.client_id)?;
+            let own = args.requests_per_minute.and_then(std::num::NonZeroU32::new);
+            vault.set_api_rate_limit(client, own).await?;
+            match own {
+                Some(n) => println!("client {client} may make {n} API requests per minute (bursts up to {n})"),
+                None => println!("client {client} has the server's API rate limit (serve --api-rate-limit)"),
+            }
         }
         ClientCommand::Origins(cmd) => origins(&vault, cmd).await?,
         ClientCommand::Webhook(WebhookCommand::Set(args)) => {

@@ -239,6 +239,9 @@ impl Store for SimStore {
     async fn set_client_token_mode(&self, client_id: ClientId, mode: linkvault_domain::TokenMode) -> Result<bool> {
         self.inner.set_client_token_mode(client_id, mode).await
     }
+    async fn set_client_api_rate_limit(&self, client_id: ClientId, per_minute: Option<u32>) -> Result<bool> {
+        self.inner.set_client_api_rate_limit(client_id, per_minute).await
+    }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         self.inner.insert_api_key(key).await
     }

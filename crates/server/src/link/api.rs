@@ -192,6 +192,7 @@ pub(crate) async fn own_connection<'s>(
         scope: session.scope,
         token_mode: token_mode_of(state, session.client_id).await.ok()?,
         key_id: Uuid::nil(),
+        api_rate_limit: None,
     };
     let request = UseRequest {
         auth_token: presented,

@@ -294,8 +294,13 @@ mod tests {
             let record = vault.connection_for(client, stored.token_id).await?;
             tokens.push(vault.issue_client_tokens(&record).await?.access_token.expose().to_owned());
         }
-        let caller =
-            |scope| Caller { client_id: client, scope, token_mode: TokenMode::Client, key_id: uuid::Uuid::nil() };
+        let caller = |scope| Caller {
+            client_id: client,
+            scope,
+            token_mode: TokenMode::Client,
+            key_id: uuid::Uuid::nil(),
+            api_rate_limit: None,
+        };
         let (read_family, write_family) = (&tokens[0], &tokens[1]);
         assert_eq!(
             write_call(&state, &caller(Scope::Write), read_family).await,

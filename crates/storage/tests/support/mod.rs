@@ -50,7 +50,13 @@ pub fn now() -> OffsetDateTime {
 /// A fresh managed-mode client.
 pub async fn client(store: &DynStore) -> Result<ClientId, Box<dyn Error + Send + Sync>> {
     let id = ClientId::new_random();
-    let record = ClientRecord { client_id: id, name: "c".into(), token_mode: TokenMode::Managed, created_at: now() };
+    let record = ClientRecord {
+        client_id: id,
+        name: "c".into(),
+        token_mode: TokenMode::Managed,
+        created_at: now(),
+        api_rate_limit: None,
+    };
     store.insert_client(&record, &[]).await?;
     Ok(id)
 }
