@@ -214,12 +214,17 @@ async fn client_webhook_set_takes_a_format() -> TestResult {
     Ok(())
 }
 
+/// Creates a client in `data_dir` with `client create --json` and returns its id.
+async fn new_client_id(data_dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    let out = linkvault(data_dir, None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(created["clientId"].as_str().unwrap_or_default().to_owned())
+}
+
 #[tokio::test]
 async fn link_origins_are_managed_per_client() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let id = new_client_id(dir.path()).await?;
     let run = |args: Vec<&str>| {
         let mut cmd = linkvault(dir.path(), None, None);
         cmd.args(["client", "origins"]).args(args);
@@ -245,9 +250,7 @@ async fn link_origins_are_managed_per_client() -> TestResult {
 #[tokio::test]
 async fn client_limits_sets_and_clears_a_clients_own_api_rate_limit() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let out = linkvault(dir.path(), None, None).args(["client", "create", "--name", "a", "--json"]).output().await?;
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let id = created["clientId"].as_str().unwrap_or_default().to_owned();
+    let id = new_client_id(dir.path()).await?;
     let run = |args: Vec<&str>| {
         let mut cmd = linkvault(dir.path(), None, None);
         cmd.args(["client", "limits", "--client", &id]).args(args);
