@@ -139,7 +139,7 @@ async fn backend(backend: Backend, duration: Duration) -> Result<BackendFigures>
     .await?;
 
     // HTTP level, through the real router on loopback.
-    let state = AppState::new(Arc::clone(&vault), Arc::new(Catalog::embedded()))?;
+    let state = AppState::new(Arc::clone(&vault), Arc::clone(&fresh.store), Arc::new(Catalog::embedded()))?;
     let app = linkvault_server::app(state, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -237,6 +237,20 @@ struct Memory {
     peak: f64,
 }
 
+/// How often the measurement prints its progress (due, done, backlog, CPU, load).
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+/// CPU time (user + system) this process has used, in seconds, from `/proc/self/stat` (Linux; clock ticks
+/// at the usual 100 Hz).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn proc_status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -255,7 +269,14 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?);
     let client = vault.create_client("bench", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), http_limits())?;
-    let engine = RefreshEngine::new(Arc::clone(&vault), catalog, oauth, Arc::clone(&clock), engine_config());
+    let engine = RefreshEngine::new(
+        Arc::clone(&vault),
+        Arc::clone(&fresh.store),
+        catalog,
+        oauth,
+        Arc::clone(&clock),
+        engine_config(),
+    );
     let metrics = engine.metrics();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = {
@@ -311,6 +332,13 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let settled = clock.now();
+    // The schedule the engine wrote on first sight, per row: the yardstick for lateness over every row (the
+    // engine's own lateness metric keeps only its most recent samples).
+    let ids = Arc::new(seeded.iter().map(|s| s.token_id).collect::<Vec<_>>());
+    let scheduled: Vec<Option<OffsetDateTime>> =
+        read_rows(&store, Arc::clone(&ids), 16).await?.iter().map(|r| r.refresh.next_refresh_at).collect();
+    let after_expiry_scheduled =
+        scheduled.iter().zip(&seeded).filter(|(due, s)| due.is_none_or(|d| d >= s.expires_at)).count();
 
     // The demand, from the schedule the engine wrote: cumulative due counts at one-second steps.
     let last_expiry = expiry(n - 1);
@@ -338,8 +366,33 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     let deadline = Instant::now()
         + Duration::from_secs_f64(seconds_between(clock.now(), window_start).max(0.0))
         + Duration::from_secs(args.window_secs + args.timeout_secs);
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
+    let cpu_start = process_cpu_secs();
+    let mut last_cpu = (Instant::now(), cpu_start);
     while (metrics.refreshes_total("success") as usize) < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if Instant::now() >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            // Due so far, from the schedule read above; the backlog is what the engine owes right now.
+            let now = clock.now();
+            let due = scheduled.iter().filter(|d| d.is_some_and(|d| d <= now)).count();
+            let done = metrics.refreshes_total("success") as usize;
+            let (cpu_now, at) = (process_cpu_secs(), Instant::now());
+            let cpu_share = (cpu_now - last_cpu.1) / at.duration_since(last_cpu.0).as_secs_f64().max(1e-3);
+            last_cpu = (at, cpu_now);
+            eprintln!(
+                "[{backend:?}] t+{:.0}s due {due} done {done} backlog {} process CPU {:.0} % load {}",
+                seconds_between(first_due, now),
+                due.saturating_sub(done),
+                100.0 * cpu_share,
+                std::fs::read_to_string("/proc/loadavg")
+                    .unwrap_or_default()
+                    .split(' ')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
     }
     let _ = stop_tx.send(true);
     scheduler.await?;
@@ -347,14 +400,16 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     memory.peak = proc_status_mib("VmHWM");
     let report = upstream.report();
 
-    let ids = Arc::new(seeded.iter().map(|s| s.token_id).collect::<Vec<_>>());
     let rows = read_rows(&store, ids, 16).await?;
     let mut refreshed = 0;
     let mut before_expiry = 0;
     let mut reauth_required = 0;
     let mut after_expiry = Vec::new();
+    let mut lateness = Vec::with_capacity(n);
+    // Late rows by the minute their refresh was scheduled for (minutes from the first due time).
+    let mut late_by_minute = std::collections::BTreeMap::<i64, usize>::new();
     let (mut first_done, mut last_done) = (None::<OffsetDateTime>, None::<OffsetDateTime>);
-    for (row, s) in rows.iter().zip(&seeded) {
+    for ((row, s), due) in rows.iter().zip(&seeded).zip(&scheduled) {
         if row.status == ConnectionStatus::ReauthRequired {
             reauth_required += 1;
         }
@@ -366,18 +421,30 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
         let Some(done) = row.last_refreshed_at else { continue };
         first_done = Some(first_done.map_or(done, |f| f.min(done)));
         last_done = Some(last_done.map_or(done, |l| l.max(done)));
+        if let Some(due) = due {
+            lateness.push(seconds_between(*due, done).max(0.0) * 1000.0);
+        }
         if done < s.expires_at {
             before_expiry += 1;
         } else {
             after_expiry.push(seconds_between(s.expires_at, done));
+            let minute = due.map_or(-1, |d| (d - first_due).whole_minutes());
+            *late_by_minute.entry(minute).or_default() += 1;
         }
     }
     after_expiry.sort_unstable_by(f64::total_cmp);
+    lateness.sort_unstable_by(f64::total_cmp);
+    let cpu_share = (process_cpu_secs() - cpu_start) / seconds_between(first_due, clock.now()).max(1.0);
+    eprintln!(
+        "[{backend:?}] scheduled at or after expiry on first sight: {after_expiry_scheduled}; late rows by minute \
+         of their scheduled time: {late_by_minute:?}; process CPU {:.0} % of one core over the measurement",
+        100.0 * cpu_share
+    );
     let achieved_rate = match last_done {
         Some(last) => refreshed as f64 / seconds_between(first_due, last).max(1.0),
         None => 0.0,
     };
-    let ms = |q: f64| metrics.lateness_quantile(q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let ms = |q: f64| quantile(&lateness, q);
     let other_outcomes = ["transient", "error", "skipped", "superseded", "conflict"]
         .iter()
         .map(|o| format!("{o} {}", metrics.refreshes_total(o)))

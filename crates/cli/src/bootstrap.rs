@@ -44,6 +44,16 @@ pub async fn open_vault(global: &GlobalOptions) -> anyhow::Result<(Arc<Vault>, S
 
 /// As [`open_vault`], with the operator's webhook egress policy.
 pub async fn open_vault_with(global: &GlobalOptions, webhooks: WebhookPolicy) -> anyhow::Result<(Arc<Vault>, String)> {
+    let (vault, _, description) = open_vault_and_store(global, webhooks).await?;
+    Ok((vault, description))
+}
+
+/// As [`open_vault_with`], also returning the store the vault was opened on: `serve`'s start-up wiring hands
+/// it to the refresh engine, whose claims and leases live below the vault's services.
+pub async fn open_vault_and_store(
+    global: &GlobalOptions,
+    webhooks: WebhookPolicy,
+) -> anyhow::Result<(Arc<Vault>, DynStore, String)> {
     let (store, description) = open_store(global).await?;
     let env_value = std::env::var(MASTER_KEY_ENV).ok();
     let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
@@ -58,6 +68,6 @@ pub async fn open_vault_with(global: &GlobalOptions, webhooks: WebhookPolicy) ->
             ),
         );
     }
-    let vault = Vault::open(store, master, Arc::new(SystemClock)).await?.with_webhook_policy(webhooks);
-    Ok((Arc::new(vault), description))
+    let vault = Vault::open(Arc::clone(&store), master, Arc::new(SystemClock)).await?.with_webhook_policy(webhooks);
+    Ok((Arc::new(vault), store, description))
 }

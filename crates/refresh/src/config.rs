@@ -16,7 +16,7 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     /// Refresh grants in progress at once per integration.
     pub per_integration_concurrency: usize,
-    /// Refresh grants started per second per integration (token bucket), and the bucket's size.
+    /// Refresh grants started per second per integration (GCRA rate limit), and the burst allowed.
     pub per_integration_rate_per_sec: f64,
     pub per_integration_burst: u32,
     /// Lease length. Raised to at least twice the HTTP worst case, so a claimed row can still send its grant

@@ -255,22 +255,26 @@ fn std_duration(d: time::Duration) -> Duration {
 }
 
 impl RefreshEngine {
-    /// An engine over the vault's store. `oauth` sends the grants (its `HttpLimits` decide how long a lease
-    /// must still run when a grant is sent); `clock` is the process clock every schedule is computed on.
+    /// An engine over `store`, the store the vault was opened on: start-up wiring hands it over, because the
+    /// claims, leases and write-backs are the engine's own state machine below the vault's services. `oauth`
+    /// sends the grants (its `HttpLimits` decide how long a lease must still run when a grant is sent);
+    /// `clock` is the process clock every schedule is computed on.
     /// Credentials sessions need no client: they cannot be renewed and become `reauthRequired` at expiry.
     pub fn new(
         vault: Arc<Vault>,
+        store: DynStore,
         catalog: Arc<Catalog>,
         oauth: OAuthClient,
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Self {
-        Self::with_grant_sender(vault, catalog, Arc::new(oauth), clock, config)
+        Self::with_grant_sender(vault, store, catalog, Arc::new(oauth), clock, config)
     }
 
     /// [`new`](Self::new) with any [`GrantSender`] (the deterministic simulator's upstream).
     pub fn with_grant_sender(
         vault: Arc<Vault>,
+        store: DynStore,
         catalog: Arc<Catalog>,
         grants: Arc<dyn GrantSender>,
         clock: Arc<dyn Clock>,
@@ -282,7 +286,6 @@ impl RefreshEngine {
         config.on_demand_timeout = config.on_demand_timeout.max(config.lease + Duration::from_secs(1));
         config.max_in_flight = config.max_in_flight.max(1);
         config.recovery_concurrency = config.recovery_concurrency.max(1);
-        let store = Arc::clone(vault.store());
         Self {
             inner: Arc::new(Worker {
                 vault,

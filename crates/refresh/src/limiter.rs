@@ -1,55 +1,64 @@
-//! Per-integration limits on refresh grants: a concurrency cap (semaphore) and a rate limit (token bucket),
+//! Per-integration limits on refresh grants: a concurrency cap (semaphore) and a rate limit (governor's GCRA),
 //! so that one large batch cannot hammer an exchange or trip its own rate limiting for every user at once.
+//! The rate limiter runs on tokio's clock, so the paused-clock simulator and tests see the same spacing.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+/// Tokio's clock as governor sees it: the time since the limiter was made (paused with tokio in tests).
+#[derive(Debug, Clone)]
+struct TokioClock(Instant);
+
+impl GovernorClock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.0)
+    }
 }
+
+type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
 /// The limits of one integration.
-#[derive(Debug)]
 pub(crate) struct IntegrationLimiter {
     permits: Arc<Semaphore>,
-    bucket: Mutex<Bucket>,
-    rate_per_sec: f64,
-    burst: f64,
+    rate: Direct,
 }
 
-/// Longest a single wait for a bucket token can be (guards against a rate configured as ~0).
+impl std::fmt::Debug for IntegrationLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegrationLimiter").field("permits", &self.permits).finish_non_exhaustive()
+    }
+}
+
+/// Longest a single wait for a rate token can be (guards against a rate configured as ~0).
 const MAX_TOKEN_WAIT: Duration = Duration::from_secs(60);
 
 impl IntegrationLimiter {
+    /// `rate_per_sec` grants a second after a burst of `burst`; a rate that is not a positive number is 1/s.
     pub(crate) fn new(concurrency: usize, rate_per_sec: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
+        let rate_per_sec = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec } else { 1.0 };
+        // One grant per `period`; a rate above a billion per second is one per nanosecond.
+        let period = Duration::from_secs_f64(1.0 / rate_per_sec).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            bucket: Mutex::new(Bucket { tokens: burst, last: Instant::now() }),
-            rate_per_sec: if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec } else { 1.0 },
-            burst,
+            rate: RateLimiter::direct_with_clock(quota, TokioClock(Instant::now())),
         }
     }
 
-    /// Takes one bucket token now, or says how long until one is available.
+    /// Takes one rate token now, or says how long until one is available.
     fn try_take(&self) -> Result<(), Duration> {
-        let mut b = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate_per_sec).min(self.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - b.tokens) / self.rate_per_sec;
-            Err(Duration::from_secs_f64(wait).min(MAX_TOKEN_WAIT))
-        }
+        self.rate.check().map_err(|not_until| not_until.wait_time_from(self.rate.clock().now()).min(MAX_TOKEN_WAIT))
     }
 
     /// Waits for a concurrency slot, then for a rate token. The slot is held until the permit is dropped.

@@ -31,7 +31,14 @@ fn short_timeout_engine(h: &Harness) -> RefreshEngine {
         max_body_bytes: 1 << 16,
     };
     let oauth = OAuthClient::with_limits(Arc::clone(&h.clock), limits).unwrap();
-    RefreshEngine::new(Arc::clone(&h.vault), Arc::clone(&h.catalog), oauth, Arc::clone(&h.clock), EngineConfig::new())
+    RefreshEngine::new(
+        Arc::clone(&h.vault),
+        Arc::clone(&h.fresh.store),
+        Arc::clone(&h.catalog),
+        oauth,
+        Arc::clone(&h.clock),
+        EngineConfig::new(),
+    )
 }
 
 async fn lost_answer(

@@ -22,6 +22,7 @@ use linkvault_integrations::credentials::CredentialsClient;
 use linkvault_integrations::oauth::OAuthClient;
 use linkvault_integrations::{Catalog, HttpLimits};
 use linkvault_refresh::{EngineConfig, RefreshEngine};
+use linkvault_storage::DynStore;
 use linkvault_vault::Vault;
 use linkvault_webhooks::{DeliveryWorker, WorkerConfig};
 
@@ -88,14 +89,17 @@ impl AppState {
         Ok(linkvault_vault::known_integration(&self.catalog, raw)?.integration_type.clone())
     }
 
-    pub fn new(vault: Arc<Vault>, catalog: Arc<Catalog>) -> Result<Self, StateError> {
-        Self::with_tuning(vault, catalog, HttpLimits::default(), EngineConfig::new())
+    /// The services over `vault`. `store` is the store the vault was opened on, handed to the refresh engine
+    /// only (start-up wiring): the server itself reads and writes through the vault.
+    pub fn new(vault: Arc<Vault>, store: DynStore, catalog: Arc<Catalog>) -> Result<Self, StateError> {
+        Self::with_tuning(vault, store, catalog, HttpLimits::default(), EngineConfig::new())
     }
 
     /// As [`AppState::new`], with the bounds of every upstream HTTP call (`limits`) and the refresh engine's
     /// tuning set by the operator.
     pub fn with_tuning(
         vault: Arc<Vault>,
+        store: DynStore,
         catalog: Arc<Catalog>,
         limits: HttpLimits,
         engine: EngineConfig,
@@ -106,6 +110,7 @@ impl AppState {
         let exchange = ExchangeApi::new(limits).map_err(|e| StateError(e.to_string()))?;
         let engine = RefreshEngine::new(
             Arc::clone(&vault),
+            store,
             Arc::clone(&catalog),
             oauth.clone(),
             Arc::clone(vault.clock()),

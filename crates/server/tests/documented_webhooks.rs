@@ -67,7 +67,7 @@ async fn the_documented_webhook_examples_match_what_is_emitted() -> TestResult {
     };
     let stored =
         app.vault.store_credentials(&key, &IntegrationCredentials::new("a", None), &ConnectionMeta::default()).await?;
-    let mut record = app.vault.store().get_connection(stored.token_id).await?.ok_or("the connection was stored")?;
+    let mut record = app.fresh.store.get_connection(stored.token_id).await?.ok_or("the connection was stored")?;
     let now = OffsetDateTime::now_utc();
     record.refresh_expires_at = Some(now + time::Duration::days(7));
 

@@ -204,7 +204,7 @@ async fn link_pages_send_security_headers_with_the_clients_origins() -> TestResu
     assert_eq!(header(&res, "cache-control"), "no-store");
 
     let client_id: linkvault_domain::ClientId = app.client.id.parse()?;
-    app.vault.store().add_link_origin(client_id, "https://app.example", time::OffsetDateTime::now_utc()).await?;
+    app.fresh.store.add_link_origin(client_id, "https://app.example", time::OffsetDateTime::now_utc()).await?;
     let res = app.http.get(&page_url).send().await?;
     assert!(header(&res, "content-security-policy").ends_with("frame-ancestors https://app.example"));
     // Looking the page up does not use the link token.

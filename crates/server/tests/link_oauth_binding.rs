@@ -95,7 +95,7 @@ async fn only_the_starting_browser_finishes_an_oauth_sign_in() -> TestResult {
         // The state is spent: even the starting browser cannot use it now.
         assert_eq!(callback(&starter, &landing, Some(&starter_cookie)).await.0, 200);
         assert_eq!(result(&app, &bearer).await["status"], "pending", "nothing more completed");
-        assert_eq!(app.vault.store().count_connections().await?, 0, "no connection was made");
+        assert_eq!(app.fresh.store.count_connections().await?, 0, "no connection was made");
 
         // Another browser's cookie (a binding of its own, under this sign-in's cookie name) does not do.
         let popup_url = start(&app, &bearer).await;
@@ -106,7 +106,7 @@ async fn only_the_starting_browser_finishes_an_oauth_sign_in() -> TestResult {
         let landing = approve(&victim, &authorize_url).await;
         assert_eq!(callback(&victim, &landing, Some(&forged)).await.0, 403);
         assert_eq!(result(&app, &bearer).await["status"], "failed");
-        assert_eq!(app.vault.store().count_connections().await?, 0, "no connection was made");
+        assert_eq!(app.fresh.store.count_connections().await?, 0, "no connection was made");
 
         // A begin URL opened other than by the Link page's navigation (pasted, clicked in a message) is refused.
         let popup_url = start(&app, &bearer).await;
@@ -126,7 +126,7 @@ async fn only_the_starting_browser_finishes_an_oauth_sign_in() -> TestResult {
         assert!(res.text().await?.contains("data-status=\"ok\""));
         let outcome = result(&app, &bearer).await;
         assert_eq!(outcome["status"], "succeeded", "{outcome}");
-        assert_eq!(app.vault.store().count_connections().await?, 1);
+        assert_eq!(app.fresh.store.count_connections().await?, 1);
     }
     Ok(())
 }

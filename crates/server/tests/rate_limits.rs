@@ -247,8 +247,8 @@ async fn concurrent_oauth_starts_leave_at_most_five_pending() -> TestResult {
             let reply = reply?;
             assert_eq!(reply.code, 200, "{backend:?}: a new start replaces the oldest: {}", reply.body);
         }
-        let session = app.vault.store().find_link_session(&sha256(&bearer), clock.now()).await?.unwrap();
-        let pending = app.vault.store().count_pending_link_oauth(session.id, clock.now()).await?;
+        let session = app.fresh.store.find_link_session(&sha256(&bearer), clock.now()).await?.unwrap();
+        let pending = app.fresh.store.count_pending_link_oauth(session.id, clock.now()).await?;
         assert_eq!(pending, u64::from(linkvault_server::link::MAX_PENDING_OAUTH), "{backend:?}");
     }
     Ok(())
@@ -263,7 +263,7 @@ async fn the_purge_timer_removes_expired_link_rows() -> TestResult {
         let bearer = open_session(&app).await;
         let oauth = link_call(&app, "/link/api/oauth/start", Some(&bearer), None, json!({"type": "coinbase"})).await;
         assert_eq!(oauth.code, 200);
-        let store = app.vault.store();
+        let store = &app.fresh.store;
         assert!(store.find_link_by_code(&code_digest).await?.is_some());
         let session = store.find_link_session(&sha256(&bearer), clock.now()).await?.unwrap();
         assert_eq!(store.count_pending_link_oauth(session.id, clock.now()).await?, 1);

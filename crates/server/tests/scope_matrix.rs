@@ -520,7 +520,7 @@ async fn a_crash_between_send_and_write_back_does_not_transfer_twice() -> TestRe
             let token_id: linkvault_domain::TokenId = token.parse()?;
 
             // The dead process's claim, its lease already over (as after a crash)...
-            let store = app.vault.store();
+            let store = &app.fresh.store;
             let now = app.vault.clock().now();
             let stored = store.get_transfer_preview(client_id, preview_uuid).await?.ok_or("preview stored")?;
             let dead = TransferExecutionRecord {

@@ -151,10 +151,6 @@ impl Vault {
         Ok(vault)
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
-
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }

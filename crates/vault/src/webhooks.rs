@@ -81,3 +81,32 @@ impl Vault {
         Ok(Some(WebhookTarget { url: record.url, secret: SecretString::from(text), format: record.format, token_mode }))
     }
 }
+
+/// The outbox's delivery bookkeeping, for the webhook deliverer: which events are due, how an attempt ended,
+/// and the retention purge. The vault writes the events with the changes they announce; the deliverer only
+/// moves them through delivery, so it needs no store of its own.
+impl Vault {
+    /// Claims up to `limit` events due at `now` for delivery until `lease_until` (oldest first per connection).
+    pub async fn claim_webhook_deliveries(
+        &self,
+        now: time::OffsetDateTime,
+        lease_until: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<linkvault_storage::ClaimedDelivery>, VaultError> {
+        Ok(self.store.claim_outbox_deliveries(now, lease_until, limit).await?)
+    }
+
+    /// Records how one delivery attempt of event `id` ended.
+    pub async fn finish_webhook_attempt(
+        &self,
+        id: uuid::Uuid,
+        outcome: &linkvault_storage::DeliveryOutcome,
+    ) -> Result<(), VaultError> {
+        Ok(self.store.finish_outbox_attempt(id, outcome).await?)
+    }
+
+    /// Deletes events delivered or given up before `finished_before`; returns how many.
+    pub async fn purge_finished_webhooks(&self, finished_before: time::OffsetDateTime) -> Result<u64, VaultError> {
+        Ok(self.store.purge_finished_outbox(finished_before).await?)
+    }
+}

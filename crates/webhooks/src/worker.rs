@@ -138,7 +138,7 @@ impl DeliveryWorker {
         let worst = batch_worst_case(self.config.batch_size);
         let lease = time::Duration::try_from(worst + BATCH_LEASE_MARGIN).unwrap_or(time::Duration::HOUR);
         let last_start = started + worst.saturating_sub(DELIVERY_TIMEOUT + ATTEMPT_ALLOWANCE);
-        let mut claimed = self.vault.store().claim_outbox_deliveries(now, now + lease, self.config.batch_size).await?;
+        let mut claimed = self.vault.claim_webhook_deliveries(now, now + lease, self.config.batch_size).await?;
         let attempted = claimed.len();
         // One connection's events go out one after another in the order they happened (a receiver that is up
         // sees `created` before `reauthRequired` before `recovered`); different connections go out in parallel.
@@ -205,7 +205,7 @@ impl DeliveryWorker {
             return;
         }
         let retention = time::Duration::try_from(self.config.retention).unwrap_or(time::Duration::days(30));
-        match self.vault.store().purge_finished_outbox(now - retention).await {
+        match self.vault.purge_finished_webhooks(now - retention).await {
             Ok(purged) => {
                 self.metrics.purged.fetch_add(purged, Ordering::Relaxed);
                 if purged > 0 {
@@ -246,8 +246,7 @@ impl DeliveryWorker {
                 );
                 if let Err(e) = self
                     .vault
-                    .store()
-                    .finish_outbox_attempt(event.id, &DeliveryOutcome::GiveUp { at: self.clock.now(), error })
+                    .finish_webhook_attempt(event.id, &DeliveryOutcome::GiveUp { at: self.clock.now(), error })
                     .await
                 {
                     tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
@@ -291,7 +290,7 @@ impl DeliveryWorker {
             DeliveryOutcome::Retry { .. } => self.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed),
             DeliveryOutcome::GiveUp { .. } => self.metrics.given_up.fetch_add(1, Ordering::Relaxed),
         };
-        if let Err(e) = self.vault.store().finish_outbox_attempt(event.id, &outcome).await {
+        if let Err(e) = self.vault.finish_webhook_attempt(event.id, &outcome).await {
             // The lease expires and the event is attempted again: at-least-once, never lost.
             tracing::warn!(error = %e, event = %event.id, "could not record a webhook attempt");
         }

@@ -17,7 +17,7 @@ use linkvault_vault::Vault;
 use serde_json::json;
 
 use crate::GlobalOptions;
-use crate::bootstrap::open_vault_with;
+use crate::bootstrap::open_vault_and_store;
 use crate::commands::webhook_egress::WebhookEgress;
 
 mod plan;
@@ -195,7 +195,7 @@ impl ServeArgs {
 pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
     // A bad catalog stops start-up before anything else happens.
     let mut catalog = args.load_catalog()?;
-    let (vault, description) = open_vault_with(global, args.webhook_policy()).await?;
+    let (vault, store, description) = open_vault_and_store(global, args.webhook_policy()).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -215,15 +215,20 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
         None
     };
 
-    let state =
-        AppState::with_tuning(Arc::clone(&vault), Arc::new(catalog), args.tuning.limits(), args.tuning.engine())?
-            .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
-            .with_rate_limits(args.limits.config())
-            .with_metrics_token(args.metrics_token.clone())
-            .with_webhooks(linkvault_webhooks::WorkerConfig {
-                retention: Duration::from_secs(args.webhook_retention_days * 24 * 3600),
-                ..linkvault_webhooks::WorkerConfig::default()
-            })?;
+    let state = AppState::with_tuning(
+        Arc::clone(&vault),
+        store,
+        Arc::new(catalog),
+        args.tuning.limits(),
+        args.tuning.engine(),
+    )?
+    .with_link(LinkConfig::new(public_url.clone(), args.sandbox))
+    .with_rate_limits(args.limits.config())
+    .with_metrics_token(args.metrics_token.clone())
+    .with_webhooks(linkvault_webhooks::WorkerConfig {
+        retention: Duration::from_secs(args.webhook_retention_days * 24 * 3600),
+        ..linkvault_webhooks::WorkerConfig::default()
+    })?;
     // The refresh scheduler runs beside the HTTP server and stops with it; leases it holds at exit simply
     // expire and are recovered by whichever instance looks next.
     let (stop_engine, engine_stopped) = tokio::sync::watch::channel(false);

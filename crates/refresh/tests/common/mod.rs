@@ -81,8 +81,14 @@ pub async fn harness(
     );
     let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), test_limits())?;
-    let engine =
-        RefreshEngine::new(Arc::clone(&vault), Arc::clone(&catalog), oauth.clone(), Arc::clone(&clock), config);
+    let engine = RefreshEngine::new(
+        Arc::clone(&vault),
+        Arc::clone(&fresh.store),
+        Arc::clone(&catalog),
+        oauth.clone(),
+        Arc::clone(&clock),
+        config,
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))

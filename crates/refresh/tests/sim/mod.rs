@@ -215,6 +215,7 @@ async fn simulate(seed: u64, cfg: &SimConfig) -> Res<SimReport> {
             let owner = format!("sim-{n}-{generation}");
             let engine = RefreshEngine::with_grant_sender(
                 Arc::clone(&vault),
+                Arc::clone(&store),
                 Arc::clone(&catalog),
                 upstream,
                 clock,

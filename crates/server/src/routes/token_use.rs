@@ -271,7 +271,7 @@ mod tests {
         let fresh = fresh_store(Backend::Sqlite).await?;
         let vault =
             Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
-        let state = AppState::new(Arc::clone(&vault), Arc::new(Catalog::embedded()))?;
+        let state = AppState::new(Arc::clone(&vault), Arc::clone(&fresh.store), Arc::new(Catalog::embedded()))?;
         let client = vault.create_client("cm", TokenMode::Client).await?.client_id;
         let mut tokens = Vec::new();
         for scope in [Scope::Read, Scope::Write] {

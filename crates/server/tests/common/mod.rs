@@ -97,7 +97,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     let mut link = options.link.clone().unwrap_or_default();
     link.public_url = base.clone();
     link.sandbox = options.sandbox;
-    let mut state = AppState::new(Arc::clone(&vault), Arc::new(catalog))?
+    let mut state = AppState::new(Arc::clone(&vault), Arc::clone(&fresh.store), Arc::new(catalog))?
         .with_link(link)
         .with_metrics_token(options.metrics_token.clone());
     if let Some(limits) = options.rate_limits {
