@@ -9,6 +9,7 @@ use linkvault_domain::UserId;
 use linkvault_vault::LinkTokenSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -17,23 +18,37 @@ use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::link::span;
 use crate::routes::destinations::transfer_options;
+use crate::routes::openapi::ApiResult;
 
 /// Mesh's `GetLinkTokenRequest`, the fields linkvault uses (others are accepted and ignored).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct LinkTokenRequest {
+    /// Missing: 400 missingField.
+    #[schema(required = true, min_length = 1, max_length = 300)]
     user_id: Option<String>,
     /// Deprecated in Mesh's API: go straight to this integration.
+    #[schema(deprecated)]
     broker_type: Option<String>,
+    /// Mesh: defaults to true.
+    #[schema(default = true)]
     restrict_multiple_accounts: Option<bool>,
+    /// Mesh's LinkTokenTransferOptions, validated: toAddresses[{networkId, symbol, address, addressTag?, amount?}]
+    /// (≤50; known network, a symbol it carries, an address of its shape), amountInFiat, transactionId (≤128),
+    /// transferType, isInclusiveFeeEnabled, clientFee (0–1). A bad value is 400 naming its path
+    /// (transferOptions.toAddresses[0].address).
+    #[schema(value_type = Option<Object>)]
     transfer_options: Option<Value>,
+    #[schema(format = Uuid)]
     integration_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// content.linkToken: the standard, padded base64 of `<public-url>/link/broker-connect?auth_code=…`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct LinkTokenResponse {
     link_token: String,
+    /// Always null (linkvault has no payment links).
     payment_link: Option<String>,
 }
 
@@ -44,6 +59,20 @@ pub(crate) async fn issue_link_token(state: &AppState, spec: LinkTokenSpec) -> R
     Ok(base64::engine::general_purpose::STANDARD.encode(url))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/linktoken",
+    operation_id = "createLinkToken",
+    summary = "Get a short-lived, single-use link token for the hosted Link page",
+    description = "content.linkToken is the standard, padded base64 of <public-url>/link/broker-connect?auth_code=…; \
+        open it within 10 minutes, once. The session's scope is the calling key's scope. See docs/api.md#link.",
+    request_body = LinkTokenRequest,
+    responses(
+        (status = 200, description = "The link token", body = LinkTokenResponse),
+        (status = 400, description = "missingField / invalidField (errorData.field names the path, e.g. \
+            transferOptions.toAddresses[0].address) / integrationNotFound", body = ApiResult),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Client(caller): Client,

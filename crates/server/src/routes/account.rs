@@ -9,19 +9,25 @@ use linkvault_integrations::AuthScheme;
 use linkvault_integrations::oauth::TokenTypeHint;
 use linkvault_vault::{IntegrationCredentials, UseRefusal, UseRequest};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
+use crate::routes::openapi::ApiResult;
 
-#[derive(Deserialize)]
+/// Mesh's `BrokerBaseRequest`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = BrokerBaseRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RemoveRequest {
+    /// The tokenId, or (client-managed token mode) a linkvault access token lva_…
+    #[schema(min_length = 1)]
     auth_token: String,
     #[serde(rename = "type")]
     integration_type: String,
-    /// Extension: the end user whose connection this is; another user's tokenId is then not found.
+    /// Extension: the end user the call is for; another user's tokenId is then tokenNotFound
     #[serde(default)]
     user_id: Option<String>,
 }
@@ -36,6 +42,24 @@ fn read_key_cannot_remove() -> ApiError {
     )
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/account",
+    operation_id = "removeAccount",
+    summary = "Remove a connection permanently",
+    description = "With a tokenId in authToken: the connection's row and data key are destroyed at once and the \
+        tokenId is never issued again. A client-managed access token (lva_…) names its connection too (expired: \
+        403 tokenExpired, revoked: 403 tokenRevoked); the connection's token families are deleted with it.",
+    request_body = RemoveRequest,
+    responses(
+        (status = 200, description = "Removed"),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound", body = ApiResult),
+        (status = 403, description = "keyScopeInsufficient (a read key and a write-scoped connection), tokenExpired, \
+            tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound: unknown, deleted, another client's or (with userId) another \
+            user's", body = ApiResult),
+    )
+)]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Client(caller): Client,

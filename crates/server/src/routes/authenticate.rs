@@ -15,12 +15,14 @@ use linkvault_vault::{ConnectionMeta, IntegrationCredentials};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::handout::{Handout, hand_out};
+use crate::routes::openapi::{AccountToken, ApiResult, SignInOutcomeName};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,7 +31,8 @@ pub(crate) struct AuthQuery {
 }
 
 /// Mesh's `B2BBrokerAuthRequest`, the fields a username/password integration uses.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = B2BBrokerAuthRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AuthRequest {
     #[serde(rename = "type")]
@@ -38,15 +41,17 @@ pub(crate) struct AuthRequest {
     password: Option<String>,
     mfa_code: Option<String>,
     challenge_id: Option<String>,
-    /// When true, username, password and mfaCode arrive base64-encoded.
+    /// username, password and mfaCode are base64
     #[serde(default)]
     is_sensitive_fields_encrypted: bool,
 }
 
 /// Mesh's `B2BBrokerAuthResponse`, as far as linkvault fills it.
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, ToSchema)]
+#[schema(as = B2BBrokerAuthResponse)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AuthResponse {
+    #[schema(value_type = SignInOutcomeName)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
@@ -56,11 +61,14 @@ pub(crate) struct AuthResponse {
     challenge_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     challenge_expires_in_seconds: Option<i64>,
+    /// managed mode: the integration session's remaining life; client-managed mode: the access token's
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_in_seconds: Option<i64>,
+    /// client-managed mode: the refresh token's remaining life
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token_expires_in_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<AccountToken>>)]
     account_tokens: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requires_reauthentication: Option<bool>,
@@ -261,6 +269,22 @@ async fn verify_and_store_key(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/authenticate",
+    operation_id = "authenticate",
+    summary = "Sign a user in to a username/password integration (MFA loop) and store the session under a managed \
+        tokenId",
+    params(("userId" = String, Query, min_length = 1, max_length = 300)),
+    request_body = AuthRequest,
+    responses(
+        (status = 200, description = "Outcome (status inside content)", body = AuthResponse),
+        (status = 400, description = "missingField / invalidField naming the field (type: an OAuth integration), \
+            integrationNotFound, integrationUnavailable (the integration is not configured, or refused the API key \
+            check)", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn authenticate(
     State(state): State<AppState>,
     Client(caller): Client,

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api_result::ApiOk;
 use crate::auth::Client;
+use crate::routes::openapi::AuthenticationSchemes;
 
 #[derive(Serialize)]
 pub(crate) struct IntegrationList {
@@ -51,10 +52,24 @@ const fn scheme_type(auth: AuthScheme) -> &'static str {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/integrations",
+    operation_id = "listIntegrations",
+    summary = "Integrations in the catalog (Mesh IntegrationModel)",
+    responses((status = 200, description = "Catalog", body = IntegrationList))
+)]
 pub(crate) async fn list(State(state): State<AppState>, _: Client) -> ApiOk<IntegrationList> {
     ApiOk(Some(IntegrationList { items: state.catalog.iter().map(model).collect() }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/authenticationSchemes",
+    operation_id = "authenticationSchemes",
+    summary = "How each integration signs users in",
+    responses((status = 200, description = "Schemes", body = AuthenticationSchemes))
+)]
 pub(crate) async fn schemes(State(state): State<AppState>, _: Client) -> ApiOk<Vec<Value>> {
     let items = state
         .catalog

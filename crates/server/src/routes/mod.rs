@@ -4,6 +4,7 @@ mod account;
 pub(crate) mod authenticate;
 pub(crate) mod destinations;
 pub(crate) mod integrations;
+pub(crate) mod openapi;
 mod ops;
 mod portfolio;
 mod token_refresh;

@@ -7,15 +7,31 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 
 use crate::AppState;
-
-const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+use crate::routes::openapi::Health;
 
 /// Alive: the process serves HTTP. Touches nothing else (for liveness probes, and the benchmarks' baseline).
+#[utoipa::path(
+    get,
+    path = "/livez",
+    operation_id = "livez",
+    summary = "Liveness: the process answers (no database, no authentication)",
+    responses((status = 200, description = "ok", content_type = "text/plain; charset=utf-8", body = String, example = "ok"))
+)]
 pub(crate) async fn livez() -> &'static str {
     "ok"
 }
 
 /// Healthy when the database answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Healthy when the database answers",
+    responses(
+        (status = 200, description = "ok", body = Health),
+        (status = 503, description = "database unavailable", body = Health),
+    )
+)]
 pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.vault.ping().await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "database": state.vault.backend() }))),
@@ -31,6 +47,18 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse 
 
 /// The metrics in the OpenMetrics text format; with a metrics token configured, only for `Authorization: Bearer <token>` (else 401
 /// with an empty body, like `/api/v1` without credentials).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Metrics in the OpenMetrics text format (prometheus-client)",
+    responses(
+        (status = 200, description = "metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body = String),
+        (status = 401, description = "a metrics token is configured (serve --metrics-token) and the request did not \
+            bear it; empty body"),
+    )
+)]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.metrics_token {
         if !token.admits(headers.get(header::AUTHORIZATION)) {
@@ -44,6 +72,14 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
+/// This document, generated from the handlers (`routes::openapi`) and served as the same bytes every time.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
+)]
 pub(crate) async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_bytes())
 }

@@ -7,6 +7,7 @@ use linkvault_domain::{IntegrationType, Operation, UserId};
 use linkvault_integrations::api::{Balance, Holding};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
@@ -15,25 +16,36 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::token_use::{AccountFailure, Resolved, call_account, upstream_error, use_connection};
 use linkvault_vault::UseRefusal;
 
+use crate::routes::openapi::{
+    ApiResult, BalanceModel, FiatPortfolioModel, HoldingsModel, HoldingsValueModel, PortfolioModel,
+};
+
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = HoldingsRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TokenRequest {
+    /// The tokenId, or (client-managed token mode) a linkvault access token lva_…
+    #[schema(min_length = 1)]
     pub(crate) auth_token: String,
     #[serde(rename = "type")]
     pub(crate) integration_type: String,
+    /// Accepted for compatibility; market values are always included
     #[serde(default)]
-    #[allow(dead_code)] // accepted for compatibility; market values are always included
+    #[allow(dead_code)]
     include_market_value: Option<bool>,
-    /// Extension: the end user the call is for; another user's tokenId is then not found.
+    /// Extension: the end user the call is for; another user's tokenId is then tokenNotFound
     #[serde(default)]
     pub(crate) user_id: Option<String>,
 }
 
 /// Mesh's `?UserId=` of the portfolio endpoints (`userId` accepted too).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PortfolioQuery {
+    /// The end user (also accepted as userId); missing: 400 missingField.
     #[serde(rename = "UserId", alias = "userId")]
+    #[param(required = true, min_length = 1, max_length = 300)]
     user_id: Option<String>,
     /// Accepted for compatibility (seconds east of UTC); no figure here depends on the day boundary.
     #[serde(rename = "TimezoneOffset", alias = "timezoneOffset", default)]
@@ -68,6 +80,22 @@ async fn resolve_read<'a>(
     use_connection(state, caller, &req.auth_token, &req.integration_type, req.user_id.as_deref(), Operation::Read).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/holdings/get",
+    operation_id = "getHoldings",
+    summary = "Holdings of a connected account (read)",
+    description = "Resolves the tokenId (refreshing on demand) and asks the integration for the account's positions. A \
+        connection the end user must sign in to again answers 200 with content.status notAuthorized.",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Answered", body = HoldingsModel),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound", body = ApiResult),
+        (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound (unknown, another client's, or with userId another user's)", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn holdings(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -109,6 +137,22 @@ fn usd_cash(balances: &[Balance]) -> (f64, f64) {
     usd.fold((0.0, 0.0), |(cash, power), b| (cash + b.cash, power + b.buying_power))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/balance/get",
+    operation_id = "getBalance",
+    summary = "Balances of a connected account (read)",
+    description = "Resolves the tokenId (refreshing on demand) and asks the integration for the account's cash balances.",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Answered", body = BalanceModel),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
+            reauthenticationRequired (the end user must sign in again)", body = ApiResult),
+        (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound (unknown, another client's, or with userId another user's)", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn balance(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -146,6 +190,23 @@ fn crypto_totals(holdings: &[Holding]) -> (f64, Option<f64>) {
 }
 
 /// `POST /api/v1/holdings/value`: Mesh's `BrokerPortfolioValueModel` for one connection.
+#[utoipa::path(
+    post,
+    path = "/api/v1/holdings/value",
+    operation_id = "getHoldingsValue",
+    summary = "Value of a connected account (read)",
+    description = "Mesh's BrokerPortfolioValueModel: the USD value of the positions and the fiat cash, from the provider.",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Answered", body = HoldingsValueModel),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
+            reauthenticationRequired, featureNotSupported (the integration holds tokens only)", body = ApiResult),
+        (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound (unknown, another client's, or with userId another user's); \
+            notFoundAtIntegration", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn value(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -219,6 +280,19 @@ fn merge_positions(into: &mut Vec<Holding>, from: Vec<Holding>) {
 }
 
 /// `GET /api/v1/holdings/portfolio?UserId=…`: Mesh's `B2BPortfolioModel` over every connection of the user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/holdings/portfolio",
+    operation_id = "holdingsPortfolio",
+    summary = "Holdings over every connection of a user (read)",
+    description = "Mesh's B2BPortfolioModel, positions summed per symbol over the user's connections; a connection that cannot \
+        be read now is left out.",
+    params(PortfolioQuery),
+    responses(
+        (status = 200, description = "Answered", body = PortfolioModel),
+        (status = 400, description = "missingField / invalidField (UserId, TimezoneOffset)", body = ApiResult),
+    )
+)]
 pub(crate) async fn holdings_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -274,6 +348,18 @@ pub(crate) async fn holdings_portfolio(
 
 /// `GET /api/v1/balance/portfolio?UserId=…`: Mesh's `B2BFiatPortfolioModel`, fiat balances summed per
 /// currency over every connection of the user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/balance/portfolio",
+    operation_id = "balancePortfolio",
+    summary = "Fiat balances over every connection of a user (read)",
+    description = "Mesh's B2BFiatPortfolioModel, summed per currency.",
+    params(PortfolioQuery),
+    responses(
+        (status = 200, description = "Answered", body = FiatPortfolioModel),
+        (status = 400, description = "missingField / invalidField (UserId, TimezoneOffset)", body = ApiResult),
+    )
+)]
 pub(crate) async fn balance_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,

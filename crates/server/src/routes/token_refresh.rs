@@ -8,21 +8,29 @@ use linkvault_crypto::ClientTokenKind;
 use linkvault_domain::{TokenMode, TokenRefusal};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::Handout;
+use crate::routes::openapi::{ApiResult, B2BBrokerRefreshTokenResponse};
 
 /// Mesh's `BrokerRefreshTokenRequest`; the WeBull/Vanguard extras (`accessToken`, `tradeToken`, `mfaCode`,
 /// `metadata`) are accepted and ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = BrokerRefreshTokenRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RefreshRequest {
+    /// A linkvault refresh token (lvr_…)
+    #[schema(min_length = 1)]
     refresh_token: String,
+    /// The connection's integration type
     #[serde(rename = "type")]
     integration_type: String,
+    /// true: also issue a new refresh token; the presented one is spent, and presenting it again revokes every
+    /// token of its family
     #[serde(default)]
     create_new_refresh_token: Option<bool>,
 }
@@ -56,6 +64,27 @@ fn refused(why: TokenRefusal) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/token/refresh",
+    operation_id = "refreshToken",
+    summary = "Refresh client-managed tokens (client-managed token mode)",
+    description = "For clients in client-managed token mode: a new linkvault access token for a refresh token; with \
+        createNewRefreshToken also a new refresh token, spending the presented one. A spent refresh token presented \
+        again revokes the whole family (403 refreshTokenReused); afterwards every token of the family is 403 \
+        tokenRevoked. A refresh token that is unknown, another client's or for another type answers Mesh's 400 \
+        badRequest \"Unauthorized token\". Managed-mode clients get 400 badRequest: linkvault refreshes their \
+        connections itself. Mesh's WeBull/Vanguard extras (accessToken, tradeToken, mfaCode, metadata) are accepted \
+        and ignored. See docs/api.md.",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "Refreshed", body = B2BBrokerRefreshTokenResponse),
+        (status = 400, description = "badRequest (unknown refresh token: message \"Unauthorized token\"; \
+            managed-mode client), invalidField, missingField, integrationNotFound", body = ApiResult),
+        (status = 403, description = "tokenExpired (refresh token past its end), tokenRevoked, refreshTokenReused",
+            body = ApiResult),
+    )
+)]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     Client(caller): Client,

@@ -8,12 +8,16 @@ use linkvault_vault::events::mesh_account_id;
 use linkvault_vault::{ConnectionMeta, ConnectionView, IntegrationCredentials};
 use serde::{Deserialize, Serialize};
 use time::Duration;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AllOfBuilder, Object, ObjectBuilder, Ref, Schema, Type};
+use utoipa::{PartialSchema as _, ToSchema};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::seconds_until;
+use crate::routes::openapi::{ApiResult, ConnectionState, ScopeName};
 use crate::timefmt::Rfc3339Time;
 
 /// Longest integration token accepted (real ones are well under 4 KiB).
@@ -22,17 +26,26 @@ const MAX_ACCOUNT_FIELD_CHARS: usize = 300;
 /// Ten years: anything longer is a unit mistake, not a lifetime.
 const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ImportRequest {
+    #[schema(min_length = 1, max_length = 300)]
     user_id: String,
+    /// Integration type from GET /api/v1/integrations, e.g. coinbase
     #[serde(rename = "type")]
     integration_type: String,
+    #[schema(min_length = 1, max_length = 16384)]
     access_token: String,
+    #[schema(min_length = 1, max_length = 16384)]
     refresh_token: Option<String>,
+    /// Absent: the integration's default access lifetime (never 'no expiry')
+    #[schema(minimum = 1, maximum = 315_360_000)]
     expires_in_seconds: Option<u64>,
+    #[schema(minimum = 1, maximum = 315_360_000)]
     refresh_token_expires_in_seconds: Option<u64>,
+    #[schema(max_length = 300)]
     account_id: Option<String>,
+    #[schema(max_length = 300)]
     account_name: Option<String>,
 }
 
@@ -48,36 +61,91 @@ pub(crate) struct ImportResponse {
     family: Option<FamilyResponse>,
 }
 
+/// The import answer's schema, from the two flattened types': the status, `created`, and the family's fields,
+/// optional as the family is (utoipa's `flatten` of an `Option` would make them required for every client).
+impl utoipa::PartialSchema for ImportResponse {
+    fn schema() -> RefOr<Schema> {
+        let mut family = match FamilyResponse::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            _ => Object::new(),
+        };
+        family.required.clear();
+        let created = ObjectBuilder::new()
+            .property(
+                "created",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .description(Some("false when an existing connection's credentials were replaced")),
+            )
+            .required("created");
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name(StatusResponse::name()))
+            .item(created)
+            .item(family)
+            .description(Some(
+                "The stored connection's status. A managed-mode client gets its tokenId; a client-mode client gets \
+                 no tokenId but a new token family naming the connection (meshAccountId, accessToken lva_…, \
+                 refreshToken lvr_…, their lifetimes), as from /api/v1/authenticate.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ImportResponse {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((StatusResponse::name().into_owned(), StatusResponse::schema()));
+        <StatusResponse as ToSchema>::schemas(schemas);
+    }
+}
+
 /// What a client-mode client receives instead of the tokenId, as `/api/v1/authenticate` hands it out.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct FamilyResponse {
+    /// client-managed mode: a stable id derived from the connection (not usable as authToken)
     mesh_account_id: String,
+    /// client-managed mode: linkvault access token (lva_…)
     access_token: String,
+    /// client-managed mode: linkvault refresh token (lvr_…)
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// client-managed mode: the access token's remaining life
+    #[schema(required = true)]
     expires_in_seconds: Option<i64>,
+    /// client-managed mode: the refresh token's remaining life
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token_expires_in_seconds: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A connection's status, without secrets.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TokenStatus)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusResponse {
     /// Absent only in a client-mode client's import answer.
     #[serde(serialize_with = "display_some", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = Uuid, required = false)]
     token_id: Option<TokenId>,
     user_id: String,
     broker_type: String,
+    #[schema(value_type = ScopeName)]
     scope: &'static str,
+    #[schema(value_type = ConnectionState)]
     status: &'static str,
+    #[schema(required = true)]
     account_id: Option<String>,
+    #[schema(required = true)]
     account_name: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     access_token_expires_at: Option<Rfc3339Time>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     refresh_token_expires_at: Option<Rfc3339Time>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     last_refreshed_at: Option<Rfc3339Time>,
     refresh_count: u64,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Rfc3339Time,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Rfc3339Time,
 }
 
@@ -147,6 +215,20 @@ fn check_account_field(field: &str, value: Option<String>) -> Result<Option<Stri
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/import",
+    operation_id = "importTokens",
+    summary = "Store existing integration tokens under management",
+    description = "Same identity rules as a Link connection: (client, userId, type, scope of the calling key) maps \
+        to one tokenId. Importing again for the same key replaces the credentials and keeps the tokenId.",
+    request_body = ImportRequest,
+    responses(
+        (status = 200, description = "Stored", body = ImportResponse),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound", body = ApiResult),
+        (status = 500, description = "internal", body = ApiResult),
+    )
+)]
 pub(crate) async fn import(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -208,6 +290,23 @@ pub(crate) struct StatusQuery {
     user_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens/{tokenId}",
+    operation_id = "tokenStatus",
+    summary = "Status of a managed connection, without secrets",
+    params(
+        ("tokenId" = String, Path, format = Uuid),
+        ("userId" = Option<String>, Query,
+            description = "Extension: answer tokenNotFound unless the tokenId belongs to this end user"),
+    ),
+    responses(
+        (status = 200, description = "Status", body = StatusResponse),
+        (status = 400, description = "invalidField: userId is empty, too long or holds control characters", body = ApiResult),
+        (status = 404, description = "tokenNotFound: unknown, deleted, or another client's tokenId (indistinguishable)",
+            body = ApiResult),
+    )
+)]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Client(caller): Client,

@@ -8,42 +8,56 @@ use linkvault_integrations::api::{AssetNetwork, Holding};
 use linkvault_integrations::networks::{NETWORKS, Network};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::destinations::{Destination, destinations, optional_network, optional_symbol};
+use crate::routes::openapi::{ApiResult, ConfigureTransferResponse, FiatCurrency, TransferDestination};
 use crate::routes::token_use::{Resolved, call_account};
 use crate::routes::transfers::{check_amount, require_write_key, resolve_write};
 
 /// Tolerance on balance comparisons: float sums of amount and fee must not refuse an exact balance.
 const EPSILON: f64 = 1e-12;
 
-/// Mesh's `ConfigureTransferRequest` (+ the extension `userId`).
-#[derive(Deserialize)]
+/// Mesh's ConfigureTransferRequest (+ the extension userId). Without toAddresses every network and token
+/// linkvault moves is a destination.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ConfigureTransferRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConfigureRequest {
+    /// The tokenId of a write-scoped connection
+    #[schema(min_length = 1)]
     from_auth_token: String,
     from_type: String,
+    /// Not supported: send toAddresses
     #[serde(default)]
     to_auth_token: Option<String>,
+    /// Not supported
     #[serde(default)]
     to_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<TransferDestination>>, max_items = 50)]
     to_addresses: Option<Value>,
     #[serde(default)]
     symbol: Option<String>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     amount: Option<f64>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     amount_in_fiat: Option<f64>,
     #[serde(default)]
+    #[schema(value_type = Option<FiatCurrency>)]
     fiat_currency: Option<String>,
     #[serde(default)]
+    #[schema(format = Uuid)]
     network_id: Option<String>,
     #[serde(default)]
     is_inclusive_fee_enabled: Option<bool>,
+    /// Extension: refuse a tokenId of another end user as tokenNotFound
     #[serde(default)]
     user_id: Option<String>,
 }
@@ -109,6 +123,25 @@ fn validate(req: &ConfigureRequest) -> Result<ConfigureInput, ApiError> {
 }
 
 /// `POST /api/v1/transfers/managed/configure` (write).
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/managed/configure",
+    operation_id = "configureTransfer",
+    summary = "Which holdings of a connected account can go to which destination network (write key, write-scoped \
+        tokenId)",
+    description = "Lists the account's crypto positions with balances, each destination network the exchange sends \
+        them over (fee, minimum) and, when not eligible, Mesh's ineligibilityReason. See docs/api.md.",
+    request_body = ConfigureRequest,
+    responses(
+        (status = 200, description = "Configured", body = ConfigureTransferResponse),
+        (status = 400, description = "missingField / invalidField naming the field (toAddresses[0].address, symbol, \
+            …), integrationNotFound, reauthenticationRequired, featureNotSupported", body = ApiResult),
+        (status = 403, description = "keyScopeInsufficient (read key) or tokenScopeMismatch (read-scoped tokenId); \
+            tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn configure(
     State(state): State<AppState>,
     Client(caller): Client,

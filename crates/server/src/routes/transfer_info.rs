@@ -9,12 +9,14 @@ use linkvault_integrations::api::{Transfer, TransferStatus};
 use linkvault_integrations::networks::{self, NETWORKS, Network};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
+use crate::routes::openapi::{ApiResult, DepositAddressModel, NetworksModel, TokensModel, TransfersListModel};
 use crate::routes::token_use::{call_account, use_connection};
 
 /// Largest page of `transfers/list` (Mesh's `count`).
@@ -22,13 +24,16 @@ const MAX_COUNT: usize = 100;
 const DEFAULT_COUNT: usize = 20;
 
 /// Mesh's `TransfersBrokerTransactionsListRequest` (+ the extension `userId`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TransfersListRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ListRequest {
     auth_token: String,
     #[serde(rename = "type")]
     integration_type: String,
+    /// Items per page: absent or 0 is 20, more than 100 is 100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     count: Option<i64>,
     /// The offset of the page, as returned in the previous page's `cursor`.
     #[serde(default)]
@@ -38,27 +43,36 @@ pub(crate) struct ListRequest {
     /// Only transfers created at or after this time (Unix milliseconds).
     #[serde(default)]
     from: Option<i64>,
+    /// Extension: the end user the call is for
     #[serde(default)]
     user_id: Option<String>,
 }
 
 /// Mesh's `ManagedBrokerCryptocurrencyDepositAddressRequest` (+ the extension `userId`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DepositAddressRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AddressRequest {
     auth_token: String,
     #[serde(rename = "type")]
     integration_type: String,
+    /// A ticker symbol such as ETH or USDC; missing or empty: 400 missingField.
     #[serde(default)]
+    #[schema(required = true)]
     symbol: Option<String>,
+    /// The network; absent: the first network linkvault knows that carries the symbol.
     #[serde(default)]
+    #[schema(format = Uuid)]
     network_id: Option<String>,
+    /// Accepted for compatibility; no integration here asks for a code to show an address.
     #[serde(default)]
-    #[allow(dead_code)] // accepted for compatibility; no integration here asks for a code to show an address
+    #[allow(dead_code)]
+    #[schema(value_type = Object)]
     address_type: Option<Value>,
     #[serde(default)]
     #[allow(dead_code)]
     mfa_code: Option<String>,
+    /// Extension: the end user the call is for
     #[serde(default)]
     user_id: Option<String>,
 }
@@ -98,6 +112,23 @@ fn transaction(t: &Transfer) -> Value {
 }
 
 /// `POST /api/v1/transfers/list`: the connection's transfers at the provider, newest first, paginated.
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/list",
+    operation_id = "listTransfers",
+    summary = "Transfer history of a connected account (read)",
+    description = "Deposits and withdrawals from the provider, newest first; cursor is the offset of the next page.",
+    request_body = ListRequest,
+    responses(
+        (status = 200, description = "Answered", body = TransfersListModel),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
+            reauthenticationRequired, featureNotSupported (the integration holds tokens only)", body = ApiResult),
+        (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound (unknown, another client's, or with userId another user's); \
+            notFoundAtIntegration", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -161,6 +192,23 @@ fn network_of(raw: Option<&str>, symbol: &str) -> Result<&'static Network, ApiEr
 }
 
 /// `POST /api/v1/transfers/managed/address/get`: where the connected account receives `symbol` on a network.
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/managed/address/get",
+    operation_id = "depositAddress",
+    summary = "Deposit address of a connected account (read)",
+    description = "Where the account receives symbol on networkId (the first network carrying the symbol when absent).",
+    request_body = AddressRequest,
+    responses(
+        (status = 200, description = "Answered", body = DepositAddressModel),
+        (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
+            reauthenticationRequired, featureNotSupported (the integration holds tokens only)", body = ApiResult),
+        (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound (unknown, another client's, or with userId another user's); \
+            notFoundAtIntegration", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn deposit_address(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -208,6 +256,16 @@ fn network_base(n: &Network) -> Value {
 }
 
 /// `GET /api/v1/transfers/managed/networks`: Mesh's `NetworkModelResponse`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/transfers/managed/networks",
+    operation_id = "transferNetworks",
+    summary = "Networks linkvault can move assets on",
+    description = "Reference data (no token); supportedBrokerTypes are the integrations whose account API can send.",
+    responses(
+        (status = 200, description = "Answered", body = NetworksModel),
+    )
+)]
 pub(crate) async fn networks(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
     let brokers = sending_integrations(&state);
     let list: Vec<Value> = NETWORKS
@@ -229,6 +287,16 @@ pub(crate) async fn networks(State(state): State<AppState>, Client(_caller): Cli
 }
 
 /// `GET /api/v1/transfers/managed/tokens`: Mesh's `TokenNetworksResponse`, one entry per token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/transfers/managed/tokens",
+    operation_id = "transferTokens",
+    summary = "Tokens linkvault can move, with their networks",
+    description = "Reference data (no token); supportedBrokerTypes are the integrations whose account API can send.",
+    responses(
+        (status = 200, description = "Answered", body = TokensModel),
+    )
+)]
 pub(crate) async fn tokens(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
     let brokers = sending_integrations(&state);
     let mut symbols: Vec<&str> = NETWORKS.iter().flat_map(|n| n.tokens.iter().copied()).collect();

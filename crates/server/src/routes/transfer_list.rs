@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
+use crate::routes::openapi::{ApiResult, ManagedIntegrationsModel, ManagedTransferPage, MeshTransferQuery};
 use crate::transfer_follower::fee_in_symbol;
 
 const DEFAULT_COUNT: u32 = 10;
@@ -33,7 +34,7 @@ const MAX_USER_ID_CHARS: usize = 50;
 const MAX_HASH_CHARS: usize = 256;
 
 /// Mesh's parameter names, as documented (the answer to an unknown one lists them).
-const PARAMETERS: &[&str] = &[
+pub(crate) const PARAMETERS: &[&str] = &[
     "Count",
     "Offset",
     "Id",
@@ -295,6 +296,21 @@ fn transfer_model(state: &AppState, row: &TransferExecutionRecord) -> Value {
 }
 
 /// `GET /api/v1/transfers/managed/mesh`: the calling client's transfers made through linkvault.
+#[utoipa::path(
+    get,
+    path = "/api/v1/transfers/managed/mesh",
+    operation_id = "meshTransfers",
+    summary = "Transfers made through linkvault for the calling client, in Mesh's shape",
+    description = "Mesh's GET /api/v1/transfers/managed/mesh: the calling client's executed managed transfers (from \
+        the API and from Link), with their status at the provider as the transfer status follower last saw it. \
+        Parameter names are case-insensitive; an unknown, repeated or out-of-range parameter is a 400 invalidField \
+        naming it. Another client's transfers never appear.",
+    params(MeshTransferQuery),
+    responses(
+        (status = 200, description = "A page", body = ManagedTransferPage),
+        (status = 400, description = "invalidField: the message starts with the parameter's name", body = ApiResult),
+    )
+)]
 pub(crate) async fn mesh(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -313,6 +329,15 @@ pub(crate) async fn mesh(
 
 /// `GET /api/v1/transfers/managed/integrations`: each integration with whether it can send and receive
 /// managed transfers, and over which networks. Only integrations with an account API move funds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/transfers/managed/integrations",
+    operation_id = "managedTransferIntegrations",
+    summary = "Which integrations can send and receive managed transfers, over which networks",
+    description = "Reference data (no token). Only integrations with an account API in the catalog move funds; the \
+        others are listed with both flags false and no networks.",
+    responses((status = 200, description = "Answered", body = ManagedIntegrationsModel))
+)]
 pub(crate) async fn integrations(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
     let list: Vec<Value> = state
         .catalog

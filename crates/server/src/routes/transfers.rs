@@ -29,12 +29,14 @@ use linkvault_vault::{Caller, ExecutionRequest, ExecutionStep, ExecutionTicket};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
+use crate::routes::openapi::{ApiResult, ExecuteTransferResponse, FiatCurrency, PreviewTransferResponse};
 use crate::routes::token_use::{
     AccountFailure, Resolved, call_account, key_scope_insufficient, reauthentication_required_for, upstream_error,
     use_connection,
@@ -73,48 +75,73 @@ fn span(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
-/// Mesh's `PreviewTransferRequest` (+ the extension `userId`).
-#[derive(Deserialize)]
+/// Mesh's PreviewTransferRequest. Exactly one of amount and amountInFiat.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PreviewTransferRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PreviewRequest {
+    /// The tokenId of a write-scoped connection
+    #[schema(min_length = 1)]
     from_auth_token: String,
     from_type: String,
+    /// Not supported: send toAddress
     #[serde(default)]
     to_auth_token: Option<String>,
+    /// Not supported
     #[serde(default)]
     to_type: Option<String>,
+    /// Mesh's network id: Ethereum e3c7fdd8-b1fc-4e51-85ae-bb276e075611, Polygon
+    /// 7436e9d0-ba42-4d2b-b4c0-8e4e606b2c12, Solana 0291810a-5947-424d-9a59-e88bb33e999d, Base
+    /// aa883b03-120d-477c-a588-37c2afd3ca71
     #[serde(default)]
+    #[schema(required = true, format = Uuid)]
     network_id: Option<String>,
     #[serde(default)]
+    #[schema(required = true, max_length = 20)]
     symbol: Option<String>,
     #[serde(default)]
+    #[schema(required = true, max_length = 128)]
     to_address: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 128)]
     address_tag: Option<String>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     amount: Option<f64>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     amount_in_fiat: Option<f64>,
+    /// USD only
     #[serde(default)]
+    #[schema(value_type = Option<FiatCurrency>)]
     fiat_currency: Option<String>,
+    /// The client's id for the transfer: at most one transfer per client is executed under it
     #[serde(default)]
+    #[schema(max_length = 128)]
     transaction_id: Option<String>,
+    /// true is not supported
     #[serde(default)]
     is_bridging: Option<bool>,
+    /// The fee comes out of the amount
     #[serde(default)]
     is_inclusive_fee_enabled: Option<bool>,
+    /// Extension: the end user the call is for
     #[serde(default)]
     user_id: Option<String>,
 }
 
 /// Mesh's `ExecuteTransferRequest` (+ the extension `userId`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ExecuteTransferRequest)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ExecuteRequest {
+    /// The tokenId the preview was made with
+    #[schema(min_length = 1)]
     from_auth_token: String,
     from_type: String,
+    #[schema(format = Uuid)]
     preview_id: String,
-    /// The second factor, after an execute answered `mfaRequired` (Coinbase 2FA).
+    /// the second factor after an mfaRequired answer (Coinbase 2FA)
     #[serde(default)]
     mfa_code: Option<String>,
     #[serde(default)]
@@ -123,6 +150,7 @@ pub(crate) struct ExecuteRequest {
     #[serde(default)]
     #[allow(dead_code)]
     challenge_id: Option<String>,
+    /// Extension: the end user the call is for
     #[serde(default)]
     user_id: Option<String>,
 }
@@ -344,6 +372,26 @@ fn quote_refused(failure: AccountFailure, fiat: bool, resolved: &Resolved<'_>) -
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/managed/preview",
+    operation_id = "previewTransfer",
+    summary = "Preview a transfer from a connected account (write key, write-scoped tokenId)",
+    description = "Validates the request, checks balance, network and fee at the integration, and stores the preview \
+        for previewExpiresIn (300) seconds.",
+    request_body = PreviewRequest,
+    responses(
+        (status = 200, description = "Previewed", body = PreviewTransferResponse),
+        (status = 400, description = "missingField / invalidField naming the field (also for the integration's \
+            balance, network or symbol refusal: errorData.reason is insufficientBalance | belowMinimum | \
+            unsupportedNetwork | unsupportedAddress | unsupportedAsset), integrationNotFound, \
+            reauthenticationRequired", body = ApiResult),
+        (status = 403, description = "keyScopeInsufficient (read key) or tokenScopeMismatch (read-scoped tokenId); \
+            tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound", body = ApiResult),
+        (status = 500, description = "integrationUnavailable", body = ApiResult),
+    )
+)]
 pub(crate) async fn preview(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -494,6 +542,32 @@ pub(crate) fn preview_id_of(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim()).map_err(|_| ApiError::invalid_field("previewId", "must be a UUID"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers/managed/execute",
+    operation_id = "executeTransfer",
+    summary = "Execute a previewed transfer, exactly once",
+    description = "Idempotent: a retry with the same previewId, the preview's transactionId or the same \
+        Idempotency-Key header answers with the stored result (inProgress while another request holds it) and never \
+        transfers twice, across instances.",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "The client's key for this execute (per client)")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "succeeded (with the transfer), inProgress, mfaRequired, or failed (the \
+            integration refused; nothing was sent)", body = ExecuteTransferResponse),
+        (status = 400, description = "missingField / invalidField, previewExpired, reauthenticationRequired",
+            body = ApiResult),
+        (status = 403, description = "keyScopeInsufficient (read key) or tokenScopeMismatch (read-scoped tokenId); \
+            tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
+        (status = 404, description = "tokenNotFound, previewNotFound (unknown, another client's, or made with another \
+            tokenId)", body = ApiResult),
+        (status = 409, description = "idempotencyKeyReused: the transactionId or Idempotency-Key names a different \
+            transfer", body = ApiResult),
+        (status = 500, description = "integrationUnavailable: the outcome is unknown; execute again with the same \
+            previewId", body = ApiResult),
+    )
+)]
 pub(crate) async fn execute(
     State(state): State<AppState>,
     Client(caller): Client,
