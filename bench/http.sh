@@ -8,6 +8,7 @@
 # (the tokenId resolve path: authenticate the client, load the connection, check ownership, answer) and
 # POST /api/v1/holdings/get (resolve + decrypt + a call to the in-process sandbox exchange), each as a ratio to
 # /livez. The server is pinned to CPU 0 with one runtime worker; wrk runs on CPU 1.
+# The per-client API rate limit is off (`LINKVAULT_API_RATE_LIMIT=0`): wrk sends far more than 6,000 a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "install wrk (apt-get install -y wrk)"; exit 1; }
@@ -34,7 +35,7 @@ run_backend() {
   mkdir -p "$dir"
   local args=(--data-dir "$dir")
   [ -n "$url" ] && args+=(--database-url "$url")
-  TOKIO_WORKER_THREADS=1 LINKVAULT_LOG=warn taskset -c 0 "$BIN" "${args[@]}" serve --sandbox --listen 127.0.0.1:0 > "$dir/out.log" 2>&1 &
+  TOKIO_WORKER_THREADS=1 LINKVAULT_LOG=warn LINKVAULT_API_RATE_LIMIT=0 taskset -c 0 "$BIN" "${args[@]}" serve --sandbox --listen 127.0.0.1:0 > "$dir/out.log" 2>&1 &
   SERVER_PID=$!
   local base=""
   for _ in $(seq 1 100); do

@@ -6,6 +6,7 @@ use linkvault_domain::{ClientId, ConnectionStatus, NaturalKey, Scope, TokenId, T
 use time::OffsetDateTime;
 
 use crate::sql::{Dialect, Driver, Mode, Session, SqlRow, Value, corrupt, parse, run, sql, vals};
+use crate::wraps::{count_wrap, next_slot};
 use crate::{
     ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore, ConnectionRecord,
     ConnectionSummary, CredentialsUpdate, InsertOutcome, KeyVersionRecord, LeaseRelease, LinkStore, OutboxEvent,
@@ -98,11 +99,6 @@ pub(crate) async fn insert_outbox(s: &mut impl Session, e: &OutboxEvent) -> Resu
         &vals![e.id, e.client_id, &e.event_type, &e.payload, e.created_at],
     )
     .await?;
-    Ok(())
-}
-
-async fn count_wrap(s: &mut impl Session, version: u32) -> Result<()> {
-    s.execute(sql!("UPDATE key_versions SET wrap_count = wrap_count + 1 WHERE version = ?1"), &vals![version]).await?;
     Ok(())
 }
 
@@ -245,6 +241,58 @@ async fn claim_due<S: Session>(
     Ok(claimed)
 }
 
+/// `insert_connection` on PostgreSQL: the retired-id check, the insert, the wrap count and the event as one
+/// statement (data-modifying CTEs), so one round trip and PostgreSQL's implicit transaction instead of six
+/// round trips from `BEGIN` to `COMMIT`. SQLite runs the same steps in a transaction on its writer, where a
+/// round trip is a function call.
+async fn insert_connection_in_one_statement<D: Driver>(
+    d: &D,
+    connection: [Value; 27],
+    event: Option<OutboxEvent>,
+) -> Result<InsertOutcome> {
+    let mut params = connection.to_vec();
+    let event = event.as_ref();
+    params.extend(vals![
+        event.map(|e| e.id),
+        event.map(|e| e.client_id),
+        event.map(|e| e.event_type.as_str()),
+        event.map(|e| e.payload.as_str()),
+        event.map(|e| e.created_at),
+        next_slot(),
+    ]);
+    let (retired, inserted) = d
+        .one(
+            Mode::Write,
+            sql!(
+                "WITH retired AS (SELECT EXISTS (SELECT 1 FROM retired_tokens WHERE token_id = ?1) AS yes),
+                 inserted AS (
+                     INSERT INTO connections ({connection})
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                            ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27
+                     WHERE NOT (SELECT yes FROM retired)
+                     ON CONFLICT (client_id, user_id, integration, scope) DO NOTHING
+                     RETURNING key_version),
+                 wrapped AS (
+                     INSERT INTO key_version_wraps (version, slot, wraps) SELECT key_version, ?33, 1 FROM inserted
+                     ON CONFLICT (version, slot) DO UPDATE SET wraps = key_version_wraps.wraps + 1),
+                 announced AS (
+                     INSERT INTO outbox (id, client_id, event_type, payload, created_at, next_attempt_at)
+                     SELECT ?28, ?29, ?30, ?31, ?32, ?32 FROM inserted WHERE CAST(?28 AS UUID) IS NOT NULL)
+                 SELECT (SELECT yes FROM retired), EXISTS (SELECT 1 FROM inserted)"
+            ),
+            params,
+            |r| Ok((r.flag(0)?, r.flag(1)?)),
+        )
+        .await?;
+    Ok(if retired {
+        InsertOutcome::TokenIdRetired
+    } else if inserted {
+        InsertOutcome::Inserted
+    } else {
+        InsertOutcome::NaturalKeyTaken
+    })
+}
+
 #[async_trait]
 impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> Store for D {
     fn backend(&self) -> &'static str {
@@ -297,7 +345,13 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     async fn key_versions(&self) -> Result<Vec<KeyVersionRecord>> {
         self.all(
             Mode::Read,
-            sql!("SELECT version, wrapped_key, is_current, wrap_count, created_at FROM key_versions ORDER BY version"),
+            sql!(
+                "SELECT v.version, v.wrapped_key, v.is_current,
+                        v.wrap_count + CAST(COALESCE((SELECT SUM(w.wraps) FROM key_version_wraps w
+                                                      WHERE w.version = v.version), 0) AS BIGINT),
+                        v.created_at
+                 FROM key_versions v ORDER BY v.version"
+            ),
             [],
             |r| {
                 Ok(KeyVersionRecord {
@@ -494,7 +548,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     async fn find_api_key(&self, digest: &[u8]) -> Result<Option<AuthenticatedKey>> {
         let params = vals![digest];
         self.opt(
-            Mode::Read,
+            Mode::Lookup,
             sql!(
                 "SELECT k.key_id, k.client_id, k.scope, k.digest, c.token_mode, c.api_rate_limit
                      FROM api_keys k JOIN clients c ON c.client_id = k.client_id
@@ -518,7 +572,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     async fn find_connection_by_natural_key(&self, key: &NaturalKey) -> Result<Option<ConnectionRecord>> {
         let params = vals![key.client_id, key.user_id.as_str(), key.integration.as_str(), key.scope.as_str()];
         self.opt(
-            Mode::Read,
+            Mode::Lookup,
             sql!(
                 "SELECT {connection} FROM connections
                      WHERE client_id = ?1 AND user_id = ?2 AND integration = ?3 AND scope = ?4"
@@ -531,7 +585,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
 
     async fn get_connection(&self, token_id: TokenId) -> Result<Option<ConnectionRecord>> {
         self.opt(
-            Mode::Read,
+            Mode::Lookup,
             sql!("SELECT {connection} FROM connections WHERE token_id = ?1"),
             vals![token_id],
             connection_from_row,
@@ -540,7 +594,7 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
     }
 
     async fn get_connection_summary(&self, token_id: TokenId) -> Result<Option<ConnectionSummary>> {
-        self.opt(Mode::Read, sql!(
+        self.opt(Mode::Lookup, sql!(
                     "SELECT token_id, client_id, user_id, integration, scope, status, account_id, account_name,
                             access_expires_at, refresh_expires_at, last_refreshed_at, refresh_count, created_at, updated_at
                      FROM connections WHERE token_id = ?1"
@@ -578,6 +632,9 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
             short_error(r.refresh.last_error.as_deref()),
             r.refresh.reauth_warned_at,
         ];
+        if <D::Conn<'static> as Session>::DIALECT == Dialect::Postgres {
+            return insert_connection_in_one_statement(self, params, event).await;
+        }
         run!(self, Transaction, |s| {
             let retired = s
                 .query_one(

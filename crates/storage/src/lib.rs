@@ -17,6 +17,7 @@ pub mod testing;
 mod time_conv;
 mod transfers;
 mod webhooks;
+mod wraps;
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -4,12 +4,16 @@
 //! as dead tuples until vacuum: deletion removes the row and its wrapped data key at once, and
 //! `docs/architecture.md` tells operators how to make vacuum and backups honour that.
 
+mod readers;
+
 use std::str::FromStr;
+use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Row};
 
+use self::readers::{Reader, Readers};
 use crate::sql::{Dialect, Driver, Fut, Mode, Session, SqlRow, Stmt, Value};
 use crate::time_conv::to_millis;
 use crate::{Result, StorageError, Store};
@@ -25,15 +29,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0008_link_connected.sql"),
     include_str!("../migrations/postgres/0009_link_oauth_binding.sql"),
     include_str!("../migrations/postgres/0010_client_rate_limit.sql"),
+    include_str!("../migrations/postgres/0011_key_version_wraps.sql"),
 ];
 
 /// Arbitrary constant naming linkvault's migration lock.
 const MIGRATION_LOCK: i64 = 0x6c69_6e6b_7661_756c;
 const POOL_SIZE: usize = 16;
+/// Most shared connections for point lookups ([`Mode::Lookup`]). One per CPU the process may run on: each is
+/// served by one PostgreSQL backend, so one alone would cap the lookups at one database core.
+const MAX_SHARED_READERS: usize = 8;
 
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    readers: Arc<Readers>,
     schema: Option<String>,
 }
 
@@ -54,12 +63,14 @@ impl PostgresStore {
         }
         config.application_name("linkvault");
         config.connect_timeout(std::time::Duration::from_secs(10));
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let readers = Arc::new(Readers::new(config.clone(), cpus.min(MAX_SHARED_READERS)));
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StorageError::Database(format!("connection pool: {e}")))?;
-        let store = Self { pool, schema: schema.map(str::to_owned) };
+        let store = Self { pool, readers, schema: schema.map(str::to_owned) };
         store.ping().await?;
         Ok(store)
     }
@@ -69,11 +80,13 @@ impl PostgresStore {
     }
 }
 
-/// A pooled PostgreSQL connection, or a transaction on one, as a [`Session`]. Statements are prepared once
-/// per connection (the pool's statement cache): after the first use each costs one round trip.
+/// A pooled PostgreSQL connection, a transaction on one, or a shared lookup connection, as a [`Session`].
+/// Statements are prepared once per connection (the pool's statement cache, or the shared connection's):
+/// after the first use each costs one round trip.
 pub(crate) enum PgConn<'c> {
     Client(&'c deadpool_postgres::Object),
     Tx(&'c deadpool_postgres::Transaction<'c>),
+    Shared(&'c Reader),
 }
 
 /// The parameters PostgreSQL receives: [`Value::Clock`] is SQLite's, PostgreSQL reads its own clock.
@@ -88,6 +101,7 @@ impl PgConn<'_> {
         Ok(match self {
             PgConn::Client(c) => c.query(&c.prepare_cached(text).await?, &params).await?,
             PgConn::Tx(t) => t.query(&t.prepare_cached(text).await?, &params).await?,
+            PgConn::Shared(r) => r.client().query(&r.statement(text).await?, &params).await?,
         })
     }
 }
@@ -101,6 +115,7 @@ impl Session for PgConn<'_> {
         Ok(match self {
             PgConn::Client(c) => c.execute(&c.prepare_cached(text).await?, &params).await?,
             PgConn::Tx(t) => t.execute(&t.prepare_cached(text).await?, &params).await?,
+            PgConn::Shared(r) => r.client().execute(&r.statement(text).await?, &params).await?,
         })
     }
 
@@ -124,6 +139,10 @@ impl Driver for PostgresStore {
         F: for<'c> FnOnce(&'c mut Self::Conn<'c>) -> Fut<'c, Option<T>> + Send + 'static,
     {
         Box::pin(async move {
+            if mode == Mode::Lookup {
+                let reader = self.readers.get().await?;
+                return f(&mut PgConn::Shared(&reader)).await;
+            }
             let mut client = self.client().await?;
             if mode != Mode::Transaction {
                 return f(&mut PgConn::Client(&client)).await;
@@ -179,5 +198,52 @@ impl Driver for PostgresStore {
     fn scrub_deleted(&self) -> Fut<'_, ()> {
         // Dead tuples go at vacuum: `docs/architecture.md` tells operators how to make it and backups honour that.
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use linkvault_domain::TokenId;
+
+    use super::PostgresStore;
+    use crate::Store;
+    use crate::testing::{TestSchema, postgres_test_url};
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    async fn reader_pid(store: &PostgresStore) -> std::result::Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(store.readers.get().await?.client().query_one("SELECT pg_backend_pid()", &[]).await?.try_get(0)?)
+    }
+
+    /// The shared lookup connection is replaced once its backend goes away, and lookups work on the new one.
+    #[tokio::test]
+    async fn a_lost_shared_connection_is_replaced() -> TestResult {
+        let Some(url) = postgres_test_url() else { return Ok(()) };
+        let schema = TestSchema::create(&url).await?;
+        let store = schema.store().await?;
+        store.migrate().await?;
+        let outcome = async {
+            assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
+            let old = reader_pid(&store).await?;
+            let stale = store.readers.get().await?;
+            let terminated: bool =
+                store.client().await?.query_one("SELECT pg_terminate_backend($1)", &[&old]).await?.try_get(0)?;
+            assert!(terminated);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !stale.client().is_closed() {
+                assert!(Instant::now() < deadline, "the terminated connection was never seen to close");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drop(stale);
+            assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
+            assert_ne!(reader_pid(&store).await?, old, "a new backend serves the lookups");
+            TestResult::Ok(())
+        }
+        .await;
+        drop(store);
+        let _ = std::thread::spawn(move || schema.drop_blocking()).join();
+        outcome
     }
 }

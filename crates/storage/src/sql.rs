@@ -398,6 +398,9 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 pub(crate) enum Mode {
     /// Reads only (SQLite: a pooled reader and its snapshot; PostgreSQL: a pooled connection).
     Read,
+    /// A short indexed read of a few rows, on the hot paths (SQLite: as [`Mode::Read`]; PostgreSQL: a shared
+    /// connection that pipelines concurrent lookups, so nothing slow may run in this mode).
+    Lookup,
     /// Writes that need no transaction of their own, typically one statement (SQLite: the writer thread;
     /// PostgreSQL: one round trip, no `BEGIN`/`COMMIT`).
     Write,

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_link_connected.sql"),
     include_str!("../migrations/sqlite/0009_link_oauth_binding.sql"),
     include_str!("../migrations/sqlite/0010_client_rate_limit.sql"),
+    include_str!("../migrations/sqlite/0011_key_version_wraps.sql"),
 ];
 
 #[derive(Debug)]
@@ -195,7 +196,9 @@ impl Driver for SqliteStore {
     {
         match mode {
             // Inline: a point read costs less than the hop to the blocking pool.
-            Mode::Read => Box::pin(std::future::ready(self.inner.readers.read(|c| run_now(f(&mut SqliteConn(c)))))),
+            Mode::Read | Mode::Lookup => {
+                Box::pin(std::future::ready(self.inner.readers.read(|c| run_now(f(&mut SqliteConn(c))))))
+            }
             Mode::Write => Box::pin(self.write(move |c| run_now(f(&mut SqliteConn(c))))),
             Mode::Transaction => Box::pin(self.write(move |c| transaction(c, f))),
         }
