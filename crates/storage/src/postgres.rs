@@ -207,14 +207,14 @@ mod tests {
 
     use linkvault_domain::TokenId;
 
-    use super::PostgresStore;
+    use super::readers::Reader;
     use crate::Store;
     use crate::testing::{TestSchema, postgres_test_url};
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-    async fn reader_pid(store: &PostgresStore) -> std::result::Result<i32, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(store.readers.get().await?.client().query_one("SELECT pg_backend_pid()", &[]).await?.try_get(0)?)
+    async fn backend_pid(reader: &Reader) -> std::result::Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(reader.client().query_one("SELECT pg_backend_pid()", &[]).await?.try_get(0)?)
     }
 
     /// The shared lookup connection is replaced once its backend goes away, and lookups work on the new one.
@@ -226,8 +226,9 @@ mod tests {
         store.migrate().await?;
         let outcome = async {
             assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
-            let old = reader_pid(&store).await?;
+            // One shared connection (of one per CPU, taken round robin) and the backend serving it.
             let stale = store.readers.get().await?;
+            let old = backend_pid(&stale).await?;
             let terminated: bool =
                 store.client().await?.query_one("SELECT pg_terminate_backend($1)", &[&old]).await?.try_get(0)?;
             assert!(terminated);
@@ -237,8 +238,14 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             drop(stale);
-            assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
-            assert_ne!(reader_pid(&store).await?, old, "a new backend serves the lookups");
+            // Once round every slot: lookups work, and none of them is served by the terminated backend.
+            for _ in 0..store.readers.len() {
+                assert_eq!(store.get_connection_summary(TokenId::new_random()).await?, None);
+            }
+            for _ in 0..store.readers.len() {
+                let reader = store.readers.get().await?;
+                assert_ne!(backend_pid(&reader).await?, old, "a new backend serves the lookups");
+            }
             TestResult::Ok(())
         }
         .await;

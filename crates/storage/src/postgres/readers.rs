@@ -64,6 +64,12 @@ impl Readers {
         Self { config, slots: (0..count.max(1)).map(|_| Slot::default()).collect(), next: AtomicUsize::new(0) }
     }
 
+    /// How many shared connections there are (one per CPU the process may use, at most 8).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The next shared connection, round robin, connected first if it is not (or no longer) open.
     pub(super) async fn get(&self) -> Result<Arc<Reader>> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
