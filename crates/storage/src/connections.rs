@@ -32,41 +32,37 @@ async fn insert_api_key(s: &mut impl Session, k: &ApiKeyRecord) -> Result<()> {
 /// The credentials write shared by `update_credentials` (any writer) and `complete_refresh` (the lease owner).
 async fn write_credentials(s: &mut impl Session, u: &CredentialsUpdate, owner: Option<&str>) -> Result<bool> {
     let rekey = u.rekey.as_ref();
-    let changed = s
-        .execute(
-            sql!(
-                "UPDATE connections SET status = ?1, credentials = ?2, data_key_uses = ?3,
-                    key_version = COALESCE(?4, key_version), wrapped_data_key = COALESCE(?5, wrapped_data_key),
-                    data_key_generation = COALESCE(?6, data_key_generation),
-                    account_id = ?7, account_name = ?8, access_expires_at = ?9, refresh_expires_at = ?10,
-                    last_refreshed_at = ?11, refresh_count = ?12, updated_at = ?13, version = version + 1,
-                    next_refresh_at = ?16, reauth_warned_at = ?17, lease_owner = NULL, lease_until = NULL,
-                    grant_in_flight = FALSE, refresh_failures = 0, last_error = NULL
-                 WHERE token_id = ?14 AND version = ?15 AND (CAST(?18 AS TEXT) IS NULL OR lease_owner = ?18)"
-            ),
-            &vals![
-                u.status.as_str(),
-                &u.credentials,
-                u.data_key_uses,
-                rekey.map(|k| k.key_version),
-                rekey.map(|k| k.wrapped_data_key.clone()),
-                rekey.map(|k| k.data_key_generation),
-                &u.account_id,
-                &u.account_name,
-                u.access_expires_at,
-                u.refresh_expires_at,
-                u.last_refreshed_at,
-                u.refresh_count,
-                u.updated_at,
-                u.token_id,
-                u.expected_version,
-                u.next_refresh_at,
-                u.reauth_warned_at,
-                owner,
-            ],
-        )
-        .await?
-        == 1;
+    let stmt = sql!(
+        "UPDATE connections SET status = ?1, credentials = ?2, data_key_uses = ?3,
+                key_version = COALESCE(?4, key_version), wrapped_data_key = COALESCE(?5, wrapped_data_key),
+                data_key_generation = COALESCE(?6, data_key_generation),
+                account_id = ?7, account_name = ?8, access_expires_at = ?9, refresh_expires_at = ?10,
+                last_refreshed_at = ?11, refresh_count = ?12, updated_at = ?13, version = version + 1,
+                next_refresh_at = ?16, reauth_warned_at = ?17, lease_owner = NULL, lease_until = NULL,
+                grant_in_flight = FALSE, refresh_failures = 0, last_error = NULL
+             WHERE token_id = ?14 AND version = ?15 AND (CAST(?18 AS TEXT) IS NULL OR lease_owner = ?18)"
+    );
+    let params = vals![
+        u.status.as_str(),
+        &u.credentials,
+        u.data_key_uses,
+        rekey.map(|k| k.key_version),
+        rekey.map(|k| k.wrapped_data_key.clone()),
+        rekey.map(|k| k.data_key_generation),
+        &u.account_id,
+        &u.account_name,
+        u.access_expires_at,
+        u.refresh_expires_at,
+        u.last_refreshed_at,
+        u.refresh_count,
+        u.updated_at,
+        u.token_id,
+        u.expected_version,
+        u.next_refresh_at,
+        u.reauth_warned_at,
+        owner,
+    ];
+    let changed = s.execute(stmt, &params).await? == 1;
     if changed {
         if let Some(rekey) = rekey {
             count_wrap(s, rekey.key_version).await?;
@@ -95,46 +91,32 @@ async fn claim_due<S: Session>(
     let clock = Value::clock(now);
     let mut claimed = match S::DIALECT {
         Dialect::Postgres => {
-            s.all(
-                sql!(ConnectionRecord:
-                    "WITH due AS (
-                         SELECT token_id, next_refresh_at AS due_at, lease_owner IS NOT NULL AS had_lease
-                         FROM connections
-                         WHERE status = 'active' AND next_refresh_at <= ?1 AND NOT grant_in_flight
-                           AND (lease_until IS NULL OR lease_until <= {now})
-                         ORDER BY next_refresh_at LIMIT ?2
-                         FOR UPDATE SKIP LOCKED)
-                     UPDATE connections c SET lease_owner = ?3, lease_until = {now} + ?4, version = c.version + 1
-                     FROM due WHERE c.token_id = due.token_id
-                     RETURNING {c.*}, due.due_at, due.had_lease"
-                ),
-                &vals![now, limit, owner, lease, clock],
-            )
-            .await?
+            let claim = sql!(ConnectionRecord:
+                "WITH due AS (
+                     SELECT token_id, next_refresh_at AS due_at, lease_owner IS NOT NULL AS had_lease
+                     FROM connections
+                     WHERE status = 'active' AND next_refresh_at <= ?1 AND NOT grant_in_flight
+                       AND (lease_until IS NULL OR lease_until <= {now})
+                     ORDER BY next_refresh_at LIMIT ?2
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE connections c SET lease_owner = ?3, lease_until = {now} + ?4, version = c.version + 1
+                 FROM due WHERE c.token_id = due.token_id
+                 RETURNING {c.*}, due.due_at, due.had_lease");
+            s.all(claim, &vals![now, limit, owner, lease, clock]).await?
         }
         Dialect::Sqlite => {
-            let due: Vec<(TokenId, bool)> = s
-                .all(
-                    sql!(
-                        "SELECT token_id, lease_owner IS NOT NULL FROM connections
-                         WHERE status = 'active' AND next_refresh_at <= ?1 AND NOT grant_in_flight
-                           AND (lease_until IS NULL OR lease_until <= {now})
-                         ORDER BY next_refresh_at LIMIT ?2"
-                    ),
-                    &vals![now, limit, clock.clone()],
-                )
-                .await?;
-            let mut claimed = Vec::with_capacity(due.len());
-            for (token_id, had_lease) in due {
-                let record: ConnectionRecord = s
-                    .one(
-                        sql!(ConnectionRecord:
-                            "UPDATE connections SET lease_owner = ?1, lease_until = {now} + ?2, version = version + 1
-                             WHERE token_id = ?3 RETURNING {*}"
-                        ),
-                        &vals![owner, lease, token_id, clock.clone()],
-                    )
-                    .await?;
+            let due = sql!(
+                "SELECT token_id, lease_owner IS NOT NULL FROM connections
+                 WHERE status = 'active' AND next_refresh_at <= ?1 AND NOT grant_in_flight
+                   AND (lease_until IS NULL OR lease_until <= {now})
+                 ORDER BY next_refresh_at LIMIT ?2"
+            );
+            let claim = sql!(ConnectionRecord:
+                "UPDATE connections SET lease_owner = ?1, lease_until = {now} + ?2, version = version + 1
+                 WHERE token_id = ?3 RETURNING {*}");
+            let mut claimed = Vec::new();
+            for (token_id, had_lease) in s.all::<(TokenId, bool)>(due, &vals![now, limit, clock.clone()]).await? {
+                let record: ConnectionRecord = s.one(claim, &vals![owner, lease, token_id, clock.clone()]).await?;
                 let due_at = record.refresh.next_refresh_at.unwrap_or(now);
                 claimed.push(ClaimedConnection { record, due_at, took_over_expired_lease: had_lease });
             }

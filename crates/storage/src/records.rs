@@ -169,6 +169,16 @@ record! {
         pub created_at: OffsetDateTime,
     }
 
+    /// A row whose data key is wrapped by an old key version, as re-wrapping reads it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RewrapCandidate {
+        pub token_id: TokenId,
+        pub client_id: ClientId,
+        pub key_version: u32,
+        pub data_key_generation: u32,
+        pub wrapped_data_key: Vec<u8>,
+    }
+
     /// A connection the scheduler claimed.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct ClaimedConnection {
@@ -248,15 +258,4 @@ pub enum InsertOutcome {
     NaturalKeyTaken,
     /// The tokenId was deleted once and may never be issued again; draw another.
     TokenIdRetired,
-}
-
-record! {
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct RewrapCandidate {
-        pub token_id: TokenId,
-        pub client_id: ClientId,
-        pub key_version: u32,
-        pub data_key_generation: u32,
-        pub wrapped_data_key: Vec<u8>,
-    }
 }

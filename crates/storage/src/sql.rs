@@ -5,11 +5,16 @@
 //!   `{now}` is the lease clock (PostgreSQL's `clock_timestamp()`, so instances whose clocks disagree still agree
 //!   on leases; on SQLite, whose file belongs to one host, the caller's `now` passed as a trailing
 //!   [`Value::Clock`]); `{pg:…}` / `{sqlite:…}` keep text for one dialect only (locking clauses, `seq` vs
-//!   `rowid`); `{connection}` / `{c.connection}` expand to the connection column list.
-//! - [`Value`]: one parameter type; on PostgreSQL it adapts to the column type the server inferred (UUID or
-//!   text, `INTEGER` or `BIGINT`, `BOOLEAN`), on SQLite it binds without allocating.
+//!   `rowid`); `{*}`, `{c.*}` and `{?*}` are the column list of the statement's record (`sql!(Record: "…")`),
+//!   qualified, and its placeholders.
+//! - [`record!`]: a record struct is its table's column list: field names are column names, and the same
+//!   declaration gives the decoder ([`Columns::read`], by position) and the insert parameters
+//!   ([`Columns::values`]). Column types implement [`Column`]; tuples of them decode ad-hoc rows.
+//! - [`Value`]: one parameter type ([`Param`] binds a Rust value); on PostgreSQL it adapts to the column type
+//!   the server inferred (UUID or text, `INTEGER` or `BIGINT`, `BOOLEAN`), on SQLite it binds without allocating.
 //! - [`SqlRow`]: reading a result column by position, for `rusqlite::Row` and `tokio_postgres::Row`.
-//! - [`Session`] runs statements; [`Driver`] hands a session out for a read or a transaction. The drivers
+//! - [`Session`] runs statements; [`Driver`] hands a session out for a read or a transaction, with one-statement
+//!   helpers (`exec`, `changed`, `one`, `opt`, `all`) decoding into the type asked for. The drivers
 //!   (`sqlite`, `postgres`) keep only what truly differs: the SQLite writer thread and snapshot readers, the
 //!   PostgreSQL pool, the migration runners.
 
