@@ -582,14 +582,14 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug + 'static {
 
     /// The first row of one query, if any.
     fn opt<T: Columns>(&self, mode: Mode, stmt: &'static Stmt, params: impl Params) -> Fut<'_, Option<T>> {
-        let rows = self.all(mode, stmt, params);
-        Box::pin(async move { Ok(rows.await?.into_iter().next()) })
+        let run = self.run(mode, move |s| Box::pin(async move { s.opt(stmt, params.as_ref()).await.map(Some) }));
+        Box::pin(async move { ran(run.await) })
     }
 
     /// The first row of a read that always returns one.
     fn one<T: Columns>(&self, stmt: &'static Stmt, params: impl Params) -> Fut<'_, T> {
-        let row = self.opt(Mode::Read, stmt, params);
-        Box::pin(async move { row.await?.ok_or_else(|| StorageError::Database("a query returned no row".into())) })
+        let run = self.run(Mode::Read, move |s| Box::pin(async move { s.one(stmt, params.as_ref()).await.map(Some) }));
+        Box::pin(async move { ran(run.await) })
     }
 }
 
