@@ -22,26 +22,28 @@ use linkvault_domain::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sql::{Driver, Mode, Session, SqlRow, Stmt, run, sql, vals};
+use crate::sql::{Columns, Driver, Mode, Session, record, run, sql, vals};
 use crate::{Result, StorageError};
 
-/// One token family: a hand-out of one connection to its client.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenFamilyRecord {
-    pub family_id: Uuid,
-    pub token_id: TokenId,
-    pub client_id: ClientId,
-    /// The connection's integration type (a refresh must name it, as Mesh's `type`).
-    pub integration: String,
-    /// HMAC-SHA256 of the current refresh token.
-    pub refresh_digest: Vec<u8>,
-    pub refresh_expires_at: Option<OffsetDateTime>,
-    /// Rotations so far.
-    pub generation: u64,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    pub revoked_at: Option<OffsetDateTime>,
-    pub revoked_reason: Option<RevokedReason>,
+record! {
+    /// One token family: a hand-out of one connection to its client.
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct TokenFamilyRecord {
+        pub family_id: Uuid,
+        pub token_id: TokenId,
+        pub client_id: ClientId,
+        /// The connection's integration type (a refresh must name it, as Mesh's `type`).
+        pub integration: String,
+        /// HMAC-SHA256 of the current refresh token.
+        pub refresh_digest: Vec<u8>,
+        pub refresh_expires_at: Option<OffsetDateTime>,
+        /// Rotations so far.
+        pub generation: u64,
+        pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+        pub revoked_at: Option<OffsetDateTime>,
+        pub revoked_reason: Option<RevokedReason>,
+    }
 }
 
 impl TokenFamilyRecord {
@@ -121,11 +123,13 @@ pub enum RefreshOutcome {
     Refused(TokenRefusal),
 }
 
-/// What an access token's digest matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessTokenMatch {
-    pub family: TokenFamilyRecord,
-    pub expires_at: OffsetDateTime,
+record! {
+    /// What an access token's digest matched.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AccessTokenMatch {
+        pub family: TokenFamilyRecord,
+        pub expires_at: OffsetDateTime,
+    }
 }
 
 /// Everything client-managed tokens persist. Implemented by both backends; every method is atomic on its own.
@@ -151,37 +155,10 @@ pub trait ClientTokenStore: Send + Sync {
 /// Compare-and-set rounds before giving up; more than one only if the row changed between lookup and update.
 const MAX_ROUNDS: usize = 3;
 
-/// Read by `family_from_row`, in this order (`f` is `client_token_families`).
-macro_rules! family_columns {
-    () => {
-        "f.family_id, f.token_id, f.client_id, f.integration, f.refresh_digest, f.refresh_expires_at, f.generation,
-         f.created_at, f.updated_at, f.revoked_at, f.revoked_reason"
-    };
-}
-
-fn family_from_row(r: &dyn SqlRow) -> Result<TokenFamilyRecord> {
-    Ok(TokenFamilyRecord {
-        family_id: r.uuid(0)?,
-        token_id: r.token_id(1)?,
-        client_id: r.client_id(2)?,
-        integration: r.string(3)?,
-        refresh_digest: r.bytes(4)?,
-        refresh_expires_at: r.time_opt(5)?,
-        generation: r.u64(6)?,
-        created_at: r.time(7)?,
-        updated_at: r.time(8)?,
-        revoked_at: r.time_opt(9)?,
-        revoked_reason: r.text_opt(10)?.and_then(RevokedReason::parse),
-    })
-}
-
 async fn insert_access(s: &mut impl Session, family_id: Uuid, a: &NewAccessToken, now: OffsetDateTime) -> Result<()> {
-    s.execute(
-        sql!("INSERT INTO client_access_tokens (digest, family_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)"),
-        &vals![&a.digest, family_id, a.expires_at, now],
-    )
-    .await?;
-    Ok(())
+    let stmt =
+        sql!("INSERT INTO client_access_tokens (digest, family_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)");
+    s.execute(stmt, &vals![&a.digest, family_id, a.expires_at, now]).await.map(drop)
 }
 
 /// The family the presented digest is the current refresh token of (`FOR UPDATE` on PostgreSQL), or one it
@@ -189,21 +166,15 @@ async fn insert_access(s: &mut impl Session, family_id: Uuid, a: &NewAccessToken
 async fn lookup_refresh(s: &mut impl Session, r: &FamilyRefresh) -> Result<(RefreshMatch, Option<TokenFamilyRecord>)> {
     let owned = |f: &TokenFamilyRecord| f.client_id == r.client_id && f.integration == r.integration;
     let digest = vals![&r.presented_digest];
-    let current: &Stmt = sql!(concat!(
-        "SELECT ",
-        family_columns!(),
-        " FROM client_token_families f WHERE f.refresh_digest = ?1{pg: FOR UPDATE}"
-    ));
-    if let Some(f) = s.query_opt(current, &digest, family_from_row).await?.filter(owned) {
+    let current = sql!(TokenFamilyRecord:
+        "SELECT {f.*} FROM client_token_families f WHERE f.refresh_digest = ?1{pg: FOR UPDATE}");
+    if let Some(f) = s.opt::<TokenFamilyRecord>(current, &digest).await?.filter(owned) {
         return Ok((RefreshMatch::Current { family: f.state(), refresh_expires_at: f.refresh_expires_at }, Some(f)));
     }
-    let spent: &Stmt = sql!(concat!(
-        "SELECT ",
-        family_columns!(),
-        " FROM client_spent_refresh_tokens s JOIN client_token_families f ON f.family_id = s.family_id
-         WHERE s.digest = ?1{pg: FOR UPDATE OF f}"
-    ));
-    Ok(match s.query_opt(spent, &digest, family_from_row).await?.filter(owned) {
+    let spent = sql!(TokenFamilyRecord:
+        "SELECT {f.*} FROM client_spent_refresh_tokens s JOIN client_token_families f ON f.family_id = s.family_id
+         WHERE s.digest = ?1{pg: FOR UPDATE OF f}");
+    Ok(match s.opt::<TokenFamilyRecord>(spent, &digest).await?.filter(owned) {
         Some(f) => (RefreshMatch::Spent { family: f.state() }, Some(f)),
         None => (RefreshMatch::Unknown, None),
     })
@@ -216,74 +187,48 @@ async fn apply_refresh(s: &mut impl Session, r: &FamilyRefresh) -> Result<Option
         (RefreshDecision::Refuse(why), _) => return Ok(Some(RefreshOutcome::Refused(why))),
         (_, None) => return Ok(Some(RefreshOutcome::Refused(TokenRefusal::Unknown))),
         (RefreshDecision::RevokeForReuse, Some(f)) => {
-            s.execute(
-                sql!(
-                    "UPDATE client_token_families
-                     SET revoked_at = ?1, revoked_reason = 'refreshTokenReused', updated_at = ?1
-                     WHERE family_id = ?2 AND revoked_at IS NULL"
-                ),
-                &vals![r.now, f.family_id],
-            )
-            .await?;
+            let revoke = sql!(
+                "UPDATE client_token_families
+                               SET revoked_at = ?1, revoked_reason = 'refreshTokenReused', updated_at = ?1
+                               WHERE family_id = ?2 AND revoked_at IS NULL"
+            );
+            s.execute(revoke, &vals![r.now, f.family_id]).await?;
             return Ok(Some(RefreshOutcome::Refused(TokenRefusal::RefreshTokenReused)));
         }
         (RefreshDecision::Issue { rotate }, Some(f)) => (rotate, f),
     };
     let (changed, refresh_end) = match &r.rotate_to {
         Some((new_digest, end)) if rotate => {
-            let changed = s
-                .execute(
-                    sql!(
-                        "UPDATE client_token_families
-                         SET refresh_digest = ?1, refresh_expires_at = ?2, generation = generation + 1, updated_at = ?3
-                         WHERE family_id = ?4 AND refresh_digest = ?5 AND generation = ?6 AND revoked_at IS NULL"
-                    ),
-                    &vals![new_digest, *end, r.now, f.family_id, &r.presented_digest, f.generation],
-                )
-                .await?
-                == 1;
+            let rotate = sql!("UPDATE client_token_families
+                               SET refresh_digest = ?1, refresh_expires_at = ?2, generation = generation + 1, updated_at = ?3
+                               WHERE family_id = ?4 AND refresh_digest = ?5 AND generation = ?6 AND revoked_at IS NULL");
+            let params = vals![new_digest, *end, r.now, f.family_id, &r.presented_digest, f.generation];
+            let changed = s.execute(rotate, &params).await? == 1;
             if changed {
-                s.execute(
-                    sql!("INSERT INTO client_spent_refresh_tokens (digest, family_id, spent_at) VALUES (?1, ?2, ?3)"),
-                    &vals![&r.presented_digest, f.family_id, r.now],
-                )
-                .await?;
+                let spend =
+                    sql!("INSERT INTO client_spent_refresh_tokens (digest, family_id, spent_at) VALUES (?1, ?2, ?3)");
+                s.execute(spend, &vals![&r.presented_digest, f.family_id, r.now]).await?;
             }
             (changed, *end)
         }
         _ => {
-            let changed = s
-                .execute(
-                    sql!(
-                        "UPDATE client_token_families SET updated_at = ?1
-                         WHERE family_id = ?2 AND refresh_digest = ?3 AND revoked_at IS NULL"
-                    ),
-                    &vals![r.now, f.family_id, &r.presented_digest],
-                )
-                .await?
-                == 1;
-            (changed, f.refresh_expires_at)
+            let touch = sql!(
+                "UPDATE client_token_families SET updated_at = ?1
+                              WHERE family_id = ?2 AND refresh_digest = ?3 AND revoked_at IS NULL"
+            );
+            (s.execute(touch, &vals![r.now, f.family_id, &r.presented_digest]).await? == 1, f.refresh_expires_at)
         }
     };
     if !changed {
         return Ok(None);
     }
-    s.execute(
-        sql!("DELETE FROM client_access_tokens WHERE family_id = ?1 AND expires_at <= ?2"),
-        &vals![f.family_id, r.purge_expired_before],
-    )
-    .await?;
+    let purge = sql!("DELETE FROM client_access_tokens WHERE family_id = ?1 AND expires_at <= ?2");
+    s.execute(purge, &vals![f.family_id, r.purge_expired_before]).await?;
     let access_expires_at = access_expiry(r.now, r.access_ttl, refresh_end);
     let access = NewAccessToken { digest: r.access_digest.clone(), expires_at: access_expires_at };
     insert_access(s, f.family_id, &access, r.now).await?;
-    let family = s
-        .query_opt(
-            sql!(concat!("SELECT ", family_columns!(), " FROM client_token_families f WHERE f.family_id = ?1")),
-            &vals![f.family_id],
-            family_from_row,
-        )
-        .await?
-        .ok_or_else(|| StorageError::Database("token family vanished inside its transaction".into()))?;
+    let family = sql!(TokenFamilyRecord: "SELECT {*} FROM client_token_families WHERE family_id = ?1");
+    let family = s.one(family, &vals![f.family_id]).await?;
     Ok(Some(RefreshOutcome::Refreshed { family, access_expires_at }))
 }
 
@@ -292,33 +237,14 @@ impl<D: Driver> ClientTokenStore for D {
     async fn issue_token_family(&self, family: &TokenFamilyRecord, access: &NewAccessToken) -> Result<()> {
         let (f, access) = (family.clone(), access.clone());
         run!(self, Transaction, |s| {
-            s.execute(
-                sql!(
-                    "UPDATE client_token_families SET revoked_at = ?1, revoked_reason = 'superseded', updated_at = ?1
-                     WHERE token_id = ?2 AND revoked_at IS NULL"
-                ),
-                &vals![f.created_at, f.token_id],
-            )
-            .await?;
-            s.execute(
-                sql!(
-                    "INSERT INTO client_token_families (family_id, token_id, client_id, integration, refresh_digest,
-                         refresh_expires_at, generation, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                &vals![
-                    f.family_id,
-                    f.token_id,
-                    f.client_id,
-                    &f.integration,
-                    &f.refresh_digest,
-                    f.refresh_expires_at,
-                    f.generation,
-                    f.created_at,
-                    f.updated_at,
-                ],
-            )
-            .await?;
+            let supersede = sql!(
+                "UPDATE client_token_families SET revoked_at = ?1, revoked_reason = 'superseded',
+                                      updated_at = ?1
+                                  WHERE token_id = ?2 AND revoked_at IS NULL"
+            );
+            s.execute(supersede, &vals![f.created_at, f.token_id]).await?;
+            let insert = sql!(TokenFamilyRecord: "INSERT INTO client_token_families ({*}) VALUES ({?*})");
+            s.execute(insert, &f.values()).await?;
             insert_access(s, f.family_id, &access, f.created_at).await
         })
     }
@@ -336,33 +262,14 @@ impl<D: Driver> ClientTokenStore for D {
     }
 
     async fn find_access_token(&self, digest: &[u8]) -> Result<Option<AccessTokenMatch>> {
-        let digest = vals![digest];
-        self.opt(
-            Mode::Read,
-            sql!(concat!(
-                "SELECT ",
-                family_columns!(),
-                ", a.expires_at FROM client_access_tokens a
-                     JOIN client_token_families f ON f.family_id = a.family_id WHERE a.digest = ?1"
-            )),
-            digest,
-            |r| Ok(AccessTokenMatch { family: family_from_row(r)?, expires_at: r.time(11)? }),
-        )
-        .await
+        let stmt = sql!(TokenFamilyRecord: "SELECT {f.*}, a.expires_at FROM client_access_tokens a
+                         JOIN client_token_families f ON f.family_id = a.family_id WHERE a.digest = ?1");
+        self.opt(Mode::Read, stmt, vals![digest]).await
     }
 
     async fn token_families(&self, token_id: TokenId) -> Result<Vec<TokenFamilyRecord>> {
-        self.all(
-            Mode::Read,
-            sql!(concat!(
-                "SELECT ",
-                family_columns!(),
-                " FROM client_token_families f WHERE f.token_id = ?1
-                     ORDER BY f.created_at, {sqlite:f.rowid}{pg:f.family_id}"
-            )),
-            vals![token_id],
-            family_from_row,
-        )
-        .await
+        let stmt = sql!(TokenFamilyRecord: "SELECT {*} FROM client_token_families WHERE token_id = ?1
+                         ORDER BY created_at, {sqlite:rowid}{pg:family_id}");
+        self.all(Mode::Read, stmt, vals![token_id]).await
     }
 }

@@ -11,30 +11,33 @@ use linkvault_domain::{ClientId, Scope, TokenId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sql::{Driver, Mode, Session, SqlRow, Stmt, parse, run, sql, vals};
+use crate::sql::Mode::{Read, Write};
+use crate::sql::{Columns, Driver, Session, Stmt, columns, record, run, sql, vals};
 use crate::{Result, short_error};
 
-/// A link token and, once started, its browser session.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LinkSessionRecord {
-    pub id: Uuid,
-    /// SHA-256 of the auth_code carried in the link token's URL.
-    pub code_digest: Vec<u8>,
-    pub client_id: ClientId,
-    pub user_id: String,
-    /// The scope of the API key that created the link token.
-    pub scope: Scope,
-    pub integration_id: Option<Uuid>,
-    pub restrict_multiple_accounts: bool,
-    /// `transferOptions` as sent, JSON text.
-    pub transfer_options: Option<String>,
-    pub created_at: OffsetDateTime,
-    /// The link token must be started before this.
-    pub expires_at: OffsetDateTime,
-    pub used_at: Option<OffsetDateTime>,
-    pub session_expires_at: Option<OffsetDateTime>,
-    /// The integration type this session connected first (migration 0008); `None` until a sign-in succeeds.
-    pub connected_integration: Option<String>,
+record! {
+    /// A link token and, once started, its browser session.
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct LinkSessionRecord {
+        pub id: Uuid,
+        /// SHA-256 of the auth_code carried in the link token's URL.
+        pub code_digest: Vec<u8>,
+        pub client_id: ClientId,
+        pub user_id: String,
+        /// The scope of the API key that created the link token.
+        pub scope: Scope,
+        pub integration_id: Option<Uuid>,
+        pub restrict_multiple_accounts: bool,
+        /// `transferOptions` as sent, JSON text.
+        pub transfer_options: Option<String>,
+        pub created_at: OffsetDateTime,
+        /// The link token must be started before this.
+        pub expires_at: OffsetDateTime,
+        pub used_at: Option<OffsetDateTime>,
+        pub session_expires_at: Option<OffsetDateTime>,
+        /// The integration type this session connected first (migration 0008); `None` until a sign-in succeeds.
+        pub connected_integration: Option<String>,
+    }
 }
 
 impl fmt::Debug for LinkSessionRecord {
@@ -67,23 +70,25 @@ pub enum LinkStart {
     Unknown,
 }
 
-/// An OAuth sign-in started from a Link session, waiting for the integration's callback.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LinkOAuthRecord {
-    /// SHA-256 of the `state` sent to the integration.
-    pub state_digest: Vec<u8>,
-    pub session_id: Uuid,
-    pub integration: String,
-    /// The PKCE verifier (needed for the code exchange; cleared when the callback claims the row).
-    pub pkce_verifier: String,
-    pub created_at: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
-    /// SHA-256 of the one-time nonce of the `/link/oauth/begin` URL (migration 0009); cleared when used.
-    pub begin_digest: Option<Vec<u8>>,
-    /// The integration's authorize URL the begin step redirects to; cleared when the begin step runs.
-    pub authorize_url: Option<String>,
-    /// SHA-256 of the binding cookie the begin step set in the starting browser; `None` until then.
-    pub binding_digest: Option<Vec<u8>>,
+record! {
+    /// An OAuth sign-in started from a Link session, waiting for the integration's callback.
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct LinkOAuthRecord {
+        /// SHA-256 of the `state` sent to the integration.
+        pub state_digest: Vec<u8>,
+        pub session_id: Uuid,
+        pub integration: String,
+        /// The PKCE verifier (needed for the code exchange; cleared when the callback claims the row).
+        pub pkce_verifier: String,
+        pub created_at: OffsetDateTime,
+        pub expires_at: OffsetDateTime,
+        /// SHA-256 of the one-time nonce of the `/link/oauth/begin` URL (migration 0009); cleared when used.
+        pub begin_digest: Option<Vec<u8>>,
+        /// The integration's authorize URL the begin step redirects to; cleared when the begin step runs.
+        pub authorize_url: Option<String>,
+        /// SHA-256 of the binding cookie the begin step set in the starting browser; `None` until then.
+        pub binding_digest: Option<Vec<u8>>,
+    }
 }
 
 impl fmt::Debug for LinkOAuthRecord {
@@ -99,13 +104,15 @@ impl fmt::Debug for LinkOAuthRecord {
     }
 }
 
-/// The result of a completed OAuth sign-in, collected once by the Link page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkOAuthOutcome {
-    pub integration: String,
-    pub token_id: Option<TokenId>,
-    /// A short, user-presentable reason when the sign-in failed.
-    pub error: Option<String>,
+record! {
+    /// The result of a completed OAuth sign-in, collected once by the Link page.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LinkOAuthOutcome {
+        pub integration: String,
+        pub token_id: Option<TokenId>,
+        /// A short, user-presentable reason when the sign-in failed.
+        pub error: Option<String>,
+    }
 }
 
 /// Everything the Link feature persists. Implemented by both backends; every method is atomic on its own.
@@ -175,65 +182,17 @@ pub trait LinkStore: Send + Sync {
     async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64>;
 }
 
-/// Read by `session_from_row`, in this order.
-macro_rules! session_columns {
-    () => {
-        "id, code_digest, client_id, user_id, scope, integration_id, restrict_multiple_accounts, transfer_options,
-         created_at, expires_at, used_at, session_expires_at, connected_integration"
-    };
-}
-
-fn session_from_row(r: &dyn SqlRow) -> Result<LinkSessionRecord> {
-    Ok(LinkSessionRecord {
-        id: r.uuid(0)?,
-        code_digest: r.bytes(1)?,
-        client_id: r.client_id(2)?,
-        user_id: r.string(3)?,
-        scope: parse::<Scope>("scope", r.text(4)?)?,
-        integration_id: r.uuid_opt(5)?,
-        restrict_multiple_accounts: r.flag(6)?,
-        transfer_options: r.string_opt(7)?,
-        created_at: r.time(8)?,
-        expires_at: r.time(9)?,
-        used_at: r.time_opt(10)?,
-        session_expires_at: r.time_opt(11)?,
-        connected_integration: r.string_opt(12)?,
-    })
-}
-
-static BY_CODE: Stmt = Stmt::new(concat!("SELECT ", session_columns!(), " FROM link_sessions WHERE code_digest = ?1"));
+static BY_CODE: Stmt =
+    Stmt::new("SELECT {*} FROM link_sessions WHERE code_digest = ?1", Some(columns::<LinkSessionRecord>));
 
 #[async_trait]
 impl<D: Driver> LinkStore for D {
     async fn insert_link_session(&self, r: &LinkSessionRecord) -> Result<()> {
-        let params = vals![
-            r.id,
-            &r.code_digest,
-            r.client_id,
-            &r.user_id,
-            r.scope.as_str(),
-            r.integration_id,
-            r.restrict_multiple_accounts,
-            &r.transfer_options,
-            r.created_at,
-            r.expires_at,
-        ];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "INSERT INTO link_sessions (id, code_digest, client_id, user_id, scope, integration_id,
-                     restrict_multiple_accounts, transfer_options, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ),
-            params,
-        )
-        .await
-        .map(drop)
+        self.exec(sql!(LinkSessionRecord: "INSERT INTO link_sessions ({*}) VALUES ({?*})"), r.values()).await.map(drop)
     }
 
     async fn find_link_by_code(&self, code_digest: &[u8]) -> Result<Option<LinkSessionRecord>> {
-        let params = vals![code_digest];
-        self.opt(Mode::Read, &BY_CODE, params, session_from_row).await
+        self.opt(Read, &BY_CODE, vals![code_digest]).await
     }
 
     async fn start_link_session(
@@ -245,21 +204,13 @@ impl<D: Driver> LinkStore for D {
     ) -> Result<LinkStart> {
         let params = vals![code_digest, now, session_digest, session_expires_at];
         run!(self, Write, |s| {
-            let started = s
-                .query_opt(
-                    sql!(concat!(
-                        "UPDATE link_sessions SET used_at = ?2, session_digest = ?3, session_expires_at = ?4
-                         WHERE code_digest = ?1 AND used_at IS NULL AND expires_at > ?2 RETURNING ",
-                        session_columns!()
-                    )),
-                    &params,
-                    session_from_row,
-                )
-                .await?;
-            if let Some(started) = started {
+            let start = sql!(LinkSessionRecord:
+                "UPDATE link_sessions SET used_at = ?2, session_digest = ?3, session_expires_at = ?4
+                 WHERE code_digest = ?1 AND used_at IS NULL AND expires_at > ?2 RETURNING {*}");
+            if let Some(started) = s.opt(start, &params).await? {
                 return Ok(LinkStart::Started(Box::new(started)));
             }
-            Ok(match s.query_opt(&BY_CODE, &params[..1], session_from_row).await? {
+            Ok(match s.opt::<LinkSessionRecord>(&BY_CODE, &params[..1]).await? {
                 None => LinkStart::Unknown,
                 Some(r) if r.used_at.is_some() => LinkStart::Used,
                 Some(_) => LinkStart::Expired,
@@ -268,93 +219,46 @@ impl<D: Driver> LinkStore for D {
     }
 
     async fn find_link_session(&self, session_digest: &[u8], now: OffsetDateTime) -> Result<Option<LinkSessionRecord>> {
-        let params = vals![session_digest, now];
-        self.opt(
-            Mode::Read,
-            sql!(concat!(
-                "SELECT ",
-                session_columns!(),
-                " FROM link_sessions WHERE session_digest = ?1 AND session_expires_at > ?2"
-            )),
-            params,
-            session_from_row,
-        )
-        .await
+        let stmt = sql!(LinkSessionRecord:
+            "SELECT {*} FROM link_sessions WHERE session_digest = ?1 AND session_expires_at > ?2");
+        self.opt(Read, stmt, vals![session_digest, now]).await
     }
 
     async fn get_link_session(&self, id: Uuid) -> Result<Option<LinkSessionRecord>> {
-        self.opt(
-            Mode::Read,
-            sql!(concat!("SELECT ", session_columns!(), " FROM link_sessions WHERE id = ?1")),
-            vals![id],
-            session_from_row,
-        )
-        .await
+        self.opt(Read, sql!(LinkSessionRecord: "SELECT {*} FROM link_sessions WHERE id = ?1"), vals![id]).await
     }
 
     async fn claim_link_connection(&self, id: Uuid, integration: &str) -> Result<bool> {
-        let params = vals![id, integration];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "UPDATE link_sessions SET connected_integration = ?2
-                     WHERE id = ?1 AND (connected_integration IS NULL OR connected_integration = ?2)"
-            ),
-            params,
-        )
-        .await
-        .map(|n| n == 1)
+        let stmt = sql!(
+            "UPDATE link_sessions SET connected_integration = ?2
+                         WHERE id = ?1 AND (connected_integration IS NULL OR connected_integration = ?2)"
+        );
+        self.changed(stmt, vals![id, integration]).await
     }
 
     async fn insert_link_oauth(&self, r: &LinkOAuthRecord, max_pending: u32) -> Result<u64> {
-        let params = vals![
-            &r.state_digest,
-            r.session_id,
-            &r.integration,
-            &r.pkce_verifier,
-            r.created_at,
-            r.expires_at,
-            &r.begin_digest,
-            &r.authorize_url,
-            &r.binding_digest,
-        ];
+        let params = r.values();
         let trim = vals![r.session_id, r.created_at, max_pending.saturating_sub(1)];
         run!(self, Transaction, |s| {
             // PostgreSQL: starts of one session queue on its row; each statement below then sees the rows
             // committed before. SQLite: the single writer does the same.
-            s.query_opt(sql!("SELECT id FROM link_sessions WHERE id = ?1{pg: FOR UPDATE}"), &trim[..1], |r| r.uuid(0))
-                .await?;
-            let dropped = s
-                .execute(
-                    sql!(
-                        "DELETE FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
-                           AND state_digest NOT IN (SELECT state_digest FROM link_oauth
-                               WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
-                               ORDER BY created_at DESC, state_digest DESC LIMIT ?3)"
-                    ),
-                    &trim,
-                )
-                .await?;
-            s.execute(
-                sql!(
-                    "INSERT INTO link_oauth (state_digest, session_id, integration, pkce_verifier, created_at,
-                         expires_at, begin_digest, authorize_url, binding_digest)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                &params,
-            )
-            .await?;
+            s.opt::<Uuid>(sql!("SELECT id FROM link_sessions WHERE id = ?1{pg: FOR UPDATE}"), &trim[..1]).await?;
+            let drop_oldest = sql!(
+                "DELETE FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
+                                      AND state_digest NOT IN (SELECT state_digest FROM link_oauth
+                                          WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2
+                                          ORDER BY created_at DESC, state_digest DESC LIMIT ?3)"
+            );
+            let dropped = s.execute(drop_oldest, &trim).await?;
+            s.execute(sql!(LinkOAuthRecord: "INSERT INTO link_oauth ({*}) VALUES ({?*})"), &params).await?;
             Ok(dropped)
         })
     }
 
     async fn count_pending_link_oauth(&self, session_id: Uuid, now: OffsetDateTime) -> Result<u64> {
-        self.count(
-            Mode::Read,
-            sql!("SELECT COUNT(*) FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2"),
-            vals![session_id, now],
-        )
-        .await
+        let stmt =
+            sql!("SELECT COUNT(*) FROM link_oauth WHERE session_id = ?1 AND claimed_at IS NULL AND expires_at > ?2");
+        self.one(stmt, vals![session_id, now]).await
     }
 
     async fn bind_link_oauth(
@@ -368,28 +272,15 @@ impl<D: Driver> LinkStore for D {
         run!(self, Transaction, |s| {
             // The row is locked (PostgreSQL) or the writer is single (SQLite): the read and the conditional
             // update below are one step.
-            let url = s
-                .query_opt(
-                    sql!(
-                        "SELECT authorize_url FROM link_oauth
-                         WHERE begin_digest = ?1 AND binding_digest IS NULL AND claimed_at IS NULL
-                           AND authorize_url IS NOT NULL AND created_at > ?2 AND expires_at > ?3{pg: FOR UPDATE}"
-                    ),
-                    &find,
-                    |r| r.string(0),
-                )
-                .await?;
-            let Some(url) = url else { return Ok(None) };
-            let n = s
-                .execute(
-                    sql!(
-                        "UPDATE link_oauth SET begin_digest = NULL, authorize_url = NULL, binding_digest = ?2
-                         WHERE begin_digest = ?1 AND binding_digest IS NULL"
-                    ),
-                    &bind,
-                )
-                .await?;
-            Ok((n == 1).then_some(url))
+            let pending = sql!("SELECT authorize_url FROM link_oauth
+                                WHERE begin_digest = ?1 AND binding_digest IS NULL AND claimed_at IS NULL
+                                  AND authorize_url IS NOT NULL AND created_at > ?2 AND expires_at > ?3{pg: FOR UPDATE}");
+            let Some(url) = s.opt::<String>(pending, &find).await? else { return Ok(None) };
+            let stmt = sql!(
+                "UPDATE link_oauth SET begin_digest = NULL, authorize_url = NULL, binding_digest = ?2
+                             WHERE begin_digest = ?1 AND binding_digest IS NULL"
+            );
+            Ok((s.execute(stmt, &bind).await? == 1).then_some(url))
         })
     }
 
@@ -397,41 +288,15 @@ impl<D: Driver> LinkStore for D {
         let params = vals![state_digest, now];
         run!(self, Transaction, |s| {
             // As in the bind: the verifier is read and the stored copy cleared in one step.
-            let found = s
-                .query_opt(
-                    sql!(
-                        "SELECT state_digest, session_id, integration, pkce_verifier, created_at, expires_at,
-                                begin_digest, authorize_url, binding_digest FROM link_oauth
-                         WHERE state_digest = ?1 AND claimed_at IS NULL AND pkce_verifier IS NOT NULL
-                           AND expires_at > ?2{pg: FOR UPDATE}"
-                    ),
-                    &params,
-                    |r| {
-                        Ok(LinkOAuthRecord {
-                            state_digest: r.bytes(0)?,
-                            session_id: r.uuid(1)?,
-                            integration: r.string(2)?,
-                            pkce_verifier: r.string(3)?,
-                            created_at: r.time(4)?,
-                            expires_at: r.time(5)?,
-                            begin_digest: r.bytes_opt(6)?.map(<[u8]>::to_vec),
-                            authorize_url: r.string_opt(7)?,
-                            binding_digest: r.bytes_opt(8)?.map(<[u8]>::to_vec),
-                        })
-                    },
-                )
-                .await?;
-            let Some(found) = found else { return Ok(None) };
-            let n = s
-                .execute(
-                    sql!(
-                        "UPDATE link_oauth SET claimed_at = ?2, pkce_verifier = NULL
-                         WHERE state_digest = ?1 AND claimed_at IS NULL"
-                    ),
-                    &params,
-                )
-                .await?;
-            Ok((n == 1).then_some(found))
+            let pending = sql!(LinkOAuthRecord:
+                "SELECT {*} FROM link_oauth WHERE state_digest = ?1 AND claimed_at IS NULL AND pkce_verifier IS NOT NULL
+                   AND expires_at > ?2{pg: FOR UPDATE}");
+            let Some(found) = s.opt::<LinkOAuthRecord>(pending, &params).await? else { return Ok(None) };
+            let stmt = sql!(
+                "UPDATE link_oauth SET claimed_at = ?2, pkce_verifier = NULL
+                             WHERE state_digest = ?1 AND claimed_at IS NULL"
+            );
+            Ok((s.execute(stmt, &params).await? == 1).then_some(found))
         })
     }
 
@@ -442,82 +307,47 @@ impl<D: Driver> LinkStore for D {
         error: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<bool> {
-        let params = vals![state_digest, now, token_id, short_error(error)];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "UPDATE link_oauth SET completed_at = ?2, token_id = ?3, error = ?4
-                     WHERE state_digest = ?1 AND claimed_at IS NOT NULL AND completed_at IS NULL"
-            ),
-            params,
-        )
-        .await
-        .map(|n| n == 1)
+        let stmt = sql!(
+            "UPDATE link_oauth SET completed_at = ?2, token_id = ?3, error = ?4
+                         WHERE state_digest = ?1 AND claimed_at IS NOT NULL AND completed_at IS NULL"
+        );
+        self.changed(stmt, vals![state_digest, now, token_id, short_error(error)]).await
     }
 
     async fn take_link_oauth_outcome(&self, session_id: Uuid) -> Result<Option<LinkOAuthOutcome>> {
-        self.opt(
-            Mode::Write,
-            sql!(
-                "DELETE FROM link_oauth WHERE state_digest = (
-                         SELECT state_digest FROM link_oauth WHERE session_id = ?1 AND completed_at IS NOT NULL
-                         ORDER BY completed_at LIMIT 1{pg: FOR UPDATE SKIP LOCKED})
-                     RETURNING integration, token_id, error"
-            ),
-            vals![session_id],
-            |r| {
-                Ok(LinkOAuthOutcome {
-                    integration: r.string(0)?,
-                    token_id: r.uuid_opt(1)?.map(TokenId::from_uuid),
-                    error: r.string_opt(2)?,
-                })
-            },
-        )
-        .await
+        let stmt = sql!(LinkOAuthOutcome:
+            "DELETE FROM link_oauth WHERE state_digest = (
+                 SELECT state_digest FROM link_oauth WHERE session_id = ?1 AND completed_at IS NOT NULL
+                 ORDER BY completed_at LIMIT 1{pg: FOR UPDATE SKIP LOCKED})
+             RETURNING {*}");
+        self.opt(Write, stmt, vals![session_id]).await
     }
 
     async fn add_link_origin(&self, client_id: ClientId, origin: &str, now: OffsetDateTime) -> Result<bool> {
-        let params = vals![client_id, origin, now];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "INSERT INTO link_origins (client_id, origin, created_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (client_id, origin) DO NOTHING"
-            ),
-            params,
-        )
-        .await
-        .map(|n| n == 1)
+        let stmt = sql!(
+            "INSERT INTO link_origins (client_id, origin, created_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (client_id, origin) DO NOTHING"
+        );
+        self.changed(stmt, vals![client_id, origin, now]).await
     }
 
     async fn remove_link_origin(&self, client_id: ClientId, origin: &str) -> Result<bool> {
-        let params = vals![client_id, origin];
-        self.exec(Mode::Write, sql!("DELETE FROM link_origins WHERE client_id = ?1 AND origin = ?2"), params)
+        self.changed(sql!("DELETE FROM link_origins WHERE client_id = ?1 AND origin = ?2"), vals![client_id, origin])
             .await
-            .map(|n| n == 1)
     }
 
     async fn link_origins(&self, client_id: ClientId) -> Result<Vec<String>> {
-        self.all(
-            Mode::Read,
-            sql!("SELECT origin FROM link_origins WHERE client_id = ?1 ORDER BY origin"),
-            vals![client_id],
-            |r| r.string(0),
-        )
-        .await
+        let stmt = sql!("SELECT origin FROM link_origins WHERE client_id = ?1 ORDER BY origin");
+        self.all(Read, stmt, vals![client_id]).await
     }
 
     async fn purge_link_sessions(&self, before: OffsetDateTime) -> Result<u64> {
         run!(self, Transaction, |s| {
-            let n = s
-                .execute(
-                    sql!(
-                        "DELETE FROM link_sessions WHERE expires_at < ?1
-                         AND (session_expires_at IS NULL OR session_expires_at < ?1)"
-                    ),
-                    &vals![before],
-                )
-                .await?;
+            let stmt = sql!(
+                "DELETE FROM link_sessions WHERE expires_at < ?1
+                             AND (session_expires_at IS NULL OR session_expires_at < ?1)"
+            );
+            let n = s.execute(stmt, &vals![before]).await?;
             s.execute(sql!("DELETE FROM link_oauth WHERE expires_at < ?1"), &vals![before]).await?;
             Ok(n)
         })

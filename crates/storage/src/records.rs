@@ -4,69 +4,81 @@ use linkvault_domain::{ClientId, ConnectionStatus, Scope, TokenId, TokenMode};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRecord {
-    pub client_id: ClientId,
-    pub name: String,
-    pub token_mode: TokenMode,
-    pub created_at: OffsetDateTime,
-    /// The client's own API rate limit (requests per minute); `None` = the server's default.
-    pub api_rate_limit: Option<u32>,
+use crate::sql::{corrupt, record};
+
+/// `clients.api_rate_limit`: NULL or a positive count per minute (the schema's CHECK).
+fn positive_limit(limit: Option<u32>) -> crate::Result<Option<u32>> {
+    match limit {
+        Some(0) => Err(corrupt("api_rate_limit", 0)),
+        limit => Ok(limit),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    pub key_id: Uuid,
-    pub client_id: ClientId,
-    pub scope: Scope,
-    /// HMAC-SHA256 of the secret; the secret itself is never stored.
-    pub digest: Vec<u8>,
-    /// The first characters of the secret, to name the key to the operator.
-    pub secret_prefix: String,
-    pub created_at: OffsetDateTime,
-    pub revoked_at: Option<OffsetDateTime>,
-}
+record! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ClientRecord {
+        pub client_id: ClientId,
+        pub name: String,
+        pub token_mode: TokenMode,
+        pub created_at: OffsetDateTime,
+        /// The client's own API rate limit (requests per minute); `None` = the server's default.
+        pub api_rate_limit: Option<u32> where positive_limit,
+    }
 
-/// What authenticating a request yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthenticatedKey {
-    pub key_id: Uuid,
-    pub client_id: ClientId,
-    pub scope: Scope,
-    pub digest: Vec<u8>,
-    pub token_mode: TokenMode,
-    /// The client's own API rate limit (requests per minute), if it has one.
-    pub api_rate_limit: Option<u32>,
-}
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ApiKeyRecord {
+        pub key_id: Uuid,
+        pub client_id: ClientId,
+        pub scope: Scope,
+        /// HMAC-SHA256 of the secret; the secret itself is never stored.
+        pub digest: Vec<u8>,
+        /// The first characters of the secret, to name the key to the operator.
+        pub secret_prefix: String,
+        pub created_at: OffsetDateTime,
+        pub revoked_at: Option<OffsetDateTime>,
+    }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyVersionRecord {
-    pub version: u32,
-    /// The key version sealed under the master key.
-    pub wrapped_key: Vec<u8>,
-    pub is_current: bool,
-    /// How many data keys this version has wrapped (AES-GCM random nonces allow 2^32 per key).
-    pub wrap_count: u64,
-    pub created_at: OffsetDateTime,
-}
+    /// What authenticating a request yields.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AuthenticatedKey {
+        pub key_id: Uuid,
+        pub client_id: ClientId,
+        pub scope: Scope,
+        pub digest: Vec<u8>,
+        pub token_mode: TokenMode,
+        /// The client's own API rate limit (requests per minute), if it has one.
+        pub api_rate_limit: Option<u32> where positive_limit,
+    }
 
-/// What a status read shows of a connection: no key material, no credentials, no refresh bookkeeping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionSummary {
-    pub token_id: TokenId,
-    pub client_id: ClientId,
-    pub user_id: String,
-    pub integration: String,
-    pub scope: Scope,
-    pub status: ConnectionStatus,
-    pub account_id: Option<String>,
-    pub account_name: Option<String>,
-    pub access_expires_at: Option<OffsetDateTime>,
-    pub refresh_expires_at: Option<OffsetDateTime>,
-    pub last_refreshed_at: Option<OffsetDateTime>,
-    pub refresh_count: u64,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct KeyVersionRecord {
+        pub version: u32,
+        /// The key version sealed under the master key.
+        pub wrapped_key: Vec<u8>,
+        pub is_current: bool,
+        /// How many data keys this version has wrapped (AES-GCM random nonces allow 2^32 per key).
+        pub wrap_count: u64,
+        pub created_at: OffsetDateTime,
+    }
+
+    /// What a status read shows of a connection: no key material, no credentials, no refresh bookkeeping.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ConnectionSummary {
+        pub token_id: TokenId,
+        pub client_id: ClientId,
+        pub user_id: String,
+        pub integration: String,
+        pub scope: Scope,
+        pub status: ConnectionStatus,
+        pub account_id: Option<String>,
+        pub account_name: Option<String>,
+        pub access_expires_at: Option<OffsetDateTime>,
+        pub refresh_expires_at: Option<OffsetDateTime>,
+        pub last_refreshed_at: Option<OffsetDateTime>,
+        pub refresh_count: u64,
+        pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+    }
 }
 
 impl From<&ConnectionRecord> for ConnectionSummary {
@@ -90,81 +102,93 @@ impl From<&ConnectionRecord> for ConnectionSummary {
     }
 }
 
-/// One managed connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionRecord {
-    pub token_id: TokenId,
-    pub client_id: ClientId,
-    pub user_id: String,
-    pub integration: String,
-    pub scope: Scope,
-    pub status: ConnectionStatus,
-    /// Key version that wraps this row's data key.
-    pub key_version: u32,
-    pub wrapped_data_key: Vec<u8>,
-    pub data_key_generation: u32,
-    /// Encryptions made with this row's data key, so it can be replaced long before nonce limits.
-    pub data_key_uses: u64,
-    /// The integration credentials, sealed with the data key.
-    pub credentials: Vec<u8>,
-    pub account_id: Option<String>,
-    pub account_name: Option<String>,
-    pub access_expires_at: Option<OffsetDateTime>,
-    pub refresh_expires_at: Option<OffsetDateTime>,
-    pub last_refreshed_at: Option<OffsetDateTime>,
-    pub refresh_count: u64,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    /// Fencing version: every credentials write is a compare-and-set on it.
-    pub version: u64,
-    /// The row's place in the refresh schedule and its lease.
-    pub refresh: RefreshState,
-}
+record! {
+    /// One managed connection.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ConnectionRecord {
+        pub token_id: TokenId,
+        pub client_id: ClientId,
+        pub user_id: String,
+        pub integration: String,
+        pub scope: Scope,
+        pub status: ConnectionStatus,
+        /// Key version that wraps this row's data key.
+        pub key_version: u32,
+        pub wrapped_data_key: Vec<u8>,
+        pub data_key_generation: u32,
+        /// Encryptions made with this row's data key, so it can be replaced long before nonce limits.
+        pub data_key_uses: u64,
+        /// The integration credentials, sealed with the data key.
+        pub credentials: Vec<u8>,
+        pub account_id: Option<String>,
+        pub account_name: Option<String>,
+        pub access_expires_at: Option<OffsetDateTime>,
+        pub refresh_expires_at: Option<OffsetDateTime>,
+        pub last_refreshed_at: Option<OffsetDateTime>,
+        pub refresh_count: u64,
+        pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+        /// Fencing version: every credentials write is a compare-and-set on it.
+        pub version: u64,
+        /// The row's place in the refresh schedule and its lease.
+        pub refresh: RefreshState,
+    }
 
-/// The refresh engine's columns of a connection: the connections table is the schedule (an indexed
-/// `next_refresh_at`), and the lease lives in the row. Holds no secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RefreshState {
-    /// When the scheduler should next look at the connection (active connections only).
-    pub next_refresh_at: Option<OffsetDateTime>,
-    /// The engine instance holding the refresh lease, if any.
-    pub lease_owner: Option<String>,
-    /// When the lease ends. PostgreSQL sets and compares it on the database clock; SQLite on the clock of
-    /// the process passing `now` (one host owns an SQLite file).
-    pub lease_until: Option<OffsetDateTime>,
-    /// Set just before the refresh grant is sent and cleared by the write-back: a lease that expires with it
-    /// set is the crash window (the upstream may have rotated the refresh token we still hold).
-    pub grant_in_flight: bool,
-    /// Consecutive transient failures, for backoff.
-    pub refresh_failures: u32,
-    /// Short description of the last failure (never a token or an upstream body).
-    pub last_error: Option<String>,
-    /// When `connection.reauthRequiredSoon` was sent for the current refresh token.
-    pub reauth_warned_at: Option<OffsetDateTime>,
-}
+    /// The refresh engine's columns of a connection: the connections table is the schedule (an indexed
+    /// `next_refresh_at`), and the lease lives in the row. Holds no secret.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct RefreshState {
+        /// When the scheduler should next look at the connection (active connections only).
+        pub next_refresh_at: Option<OffsetDateTime>,
+        /// The engine instance holding the refresh lease, if any.
+        pub lease_owner: Option<String>,
+        /// When the lease ends. PostgreSQL sets and compares it on the database clock; SQLite on the clock of
+        /// the process passing `now` (one host owns an SQLite file).
+        pub lease_until: Option<OffsetDateTime>,
+        /// Set just before the refresh grant is sent and cleared by the write-back: a lease that expires with it
+        /// set is the crash window (the upstream may have rotated the refresh token we still hold).
+        pub grant_in_flight: bool,
+        /// Consecutive transient failures, for backoff.
+        pub refresh_failures: u32,
+        /// Short description of the last failure (never a token or an upstream body).
+        pub last_error: Option<String>,
+        /// When `connection.reauthRequiredSoon` was sent for the current refresh token.
+        pub reauth_warned_at: Option<OffsetDateTime>,
+    }
 
-/// A webhook event written to the transactional outbox with the state change it announces. Delivery,
-/// signing and retries belong to the deliverer, which claims rows through the delivery columns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEvent {
-    pub id: Uuid,
-    pub client_id: ClientId,
-    /// `connection.created`, `connection.reauthRequired`, …
-    pub event_type: String,
-    /// The JSON body (no secrets).
-    pub payload: String,
-    pub created_at: OffsetDateTime,
-}
+    /// A webhook event written to the transactional outbox with the state change it announces. Delivery,
+    /// signing and retries belong to the deliverer, which claims rows through the delivery columns.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OutboxEvent {
+        pub id: Uuid,
+        pub client_id: ClientId,
+        /// `connection.created`, `connection.reauthRequired`, …
+        pub event_type: String,
+        /// The JSON body (no secrets).
+        pub payload: String,
+        pub created_at: OffsetDateTime,
+    }
 
-/// A connection the scheduler claimed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedConnection {
-    /// The row as it is after the claim (lease set, version bumped).
-    pub record: ConnectionRecord,
-    /// `next_refresh_at` before the claim: the start of the refresh window, for lateness.
-    pub due_at: OffsetDateTime,
-    /// The claim took over a lease that had expired without a grant in flight (a dead or stalled worker).
-    pub took_over_expired_lease: bool,
+    /// A row whose data key is wrapped by an old key version, as re-wrapping reads it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RewrapCandidate {
+        pub token_id: TokenId,
+        pub client_id: ClientId,
+        pub key_version: u32,
+        pub data_key_generation: u32,
+        pub wrapped_data_key: Vec<u8>,
+    }
+
+    /// A connection the scheduler claimed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ClaimedConnection {
+        /// The row as it is after the claim (lease set, version bumped).
+        pub record: ConnectionRecord,
+        /// `next_refresh_at` before the claim: the start of the refresh window, for lateness.
+        pub due_at: OffsetDateTime,
+        /// The claim took over a lease that had expired without a grant in flight (a dead or stalled worker).
+        pub took_over_expired_lease: bool,
+    }
 }
 
 /// Ends a lease without new credentials: the next look at the connection, and the failure bookkeeping.
@@ -234,13 +258,4 @@ pub enum InsertOutcome {
     NaturalKeyTaken,
     /// The tokenId was deleted once and may never be issued again; draw another.
     TokenIdRetired,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewrapCandidate {
-    pub token_id: TokenId,
-    pub client_id: ClientId,
-    pub key_version: u32,
-    pub data_key_generation: u32,
-    pub wrapped_data_key: Vec<u8>,
 }

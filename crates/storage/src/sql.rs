@@ -5,11 +5,16 @@
 //!   `{now}` is the lease clock (PostgreSQL's `clock_timestamp()`, so instances whose clocks disagree still agree
 //!   on leases; on SQLite, whose file belongs to one host, the caller's `now` passed as a trailing
 //!   [`Value::Clock`]); `{pg:…}` / `{sqlite:…}` keep text for one dialect only (locking clauses, `seq` vs
-//!   `rowid`); `{connection}` / `{c.connection}` expand to the connection column list.
-//! - [`Value`]: one parameter type; on PostgreSQL it adapts to the column type the server inferred (UUID or
-//!   text, `INTEGER` or `BIGINT`, `BOOLEAN`), on SQLite it binds without allocating.
+//!   `rowid`); `{*}`, `{c.*}` and `{?*}` are the column list of the statement's record (`sql!(Record: "…")`),
+//!   qualified, and its placeholders.
+//! - [`record!`]: a record struct is its table's column list: field names are column names, and the same
+//!   declaration gives the decoder ([`Columns::read`], by position) and the insert parameters
+//!   ([`Columns::values`]). Column types implement [`Column`]; tuples of them decode ad-hoc rows.
+//! - [`Value`]: one parameter type ([`Param`] binds a Rust value); on PostgreSQL it adapts to the column type
+//!   the server inferred (UUID or text, `INTEGER` or `BIGINT`, `BOOLEAN`), on SQLite it binds without allocating.
 //! - [`SqlRow`]: reading a result column by position, for `rusqlite::Row` and `tokio_postgres::Row`.
-//! - [`Session`] runs statements; [`Driver`] hands a session out for a read or a transaction. The drivers
+//! - [`Session`] runs statements; [`Driver`] hands a session out for a read or a transaction, with one-statement
+//!   helpers (`exec`, `changed`, `one`, `opt`, `all`) decoding into the type asked for. The drivers
 //!   (`sqlite`, `postgres`) keep only what truly differs: the SQLite writer thread and snapshot readers, the
 //!   PostgreSQL pool, the migration runners.
 
@@ -19,11 +24,11 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use linkvault_domain::{ClientId, TokenId};
+use linkvault_domain::{ClientId, ConnectionStatus, RevokedReason, Scope, TokenId, TokenMode};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::time_conv::{from_millis, opt_from_millis, to_millis};
+use crate::time_conv::{opt_from_millis, to_millis};
 use crate::{Result, StorageError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,31 +41,27 @@ pub(crate) enum Dialect {
 /// start of the transaction, and leases must be measured against the time the statement actually runs.
 const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// The columns of a [`crate::ConnectionRecord`], read by position by `connection_from_row` (in this order).
-pub(crate) const CONNECTION_COLUMNS: &str = "token_id, client_id, user_id, integration, scope, status, key_version, \
-    wrapped_data_key, data_key_generation, data_key_uses, credentials, account_id, account_name, access_expires_at, \
-    refresh_expires_at, last_refreshed_at, refresh_count, created_at, updated_at, version, next_refresh_at, \
-    lease_owner, lease_until, grant_in_flight, refresh_failures, last_error, reauth_warned_at";
-
 /// A statement, rendered for a dialect on first use and kept (the hot reads must not format SQL each time).
 #[derive(Debug)]
 pub(crate) struct Stmt {
     text: Cow<'static, str>,
+    /// The record whose columns `{*}` names (see [`columns`]).
+    cols: Option<fn() -> Vec<&'static str>>,
     rendered: [OnceLock<String>; 2],
 }
 
 impl Stmt {
-    pub(crate) const fn new(text: &'static str) -> Self {
-        Self { text: Cow::Borrowed(text), rendered: [OnceLock::new(), OnceLock::new()] }
+    pub(crate) const fn new(text: &'static str, cols: Option<fn() -> Vec<&'static str>>) -> Self {
+        Self { text: Cow::Borrowed(text), cols, rendered: [OnceLock::new(), OnceLock::new()] }
     }
 
     /// A statement assembled at run time (rendered at each use).
-    pub(crate) fn owned(text: String) -> Self {
-        Self { text: Cow::Owned(text), rendered: [OnceLock::new(), OnceLock::new()] }
+    pub(crate) fn owned(text: String, cols: Option<fn() -> Vec<&'static str>>) -> Self {
+        Self { text: Cow::Owned(text), cols, rendered: [OnceLock::new(), OnceLock::new()] }
     }
 
     pub(crate) fn text(&self, dialect: Dialect) -> &str {
-        self.rendered[dialect as usize].get_or_init(|| render(&self.text, dialect))
+        self.rendered[dialect as usize].get_or_init(|| render(&self.text, self.cols.map(|c| c()), dialect))
     }
 }
 
@@ -76,8 +77,15 @@ fn max_placeholder(text: &str) -> usize {
     max
 }
 
-fn render(text: &str, dialect: Dialect) -> String {
-    let clock = max_placeholder(text) + 1;
+fn render(text: &str, cols: Option<Vec<&'static str>>, dialect: Dialect) -> String {
+    let cols = cols.unwrap_or_default();
+    let (list, placeholders) = (cols.join(", "), (1..=cols.len()).map(|n| format!("?{n}")).collect::<Vec<_>>());
+    let placeholders = placeholders.join(", ");
+    let inserts = if text.contains("{?*}") { cols.len() } else { 0 };
+    // `{?+K}` is the K-th parameter after the record's columns (a statement with more than the record).
+    let after = |mark: &str| mark.strip_prefix("?+").and_then(|k| k.parse::<usize>().ok()).map(|k| cols.len() + k);
+    let extra = text.split('{').filter_map(|m| m.split_once('}').and_then(|(m, _)| after(m))).max().unwrap_or(0);
+    let clock = max_placeholder(text).max(inserts).max(extra) + 1;
     let mut out = String::with_capacity(text.len() + 64);
     let mut rest = text;
     while let Some(open) = rest.find('{') {
@@ -87,9 +95,11 @@ fn render(text: &str, dialect: Dialect) -> String {
         match (mark, dialect) {
             ("now", Dialect::Postgres) => out.push_str(PG_NOW_MS),
             ("now", Dialect::Sqlite) => out.push_str(&format!("?{clock}")),
-            ("connection", _) => out.push_str(CONNECTION_COLUMNS),
-            ("c.connection", _) => {
-                out.push_str(&CONNECTION_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", "))
+            ("*", _) => out.push_str(&list),
+            ("?*", _) => out.push_str(&placeholders),
+            (m, _) if after(m).is_some() => out.push_str(&format!("?{}", after(m).unwrap_or_default())),
+            (m, _) if m.ends_with(".*") => {
+                out.push_str(&cols.iter().map(|c| format!("{}{c}", &m[..m.len() - 1])).collect::<Vec<_>>().join(", "))
             }
             (m, Dialect::Postgres) if m.starts_with("pg:") => out.push_str(&m[3..]),
             (m, Dialect::Sqlite) if m.starts_with("sqlite:") => out.push_str(&m[7..]),
@@ -119,9 +129,9 @@ pub(crate) enum Value {
     Clock(i64),
 }
 
-/// The parameter list of a statement, each converted with [`Value::from`].
+/// The parameter list of a statement, each bound with [`Param::put`].
 macro_rules! vals {
-    ($($v:expr),* $(,)?) => { [$($crate::sql::Value::from($v)),*] };
+    ($($v:expr),* $(,)?) => { [$($crate::sql::Param::put(&$v)),*] };
 }
 pub(crate) use vals;
 
@@ -129,51 +139,42 @@ impl Value {
     pub(crate) fn clock(now: OffsetDateTime) -> Self {
         Value::Clock(to_millis(now))
     }
-}
 
-/// `From` impls for parameter types: `value_from!(T => |v| expression)`.
-macro_rules! value_from {
-    ($($t:ty => |$v:ident| $e:expr;)*) => {
-        $(impl From<$t> for Value {
-            fn from($v: $t) -> Self {
-                $e
-            }
-        })*
-    };
-}
-
-value_from! {
-    i64 => |v| Value::Int(v);
-    u32 => |v| Value::Int(i64::from(v));
-    u64 => |v| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
-    f64 => |v| Value::Float(v);
-    bool => |v| Value::Bool(v);
-    String => |v| Value::Text(v);
-    &String => |v| Value::Text(v.clone());
-    &str => |v| Value::Text(v.to_owned());
-    Vec<u8> => |v| Value::Bytes(v);
-    &Vec<u8> => |v| Value::Bytes(v.clone());
-    &[u8] => |v| Value::Bytes(v.to_vec());
-    ClientId => |v| Value::from(*v.as_uuid());
-    TokenId => |v| Value::from(*v.as_uuid());
-    OffsetDateTime => |v| Value::Int(to_millis(v));
-}
-
-impl From<Uuid> for Value {
-    fn from(v: Uuid) -> Self {
+    fn uuid(v: Uuid) -> Self {
         let mut text = [0; 36];
         v.hyphenated().encode_lower(&mut text);
         Value::Uuid(v, text)
     }
 }
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Value::Null, Into::into)
+
+/// What can be bound as a statement parameter: every [`Column`] type, and borrowed text and bytes.
+pub(crate) trait Param {
+    fn put(&self) -> Value;
+}
+
+impl<T: Param + ?Sized> Param for &T {
+    fn put(&self) -> Value {
+        (**self).put()
     }
 }
-impl<T: Clone + Into<Value>> From<&Option<T>> for Value {
-    fn from(v: &Option<T>) -> Self {
-        v.clone().map_or(Value::Null, Into::into)
+impl<T: Param> Param for Option<T> {
+    fn put(&self) -> Value {
+        self.as_ref().map_or(Value::Null, Param::put)
+    }
+}
+impl Param for Value {
+    fn put(&self) -> Value {
+        self.clone()
+    }
+}
+impl Param for str {
+    fn put(&self) -> Value {
+        Value::Text(self.to_owned())
+    }
+}
+impl Param for [u8] {
+    fn put(&self) -> Value {
+        Value::Bytes(self.to_vec())
     }
 }
 
@@ -248,47 +249,197 @@ pub(crate) trait SqlRow {
     fn text_opt(&self, i: usize) -> Result<Option<&str>>;
     fn bytes_opt(&self, i: usize) -> Result<Option<&[u8]>>;
     fn uuid_opt(&self, i: usize) -> Result<Option<Uuid>>;
+}
 
-    fn int(&self, i: usize) -> Result<i64> {
-        self.int_opt(i)?.ok_or_else(|| corrupt("column", format!("{i} is NULL")))
-    }
-    fn u64(&self, i: usize) -> Result<u64> {
-        u64::try_from(self.int(i)?).map_err(|e| corrupt("negative counter", e))
-    }
-    fn u32(&self, i: usize) -> Result<u32> {
-        u32::try_from(self.int(i)?).map_err(|e| corrupt("counter", e))
-    }
-    fn flag(&self, i: usize) -> Result<bool> {
-        Ok(self.int(i)? != 0)
-    }
-    fn text(&self, i: usize) -> Result<&str> {
-        self.text_opt(i)?.ok_or_else(|| corrupt("column", format!("{i} is NULL")))
-    }
-    fn string(&self, i: usize) -> Result<String> {
-        self.text(i).map(str::to_owned)
-    }
-    fn string_opt(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.text_opt(i)?.map(str::to_owned))
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        Ok(self.bytes_opt(i)?.ok_or_else(|| corrupt("column", format!("{i} is NULL")))?.to_vec())
-    }
-    fn uuid(&self, i: usize) -> Result<Uuid> {
-        self.uuid_opt(i)?.ok_or_else(|| corrupt("column", format!("{i} is NULL")))
-    }
-    fn client_id(&self, i: usize) -> Result<ClientId> {
-        self.uuid(i).map(ClientId::from_uuid)
-    }
-    fn token_id(&self, i: usize) -> Result<TokenId> {
-        self.uuid(i).map(TokenId::from_uuid)
-    }
-    fn time(&self, i: usize) -> Result<OffsetDateTime> {
-        from_millis(self.int(i)?)
-    }
-    fn time_opt(&self, i: usize) -> Result<Option<OffsetDateTime>> {
-        opt_from_millis(self.int_opt(i)?)
+/// The Rust type of one column: how it is read (NULL as `None`); [`Param`] binds it.
+pub(crate) trait Column: Param + Sized + Send + 'static {
+    fn get(r: &dyn SqlRow, i: usize) -> Result<Option<Self>>;
+}
+
+/// A run of columns, read by position and bound in the same order: one [`Column`], a record of them (declared
+/// with [`record!`]) or a tuple. The record is the column list: its field names are the column names.
+pub(crate) trait Columns: Sized + Send + 'static {
+    /// Appends the column names; a single column is called after its `field`.
+    fn names(field: &'static str, out: &mut Vec<&'static str>);
+    fn read(r: &dyn SqlRow, at: &mut usize) -> Result<Self>;
+    fn put_all(&self, out: &mut Vec<Value>);
+
+    /// The parameters of the record's columns, in order (`{?*}`).
+    fn values(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        self.put_all(&mut out);
+        out
     }
 }
+
+/// The column names of a record, for the `{*}` marks of a statement.
+pub(crate) fn columns<T: Columns>() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    T::names("", &mut out);
+    out
+}
+
+impl<T: Column> Columns for T {
+    fn names(field: &'static str, out: &mut Vec<&'static str>) {
+        out.push(field);
+    }
+    fn read(r: &dyn SqlRow, at: &mut usize) -> Result<Self> {
+        *at += 1;
+        T::get(r, *at - 1)?.ok_or_else(|| corrupt("column", format!("{} is NULL", *at - 1)))
+    }
+    fn put_all(&self, out: &mut Vec<Value>) {
+        out.push(self.put());
+    }
+}
+
+impl<T: Column> Column for Option<T> {
+    fn get(r: &dyn SqlRow, i: usize) -> Result<Option<Self>> {
+        T::get(r, i).map(Some)
+    }
+}
+
+macro_rules! tuple_columns {
+    ($($t:ident),*) => {
+        impl<$($t: Columns),*> Columns for ($($t,)*) {
+            fn names(_: &'static str, out: &mut Vec<&'static str>) {
+                $($t::names("", out);)*
+            }
+            fn read(r: &dyn SqlRow, at: &mut usize) -> Result<Self> {
+                Ok(($($t::read(r, at)?,)*))
+            }
+            #[allow(non_snake_case)]
+            fn put_all(&self, out: &mut Vec<Value>) {
+                let ($($t,)*) = self;
+                $($t.put_all(out);)*
+            }
+        }
+    };
+}
+tuple_columns!(A, B);
+tuple_columns!(A, B, C);
+
+/// [`Column`] impls: `Type: |row, index| read, |value| bind;`.
+macro_rules! column {
+    ($($t:ty: |$r:ident, $i:ident| $get:expr, |$v:ident| $put:expr;)*) => {$(
+        impl Column for $t {
+            fn get($r: &dyn SqlRow, $i: usize) -> Result<Option<Self>> {
+                $get
+            }
+        }
+        impl Param for $t {
+            fn put(&self) -> Value {
+                let $v = self;
+                $put
+            }
+        }
+    )*};
+}
+
+column! {
+    i64: |r, i| r.int_opt(i), |v| Value::Int(*v);
+    u32: |r, i| r.int_opt(i)?.map(|n| u32::try_from(n).map_err(|e| corrupt("counter", e))).transpose(),
+        |v| Value::Int(i64::from(*v));
+    u64: |r, i| r.int_opt(i)?.map(|n| u64::try_from(n).map_err(|e| corrupt("negative counter", e))).transpose(),
+        |v| Value::Int(i64::try_from(*v).unwrap_or(i64::MAX));
+    bool: |r, i| Ok(r.int_opt(i)?.map(|n| n != 0)), |v| Value::Bool(*v);
+    f64: |r, i| r.float_opt(i), |v| Value::Float(*v);
+    String: |r, i| Ok(r.text_opt(i)?.map(str::to_owned)), |v| Value::Text(v.clone());
+    Vec<u8>: |r, i| Ok(r.bytes_opt(i)?.map(<[u8]>::to_vec)), |v| Value::Bytes(v.clone());
+    Uuid: |r, i| r.uuid_opt(i), |v| Value::uuid(*v);
+    ClientId: |r, i| Ok(r.uuid_opt(i)?.map(ClientId::from_uuid)), |v| Value::uuid(*v.as_uuid());
+    TokenId: |r, i| Ok(r.uuid_opt(i)?.map(TokenId::from_uuid)), |v| Value::uuid(*v.as_uuid());
+    OffsetDateTime: |r, i| opt_from_millis(r.int_opt(i)?), |v| Value::Int(to_millis(*v));
+    // An unknown reason reads as none (the family still counts as revoked, as `superseded`).
+    RevokedReason: |r, i| Ok(r.text_opt(i)?.and_then(RevokedReason::parse)), |v| v.as_str().put();
+}
+
+/// Enumerations stored as their `as_str` text; text they do not know is corrupt data.
+macro_rules! text_column {
+    ($($t:ty: $parse:expr;)*) => {$(
+        impl $crate::sql::Column for $t {
+            fn get(r: &dyn $crate::sql::SqlRow, i: usize) -> $crate::Result<Option<Self>> {
+                r.text_opt(i)?.map(|t| $parse(t).ok_or_else(|| $crate::sql::corrupt(stringify!($t), t))).transpose()
+            }
+        }
+        impl $crate::sql::Param for $t {
+            fn put(&self) -> $crate::sql::Value {
+                $crate::sql::Value::Text(self.as_str().to_owned())
+            }
+        }
+    )*};
+}
+pub(crate) use text_column;
+
+text_column! {
+    Scope: |t: &str| t.parse().ok();
+    ConnectionStatus: |t: &str| t.parse().ok();
+    TokenMode: |t: &str| t.parse().ok();
+}
+
+/// Declares an enumeration stored as text (`Variant = "text"`), with `ALL`, `as_str`, a `parse` that ignores
+/// case and surrounding blanks, and its [`Column`] impl.
+macro_rules! text_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $text:literal,)* }) => {
+        $(#[$m])*
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $text,)*
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+            }
+        }
+
+        $crate::sql::text_column! {
+            $name: $name::parse;
+        }
+    };
+}
+pub(crate) use text_enum;
+
+/// Declares record structs, each also its table's column list ([`Columns`]): each field is a column of
+/// the same name (`field: Type as column` renames it; `field: Type where check` passes what is read through
+/// `check`), or a nested record whose columns follow in place. Adding a field adds the column to every
+/// `{*}` list, decoder and `{?*}` insert written for the record.
+macro_rules! record {
+    (@name $f:ident) => { stringify!($f) };
+    (@name $f:ident $col:ident) => { stringify!($col) };
+    (@check $v:expr) => { $v };
+    (@check $v:expr, $check:path) => { $check($v)? };
+    ($(
+        $(#[$m:meta])*
+        pub struct $name:ident {
+            $($(#[$fm:meta])* pub $f:ident: $t:ty $(as $col:ident)? $(where $check:path)?,)*
+        }
+    )*) => {$(
+        $(#[$m])*
+        pub struct $name {
+            $($(#[$fm])* pub $f: $t,)*
+        }
+
+        impl $crate::sql::Columns for $name {
+            fn names(_: &'static str, out: &mut Vec<&'static str>) {
+                $(<$t as $crate::sql::Columns>::names($crate::sql::record!(@name $f $($col)?), out);)*
+            }
+            fn read(r: &dyn $crate::sql::SqlRow, at: &mut usize) -> $crate::Result<Self> {
+                Ok(Self { $($f: $crate::sql::record!(@check <$t as $crate::sql::Columns>::read(r, at)? $(, $check)?),)* })
+            }
+            fn put_all(&self, out: &mut Vec<$crate::sql::Value>) {
+                $($crate::sql::Columns::put_all(&self.$f, out);)*
+            }
+        }
+    )*};
+}
+pub(crate) use record;
 
 impl SqlRow for rusqlite::Row<'_> {
     fn int_opt(&self, i: usize) -> Result<Option<i64>> {
@@ -360,33 +511,23 @@ pub(crate) trait Session: Send {
         f: impl FnMut(&dyn SqlRow) -> Result<T> + Send,
     ) -> impl Future<Output = Result<Vec<T>>> + Send;
 
+    /// Every row of a query, decoded as `T`.
+    fn all<T: Columns>(&mut self, stmt: &Stmt, params: &[Value]) -> impl Future<Output = Result<Vec<T>>> + Send {
+        self.query(stmt, params, |r| T::read(r, &mut 0))
+    }
+
     /// The first row of a query, if any.
-    fn query_opt<T: Send>(
-        &mut self,
-        stmt: &Stmt,
-        params: &[Value],
-        f: impl FnMut(&dyn SqlRow) -> Result<T> + Send,
-    ) -> impl Future<Output = Result<Option<T>>> + Send {
-        async move { Ok(self.query(stmt, params, f).await?.into_iter().next()) }
+    fn opt<T: Columns>(&mut self, stmt: &Stmt, params: &[Value]) -> impl Future<Output = Result<Option<T>>> + Send {
+        async move { Ok(self.all(stmt, params).await?.into_iter().next()) }
     }
 
     /// The first row of a query that always returns one.
-    fn query_one<T: Send>(
-        &mut self,
-        stmt: &Stmt,
-        params: &[Value],
-        f: impl FnMut(&dyn SqlRow) -> Result<T> + Send,
-    ) -> impl Future<Output = Result<T>> + Send {
+    fn one<T: Columns>(&mut self, stmt: &Stmt, params: &[Value]) -> impl Future<Output = Result<T>> + Send {
         async move {
-            self.query_opt(stmt, params, f)
+            self.opt(stmt, params)
                 .await?
                 .ok_or_else(|| StorageError::Database("a query that returns one row returned none".into()))
         }
-    }
-
-    /// `COUNT(*)` and friends.
-    fn count(&mut self, stmt: &Stmt, params: &[Value]) -> impl Future<Output = Result<u64>> + Send {
-        async move { self.query_one(stmt, params, |r| r.u64(0)).await }
     }
 }
 
@@ -427,55 +568,41 @@ pub(crate) trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Makes sure deleted bytes do not survive in the database files (SQLite: a truncating WAL checkpoint).
     fn scrub_deleted(&self) -> Fut<'_, ()>;
 
-    /// One statement; the number of rows it changed.
-    fn exec<P: AsRef<[Value]> + Send + 'static>(&self, mode: Mode, stmt: &'static Stmt, params: P) -> Fut<'_, u64> {
-        let run = self.run(mode, move |s| Box::pin(async move { s.execute(stmt, params.as_ref()).await.map(Some) }));
+    /// One write statement; the number of rows it changed.
+    fn exec(&self, stmt: &'static Stmt, params: impl Params) -> Fut<'_, u64> {
+        let run =
+            self.run(Mode::Write, move |s| Box::pin(async move { s.execute(stmt, params.as_ref()).await.map(Some) }));
+        Box::pin(async move { ran(run.await) })
+    }
+
+    /// One write statement that changes a single row: whether it did.
+    fn changed(&self, stmt: &'static Stmt, params: impl Params) -> Fut<'_, bool> {
+        let n = self.exec(stmt, params);
+        Box::pin(async move { Ok(n.await? == 1) })
+    }
+
+    /// Every row of one query.
+    fn all<T: Columns>(&self, mode: Mode, stmt: &'static Stmt, params: impl Params) -> Fut<'_, Vec<T>> {
+        let run = self.run(mode, move |s| Box::pin(async move { s.all(stmt, params.as_ref()).await.map(Some) }));
         Box::pin(async move { ran(run.await) })
     }
 
     /// The first row of one query, if any.
-    fn opt<T: Send + 'static, P: AsRef<[Value]> + Send + 'static>(
-        &self,
-        mode: Mode,
-        stmt: &'static Stmt,
-        params: P,
-        f: fn(&dyn SqlRow) -> Result<T>,
-    ) -> Fut<'_, Option<T>> {
-        let run =
-            self.run(mode, move |s| Box::pin(async move { s.query_opt(stmt, params.as_ref(), f).await.map(Some) }));
+    fn opt<T: Columns>(&self, mode: Mode, stmt: &'static Stmt, params: impl Params) -> Fut<'_, Option<T>> {
+        let run = self.run(mode, move |s| Box::pin(async move { s.opt(stmt, params.as_ref()).await.map(Some) }));
         Box::pin(async move { ran(run.await) })
     }
 
-    /// The first row of a query that always returns one.
-    fn one<T: Send + 'static, P: AsRef<[Value]> + Send + 'static>(
-        &self,
-        mode: Mode,
-        stmt: &'static Stmt,
-        params: P,
-        f: fn(&dyn SqlRow) -> Result<T>,
-    ) -> Fut<'_, T> {
-        let run =
-            self.run(mode, move |s| Box::pin(async move { s.query_one(stmt, params.as_ref(), f).await.map(Some) }));
+    /// The first row of a read that always returns one.
+    fn one<T: Columns>(&self, stmt: &'static Stmt, params: impl Params) -> Fut<'_, T> {
+        let run = self.run(Mode::Read, move |s| Box::pin(async move { s.one(stmt, params.as_ref()).await.map(Some) }));
         Box::pin(async move { ran(run.await) })
-    }
-
-    /// Every row of one query.
-    fn all<T: Send + 'static, P: AsRef<[Value]> + Send + 'static>(
-        &self,
-        mode: Mode,
-        stmt: &'static Stmt,
-        params: P,
-        f: fn(&dyn SqlRow) -> Result<T>,
-    ) -> Fut<'_, Vec<T>> {
-        let run = self.run(mode, move |s| Box::pin(async move { s.query(stmt, params.as_ref(), f).await.map(Some) }));
-        Box::pin(async move { ran(run.await) })
-    }
-
-    /// A `COUNT(*)`.
-    fn count<P: AsRef<[Value]> + Send + 'static>(&self, mode: Mode, stmt: &'static Stmt, params: P) -> Fut<'_, u64> {
-        self.one(mode, stmt, params, |r| r.u64(0))
     }
 }
+
+/// A statement's parameters, moved into the closure a [`Driver`] runs.
+pub(crate) trait Params: AsRef<[Value]> + Send + 'static {}
+impl<P: AsRef<[Value]> + Send + 'static> Params for P {}
 
 /// Only a transaction's closure may answer `None` (to roll back); for the other modes it is a bug.
 pub(crate) fn ran<T>(out: Result<Option<T>>) -> Result<T> {
@@ -494,10 +621,15 @@ macro_rules! run {
         )
     };
 }
-/// A statement kept in a `static`, rendered once per dialect: `sql!("SELECT …")`.
+/// A statement kept in a `static`, rendered once per dialect: `sql!("SELECT …")`, or `sql!(Record: "…")`
+/// where `{*}` (or `{c.*}`, qualified) lists the record's columns and `{?*}` their placeholders `?1…?N`.
 macro_rules! sql {
     ($text:expr) => {{
-        static STMT: $crate::sql::Stmt = $crate::sql::Stmt::new($text);
+        static STMT: $crate::sql::Stmt = $crate::sql::Stmt::new($text, None);
+        &STMT
+    }};
+    ($record:ty: $text:expr) => {{
+        static STMT: $crate::sql::Stmt = $crate::sql::Stmt::new($text, Some($crate::sql::columns::<$record>));
         &STMT
     }};
 }
@@ -509,8 +641,10 @@ mod tests {
 
     #[test]
     fn placeholders_and_marks_render_per_dialect() {
-        let s =
-            Stmt::new("SELECT a FROM t WHERE b = ?1 AND c <= {now} ORDER BY {sqlite:rowid}{pg:seq}{pg: FOR UPDATE}");
+        let s = Stmt::new(
+            "SELECT a FROM t WHERE b = ?1 AND c <= {now} ORDER BY {sqlite:rowid}{pg:seq}{pg: FOR UPDATE}",
+            None,
+        );
         assert_eq!(s.text(Dialect::Sqlite), "SELECT a FROM t WHERE b = ?1 AND c <= ?2 ORDER BY rowid");
         assert_eq!(
             s.text(Dialect::Postgres),
@@ -519,9 +653,27 @@ mod tests {
     }
 
     #[test]
-    fn connection_columns_expand_qualified() {
-        let s = Stmt::new("RETURNING {c.connection}");
+    fn record_columns_expand_plain_qualified_and_as_placeholders() {
+        let s = Stmt::new("RETURNING {c.*}", Some(columns::<crate::ConnectionRecord>));
         assert!(s.text(Dialect::Postgres).starts_with("RETURNING c.token_id, c.client_id, c.user_id"));
-        assert!(s.text(Dialect::Postgres).ends_with("c.reauth_warned_at"));
+        assert!(s.text(Dialect::Postgres).ends_with("c.reauth_warned_at"), "the nested refresh state comes last");
+        let s = Stmt::new("INSERT INTO clients ({*}) VALUES ({?*}) WHERE {now}", Some(columns::<crate::ClientRecord>));
+        assert_eq!(
+            s.text(Dialect::Sqlite),
+            "INSERT INTO clients (client_id, name, token_mode, created_at, api_rate_limit) VALUES (?1, ?2, ?3, ?4, ?5) \
+             WHERE ?6"
+        );
+        let s = Stmt::new(
+            "INSERT INTO clients ({*}) SELECT {?*} WHERE {?+2} > {?+1} AND {now}",
+            Some(columns::<crate::ClientRecord>),
+        );
+        assert_eq!(
+            s.text(Dialect::Sqlite),
+            "INSERT INTO clients (client_id, name, token_mode, created_at, api_rate_limit) SELECT ?1, ?2, ?3, ?4, ?5 \
+             WHERE ?7 > ?6 AND ?8"
+        );
+        let s = Stmt::new("SELECT {*}", Some(columns::<crate::TransferExecutionRecord>));
+        assert!(s.text(Dialect::Sqlite).contains("to_address, transfer_status, hash"), "renamed follow columns");
+        assert!(s.text(Dialect::Sqlite).ends_with("checks, follow_gave_up_at"));
     }
 }

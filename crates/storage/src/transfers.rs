@@ -17,135 +17,112 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::connections::insert_outbox;
-use crate::sql::{Driver, Mode, Session, SqlRow, Stmt, run, sql, vals};
+use crate::sql::Mode::{Read, Write};
+use crate::sql::{Columns, Driver, Mode, Session, SqlRow, Stmt, Value, columns, record, run, sql, text_enum, vals};
 use crate::{Result, StorageError};
 
-/// A transfer preview: the validated details (JSON text, owned by the server) and who may execute it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferPreviewRecord {
-    pub preview_id: Uuid,
-    pub client_id: ClientId,
-    /// The connection the transfer is sent from; only it may execute the preview.
-    pub token_id: TokenId,
-    pub integration: String,
-    pub client_transaction_id: Option<String>,
-    pub details: String,
-    pub created_at: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecutionState {
-    /// Claimed; the integration may or may not have been called yet.
-    Pending,
-    /// The integration made the transfer; `result` holds the answer retries get.
-    Succeeded,
-}
-
-impl ExecutionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecutionState::Pending => "pending",
-            ExecutionState::Succeeded => "succeeded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(ExecutionState::Pending),
-            "succeeded" => Some(ExecutionState::Succeeded),
-            _ => None,
-        }
+record! {
+    /// A transfer preview: the validated details (JSON text, owned by the server) and who may execute it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TransferPreviewRecord {
+        pub preview_id: Uuid,
+        pub client_id: ClientId,
+        /// The connection the transfer is sent from; only it may execute the preview.
+        pub token_id: TokenId,
+        pub integration: String,
+        pub client_transaction_id: Option<String>,
+        pub details: String,
+        pub created_at: OffsetDateTime,
+        pub expires_at: OffsetDateTime,
     }
 }
 
-/// Mesh's status of a sent transfer (`TransferStatus`: pending, succeeded, failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransferProgress {
-    Pending,
-    Succeeded,
-    Failed,
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ExecutionState {
+        /// Claimed; the integration may or may not have been called yet.
+        Pending = "pending",
+        /// The integration made the transfer; `result` holds the answer retries get.
+        Succeeded = "succeeded",
+    }
+}
+
+text_enum! {
+    /// Mesh's status of a sent transfer (`TransferStatus`: pending, succeeded, failed); parsed regardless of
+    /// case (Mesh writes `Pending` in its webhooks and `pending` in its API).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TransferProgress {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
 }
 
 impl TransferProgress {
-    pub const ALL: [TransferProgress; 3] =
-        [TransferProgress::Pending, TransferProgress::Succeeded, TransferProgress::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransferProgress::Pending => "pending",
-            TransferProgress::Succeeded => "succeeded",
-            TransferProgress::Failed => "failed",
-        }
-    }
-
-    /// Case-insensitive (Mesh writes `Pending` in its webhooks and `pending` in its API).
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-
     pub fn is_final(self) -> bool {
         self != TransferProgress::Pending
     }
 }
 
-/// The execution of a preview.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransferExecutionRecord {
-    pub preview_id: Uuid,
-    pub client_id: ClientId,
-    pub token_id: TokenId,
-    pub client_transaction_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    /// Digest of the transfer's details, so a key reused for a different transfer is told apart from a retry.
-    pub fingerprint: String,
-    pub state: ExecutionState,
-    /// Fencing number: bumped by each take-over; write-backs compare it.
-    pub attempt: u32,
-    /// While pending, the holder's claim lasts until then; after it, a retry may take the execution over.
-    pub lease_until: OffsetDateTime,
-    /// The answer to repeat (JSON text), once succeeded.
-    pub result: Option<String>,
-    pub transfer_id: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-    /// What was sent (known at claim time; `None` only on rows older than migration 0007).
-    pub sent: Option<SentTransfer>,
-    /// Where it stands at the provider and the follower's bookkeeping (written by completion and checks;
-    /// `TransferFollow::default()` in a new claim).
-    pub follow: TransferFollow,
-}
+record! {
+    /// The execution of a preview.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct TransferExecutionRecord {
+        pub preview_id: Uuid,
+        pub client_id: ClientId,
+        pub token_id: TokenId,
+        pub client_transaction_id: Option<String>,
+        pub idempotency_key: Option<String>,
+        /// Digest of the transfer's details, so a key reused for a different transfer is told apart from a retry.
+        pub fingerprint: String,
+        pub state: ExecutionState,
+        /// Fencing number: bumped by each take-over; write-backs compare it.
+        pub attempt: u32,
+        /// While pending, the holder's claim lasts until then; after it, a retry may take the execution over.
+        pub lease_until: OffsetDateTime,
+        /// The answer to repeat (JSON text), once succeeded.
+        pub result: Option<String>,
+        pub transfer_id: Option<String>,
+        pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+        /// What was sent (known at claim time; `None` only on rows older than migration 0007).
+        pub sent: Option<SentTransfer>,
+        /// Where it stands at the provider and the follower's bookkeeping (written by completion and checks;
+        /// `TransferFollow::default()` in a new claim).
+        pub follow: TransferFollow,
+    }
 
-/// Where a sent transfer stands, and what the status follower did about it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TransferFollow {
-    /// Mesh's status, once the integration made the transfer.
-    pub status: Option<TransferProgress>,
-    pub hash: Option<String>,
-    /// The status the last webhook announced.
-    pub announced_status: Option<TransferProgress>,
-    /// When the follower checks it next; `None` when there is nothing to follow.
-    pub next_check_at: Option<OffsetDateTime>,
-    /// Checks made so far (the fencing number of [`TransferCheck`]).
-    pub checks: u32,
-    /// The follower stopped before the transfer was final (after its bounded time).
-    pub gave_up_at: Option<OffsetDateTime>,
-}
+    /// Where a sent transfer stands, and what the status follower did about it.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct TransferFollow {
+        /// Mesh's status, once the integration made the transfer.
+        pub status: Option<TransferProgress> as transfer_status,
+        pub hash: Option<String>,
+        /// The status the last webhook announced.
+        pub announced_status: Option<TransferProgress>,
+        /// When the follower checks it next; `None` when there is nothing to follow.
+        pub next_check_at: Option<OffsetDateTime>,
+        /// Checks made so far (the fencing number of [`TransferCheck`]).
+        pub checks: u32,
+        /// The follower stopped before the transfer was final (after its bounded time).
+        pub gave_up_at: Option<OffsetDateTime> as follow_gave_up_at,
+    }
 
-/// What a transfer execution sends: the facts the client's transfer list and webhooks show.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SentTransfer {
-    /// The end user whose connection sends (the connection's `user_id`).
-    pub user_id: String,
-    /// The integration type of the connection (`coinbase`, …).
-    pub integration: String,
-    pub symbol: String,
-    /// What the destination receives, in the symbol.
-    pub amount: f64,
-    pub amount_in_fiat: f64,
-    /// Mesh's network id.
-    pub network_id: Uuid,
-    pub to_address: String,
+    /// What a transfer execution sends: the facts the client's transfer list and webhooks show.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct SentTransfer {
+        /// The end user whose connection sends (the connection's `user_id`).
+        pub user_id: String,
+        /// The integration type of the connection (`coinbase`, …).
+        pub integration: String,
+        pub symbol: String,
+        /// What the destination receives, in the symbol.
+        pub amount: f64,
+        pub amount_in_fiat: f64,
+        /// Mesh's network id.
+        pub network_id: Uuid,
+        pub to_address: String,
+    }
 }
 
 /// The integration made the transfer: what `complete_transfer_execution` records.
@@ -315,63 +292,32 @@ pub trait TransferStore: Send + Sync {
 /// A claim that conflicts with a row which is gone by the time it is read (released meanwhile) is retried.
 const CLAIM_ATTEMPTS: u32 = 5;
 
-/// Read by `execution_from_row`, in this order.
-macro_rules! execution_columns {
-    () => {
-        "preview_id, client_id, token_id, client_transaction_id, idempotency_key, fingerprint, state, attempt,
-         lease_until, result, transfer_id, created_at, updated_at, user_id, integration, symbol, amount,
-         amount_in_fiat, network_id, to_address, transfer_status, hash, announced_status, next_check_at, checks,
-         follow_gave_up_at"
-    };
-}
-
-fn progress_col(r: &dyn SqlRow, i: usize) -> Result<Option<TransferProgress>> {
-    r.text_opt(i)?
-        .map(|t| {
-            TransferProgress::parse(t).ok_or_else(|| StorageError::Corrupt(format!("unknown transfer status {t:?}")))
-        })
-        .transpose()
-}
-
-fn execution_from_row(r: &dyn SqlRow) -> Result<TransferExecutionRecord> {
-    let sent = match r.string_opt(13)? {
-        None => None,
-        Some(user_id) => Some(SentTransfer {
+impl Columns for Option<SentTransfer> {
+    fn names(field: &'static str, out: &mut Vec<&'static str>) {
+        SentTransfer::names(field, out);
+    }
+    /// Rows older than migration 0007 have none of these columns (`user_id` is NULL): `None`.
+    fn read(r: &dyn SqlRow, at: &mut usize) -> Result<Self> {
+        let Some(user_id) = Option::<String>::read(r, at)? else {
+            *at += columns::<SentTransfer>().len() - 1;
+            return Ok(None);
+        };
+        Ok(Some(SentTransfer {
             user_id,
-            integration: r.string_opt(14)?.unwrap_or_default(),
-            symbol: r.string_opt(15)?.unwrap_or_default(),
-            amount: r.float_opt(16)?.unwrap_or_default(),
-            amount_in_fiat: r.float_opt(17)?.unwrap_or_default(),
-            network_id: r.uuid_opt(18)?.unwrap_or_default(),
-            to_address: r.string_opt(19)?.unwrap_or_default(),
-        }),
-    };
-    let state = r.text(6)?;
-    Ok(TransferExecutionRecord {
-        preview_id: r.uuid(0)?,
-        client_id: r.client_id(1)?,
-        token_id: r.token_id(2)?,
-        client_transaction_id: r.string_opt(3)?,
-        idempotency_key: r.string_opt(4)?,
-        fingerprint: r.string(5)?,
-        state: ExecutionState::parse(state)
-            .ok_or_else(|| StorageError::Corrupt(format!("unknown execution state {state:?}")))?,
-        attempt: r.u32(7)?,
-        lease_until: r.time(8)?,
-        result: r.string_opt(9)?,
-        transfer_id: r.string_opt(10)?,
-        created_at: r.time(11)?,
-        updated_at: r.time(12)?,
-        sent,
-        follow: TransferFollow {
-            status: progress_col(r, 20)?,
-            hash: r.string_opt(21)?,
-            announced_status: progress_col(r, 22)?,
-            next_check_at: r.time_opt(23)?,
-            checks: r.u32(24)?,
-            gave_up_at: r.time_opt(25)?,
-        },
-    })
+            integration: Option::read(r, at)?.unwrap_or_default(),
+            symbol: Option::read(r, at)?.unwrap_or_default(),
+            amount: Option::read(r, at)?.unwrap_or_default(),
+            amount_in_fiat: Option::read(r, at)?.unwrap_or_default(),
+            network_id: Option::read(r, at)?.unwrap_or_default(),
+            to_address: Option::read(r, at)?.unwrap_or_default(),
+        }))
+    }
+    fn put_all(&self, out: &mut Vec<Value>) {
+        match self {
+            Some(sent) => sent.put_all(out),
+            None => out.extend(columns::<SentTransfer>().iter().map(|_| Value::Null)),
+        }
+    }
 }
 
 async fn find_execution(
@@ -381,43 +327,17 @@ async fn find_execution(
     client_transaction_id: Option<String>,
     idempotency_key: Option<String>,
 ) -> Result<Option<TransferExecutionRecord>> {
-    s.query_opt(
-        sql!(concat!(
-            "SELECT ",
-            execution_columns!(),
-            " FROM transfer_executions
-             WHERE client_id = ?1 AND (preview_id = ?2 OR client_transaction_id = ?3 OR idempotency_key = ?4)
-             ORDER BY (preview_id = ?2) DESC, (client_transaction_id IS NOT DISTINCT FROM ?3) DESC LIMIT 1"
-        )),
-        &vals![client_id, preview_id, client_transaction_id, idempotency_key],
-        execution_from_row,
-    )
-    .await
+    let stmt = sql!(TransferExecutionRecord: "SELECT {*} FROM transfer_executions
+         WHERE client_id = ?1 AND (preview_id = ?2 OR client_transaction_id = ?3 OR idempotency_key = ?4)
+         ORDER BY (preview_id = ?2) DESC, (client_transaction_id IS NOT DISTINCT FROM ?3) DESC LIMIT 1");
+    s.opt(stmt, &vals![client_id, preview_id, client_transaction_id, idempotency_key]).await
 }
 
 #[async_trait]
 impl<D: Driver> TransferStore for D {
     async fn insert_transfer_preview(&self, r: &TransferPreviewRecord) -> Result<()> {
-        let params = vals![
-            r.preview_id,
-            r.client_id,
-            r.token_id,
-            &r.integration,
-            &r.client_transaction_id,
-            &r.details,
-            r.created_at,
-            r.expires_at,
-        ];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "INSERT INTO transfer_previews (preview_id, client_id, token_id, integration, client_transaction_id,
-                        details, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params,
-        )
-        .await
-        .map(drop)
+        let stmt = sql!(TransferPreviewRecord: "INSERT INTO transfer_previews ({*}) VALUES ({?*})");
+        self.exec(stmt, r.values()).await.map(drop)
     }
 
     async fn get_transfer_preview(
@@ -425,78 +345,26 @@ impl<D: Driver> TransferStore for D {
         client_id: ClientId,
         preview_id: Uuid,
     ) -> Result<Option<TransferPreviewRecord>> {
-        self.opt(
-            Mode::Read,
-            sql!(
-                "SELECT preview_id, client_id, token_id, integration, client_transaction_id, details, created_at,
-                        expires_at FROM transfer_previews WHERE preview_id = ?1 AND client_id = ?2"
-            ),
-            vals![preview_id, client_id],
-            |r| {
-                Ok(TransferPreviewRecord {
-                    preview_id: r.uuid(0)?,
-                    client_id: r.client_id(1)?,
-                    token_id: r.token_id(2)?,
-                    integration: r.string(3)?,
-                    client_transaction_id: r.string_opt(4)?,
-                    details: r.string(5)?,
-                    created_at: r.time(6)?,
-                    expires_at: r.time(7)?,
-                })
-            },
-        )
-        .await
+        let stmt =
+            sql!(TransferPreviewRecord: "SELECT {*} FROM transfer_previews WHERE preview_id = ?1 AND client_id = ?2");
+        self.opt(Read, stmt, vals![preview_id, client_id]).await
     }
 
     async fn purge_transfer_previews(&self, before: OffsetDateTime) -> Result<u64> {
-        self.exec(Mode::Write, sql!("DELETE FROM transfer_previews WHERE expires_at < ?1"), vals![before]).await
+        self.exec(sql!("DELETE FROM transfer_previews WHERE expires_at < ?1"), vals![before]).await
     }
 
     async fn claim_transfer_execution(&self, r: &TransferExecutionRecord) -> Result<ExecutionClaim> {
-        let sent = r.sent.as_ref();
-        let params = vals![
-            r.preview_id,
-            r.client_id,
-            r.token_id,
-            &r.client_transaction_id,
-            &r.idempotency_key,
-            &r.fingerprint,
-            r.state.as_str(),
-            r.attempt,
-            r.lease_until,
-            &r.result,
-            &r.transfer_id,
-            r.created_at,
-            r.updated_at,
-            sent.map(|t| t.user_id.as_str()),
-            sent.map(|t| t.integration.as_str()),
-            sent.map(|t| t.symbol.as_str()),
-            sent.map(|t| t.amount),
-            sent.map(|t| t.amount_in_fiat),
-            sent.map(|t| t.network_id),
-            sent.map(|t| t.to_address.as_str()),
-        ];
+        let params = r.values();
         for _ in 0..CLAIM_ATTEMPTS {
             let (params, r) = (params.clone(), r.clone());
             let claim = Driver::run(self, Mode::Transaction, move |s| {
                 Box::pin(async move {
                     // Without a conflict target, DO NOTHING covers the primary key and both unique indexes; a
                     // concurrent inserter of the same keys waits for this transaction's outcome.
-                    let inserted = s
-                        .execute(
-                            sql!(
-                                "INSERT INTO transfer_executions (preview_id, client_id, token_id,
-                                    client_transaction_id, idempotency_key, fingerprint, state, attempt, lease_until,
-                                    result, transfer_id, created_at, updated_at, user_id, integration, symbol, amount,
-                                    amount_in_fiat, network_id, to_address)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                                    ?18, ?19, ?20)
-                                 ON CONFLICT DO NOTHING"
-                            ),
-                            &params,
-                        )
-                        .await?;
-                    if inserted == 1 {
+                    let insert = sql!(TransferExecutionRecord:
+                        "INSERT INTO transfer_executions ({*}) VALUES ({?*}) ON CONFLICT DO NOTHING");
+                    if s.execute(insert, &params).await? == 1 {
                         return Ok(Some(ExecutionClaim::Claimed));
                     }
                     let existing =
@@ -532,16 +400,11 @@ impl<D: Driver> TransferStore for D {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<bool> {
-        self.exec(
-            Mode::Write,
-            sql!(
-                "UPDATE transfer_executions SET attempt = attempt + 1, lease_until = ?3, updated_at = ?4
-                     WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending' AND lease_until <= ?4"
-            ),
-            vals![preview_id, attempt, lease_until, now],
-        )
-        .await
-        .map(|n| n == 1)
+        let stmt = sql!(
+            "UPDATE transfer_executions SET attempt = attempt + 1, lease_until = ?3, updated_at = ?4
+                         WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending' AND lease_until <= ?4"
+        );
+        self.changed(stmt, vals![preview_id, attempt, lease_until, now]).await
     }
 
     async fn complete_transfer_execution(
@@ -551,26 +414,13 @@ impl<D: Driver> TransferStore for D {
         completed: &CompletedTransfer<'_>,
         at: OffsetDateTime,
     ) -> Result<bool> {
-        let params = vals![
-            preview_id,
-            attempt,
-            completed.result,
-            completed.transfer_id,
-            at,
-            completed.status.as_str(),
-            completed.hash
-        ];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "UPDATE transfer_executions SET state = 'succeeded', result = ?3, transfer_id = ?4, updated_at = ?5,
-                        transfer_status = ?6, hash = ?7, next_check_at = ?5
-                     WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'"
-            ),
-            params,
-        )
-        .await
-        .map(|n| n == 1)
+        let stmt = sql!(
+            "UPDATE transfer_executions SET state = 'succeeded', result = ?3, transfer_id = ?4,
+                             updated_at = ?5, transfer_status = ?6, hash = ?7, next_check_at = ?5
+                         WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'"
+        );
+        let c = completed;
+        self.changed(stmt, vals![preview_id, attempt, c.result, c.transfer_id, at, c.status.as_str(), c.hash]).await
     }
 
     async fn release_transfer_execution(
@@ -580,23 +430,16 @@ impl<D: Driver> TransferStore for D {
         forget: bool,
         at: OffsetDateTime,
     ) -> Result<bool> {
-        run!(self, Write, |s| if forget {
-            s.execute(
-                sql!("DELETE FROM transfer_executions WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'"),
-                &vals![preview_id, attempt],
-            )
-            .await
-        } else {
-            s.execute(
-                sql!(
-                    "UPDATE transfer_executions SET lease_until = ?3, updated_at = ?3
-                     WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'"
-                ),
-                &vals![preview_id, attempt, at],
-            )
-            .await
-        })
-        .map(|n| n == 1)
+        if forget {
+            let stmt =
+                sql!("DELETE FROM transfer_executions WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'");
+            return self.changed(stmt, vals![preview_id, attempt]).await;
+        }
+        let stmt = sql!(
+            "UPDATE transfer_executions SET lease_until = ?3, updated_at = ?3
+                         WHERE preview_id = ?1 AND attempt = ?2 AND state = 'pending'"
+        );
+        self.changed(stmt, vals![preview_id, attempt, at]).await
     }
 
     async fn list_transfer_executions(&self, client_id: ClientId, f: &TransferFilter) -> Result<TransferPage> {
@@ -630,17 +473,19 @@ impl<D: Driver> TransferStore for D {
                AND (CAST(?10 AS DOUBLE PRECISION) IS NULL OR amount_in_fiat >= ?10)
                AND (CAST(?11 AS DOUBLE PRECISION) IS NULL OR amount_in_fiat <= ?11)";
         let direction = if f.descending { "DESC" } else { "ASC" };
-        let page = Stmt::owned(format!(
-            "SELECT {} {FILTER} ORDER BY {} {direction}, created_at {direction}, preview_id {direction}
-             LIMIT ?12 OFFSET ?13",
-            execution_columns!(),
-            f.order.column()
-        ));
+        let page = Stmt::owned(
+            format!(
+                "SELECT {{*}} {FILTER} ORDER BY {} {direction}, created_at {direction}, preview_id {direction}
+                 LIMIT ?12 OFFSET ?13",
+                f.order.column()
+            ),
+            Some(columns::<TransferExecutionRecord>),
+        );
         let base = params.clone();
         params.extend(vals![f.count, f.offset]);
         run!(self, Read, |s| {
-            let total = s.count(&Stmt::owned(format!("SELECT COUNT(*) {FILTER}")), &base).await?;
-            let items = s.query(&page, &params, execution_from_row).await?;
+            let total = s.one(&Stmt::owned(format!("SELECT COUNT(*) {FILTER}"), None), &base).await?;
+            let items = s.all(&page, &params).await?;
             Ok(TransferPage { items, total })
         })
     }
@@ -651,22 +496,15 @@ impl<D: Driver> TransferStore for D {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<TransferExecutionRecord>> {
-        let mut claimed = self
-            .all(
-                Mode::Write, // SKIP LOCKED: instances claiming at once take different rows instead of waiting on each other.
-                sql!(concat!(
-                    "UPDATE transfer_executions SET follow_lease_until = ?2 WHERE preview_id IN (
-                        SELECT preview_id FROM transfer_executions
-                        WHERE next_check_at IS NOT NULL AND next_check_at <= ?1
-                          AND (follow_lease_until IS NULL OR follow_lease_until < ?1)
-                        ORDER BY next_check_at LIMIT ?3{pg: FOR UPDATE SKIP LOCKED})
-                     RETURNING ",
-                    execution_columns!()
-                )),
-                vals![now, lease_until, limit],
-                execution_from_row,
-            )
-            .await?;
+        // SKIP LOCKED: instances claiming at once take different rows instead of waiting on each other.
+        let stmt = sql!(TransferExecutionRecord:
+            "UPDATE transfer_executions SET follow_lease_until = ?2 WHERE preview_id IN (
+                 SELECT preview_id FROM transfer_executions
+                 WHERE next_check_at IS NOT NULL AND next_check_at <= ?1
+                   AND (follow_lease_until IS NULL OR follow_lease_until < ?1)
+                 ORDER BY next_check_at LIMIT ?3{pg: FOR UPDATE SKIP LOCKED})
+             RETURNING {*}");
+        let mut claimed: Vec<TransferExecutionRecord> = self.all(Write, stmt, vals![now, lease_until, limit]).await?;
         // RETURNING does not keep the subquery's order.
         claimed.sort_by_key(|r| r.follow.next_check_at);
         Ok(claimed)
@@ -685,24 +523,18 @@ impl<D: Driver> TransferStore for D {
         ];
         let event = check.event.clone();
         run!(self, Transaction, |s| {
-            let n = s
-                .execute(
-                    sql!(
-                        "UPDATE transfer_executions SET checks = checks + 1, transfer_status = ?3,
-                            hash = COALESCE(?4, hash), next_check_at = ?5, follow_gave_up_at = ?6,
-                            announced_status = COALESCE(?7, announced_status), follow_lease_until = NULL,
-                            updated_at = ?8
-                         WHERE preview_id = ?1 AND checks = ?2"
-                    ),
-                    &params,
-                )
-                .await?;
-            if n == 1
-                && let Some(event) = &event
-            {
+            let stmt = sql!(
+                "UPDATE transfer_executions SET checks = checks + 1, transfer_status = ?3,
+                                 hash = COALESCE(?4, hash), next_check_at = ?5, follow_gave_up_at = ?6,
+                                 announced_status = COALESCE(?7, announced_status), follow_lease_until = NULL,
+                                 updated_at = ?8
+                             WHERE preview_id = ?1 AND checks = ?2"
+            );
+            let changed = s.execute(stmt, &params).await? == 1;
+            if changed && let Some(event) = &event {
                 insert_outbox(s, event).await?;
             }
-            Ok(n == 1)
+            Ok(changed)
         })
     }
 }

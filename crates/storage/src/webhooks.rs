@@ -6,54 +6,40 @@ use linkvault_domain::ClientId;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::connections::outbox_from_row;
-use crate::sql::{Driver, Mode, SqlRow, sql, vals};
-use crate::{OutboxEvent, Result, StorageError};
+use crate::sql::{Columns, Driver, Mode, record, sql, text_enum, vals};
+use crate::{OutboxEvent, Result};
 
-/// How a client's webhooks are shaped and signed (migration 0007).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WebhookFormat {
-    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); every event.
-    #[default]
-    Standard,
-    /// Mesh's transfer webhooks (PascalCase body, `X-Mesh-Signature-256`); transfer events only.
-    Mesh,
-}
-
-impl WebhookFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookFormat::Standard => "standard",
-            WebhookFormat::Mesh => "mesh",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "standard" => Some(WebhookFormat::Standard),
-            "mesh" => Some(WebhookFormat::Mesh),
-            _ => None,
-        }
+text_enum! {
+    /// How a client's webhooks are shaped and signed (migration 0007).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum WebhookFormat {
+        /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); every event.
+        #[default]
+        Standard = "standard",
+        /// Mesh's transfer webhooks (PascalCase body, `X-Mesh-Signature-256`); transfer events only.
+        Mesh = "mesh",
     }
 }
 
-/// A client's webhook endpoint. The secret is sealed; only the vault opens it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookEndpointRecord {
-    pub client_id: ClientId,
-    pub url: String,
-    pub secret_sealed: Vec<u8>,
-    pub format: WebhookFormat,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-}
+record! {
+    /// A client's webhook endpoint. The secret is sealed; only the vault opens it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct WebhookEndpointRecord {
+        pub client_id: ClientId,
+        pub url: String,
+        pub secret_sealed: Vec<u8>,
+        pub format: WebhookFormat,
+        pub created_at: OffsetDateTime,
+        pub updated_at: OffsetDateTime,
+    }
 
-/// An outbox event claimed for delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedDelivery {
-    pub event: OutboxEvent,
-    /// Attempts already made before this one.
-    pub attempts: u32,
+    /// An outbox event claimed for delivery.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ClaimedDelivery {
+        pub event: OutboxEvent,
+        /// Attempts already made before this one.
+        pub attempts: u32,
+    }
 }
 
 /// The outcome of one delivery attempt.
@@ -97,42 +83,15 @@ pub trait WebhookStore: Send + Sync {
 #[async_trait]
 impl<D: Driver> WebhookStore for D {
     async fn set_webhook_endpoint(&self, r: &WebhookEndpointRecord) -> Result<()> {
-        let params = vals![r.client_id, &r.url, &r.secret_sealed, r.created_at, r.updated_at, r.format.as_str()];
-        self.exec(
-            Mode::Write,
-            sql!(
-                "INSERT INTO webhook_endpoints (client_id, url, secret_sealed, created_at, updated_at, format)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (client_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
-                        updated_at = excluded.updated_at, format = excluded.format"
-            ),
-            params,
-        )
-        .await
-        .map(drop)
+        let stmt = sql!(WebhookEndpointRecord: "INSERT INTO webhook_endpoints ({*}) VALUES ({?*})
+             ON CONFLICT (client_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
+                 updated_at = excluded.updated_at, format = excluded.format");
+        self.exec(stmt, r.values()).await.map(drop)
     }
 
     async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>> {
-        self.opt(
-            Mode::Read,
-            sql!(
-                "SELECT client_id, url, secret_sealed, created_at, updated_at, format FROM webhook_endpoints
-                     WHERE client_id = ?1"
-            ),
-            vals![client_id],
-            |r| {
-                Ok(WebhookEndpointRecord {
-                    client_id: r.client_id(0)?,
-                    url: r.string(1)?,
-                    secret_sealed: r.bytes(2)?,
-                    created_at: r.time(3)?,
-                    updated_at: r.time(4)?,
-                    format: WebhookFormat::parse(r.text(5)?)
-                        .ok_or_else(|| StorageError::Corrupt("unknown webhook format".into()))?,
-                })
-            },
-        )
-        .await
+        let stmt = sql!(WebhookEndpointRecord: "SELECT {*} FROM webhook_endpoints WHERE client_id = ?1");
+        self.opt(Mode::Read, stmt, vals![client_id]).await
     }
 
     async fn claim_outbox_deliveries(
@@ -141,25 +100,20 @@ impl<D: Driver> WebhookStore for D {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let mut claimed = self
-            .all(
-                Mode::Write, // SKIP LOCKED: instances sharing a PostgreSQL database each take different events.
-                sql!(
-                    "UPDATE outbox SET lease_until = ?2 WHERE id IN (
-                        SELECT id FROM outbox
-                        WHERE delivered_at IS NULL AND given_up_at IS NULL
-                          AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
-                          AND (lease_until IS NULL OR lease_until < ?1)
-                        ORDER BY created_at, {sqlite:rowid}{pg:seq} LIMIT ?3{pg: FOR UPDATE SKIP LOCKED})
-                     RETURNING id, client_id, event_type, payload, created_at, attempts, {sqlite:rowid}{pg:seq}"
-                ),
-                vals![now, lease_until, limit],
-                |r: &dyn SqlRow| Ok((r.int(6)?, ClaimedDelivery { event: outbox_from_row(r)?, attempts: r.u32(5)? })),
-            )
-            .await?;
+        // SKIP LOCKED: instances sharing a PostgreSQL database each take different events.
+        let stmt = sql!(ClaimedDelivery:
+            "UPDATE outbox SET lease_until = ?2 WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE delivered_at IS NULL AND given_up_at IS NULL
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
+                   AND (lease_until IS NULL OR lease_until < ?1)
+                 ORDER BY created_at, {sqlite:rowid}{pg:seq} LIMIT ?3{pg: FOR UPDATE SKIP LOCKED})
+             RETURNING {*}, {sqlite:rowid}{pg:seq}");
+        let mut claimed: Vec<(ClaimedDelivery, i64)> =
+            self.all(Mode::Write, stmt, vals![now, lease_until, limit]).await?;
         // RETURNING does not keep the subquery's order.
-        claimed.sort_by_key(|(seq, d)| (d.event.created_at, *seq));
-        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+        claimed.sort_by_key(|(d, seq)| (d.event.created_at, *seq));
+        Ok(claimed.into_iter().map(|(d, _)| d).collect())
     }
 
     async fn finish_outbox_attempt(&self, id: Uuid, outcome: &DeliveryOutcome) -> Result<()> {
@@ -170,28 +124,19 @@ impl<D: Driver> WebhookStore for D {
             }
             DeliveryOutcome::GiveUp { at, error } => vals![None::<i64>, None::<i64>, Some(*at), error, id],
         };
-        self.exec(
-            Mode::Write,
-            sql!(
-                "UPDATE outbox SET attempts = attempts + 1, delivered_at = ?1, next_attempt_at = ?2,
-                        given_up_at = ?3, last_error = ?4, lease_until = NULL WHERE id = ?5"
-            ),
-            params,
-        )
-        .await
-        .map(drop)
+        let stmt = sql!(
+            "UPDATE outbox SET attempts = attempts + 1, delivered_at = ?1, next_attempt_at = ?2,
+                             given_up_at = ?3, last_error = ?4, lease_until = NULL WHERE id = ?5"
+        );
+        self.exec(stmt, params).await.map(drop)
     }
 
     async fn purge_finished_outbox(&self, finished_before: OffsetDateTime) -> Result<u64> {
         // Served by the `outbox_pending` index's complement: finished rows are the ones that index leaves out.
-        self.exec(
-            Mode::Write,
-            sql!(
-                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
-                        OR (given_up_at IS NOT NULL AND given_up_at < ?1)"
-            ),
-            vals![finished_before],
-        )
-        .await
+        let stmt = sql!(
+            "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                             OR (given_up_at IS NOT NULL AND given_up_at < ?1)"
+        );
+        self.exec(stmt, vals![finished_before]).await
     }
 }
