@@ -35,6 +35,8 @@ struct Ledger {
     accepted_seeded: u64,
     /// Accepted refreshes that arrived before the access token issued with the presented refresh token expired.
     before_expiry: u64,
+    /// Of those, first-generation ones: a seeded connection refreshed before its seeded access token expired.
+    seeded_before_expiry: u64,
     /// Presentations of a refresh token already presented (answered `invalid_grant`, as a rotating upstream
     /// that suspects theft would).
     reused: u64,
@@ -57,6 +59,7 @@ pub struct UpstreamReport {
     pub accepted: u64,
     pub accepted_seeded: u64,
     pub before_expiry: u64,
+    pub seeded_before_expiry: u64,
     pub reused: u64,
     pub unknown: u64,
     pub max_presentations: u32,
@@ -107,12 +110,18 @@ impl FakeUpstream {
         }
     }
 
+    /// First-generation refresh tokens accepted so far: seeded connections refreshed at least once.
+    pub fn accepted_seeded(&self) -> u64 {
+        self.shared.ledger.lock().unwrap_or_else(PoisonError::into_inner).accepted_seeded
+    }
+
     pub fn report(&self) -> UpstreamReport {
         let ledger = self.shared.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         UpstreamReport {
             accepted: ledger.accepted,
             accepted_seeded: ledger.accepted_seeded,
             before_expiry: ledger.before_expiry,
+            seeded_before_expiry: ledger.seeded_before_expiry,
             reused: ledger.reused,
             unknown: ledger.unknown,
             max_presentations: ledger.max_presentations,
@@ -161,6 +170,7 @@ async fn token(State(shared): State<Arc<Shared>>, Form(form): Form<HashMap<Strin
         ledger.accepted += 1;
         ledger.accepted_seeded += u64::from(seeded);
         ledger.before_expiry += u64::from(on_time);
+        ledger.seeded_before_expiry += u64::from(seeded && on_time);
         let second = usize::try_from((now - shared.epoch).whole_seconds()).unwrap_or(0);
         if ledger.per_second.len() <= second {
             ledger.per_second.resize(second + 1, 0);
