@@ -9,6 +9,11 @@ mod connections;
 mod error;
 pub mod inspect;
 mod link;
+/// Each backend's ordered migrations, listed by `build.rs` from the `migrations` folder (SQLite records how many
+/// ran in `PRAGMA user_version`, PostgreSQL in a table).
+mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
 mod postgres;
 mod records;
 mod sql;

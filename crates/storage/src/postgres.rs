@@ -18,19 +18,7 @@ use crate::sql::{Dialect, Driver, Fut, Mode, Session, SqlRow, Stmt, Value};
 use crate::time_conv::to_millis;
 use crate::{Result, StorageError, Store};
 
-pub(crate) const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/postgres/0001_initial.sql"),
-    include_str!("../migrations/postgres/0002_refresh.sql"),
-    include_str!("../migrations/postgres/0003_link.sql"),
-    include_str!("../migrations/postgres/0004_webhooks.sql"),
-    include_str!("../migrations/postgres/0005_client_tokens.sql"),
-    include_str!("../migrations/postgres/0006_transfers.sql"),
-    include_str!("../migrations/postgres/0007_transfer_follow.sql"),
-    include_str!("../migrations/postgres/0008_link_connected.sql"),
-    include_str!("../migrations/postgres/0009_link_oauth_binding.sql"),
-    include_str!("../migrations/postgres/0010_client_rate_limit.sql"),
-    include_str!("../migrations/postgres/0011_key_version_wraps.sql"),
-];
+pub(crate) use crate::migrations::POSTGRES as MIGRATIONS;
 
 /// Arbitrary constant naming linkvault's migration lock.
 const MIGRATION_LOCK: i64 = 0x6c69_6e6b_7661_756c;

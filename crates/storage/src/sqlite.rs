@@ -18,20 +18,7 @@ mod readers;
 use crate::sql::{Dialect, Driver, Fut, Mode, Session, SqlRow, Stmt, Value};
 use crate::{Result, StorageError};
 
-/// Ordered migrations; `PRAGMA user_version` records how many have been applied.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-    include_str!("../migrations/sqlite/0002_refresh.sql"),
-    include_str!("../migrations/sqlite/0003_link.sql"),
-    include_str!("../migrations/sqlite/0004_webhooks.sql"),
-    include_str!("../migrations/sqlite/0005_client_tokens.sql"),
-    include_str!("../migrations/sqlite/0006_transfers.sql"),
-    include_str!("../migrations/sqlite/0007_transfer_follow.sql"),
-    include_str!("../migrations/sqlite/0008_link_connected.sql"),
-    include_str!("../migrations/sqlite/0009_link_oauth_binding.sql"),
-    include_str!("../migrations/sqlite/0010_client_rate_limit.sql"),
-    include_str!("../migrations/sqlite/0011_key_version_wraps.sql"),
-];
+pub(crate) use crate::migrations::SQLITE as MIGRATIONS;
 
 #[derive(Debug)]
 struct Inner {
