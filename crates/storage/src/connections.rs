@@ -34,8 +34,8 @@ async fn write_credentials(s: &mut impl Session, u: &CredentialsUpdate, owner: O
                 data_key_generation = COALESCE(?6, data_key_generation),
                 account_id = ?7, account_name = ?8, access_expires_at = ?9, refresh_expires_at = ?10,
                 last_refreshed_at = ?11, refresh_count = ?12, updated_at = ?13, version = version + 1,
-                next_refresh_at = ?16, reauth_warned_at = ?17, lease_owner = NULL, lease_until = NULL,
-                grant_in_flight = FALSE, refresh_failures = 0, last_error = NULL
+                next_refresh_at = ?16, reauth_warned_at = ?17, last_refreshed_by = ?18, lease_owner = NULL,
+                lease_until = NULL, grant_in_flight = FALSE, refresh_failures = 0, last_error = NULL
              WHERE token_id = ?14 AND version = ?15 AND (CAST(?18 AS TEXT) IS NULL OR lease_owner = ?18)"
     );
     let params = vals![

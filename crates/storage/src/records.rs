@@ -145,6 +145,10 @@ record! {
         /// When the lease ends. PostgreSQL sets and compares it on the database clock; SQLite on the clock of
         /// the process passing `now` (one host owns an SQLite file).
         pub lease_until: Option<OffsetDateTime>,
+        /// The engine instance whose lease wrote the current credentials (`None`: they came from outside the
+        /// engine: an import, a re-authentication or a client-managed refresh). Which of several instances
+        /// sharing a database refreshed a connection, for operators.
+        pub last_refreshed_by: Option<String>,
         /// Set just before the refresh grant is sent and cleared by the write-back: a lease that expires with it
         /// set is the crash window (the upstream may have rotated the refresh token we still hold).
         pub grant_in_flight: bool,

@@ -229,6 +229,7 @@ fn connection(client_id: ClientId, key_version: u32, user: &str, integration: &s
             next_refresh_at: Some(ts(3_000_003)),
             lease_owner: None,
             lease_until: None,
+            last_refreshed_by: Some("engine-7".to_owned()),
             grant_in_flight: false,
             refresh_failures: 2,
             last_error: Some("token endpoint answered HTTP 503".to_owned()),
@@ -1268,7 +1269,9 @@ async fn complete_refresh_is_compare_and_set_on_version_and_owner(store: DynStor
     assert_eq!(store.count_pending_outbox().await?, 0, "a lost compare-and-set writes no event");
     assert!(store.complete_refresh(&u, "me").await?);
     let after = store.get_connection(r.token_id).await?.ok_or("row")?;
-    assert_eq!(after, applied(&claimed, &u));
+    let mut expected = applied(&claimed, &u);
+    expected.refresh.last_refreshed_by = Some("me".to_owned());
+    assert_eq!(after, expected, "the lease owner is recorded as the refresher");
     assert!(
         !after.refresh.grant_in_flight && after.refresh.lease_owner.is_none() && after.refresh.lease_until.is_none()
     );
@@ -1302,6 +1305,7 @@ async fn release_lease_and_reauth_mark_write_their_event_atomically(store: DynSt
             next_refresh_at: Some(ts(5_000)),
             lease_owner: None,
             lease_until: None,
+            last_refreshed_by: None,
             grant_in_flight: false,
             refresh_failures: 3,
             last_error: Some("token endpoint answered HTTP 503".to_owned()),

@@ -146,6 +146,7 @@ impl SimStore {
         r.version += 1;
         r.refresh.next_refresh_at = u.next_refresh_at;
         r.refresh.reauth_warned_at = u.reauth_warned_at;
+        r.refresh.last_refreshed_by = owner.map(str::to_owned);
         r.refresh.lease_owner = None;
         r.refresh.lease_until = None;
         r.refresh.grant_in_flight = false;
