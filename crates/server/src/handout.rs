@@ -7,7 +7,7 @@ use linkvault_domain::{ClientId, TokenId, TokenMode};
 use linkvault_storage::ConnectionRecord;
 use linkvault_vault::ClientTokens;
 use linkvault_vault::events::mesh_account_id;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::AppState;
@@ -26,6 +26,15 @@ pub(crate) enum Handout {
         token_id: TokenId,
         access_token: String,
     },
+}
+
+/// What an app holds for one connection: `accessToken`, and `tokenId` (managed mode) or `refreshToken`
+/// (client-managed mode, as issued: a refresh without rotation issues none).
+#[derive(Debug)]
+pub(crate) struct HandedTokens {
+    pub access_token: String,
+    pub token_id: Option<String>,
+    pub refresh_token: Option<String>,
 }
 
 /// The caller's token mode, read from the client record (Link sessions carry only the client id).
@@ -89,20 +98,37 @@ impl Handout {
         fields
     }
 
-    /// One `BrokerAccountTokens` / `AccountToken` entry for `account`.
-    pub(crate) fn account_token(&self, account: Value) -> Value {
+    /// The tokens of one `accountTokens` entry: what each answer puts beside its account.
+    pub(crate) fn tokens(&self) -> HandedTokens {
         match self {
             Handout::Managed { token_id, .. } => {
                 let id = token_id.to_string();
-                json!({"account": account, "accessToken": id, "tokenId": id})
+                HandedTokens { access_token: id.clone(), token_id: Some(id), refresh_token: None }
             }
-            Handout::Client(t) => json!({
-                "account": account,
-                "accessToken": t.access_token.expose(),
-                "refreshToken": t.refresh_token.as_ref().map(linkvault_crypto::ClientToken::expose),
-            }),
-            Handout::Returning { access_token, .. } => json!({"account": account, "accessToken": access_token}),
+            Handout::Client(t) => HandedTokens {
+                access_token: t.access_token.expose().to_owned(),
+                token_id: None,
+                refresh_token: t.refresh_token.as_ref().map(|r| r.expose().to_owned()),
+            },
+            Handout::Returning { access_token, .. } => {
+                HandedTokens { access_token: access_token.clone(), token_id: None, refresh_token: None }
+            }
         }
+    }
+
+    /// One Link `accountTokens` entry for `account` (the Link page's payload is built as JSON).
+    pub(crate) fn account_token(&self, account: Value) -> Value {
+        let tokens = self.tokens();
+        let mut entry = Map::new();
+        entry.insert("account".to_owned(), account);
+        entry.insert("accessToken".to_owned(), Value::String(tokens.access_token));
+        if let Some(id) = tokens.token_id {
+            entry.insert("tokenId".to_owned(), Value::String(id));
+        }
+        if let Some(refresh) = tokens.refresh_token {
+            entry.insert("refreshToken".to_owned(), Value::String(refresh));
+        }
+        Value::Object(entry)
     }
 
     /// `expiresInSeconds`: the integration session's remaining life (managed), or the access token's.

@@ -17,10 +17,11 @@ use crate::link::api::{check_fixed_integration, own_connection};
 use crate::link::session::LinkSession;
 use crate::routes::destinations::{Destination, TransferOptions, optional_network, optional_symbol};
 use crate::routes::token_use::{Resolved, call_account};
-use crate::routes::transfer_configure::{ConfigureInput, configure_transfer};
+use crate::routes::transfer_configure::{ConfigureInput, ConfigureTransferResponse, configure_transfer};
 use crate::routes::transfer_info::mesh_status;
 use crate::routes::transfers::{
-    ValidPreview, check_amount, check_text, execute_preview, make_preview, mfa_code_of, preview_id_of, refused,
+    ExecuteAnswer, PreviewTransferResponse, ValidPreview, check_amount, check_text, execute_preview, make_preview,
+    mfa_code_of, preview_id_of, refused,
 };
 use linkvault_storage::LinkSessionRecord;
 
@@ -130,7 +131,7 @@ fn for_user(e: ApiError) -> ApiError {
 }
 
 /// The ApiResult of one transfer call, every error worded for the user.
-fn answer(result: Result<Value, ApiError>) -> Result<ApiOk<Value>, ApiError> {
+fn answer<T: serde::Serialize>(result: Result<T, ApiError>) -> Result<ApiOk<T>, ApiError> {
     result.map(|content| ApiOk(Some(content))).map_err(for_user)
 }
 
@@ -139,7 +140,7 @@ pub(crate) async fn configure(
     State(state): State<AppState>,
     LinkSession(session): LinkSession,
     ApiJson(req): ApiJson<ConfigureBody>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<ConfigureTransferResponse>, ApiError> {
     let run = async {
         let options = session_options(&session)?;
         let mut resolved = session_connection(&state, &session, &req.token_id).await?;
@@ -183,7 +184,7 @@ pub(crate) async fn preview(
     State(state): State<AppState>,
     LinkSession(session): LinkSession,
     ApiJson(req): ApiJson<PreviewBody>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<PreviewTransferResponse>, ApiError> {
     let run = async {
         let options = session_options(&session)?;
         let destination = pick(&options, &req)?;
@@ -221,7 +222,7 @@ pub(crate) async fn execute(
     State(state): State<AppState>,
     LinkSession(session): LinkSession,
     ApiJson(req): ApiJson<ExecuteBody>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<ExecuteAnswer>, ApiError> {
     let run = async {
         session_options(&session)?;
         let preview_id = preview_id_of(&req.preview_id)?;

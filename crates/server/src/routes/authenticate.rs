@@ -14,7 +14,6 @@ use linkvault_integrations::{AuthScheme, Integration};
 use linkvault_vault::{ConnectionMeta, IntegrationCredentials};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -22,7 +21,7 @@ use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::handout::{Handout, hand_out};
-use crate::routes::openapi::{AccountToken, ApiResult, SignInOutcomeName};
+use crate::routes::openapi::ApiResult;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,8 +50,7 @@ pub(crate) struct AuthRequest {
 #[schema(as = B2BBrokerAuthResponse)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AuthResponse {
-    #[schema(value_type = SignInOutcomeName)]
-    status: &'static str,
+    status: SignInStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,10 +66,52 @@ pub(crate) struct AuthResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token_expires_in_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<AccountToken>>)]
-    account_tokens: Option<Vec<Value>>,
+    account_tokens: Option<Vec<AccountToken>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requires_reauthentication: Option<bool>,
+}
+
+/// Where a sign-in step stands (`B2BBrokerAuthResponse.status`).
+#[derive(Serialize, ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[schema(as = SignInOutcomeName)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum SignInStatus {
+    #[default]
+    Succeeded,
+    MfaRequired,
+    /// The end user's mistake (wrong username or password, a refusal by the integration).
+    Failed,
+    /// A wrong or expired MFA code.
+    ChallengeFailed,
+}
+
+/// One `accountTokens` entry of the answer: the account and what the app holds for it, by the client's token mode.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AccountToken {
+    /// managed mode: equals tokenId; client-managed mode: a linkvault access token (lva_…)
+    access_token: String,
+    account: AuthenticatedAccount,
+    /// client-managed mode only: a linkvault refresh token (lvr_…) for POST /api/v1/token/refresh
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    refresh_token: Option<String>,
+    /// managed mode only
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = Uuid, required = false)]
+    token_id: Option<String>,
+}
+
+/// The account signed in to.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthenticatedAccount {
+    account_id: String,
+    account_name: String,
+    /// false on the first sign-in of this user to this integration
+    is_reconnected: bool,
+    mesh_account_id: String,
 }
 
 pub(crate) fn decode(
@@ -91,7 +131,7 @@ pub(crate) fn decode(
         .map_err(|_| ApiError::invalid_field(field, "does not decode to UTF-8 text"))
 }
 
-fn failed(status: &'static str, message: String) -> ApiOk<AuthResponse> {
+fn failed(status: SignInStatus, message: String) -> ApiOk<AuthResponse> {
     ApiOk(Some(AuthResponse { status, error_message: Some(message), ..AuthResponse::default() }))
 }
 
@@ -100,7 +140,7 @@ pub(crate) enum SignInStep {
     /// Answer the challenge with the MFA code.
     MfaRequired { mfa_type: String, challenge_id: String, expires_in_seconds: Option<i64> },
     /// The end user's mistake (`failed`) or a wrong/expired MFA code (`challengeFailed`); nothing stored.
-    Refused { status: &'static str, message: String },
+    Refused { status: SignInStatus, message: String },
     /// Signed in; the session is stored under the natural key.
     Stored {
         stored: linkvault_vault::StoredConnection,
@@ -170,10 +210,10 @@ pub(crate) async fn sign_in_and_store(
         }
         // The end user's mistakes are answered inside the result, as Mesh does; nothing is stored.
         Err(e @ (CredentialsError::InvalidCredentials | CredentialsError::Rejected { .. })) => {
-            return Ok(SignInStep::Refused { status: "failed", message: e.to_string() });
+            return Ok(SignInStep::Refused { status: SignInStatus::Failed, message: e.to_string() });
         }
         Err(e @ (CredentialsError::InvalidMfaCode | CredentialsError::ChallengeExpired)) => {
-            return Ok(SignInStep::Refused { status: "challengeFailed", message: e.to_string() });
+            return Ok(SignInStep::Refused { status: SignInStatus::ChallengeFailed, message: e.to_string() });
         }
         Err(CredentialsError::Transient { reason, .. }) => {
             return Err(ApiError::new(
@@ -310,7 +350,7 @@ pub(crate) async fn authenticate(
         match sign_in_and_store(&state, &key, integration, fields).await? {
             SignInStep::MfaRequired { mfa_type, challenge_id, expires_in_seconds } => {
                 return Ok(ApiOk(Some(AuthResponse {
-                    status: "mfaRequired",
+                    status: SignInStatus::MfaRequired,
                     mfa_type: Some(mfa_type),
                     challenge_id: Some(challenge_id),
                     challenge_expires_in_seconds: expires_in_seconds,
@@ -327,23 +367,52 @@ pub(crate) async fn authenticate(
     let record = state.vault.connection_for(caller.client_id, stored.token_id).await?;
     let handout = hand_out(&state, caller.token_mode, &record).await?;
     let now = state.vault.clock().now();
-    let account = json!({
-        "accountId": account_id.unwrap_or_default(),
-        "accountName": account_name.unwrap_or_default(),
-        "meshAccountId": handout.mesh_account_id(),
-        "isReconnected": !stored.created,
-    });
+    let account = AuthenticatedAccount {
+        account_id: account_id.unwrap_or_default(),
+        account_name: account_name.unwrap_or_default(),
+        is_reconnected: !stored.created,
+        mesh_account_id: handout.mesh_account_id(),
+    };
+    let tokens = handout.tokens();
+    let account_token = AccountToken {
+        access_token: tokens.access_token,
+        account,
+        refresh_token: tokens.refresh_token,
+        token_id: tokens.token_id,
+    };
     // Managed: the session's remaining life, as before. Client-managed: the access token's.
     let expires_in = match handout {
         Handout::Client(_) => handout.expires_in(now).or(expires_in),
         _ => expires_in,
     };
     Ok(ApiOk(Some(AuthResponse {
-        status: "succeeded",
+        status: SignInStatus::Succeeded,
         expires_in_seconds: expires_in,
         refresh_token_expires_in_seconds: handout.refresh_expires_in(now),
-        account_tokens: Some(vec![handout.account_token(account)]),
+        account_tokens: Some(vec![account_token]),
         requires_reauthentication: Some(false),
         ..AuthResponse::default()
     })))
+}
+
+/// Representative answers (an account token of each token mode), for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let account = || AuthenticatedAccount {
+        account_id: "a-1".to_owned(),
+        account_name: "Main".to_owned(),
+        is_reconnected: false,
+        mesh_account_id: uuid::Uuid::nil().to_string(),
+    };
+    let id = uuid::Uuid::nil().to_string();
+    let managed =
+        AccountToken { access_token: id.clone(), account: account(), refresh_token: None, token_id: Some(id) };
+    let client = AccountToken {
+        access_token: "lva_x".to_owned(),
+        account: account(),
+        refresh_token: Some("lvr_x".to_owned()),
+        token_id: None,
+    };
+    vec![sample("AccountToken", &managed), sample("AccountToken", &client)]
 }

@@ -15,6 +15,7 @@ pub(crate) mod transfer_info;
 mod transfer_list;
 pub(crate) mod transfers;
 mod webhooks;
+pub(crate) mod wire;
 
 use axum::Router;
 use axum::routing::{delete, get, post};

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api_result::{ApiStatus, ErrorType};
 
-/// A schema written as JSON, for an answer that handlers build as `serde_json::Value` (no type to derive from).
+/// A schema written as JSON, for what no type states the shape of (input read by hand, the free-form envelope).
 /// `json_schema!(Name, r##"{…}"##)` declares the documentation type `Name`; `json_schema!(impl Type as Name, r##"{…}"##)`
 /// documents an existing type.
 macro_rules! json_schema {
@@ -103,11 +103,14 @@ pub(crate) fn document_bytes() -> &'static [u8] {
         super::transfer_list::mesh,
         super::transfer_list::integrations,
     ),
-    components(schemas(ApiStatus, ErrorType, ApiResult, TransferFee, ManagedTransferModel)),
+    components(schemas(ApiStatus, ErrorType, ApiResult)),
     modifiers(&Conventions)
 )]
 struct ApiDoc;
 
+// Written by hand: the envelope is serialised by `api_result` from parts that differ per answer (the error
+// envelope's free-form `errorData`, the success envelope's borrowed fixed parts), and each operation's 200 gets
+// its own exact envelope from `wrap_success` below; this is the common shape they and every error share.
 json_schema!(
     ApiResult,
     r##"{
@@ -220,6 +223,150 @@ mod tests {
         literals.push((ApiResult::literal(), ApiResult::schema()));
         for (literal, read) in literals {
             assert_eq!(serde_json::to_value(read).unwrap(), literal);
+        }
+    }
+
+    /// Whether `value` fits `schema` (resolved in `doc`), as far as the answers use JSON Schema: `$ref`, `oneOf`
+    /// / `anyOf` / `allOf`, `type` (one or a list), `enum`, `properties` (every key of the value documented),
+    /// `required`, `items` and `maxItems`. The first misfit, with its path.
+    fn fits(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        at: &str,
+    ) -> Result<(), String> {
+        use serde_json::Value;
+        if let Some(Value::String(reference)) = schema.get("$ref") {
+            let name = reference.strip_prefix("#/components/schemas/").ok_or(format!("{at}: ref {reference}"))?;
+            let target = &doc["components"]["schemas"][name];
+            if target.is_null() {
+                return Err(format!("{at}: no component {name}"));
+            }
+            return fits(doc, target, value, at);
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(Value::Array(branches)) = schema.get(key) {
+                let misfits: Vec<String> = branches.iter().filter_map(|b| fits(doc, b, value, at).err()).collect();
+                if misfits.len() == branches.len() {
+                    return Err(format!("{at}: no branch of {key} fits: {misfits:?}"));
+                }
+            }
+        }
+        if let Some(Value::Array(parts)) = schema.get("allOf") {
+            for part in parts {
+                fits(doc, part, value, at)?;
+            }
+        }
+        if let Some(types) = schema.get("type") {
+            let types: Vec<&str> = match types {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+                _ => return Err(format!("{at}: type {types}")),
+            };
+            let fitting = |t: &str| match t {
+                "null" => value.is_null(),
+                "boolean" => value.is_boolean(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "array" => value.is_array(),
+                "object" => value.is_object(),
+                _ => false,
+            };
+            if !types.iter().any(|t| fitting(t)) {
+                return Err(format!("{at}: {value} is not {types:?}"));
+            }
+        }
+        if let Some(Value::Array(allowed)) = schema.get("enum") {
+            if !allowed.contains(value) {
+                return Err(format!("{at}: {value} is not one of {allowed:?}"));
+            }
+        }
+        if let Value::Object(fields) = value {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            if let Some(properties) = properties {
+                for (key, field) in fields {
+                    let property = properties.get(key).ok_or(format!("{at}: {key} is not documented"))?;
+                    fits(doc, property, field, &format!("{at}.{key}"))?;
+                }
+            }
+            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+                let name = required.as_str().unwrap_or_default();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}: required {name} is missing"));
+                }
+            }
+        }
+        if let Value::Array(items) = value {
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
+                assert!(items.len() as u64 <= max, "{at}: more than {max} items");
+            }
+            if let Some(item) = schema.get("items").filter(|i| i.is_object()) {
+                for (i, element) in items.iter().enumerate() {
+                    fits(doc, item, element, &format!("{at}[{i}]"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every answer's wire type against its schema in the served document: a sample of each (every shape an
+    /// answer has: managed and client tokens, notAuthorized holdings, each execute outcome …) must fit, so a
+    /// type and its documented schema cannot drift apart. Each sample's bytes must also be those of the same
+    /// JSON with its keys sorted: the answers were sorted maps before they had types, and so they stay.
+    #[test]
+    fn every_wire_type_fits_its_schema_in_the_served_document() {
+        let doc: serde_json::Value = serde_json::from_slice(document_bytes()).unwrap();
+        let samples = [
+            crate::routes::authenticate::samples(),
+            crate::routes::integrations::samples(),
+            crate::routes::ops::samples(),
+            crate::routes::portfolio::samples(),
+            crate::routes::token_refresh::samples(),
+            crate::routes::transfer_configure::samples(),
+            crate::routes::transfer_info::samples(),
+            crate::routes::transfer_list::samples(),
+            crate::routes::transfers::samples(),
+            crate::routes::webhooks::samples(),
+        ]
+        .concat();
+        assert!(samples.len() >= 30, "{} samples", samples.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, text) in &samples {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let schema = &doc["components"]["schemas"][*name];
+            assert!(schema.is_object(), "{name} is not a component of the served document");
+            if let Err(misfit) = fits(&doc, schema, &value, name) {
+                panic!("{name} does not fit its schema: {misfit}\n{text}");
+            }
+            assert_eq!(text, &value.to_string(), "{name}: keys not in JSON-name order");
+            seen.insert(*name);
+        }
+        // The answers' components, each checked at least once (a new answer type belongs in its module's samples).
+        for name in [
+            "AccountToken",
+            "AuthenticationScheme",
+            "B2BBrokerRefreshTokenResponse",
+            "BalanceModel",
+            "ConfigureTransferResponse",
+            "DepositAddressModel",
+            "ExecuteTransferResponse",
+            "FiatPortfolioModel",
+            "Health",
+            "HoldingsModel",
+            "HoldingsValueModel",
+            "IntegrationList",
+            "ManagedIntegrationsModel",
+            "ManagedTransferPage",
+            "NetworksModel",
+            "PortfolioModel",
+            "PreviewTransferResponse",
+            "TokensModel",
+            "TransfersListModel",
+            "WebhookEndpoint",
+            "WebhookSet",
+        ] {
+            assert!(seen.contains(name), "no sample of {name}");
         }
     }
 

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 
 use crate::AppState;
-use crate::routes::openapi::Health;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Alive: the process serves HTTP. Touches nothing else (for liveness probes, and the benchmarks' baseline).
 #[utoipa::path(
@@ -19,6 +20,40 @@ use crate::routes::openapi::Health;
 )]
 pub(crate) async fn livez() -> &'static str {
     "ok"
+}
+
+/// `/healthz`'s answer.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    database: Database,
+    status: HealthStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+enum HealthStatus {
+    Ok,
+    Unavailable,
+}
+
+/// The storage backend in use.
+// By the name the store gives it (`Store::backend`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+impl Database {
+    /// The store has these two backends; `Store::backend` names them so.
+    fn of(backend: &str) -> Self {
+        match backend {
+            "postgres" => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
 }
 
 /// Healthy when the database answers.
@@ -33,14 +68,12 @@ pub(crate) async fn livez() -> &'static str {
     )
 )]
 pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = Database::of(state.vault.backend());
     match state.vault.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "database": state.vault.backend() }))),
+        Ok(()) => (StatusCode::OK, Json(Health { database, status: HealthStatus::Ok })),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": state.vault.backend() })),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { database, status: HealthStatus::Unavailable }))
         }
     }
 }
@@ -82,4 +115,14 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
 )]
 pub(crate) async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::document_bytes())
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    vec![
+        sample("Health", &Health { database: Database::of("sqlite"), status: HealthStatus::Ok }),
+        sample("Health", &Health { database: Database::of("postgres"), status: HealthStatus::Unavailable }),
+    ]
 }

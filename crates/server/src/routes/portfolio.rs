@@ -5,20 +5,17 @@
 use axum::extract::State;
 use linkvault_domain::{IntegrationType, Operation, UserId};
 use linkvault_integrations::api::{Balance, Holding};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::openapi::ApiResult;
 use crate::routes::token_use::{AccountFailure, Resolved, call_account, upstream_error, use_connection};
+use crate::routes::wire::{EmptyList, empty_list};
 use linkvault_vault::UseRefusal;
-
-use crate::routes::openapi::{
-    ApiResult, BalanceModel, FiatPortfolioModel, HoldingsModel, HoldingsValueModel, PortfolioModel,
-};
 
 /// Mesh's `BrokerBaseRequest` (+ `includeMarketValue` for holdings).
 #[derive(Deserialize, ToSchema)]
@@ -53,23 +50,180 @@ pub(crate) struct PortfolioQuery {
     timezone_offset: Option<i64>,
 }
 
-fn not_authorized_holdings(record_type: &str, message: &str) -> ApiOk<Value> {
-    ApiOk(Some(json!({
-        "status": "notAuthorized",
-        "errorMessage": message,
-        "displayMessage": "Please reconnect your account.",
-        "type": record_type,
-        "equityPositions": [], "cryptocurrencyPositions": [], "notSupportedEquityPositions": [],
-        "notSupportedCryptocurrencyPositions": [], "nftPositions": [], "optionPositions": [],
-    })))
+/// Mesh's `HoldingsModel`; a connection the end user must sign in to again is answered inside it (`notAuthorized`,
+/// without the account fields).
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HoldingsModel {
+    /// Absent with notAuthorized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    account_id: Option<Option<String>>,
+    /// Absent with notAuthorized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    account_name: Option<Option<String>>,
+    cryptocurrency_positions: Vec<HoldingsPosition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    display_message: Option<&'static str>,
+    #[schema(schema_with = empty_list)]
+    equity_positions: EmptyList,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    error_message: Option<String>,
+    /// Absent with notAuthorized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    institution_name: Option<String>,
+    #[schema(schema_with = empty_list)]
+    nft_positions: EmptyList,
+    #[schema(schema_with = empty_list)]
+    not_supported_cryptocurrency_positions: EmptyList,
+    #[schema(schema_with = empty_list)]
+    not_supported_equity_positions: EmptyList,
+    #[schema(schema_with = empty_list)]
+    option_positions: EmptyList,
+    status: HoldingsStatus,
+    #[serde(rename = "type")]
+    integration_type: String,
+}
+
+/// notAuthorized: the end user must sign in again (Link re-authenticates onto the same tokenId)
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum HoldingsStatus {
+    Succeeded,
+    NotAuthorized,
 }
 
 /// Mesh's `PositionWithMarketValue`.
-fn position(h: &Holding) -> Value {
-    json!({
-        "name": h.name, "symbol": h.symbol, "amount": h.amount,
-        "costBasis": h.cost_basis_usd, "lastPrice": h.price_usd, "marketValue": h.value_usd,
-    })
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HoldingsPosition {
+    amount: f64,
+    cost_basis: Option<f64>,
+    last_price: Option<f64>,
+    market_value: Option<f64>,
+    name: String,
+    symbol: String,
+}
+
+impl From<&Holding> for HoldingsPosition {
+    fn from(h: &Holding) -> Self {
+        Self {
+            amount: h.amount,
+            cost_basis: h.cost_basis_usd,
+            last_price: h.price_usd,
+            market_value: h.value_usd,
+            name: h.name.clone(),
+            symbol: h.symbol.clone(),
+        }
+    }
+}
+
+impl HoldingsModel {
+    fn not_authorized(record_type: &str, message: &str) -> Self {
+        Self {
+            account_id: None,
+            account_name: None,
+            cryptocurrency_positions: Vec::new(),
+            display_message: Some("Please reconnect your account."),
+            equity_positions: EmptyList,
+            error_message: Some(message.to_owned()),
+            institution_name: None,
+            nft_positions: EmptyList,
+            not_supported_cryptocurrency_positions: EmptyList,
+            not_supported_equity_positions: EmptyList,
+            option_positions: EmptyList,
+            status: HoldingsStatus::NotAuthorized,
+            integration_type: record_type.to_owned(),
+        }
+    }
+}
+
+/// Mesh's `BalanceModel`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BalanceModel {
+    balances: Vec<BalanceEntry>,
+    total_buying_power_usd_value: f64,
+    total_cash_usd_value: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BalanceEntry {
+    buying_power: f64,
+    cash: f64,
+    cryptocurrency_buying_power: f64,
+    currency_code: String,
+}
+
+/// Mesh's `BrokerPortfolioValueModel`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HoldingsValueModel {
+    cryptocurrencies_performance: f64,
+    cryptocurrencies_value: f64,
+    equities_performance: f64,
+    equities_value: f64,
+    fiat_value: f64,
+    nfts_value: f64,
+    total_performance: f64,
+    total_value: f64,
+}
+
+/// Mesh's B2BPortfolioModel, over every connection of the user
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PortfolioModel {
+    actual_portfolio_performance: Option<f64>,
+    cryptocurrencies_value: f64,
+    cryptocurrency_positions: Vec<PortfolioPosition>,
+    equities_value: f64,
+    #[schema(schema_with = empty_list)]
+    equity_positions: EmptyList,
+    #[schema(schema_with = empty_list)]
+    nft_positions: EmptyList,
+    nfts_value: f64,
+    portfolio_cost_basis: Option<f64>,
+}
+
+/// One symbol's position summed over the user's connections.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PortfolioPosition {
+    amount: f64,
+    company_name: String,
+    cost_basis: Option<f64>,
+    /// Always null: no daily figures are kept.
+    daily_return_percentage: Option<f64>,
+    last_price: Option<f64>,
+    market_value: Option<f64>,
+    name: String,
+    portfolio_percentage: f64,
+    return_percentage: Option<f64>,
+    symbol: String,
+    /// Always null: no daily figures are kept.
+    total_daily_return: Option<f64>,
+    total_return: Option<f64>,
+}
+
+/// Mesh's B2BFiatPortfolioModel
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FiatPortfolioModel {
+    fiat_balances: Vec<FiatBalance>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FiatBalance {
+    buying_power: f64,
+    cash: f64,
+    symbol: String,
 }
 
 async fn resolve_read<'a>(
@@ -100,35 +254,40 @@ pub(crate) async fn holdings(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<HoldingsModel>, ApiError> {
     let mut resolved = match resolve_read(&state, &caller, &req).await {
         Ok(r) => r,
         // Holdings report a needed re-authentication inside the result, as Mesh's HoldingsModel does.
         Err(UseRefusal::ReauthRequired { integration, .. }) => {
-            return Ok(not_authorized_holdings(&integration, "the end user must sign in again"));
+            return Ok(ApiOk(Some(HoldingsModel::not_authorized(&integration, "the end user must sign in again"))));
         }
         Err(refusal) => return Err(refusal.into()),
     };
     let holdings = match call_account(&state, &mut resolved, &(), |api, call, ()| api.holdings(call)).await {
         Ok(h) => h,
         Err(AccountFailure::Reauth) => {
-            return Ok(not_authorized_holdings(
+            return Ok(ApiOk(Some(HoldingsModel::not_authorized(
                 &resolved.record.integration,
                 "the integration no longer accepts this connection; the end user must sign in again",
-            ));
+            ))));
         }
         Err(e) => return Err(e.into_api_error(&resolved)),
     };
-    Ok(ApiOk(Some(json!({
-        "status": "succeeded",
-        "type": resolved.record.integration,
-        "accountId": resolved.record.account_id,
-        "accountName": resolved.record.account_name,
-        "institutionName": resolved.integration.name,
-        "cryptocurrencyPositions": holdings.iter().map(position).collect::<Vec<_>>(),
-        "equityPositions": [], "notSupportedEquityPositions": [], "notSupportedCryptocurrencyPositions": [],
-        "nftPositions": [], "optionPositions": [],
-    }))))
+    Ok(ApiOk(Some(HoldingsModel {
+        account_id: Some(resolved.record.account_id.clone()),
+        account_name: Some(resolved.record.account_name.clone()),
+        cryptocurrency_positions: holdings.iter().map(HoldingsPosition::from).collect(),
+        display_message: None,
+        equity_positions: EmptyList,
+        error_message: None,
+        institution_name: Some(resolved.integration.name.clone()),
+        nft_positions: EmptyList,
+        not_supported_cryptocurrency_positions: EmptyList,
+        not_supported_equity_positions: EmptyList,
+        option_positions: EmptyList,
+        status: HoldingsStatus::Succeeded,
+        integration_type: resolved.record.integration.clone(),
+    })))
 }
 
 /// USD cash in a set of fiat balances (other currencies are listed but not converted).
@@ -157,21 +316,26 @@ pub(crate) async fn balance(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<BalanceModel>, ApiError> {
     let mut resolved = resolve_read(&state, &caller, &req).await?;
     let balances = call_account(&state, &mut resolved, &(), |api, call, ()| api.balances(call))
         .await
         .map_err(|e| e.into_api_error(&resolved))?;
     let (total_cash, total_power) = usd_cash(&balances);
-    let items: Vec<Value> = balances
+    let balances = balances
         .iter()
-        .map(|b| json!({"cash": b.cash, "buyingPower": b.buying_power, "cryptocurrencyBuyingPower": b.buying_power, "currencyCode": b.currency}))
+        .map(|b| BalanceEntry {
+            buying_power: b.buying_power,
+            cash: b.cash,
+            cryptocurrency_buying_power: b.buying_power,
+            currency_code: b.currency.clone(),
+        })
         .collect();
-    Ok(ApiOk(Some(json!({
-        "balances": items,
-        "totalCashUsdValue": total_cash,
-        "totalBuyingPowerUsdValue": total_power,
-    }))))
+    Ok(ApiOk(Some(BalanceModel {
+        balances,
+        total_buying_power_usd_value: total_power,
+        total_cash_usd_value: total_cash,
+    })))
 }
 
 /// Performance in percent of cost basis, when the cost is known.
@@ -211,7 +375,7 @@ pub(crate) async fn value(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<TokenRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<HoldingsValueModel>, ApiError> {
     let mut resolved = resolve_read(&state, &caller, &req).await?;
     let holdings = call_account(&state, &mut resolved, &(), |api, call, ()| api.holdings(call))
         .await
@@ -221,16 +385,16 @@ pub(crate) async fn value(
         .map_err(|e| e.into_api_error(&resolved))?;
     let (crypto, cost) = crypto_totals(&holdings);
     let (fiat, _) = usd_cash(&balances);
-    Ok(ApiOk(Some(json!({
-        "totalValue": crypto + fiat,
-        "totalPerformance": performance(crypto, cost),
-        "equitiesValue": 0.0,
-        "equitiesPerformance": 0.0,
-        "cryptocurrenciesValue": crypto,
-        "cryptocurrenciesPerformance": performance(crypto, cost),
-        "nftsValue": 0.0,
-        "fiatValue": fiat,
-    }))))
+    Ok(ApiOk(Some(HoldingsValueModel {
+        cryptocurrencies_performance: performance(crypto, cost),
+        cryptocurrencies_value: crypto,
+        equities_performance: 0.0,
+        equities_value: 0.0,
+        fiat_value: fiat,
+        nfts_value: 0.0,
+        total_performance: performance(crypto, cost),
+        total_value: crypto + fiat,
+    })))
 }
 
 fn portfolio_user(query: &PortfolioQuery) -> Result<UserId, ApiError> {
@@ -297,7 +461,7 @@ pub(crate) async fn holdings_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiQuery(query): ApiQuery<PortfolioQuery>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<PortfolioModel>, ApiError> {
     let user = portfolio_user(&query)?;
     let mut positions: Vec<Holding> = Vec::new();
     for mut resolved in user_connections(&state, &caller, &user).await? {
@@ -311,39 +475,36 @@ pub(crate) async fn holdings_portfolio(
         }
     }
     let (crypto, cost) = crypto_totals(&positions);
-    let with_return: Vec<Value> = positions
+    let with_return = positions
         .iter()
         .map(|h| {
             let value = h.value_usd.unwrap_or(0.0);
-            let total_return = h.cost_basis_usd.map(|c| value - c);
-            let mut p = position(h);
-            if let Some(obj) = p.as_object_mut() {
-                obj.insert(
-                    "portfolioPercentage".to_owned(),
-                    json!(if crypto > 0.0 { value / crypto * 100.0 } else { 0.0 }),
-                );
-                obj.insert("totalReturn".to_owned(), json!(total_return));
-                obj.insert(
-                    "returnPercentage".to_owned(),
-                    json!(h.cost_basis_usd.filter(|c| *c > 0.0).map(|c| (value - c) / c * 100.0)),
-                );
-                obj.insert("companyName".to_owned(), json!(h.name));
-                obj.insert("totalDailyReturn".to_owned(), Value::Null);
-                obj.insert("dailyReturnPercentage".to_owned(), Value::Null);
+            PortfolioPosition {
+                amount: h.amount,
+                company_name: h.name.clone(),
+                cost_basis: h.cost_basis_usd,
+                daily_return_percentage: None,
+                last_price: h.price_usd,
+                market_value: h.value_usd,
+                name: h.name.clone(),
+                portfolio_percentage: if crypto > 0.0 { value / crypto * 100.0 } else { 0.0 },
+                return_percentage: h.cost_basis_usd.filter(|c| *c > 0.0).map(|c| (value - c) / c * 100.0),
+                symbol: h.symbol.clone(),
+                total_daily_return: None,
+                total_return: h.cost_basis_usd.map(|c| value - c),
             }
-            p
         })
         .collect();
-    Ok(ApiOk(Some(json!({
-        "portfolioCostBasis": cost,
-        "actualPortfolioPerformance": cost.map(|c| performance(crypto, Some(c))),
-        "equitiesValue": 0.0,
-        "cryptocurrenciesValue": crypto,
-        "nftsValue": 0.0,
-        "equityPositions": [],
-        "cryptocurrencyPositions": with_return,
-        "nftPositions": [],
-    }))))
+    Ok(ApiOk(Some(PortfolioModel {
+        actual_portfolio_performance: cost.map(|c| performance(crypto, Some(c))),
+        cryptocurrencies_value: crypto,
+        cryptocurrency_positions: with_return,
+        equities_value: 0.0,
+        equity_positions: EmptyList,
+        nft_positions: EmptyList,
+        nfts_value: 0.0,
+        portfolio_cost_basis: cost,
+    })))
 }
 
 /// `GET /api/v1/balance/portfolio?UserId=…`: Mesh's `B2BFiatPortfolioModel`, fiat balances summed per
@@ -364,7 +525,7 @@ pub(crate) async fn balance_portfolio(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiQuery(query): ApiQuery<PortfolioQuery>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<FiatPortfolioModel>, ApiError> {
     let user = portfolio_user(&query)?;
     let mut totals: Vec<Balance> = Vec::new();
     for mut resolved in user_connections(&state, &caller, &user).await? {
@@ -381,7 +542,96 @@ pub(crate) async fn balance_portfolio(
             }
         }
     }
-    let fiat: Vec<Value> =
-        totals.iter().map(|b| json!({"symbol": b.currency, "cash": b.cash, "buyingPower": b.buying_power})).collect();
-    Ok(ApiOk(Some(json!({ "fiatBalances": fiat }))))
+    let fiat_balances = totals
+        .into_iter()
+        .map(|b| FiatBalance { buying_power: b.buying_power, cash: b.cash, symbol: b.currency })
+        .collect();
+    Ok(ApiOk(Some(FiatPortfolioModel { fiat_balances })))
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let holding = |cost: Option<f64>| Holding {
+        symbol: "ETH".to_owned(),
+        name: "Ethereum".to_owned(),
+        amount: 2.0,
+        price_usd: Some(3000.0),
+        value_usd: Some(6000.0),
+        cost_basis_usd: cost,
+    };
+    let succeeded = HoldingsModel {
+        account_id: Some(None),
+        account_name: Some(Some("Main".to_owned())),
+        cryptocurrency_positions: vec![
+            HoldingsPosition::from(&holding(Some(1.0))),
+            HoldingsPosition::from(&holding(None)),
+        ],
+        display_message: None,
+        equity_positions: EmptyList,
+        error_message: None,
+        institution_name: Some("Coinbase".to_owned()),
+        nft_positions: EmptyList,
+        not_supported_cryptocurrency_positions: EmptyList,
+        not_supported_equity_positions: EmptyList,
+        option_positions: EmptyList,
+        status: HoldingsStatus::Succeeded,
+        integration_type: "coinbase".to_owned(),
+    };
+    let balance = BalanceModel {
+        balances: vec![BalanceEntry {
+            buying_power: 1.0,
+            cash: 1.0,
+            cryptocurrency_buying_power: 1.0,
+            currency_code: "USD".to_owned(),
+        }],
+        total_buying_power_usd_value: 1.0,
+        total_cash_usd_value: 1.0,
+    };
+    let value = HoldingsValueModel {
+        cryptocurrencies_performance: 0.0,
+        cryptocurrencies_value: 1.0,
+        equities_performance: 0.0,
+        equities_value: 0.0,
+        fiat_value: 1.0,
+        nfts_value: 0.0,
+        total_performance: 0.0,
+        total_value: 2.0,
+    };
+    let position = PortfolioPosition {
+        amount: 2.0,
+        company_name: "Ethereum".to_owned(),
+        cost_basis: None,
+        daily_return_percentage: None,
+        last_price: Some(3000.0),
+        market_value: Some(6000.0),
+        name: "Ethereum".to_owned(),
+        portfolio_percentage: 100.0,
+        return_percentage: Some(1.5),
+        symbol: "ETH".to_owned(),
+        total_daily_return: None,
+        total_return: Some(1.0),
+    };
+    let portfolio = PortfolioModel {
+        actual_portfolio_performance: None,
+        cryptocurrencies_value: 6000.0,
+        cryptocurrency_positions: vec![position],
+        equities_value: 0.0,
+        equity_positions: EmptyList,
+        nft_positions: EmptyList,
+        nfts_value: 0.0,
+        portfolio_cost_basis: Some(10.0),
+    };
+    let fiat = FiatPortfolioModel {
+        fiat_balances: vec![FiatBalance { buying_power: 1.0, cash: 1.0, symbol: "USD".to_owned() }],
+    };
+    vec![
+        sample("HoldingsModel", &succeeded),
+        sample("HoldingsModel", &HoldingsModel::not_authorized("coinbase", "sign in again")),
+        sample("BalanceModel", &balance),
+        sample("HoldingsValueModel", &value),
+        sample("PortfolioModel", &portfolio),
+        sample("FiatPortfolioModel", &fiat),
+    ]
 }

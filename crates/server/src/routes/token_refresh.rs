@@ -6,16 +6,16 @@
 use axum::extract::State;
 use linkvault_crypto::ClientTokenKind;
 use linkvault_domain::{TokenMode, TokenRefusal};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::handout::Handout;
-use crate::routes::openapi::{ApiResult, B2BBrokerRefreshTokenResponse};
+use crate::handout::{Handout, seconds_until};
+use crate::routes::openapi::ApiResult;
+use crate::routes::wire::Succeeded;
 
 /// Mesh's `BrokerRefreshTokenRequest`; the WeBull/Vanguard extras (`accessToken`, `tradeToken`, `mfaCode`,
 /// `metadata`) are accepted and ignored.
@@ -33,6 +33,40 @@ pub(crate) struct RefreshRequest {
     /// token of its family
     #[serde(default)]
     create_new_refresh_token: Option<bool>,
+}
+
+/// Mesh's `B2BBrokerRefreshTokenResponse`.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = B2BBrokerRefreshTokenResponse)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefreshResponse {
+    broker_account_tokens: Vec<RefreshedAccountToken>,
+    /// The new access token's lifetime
+    expires_in_seconds: i64,
+    /// The refresh token's remaining life (null: no end)
+    #[schema(required = true)]
+    refresh_token_expires_in_seconds: Option<i64>,
+    status: Succeeded,
+}
+
+/// The refreshed connection's entry: a client-managed family's tokens (no tokenId: this client never sees one).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefreshedAccountToken {
+    /// The new access token (lva_…)
+    access_token: String,
+    account: RefreshedAccount,
+    /// The new refresh token with createNewRefreshToken, else the presented one (still valid)
+    refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RefreshedAccount {
+    account_id: String,
+    account_name: String,
+    mesh_account_id: String,
 }
 
 /// Mesh's answer for a refresh token it does not know (mesh-api.md §5), so apps written against Mesh
@@ -78,7 +112,7 @@ fn refused(why: TokenRefusal) -> ApiError {
         and ignored. See docs/api.md.",
     request_body = RefreshRequest,
     responses(
-        (status = 200, description = "Refreshed", body = B2BBrokerRefreshTokenResponse),
+        (status = 200, description = "Refreshed", body = RefreshResponse),
         (status = 400, description = "badRequest (unknown refresh token: message \"Unauthorized token\"; \
             managed-mode client), invalidField, missingField, integrationNotFound", body = ApiResult),
         (status = 403, description = "tokenExpired (refresh token past its end), tokenRevoked, refreshTokenReused",
@@ -89,7 +123,7 @@ pub(crate) async fn refresh(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<RefreshRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<RefreshResponse>, ApiError> {
     let integration = state.known_integration(&req.integration_type)?;
     if caller.token_mode != TokenMode::Client {
         return Err(ApiError::new(
@@ -121,18 +155,40 @@ pub(crate) async fn refresh(
     // Without rotation the presented refresh token stays valid; it is returned so that an app storing whatever
     // comes back keeps the right one.
     let refresh_token = tokens.refresh_token.as_ref().map_or(presented, |t| t.expose()).to_owned();
+    let expires_in_seconds = seconds_until(tokens.access_expires_at, now);
     let handout = Handout::Client(tokens);
-    let account = json!({
-        "accountId": record.account_id.clone().unwrap_or_default(),
-        "accountName": record.account_name.clone().unwrap_or_default(),
-        "meshAccountId": handout.mesh_account_id(),
-    });
-    let mut account_token = handout.account_token(account);
-    account_token["refreshToken"] = json!(refresh_token);
-    Ok(ApiOk(Some(json!({
-        "status": "succeeded",
-        "expiresInSeconds": handout.expires_in(now),
-        "refreshTokenExpiresInSeconds": handout.refresh_expires_in(now),
-        "brokerAccountTokens": [account_token],
-    }))))
+    let account = RefreshedAccount {
+        account_id: record.account_id.clone().unwrap_or_default(),
+        account_name: record.account_name.clone().unwrap_or_default(),
+        mesh_account_id: handout.mesh_account_id(),
+    };
+    let access_token = handout.tokens().access_token;
+    Ok(ApiOk(Some(RefreshResponse {
+        broker_account_tokens: vec![RefreshedAccountToken { access_token, account, refresh_token }],
+        expires_in_seconds,
+        refresh_token_expires_in_seconds: handout.refresh_expires_in(now),
+        status: Succeeded::Succeeded,
+    })))
+}
+
+/// A representative answer, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let account = RefreshedAccount {
+        account_id: "a-1".to_owned(),
+        account_name: "Main".to_owned(),
+        mesh_account_id: "m-1".to_owned(),
+    };
+    let answer = RefreshResponse {
+        broker_account_tokens: vec![RefreshedAccountToken {
+            access_token: "lva_x".to_owned(),
+            account,
+            refresh_token: "lvr_x".to_owned(),
+        }],
+        expires_in_seconds: 3600,
+        refresh_token_expires_in_seconds: None,
+        status: Succeeded::Succeeded,
+    };
+    vec![sample("B2BBrokerRefreshTokenResponse", &answer)]
 }

@@ -17,7 +17,7 @@ use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::handout::seconds_until;
-use crate::routes::openapi::{ApiResult, ConnectionState, ScopeName};
+use crate::routes::openapi::ApiResult;
 use crate::timefmt::Rfc3339Time;
 
 /// Longest integration token accepted (real ones are well under 4 KiB).
@@ -128,10 +128,8 @@ pub(crate) struct StatusResponse {
     token_id: Option<TokenId>,
     user_id: String,
     broker_type: String,
-    #[schema(value_type = ScopeName)]
-    scope: &'static str,
-    #[schema(value_type = ConnectionState)]
-    status: &'static str,
+    scope: ScopeName,
+    status: ConnectionState,
     #[schema(required = true)]
     account_id: Option<String>,
     #[schema(required = true)]
@@ -147,6 +145,40 @@ pub(crate) struct StatusResponse {
     created_at: Rfc3339Time,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Rfc3339Time,
+}
+
+/// The scope of the API key a connection was made with
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ScopeName {
+    Read,
+    Write,
+}
+
+impl From<linkvault_domain::Scope> for ScopeName {
+    fn from(scope: linkvault_domain::Scope) -> Self {
+        match scope {
+            linkvault_domain::Scope::Read => Self::Read,
+            linkvault_domain::Scope::Write => Self::Write,
+        }
+    }
+}
+
+/// Whether the connection is usable, or needs the end user to sign in again.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ConnectionState {
+    Active,
+    ReauthRequired,
+}
+
+impl From<linkvault_domain::ConnectionStatus> for ConnectionState {
+    fn from(status: linkvault_domain::ConnectionStatus) -> Self {
+        match status {
+            linkvault_domain::ConnectionStatus::Active => Self::Active,
+            linkvault_domain::ConnectionStatus::ReauthRequired => Self::ReauthRequired,
+        }
+    }
 }
 
 /// Written straight into the response through its `Display` (no intermediate `String`).
@@ -166,8 +198,8 @@ impl From<ConnectionView> for StatusResponse {
             token_id: Some(v.token_id),
             user_id: v.user_id,
             broker_type: v.integration,
-            scope: v.scope.as_str(),
-            status: v.status.as_str(),
+            scope: v.scope.into(),
+            status: v.status.into(),
             account_id: v.account_id,
             account_name: v.account_name,
             access_token_expires_at: v.access_expires_at.map(Rfc3339Time),

@@ -6,18 +6,20 @@
 use axum::extract::State;
 use linkvault_integrations::api::{AssetNetwork, Holding};
 use linkvault_integrations::networks::{NETWORKS, Network};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
 use crate::routes::destinations::{Destination, destinations, optional_network, optional_symbol};
-use crate::routes::openapi::{ApiResult, ConfigureTransferResponse, FiatCurrency, TransferDestination};
+use crate::routes::openapi::{ApiResult, TransferDestination};
 use crate::routes::token_use::{Resolved, call_account};
 use crate::routes::transfers::{check_amount, require_write_key, resolve_write};
+use crate::routes::wire::{AlwaysNull, FiatCurrency, Succeeded, always_null};
 
 /// Tolerance on balance comparisons: float sums of amount and fee must not refuse an exact balance.
 const EPSILON: f64 = 1e-12;
@@ -60,6 +62,73 @@ pub(crate) struct ConfigureRequest {
     /// Extension: refuse a tokenId of another end user as tokenNotFound
     #[serde(default)]
     user_id: Option<String>,
+}
+
+/// Mesh's ConfigureTransferResponse: every crypto position held, eligible ones first.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConfigureTransferResponse {
+    amount_in_fiat: Option<f64>,
+    fiat_currency: FiatCurrency,
+    holdings: Vec<TransferHolding>,
+    maximum_transfer_amount_in_fiat: Option<f64>,
+    minimum_transfer_amount_in_fiat: Option<f64>,
+    status: Succeeded,
+    supported_fiat_currencies: Vec<FiatCurrency>,
+    #[schema(schema_with = always_null)]
+    transfer_balance_funding_availability: AlwaysNull,
+}
+
+/// One crypto position against the destinations.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransferHolding {
+    available_balance: f64,
+    available_balance_in_fiat: Option<f64>,
+    eligible_for_transfer: bool,
+    eligible_for_transfer_with_funding: bool,
+    ineligibility_reason: Option<HoldingIneligibility>,
+    name: String,
+    networks: Vec<TransferNetwork>,
+    symbol: String,
+    /// Extension: USD per unit
+    unit_price: Option<f64>,
+}
+
+/// Why a position cannot be sent (Mesh's words).
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum HoldingIneligibility {
+    SymbolDoesNotMatch,
+    NotSupportedForTransferByTarget,
+    NotSupportedForTransferBySource,
+    NoEligibleNetworks,
+    AmountNotSufficient,
+    NoPrice,
+}
+
+/// One destination network of a position.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransferNetwork {
+    address_tag: Option<String>,
+    amount: Option<f64>,
+    eligible_for_transfer: bool,
+    fee: Option<f64>,
+    fee_currency: Option<String>,
+    id: Uuid,
+    ineligibility_reason: Option<NetworkIneligibility>,
+    minimum_amount: Option<f64>,
+    name: &'static str,
+    to_address: Option<String>,
+}
+
+/// Why a network cannot carry the position.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum NetworkIneligibility {
+    AmountNotSufficient,
 }
 
 /// What to check the account's holdings against.
@@ -146,7 +215,7 @@ pub(crate) async fn configure(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<ConfigureRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<ConfigureTransferResponse>, ApiError> {
     require_write_key(&caller)?;
     let input = validate(&req)?;
     let mut resolved =
@@ -160,24 +229,27 @@ fn unit_price(h: &Holding) -> Option<f64> {
 }
 
 /// One holding against the destinations: Mesh's `holdings[]` entry, and its value in USD when eligible.
-fn holding_entry(h: &Holding, assets: &[AssetNetwork], input: &ConfigureInput) -> (Value, Option<f64>, Option<f64>) {
+fn holding_entry(
+    h: &Holding,
+    assets: &[AssetNetwork],
+    input: &ConfigureInput,
+) -> (TransferHolding, Option<f64>, Option<f64>) {
     let price = unit_price(h);
     let in_fiat = h.value_usd.or_else(|| price.map(|p| p * h.amount));
-    let entry = |eligible: bool, reason: Option<&str>, networks: Vec<Value>| {
-        json!({
-            "symbol": h.symbol,
-            "name": h.name,
-            "availableBalance": h.amount,
-            "availableBalanceInFiat": in_fiat,
-            "unitPrice": price,
-            "eligibleForTransfer": eligible,
-            "ineligibilityReason": reason,
-            "eligibleForTransferWithFunding": false,
-            "networks": networks,
-        })
-    };
+    let entry =
+        |eligible: bool, reason: Option<HoldingIneligibility>, networks: Vec<TransferNetwork>| TransferHolding {
+            available_balance: h.amount,
+            available_balance_in_fiat: in_fiat,
+            eligible_for_transfer: eligible,
+            eligible_for_transfer_with_funding: false,
+            ineligibility_reason: reason,
+            name: h.name.clone(),
+            networks,
+            symbol: h.symbol.clone(),
+            unit_price: price,
+        };
     if input.symbol.as_ref().is_some_and(|s| *s != h.symbol) {
-        return (entry(false, Some("symbolDoesNotMatch"), Vec::new()), None, None);
+        return (entry(false, Some(HoldingIneligibility::SymbolDoesNotMatch), Vec::new()), None, None);
     }
     let targets: Vec<&Destination> = input
         .destinations
@@ -185,11 +257,11 @@ fn holding_entry(h: &Holding, assets: &[AssetNetwork], input: &ConfigureInput) -
         .filter(|d| d.symbol == h.symbol && input.network.is_none_or(|n| n.id == d.network_id))
         .collect();
     if targets.is_empty() {
-        return (entry(false, Some("notSupportedForTransferByTarget"), Vec::new()), None, None);
+        return (entry(false, Some(HoldingIneligibility::NotSupportedForTransferByTarget), Vec::new()), None, None);
     }
     let sends: Vec<&AssetNetwork> = assets.iter().filter(|a| a.symbol == h.symbol && a.withdraw_enabled).collect();
     if sends.is_empty() {
-        return (entry(false, Some("notSupportedForTransferBySource"), Vec::new()), None, None);
+        return (entry(false, Some(HoldingIneligibility::NotSupportedForTransferBySource), Vec::new()), None, None);
     }
     let mut networks = Vec::new();
     let mut minimum_in_fiat: Option<f64> = None;
@@ -219,26 +291,26 @@ fn holding_entry(h: &Holding, assets: &[AssetNetwork], input: &ConfigureInput) -
         if eligible && let (Some(min), Some(p)) = (asset.withdraw_min, price) {
             minimum_in_fiat = Some(minimum_in_fiat.map_or(min * p, |m| m.min(min * p)));
         }
-        networks.push(json!({
-            "id": network.id,
-            "name": network.name,
-            "toAddress": d.address,
-            "addressTag": d.address_tag,
-            "minimumAmount": asset.withdraw_min,
-            "fee": asset.withdraw_fee,
-            "feeCurrency": asset.withdraw_fee.map(|_| h.symbol.clone()),
-            "amount": wanted,
-            "eligibleForTransfer": eligible,
-            "ineligibilityReason": if eligible { None } else { Some("amountNotSufficient") },
-        }));
+        networks.push(TransferNetwork {
+            address_tag: d.address_tag.clone(),
+            amount: wanted,
+            eligible_for_transfer: eligible,
+            fee: asset.withdraw_fee,
+            fee_currency: asset.withdraw_fee.map(|_| h.symbol.clone()),
+            id: network.id,
+            ineligibility_reason: if eligible { None } else { Some(NetworkIneligibility::AmountNotSufficient) },
+            minimum_amount: asset.withdraw_min,
+            name: network.name,
+            to_address: d.address.clone(),
+        });
     }
     if any_eligible {
         return (entry(true, None, networks), in_fiat, minimum_in_fiat);
     }
     let reason = if networks.is_empty() {
-        if no_price { "noPrice" } else { "noEligibleNetworks" }
+        if no_price { HoldingIneligibility::NoPrice } else { HoldingIneligibility::NoEligibleNetworks }
     } else {
-        "amountNotSufficient"
+        HoldingIneligibility::AmountNotSufficient
     };
     (entry(false, Some(reason), networks), None, None)
 }
@@ -249,30 +321,69 @@ pub(crate) async fn configure_transfer(
     state: &AppState,
     resolved: &mut Resolved<'_>,
     input: &ConfigureInput,
-) -> Result<Value, ApiError> {
+) -> Result<ConfigureTransferResponse, ApiError> {
     let holdings = call_account(state, resolved, &(), |api, call, ()| api.holdings(call))
         .await
         .map_err(|e| e.into_api_error(resolved))?;
     let assets = call_account(state, resolved, &(), |api, call, ()| api.assets(call))
         .await
         .map_err(|e| e.into_api_error(resolved))?;
-    let mut rows: Vec<(Value, Option<f64>, Option<f64>)> =
+    let mut rows: Vec<(TransferHolding, Option<f64>, Option<f64>)> =
         holdings.iter().filter(|h| h.amount > 0.0).map(|h| holding_entry(h, &assets, input)).collect();
     rows.sort_by(|a, b| {
-        let eligible = |v: &Value| v["eligibleForTransfer"].as_bool().unwrap_or(false);
-        let value = |v: &Value| v["availableBalanceInFiat"].as_f64().unwrap_or(0.0);
-        eligible(&b.0).cmp(&eligible(&a.0)).then(value(&b.0).total_cmp(&value(&a.0)))
+        let value = |h: &TransferHolding| h.available_balance_in_fiat.unwrap_or(0.0);
+        b.0.eligible_for_transfer.cmp(&a.0.eligible_for_transfer).then(value(&b.0).total_cmp(&value(&a.0)))
     });
     let maximum = rows.iter().filter_map(|r| r.1).reduce(f64::max);
     let minimum = rows.iter().filter_map(|r| r.2).reduce(f64::min);
-    Ok(json!({
-        "status": "succeeded",
-        "holdings": rows.into_iter().map(|r| r.0).collect::<Vec<_>>(),
-        "amountInFiat": input.amount_in_fiat,
-        "fiatCurrency": "USD",
-        "minimumTransferAmountInFiat": minimum,
-        "maximumTransferAmountInFiat": maximum,
-        "supportedFiatCurrencies": ["USD"],
-        "transferBalanceFundingAvailability": null,
-    }))
+    Ok(ConfigureTransferResponse {
+        amount_in_fiat: input.amount_in_fiat,
+        fiat_currency: FiatCurrency::Usd,
+        holdings: rows.into_iter().map(|r| r.0).collect(),
+        maximum_transfer_amount_in_fiat: maximum,
+        minimum_transfer_amount_in_fiat: minimum,
+        status: Succeeded::Succeeded,
+        supported_fiat_currencies: vec![FiatCurrency::Usd],
+        transfer_balance_funding_availability: AlwaysNull,
+    })
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let network = |eligible: bool| TransferNetwork {
+        address_tag: None,
+        amount: eligible.then_some(1.0),
+        eligible_for_transfer: eligible,
+        fee: Some(0.1),
+        fee_currency: Some("ETH".to_owned()),
+        id: NETWORKS[0].id,
+        ineligibility_reason: (!eligible).then_some(NetworkIneligibility::AmountNotSufficient),
+        minimum_amount: None,
+        name: NETWORKS[0].name,
+        to_address: eligible.then(|| "0xabc".to_owned()),
+    };
+    let holding = |reason: Option<HoldingIneligibility>| TransferHolding {
+        available_balance: 2.0,
+        available_balance_in_fiat: reason.is_none().then_some(6000.0),
+        eligible_for_transfer: reason.is_none(),
+        eligible_for_transfer_with_funding: false,
+        ineligibility_reason: reason,
+        name: "Ethereum".to_owned(),
+        networks: vec![network(reason.is_none()), network(false)],
+        symbol: "ETH".to_owned(),
+        unit_price: Some(3000.0),
+    };
+    let answer = ConfigureTransferResponse {
+        amount_in_fiat: None,
+        fiat_currency: FiatCurrency::Usd,
+        holdings: vec![holding(None), holding(Some(HoldingIneligibility::NoPrice))],
+        maximum_transfer_amount_in_fiat: Some(6000.0),
+        minimum_transfer_amount_in_fiat: None,
+        status: Succeeded::Succeeded,
+        supported_fiat_currencies: vec![FiatCurrency::Usd],
+        transfer_balance_funding_availability: AlwaysNull,
+    };
+    vec![sample("ConfigureTransferResponse", &answer)]
 }

@@ -7,8 +7,8 @@ use axum::extract::State;
 use linkvault_domain::Operation;
 use linkvault_integrations::api::{Transfer, TransferStatus};
 use linkvault_integrations::networks::{self, NETWORKS, Network};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::openapi::{ApiResult, DepositAddressModel, NetworksModel, TokensModel, TransfersListModel};
+use crate::routes::openapi::ApiResult;
 use crate::routes::token_use::{call_account, use_connection};
 
 /// Largest page of `transfers/list` (Mesh's `count`).
@@ -90,25 +90,98 @@ fn millis(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// Mesh's `BrokerCryptocurrencyTransactionStatus`.
+// The words of [`mesh_status`].
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum MeshTransferStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl From<TransferStatus> for MeshTransferStatus {
+    fn from(status: TransferStatus) -> Self {
+        match status {
+            TransferStatus::Pending => Self::Pending,
+            TransferStatus::Succeeded => Self::Succeeded,
+            TransferStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<linkvault_storage::TransferProgress> for MeshTransferStatus {
+    fn from(progress: linkvault_storage::TransferProgress) -> Self {
+        use linkvault_storage::TransferProgress as P;
+        match progress {
+            P::Pending => Self::Pending,
+            P::Succeeded => Self::Succeeded,
+            P::Failed => Self::Failed,
+        }
+    }
+}
+
+/// Mesh's `TransfersBrokerTransactionsListResponse`.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = TransfersListModel)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransfersList {
+    /// The next page's cursor; null on the last page.
+    cursor: Option<String>,
+    earliest_timestamp: i64,
+    total: usize,
+    transfers: Vec<Transaction>,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum TransactionType {
+    Deposit,
+    Withdrawal,
+}
+
 /// Mesh's `B2BBrokerCryptocurrencyTransaction`.
-fn transaction(t: &Transfer) -> Value {
-    let chain = t.network.as_deref().and_then(networks::by_api_name).map(|n| n.name).or(t.network.as_deref());
-    json!({
-        "id": t.id,
-        "status": mesh_status(t.status),
-        "statusDetails": t.status_details,
-        "type": if t.incoming { "deposit" } else { "withdrawal" },
-        "fromAddress": t.from_address,
-        "targetAddress": t.address,
-        "symbol": t.symbol,
-        "chain": chain,
-        "hash": t.hash,
-        "amount": t.amount,
-        "transactionAmount": t.amount,
-        "createdTimestamp": millis(t.created_at),
-        "updatedTimestamp": millis(t.created_at),
-        "transferFee": t.fee,
-    })
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Transaction {
+    amount: f64,
+    chain: Option<String>,
+    created_timestamp: i64,
+    from_address: Option<String>,
+    hash: Option<String>,
+    id: String,
+    status: MeshTransferStatus,
+    status_details: String,
+    symbol: String,
+    target_address: String,
+    transaction_amount: f64,
+    transfer_fee: Option<f64>,
+    #[serde(rename = "type")]
+    transaction_type: TransactionType,
+    updated_timestamp: i64,
+}
+
+impl From<&Transfer> for Transaction {
+    fn from(t: &Transfer) -> Self {
+        let chain = t.network.as_deref().and_then(networks::by_api_name).map(|n| n.name).or(t.network.as_deref());
+        Self {
+            amount: t.amount,
+            chain: chain.map(str::to_owned),
+            created_timestamp: millis(t.created_at),
+            from_address: t.from_address.clone(),
+            hash: t.hash.clone(),
+            id: t.id.clone(),
+            status: t.status.into(),
+            status_details: t.status_details.clone(),
+            symbol: t.symbol.clone(),
+            target_address: t.address.clone(),
+            transaction_amount: t.amount,
+            transfer_fee: t.fee,
+            transaction_type: if t.incoming { TransactionType::Deposit } else { TransactionType::Withdrawal },
+            updated_timestamp: millis(t.created_at),
+        }
+    }
 }
 
 /// `POST /api/v1/transfers/list`: the connection's transfers at the provider, newest first, paginated.
@@ -120,7 +193,7 @@ fn transaction(t: &Transfer) -> Value {
     description = "Deposits and withdrawals from the provider, newest first; cursor is the offset of the next page.",
     request_body = ListRequest,
     responses(
-        (status = 200, description = "Answered", body = TransfersListModel),
+        (status = 200, description = "Answered", body = TransfersList),
         (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
             reauthenticationRequired, featureNotSupported (the integration holds tokens only)", body = ApiResult),
         (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
@@ -133,7 +206,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<ListRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<TransfersList>, ApiError> {
     let count = match req.count {
         None | Some(0) => DEFAULT_COUNT,
         Some(n) if n < 0 => return Err(ApiError::invalid_field("count", "must not be negative")),
@@ -163,14 +236,14 @@ pub(crate) async fn list(
         .filter(|t| req.from.is_none_or(|from| millis(t.created_at) >= from))
         .filter(|t| statuses.as_ref().is_none_or(|s| s.iter().any(|s| s.eq_ignore_ascii_case(mesh_status(t.status)))))
         .collect();
-    let page: Vec<Value> = matching.iter().skip(offset).take(count).map(|t| transaction(t)).collect();
+    let page: Vec<Transaction> = matching.iter().skip(offset).take(count).map(|t| Transaction::from(*t)).collect();
     let next = offset + page.len();
-    Ok(ApiOk(Some(json!({
-        "transfers": page,
-        "total": matching.len(),
-        "cursor": (next < matching.len()).then(|| next.to_string()),
-        "earliestTimestamp": earliest,
-    }))))
+    Ok(ApiOk(Some(TransfersList {
+        cursor: (next < matching.len()).then(|| next.to_string()),
+        earliest_timestamp: earliest,
+        total: matching.len(),
+        transfers: page,
+    })))
 }
 
 fn network_of(raw: Option<&str>, symbol: &str) -> Result<&'static Network, ApiError> {
@@ -191,6 +264,24 @@ fn network_of(raw: Option<&str>, symbol: &str) -> Result<&'static Network, ApiEr
     }
 }
 
+/// Mesh's `ManagedBrokerCryptocurrencyDepositAddressResponse`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DepositAddressModel)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DepositAddressAnswer {
+    address: String,
+    /// Always null: the answer comes from the exchange's own API.
+    broker_response_status: Option<String>,
+    chain: String,
+    /// Always null: failures are ApiResult errors.
+    error_message: Option<String>,
+    memo: Option<String>,
+    /// Always null: the exchanges' APIs do not say.
+    minimum_deposit_amount: Option<String>,
+    network_id: Uuid,
+    symbol: String,
+}
+
 /// `POST /api/v1/transfers/managed/address/get`: where the connected account receives `symbol` on a network.
 #[utoipa::path(
     post,
@@ -200,7 +291,7 @@ fn network_of(raw: Option<&str>, symbol: &str) -> Result<&'static Network, ApiEr
     description = "Where the account receives symbol on networkId (the first network carrying the symbol when absent).",
     request_body = AddressRequest,
     responses(
-        (status = 200, description = "Answered", body = DepositAddressModel),
+        (status = 200, description = "Answered", body = DepositAddressAnswer),
         (status = 400, description = "missingField / invalidField naming the field, integrationNotFound, \
             reauthenticationRequired, featureNotSupported (the integration holds tokens only)", body = ApiResult),
         (status = 403, description = "tokenExpired, tokenRevoked (client-managed access tokens)", body = ApiResult),
@@ -213,7 +304,7 @@ pub(crate) async fn deposit_address(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<AddressRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<DepositAddressAnswer>, ApiError> {
     let symbol = match req.symbol.as_deref().map(str::trim) {
         None | Some("") => return Err(ApiError::missing_field("symbol")),
         Some(s) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_alphanumeric()) => s.to_ascii_uppercase(),
@@ -229,30 +320,100 @@ pub(crate) async fn deposit_address(
     })
     .await
     .map_err(|e| e.into_api_error(&resolved))?;
-    Ok(ApiOk(Some(json!({
-        "symbol": address.symbol,
-        "address": address.address,
-        "chain": network.name,
-        "memo": address.tag,
-        "minimumDepositAmount": null,
-        "networkId": network.id,
-        "brokerResponseStatus": null,
-        "errorMessage": null,
-    }))))
+    Ok(ApiOk(Some(DepositAddressAnswer {
+        address: address.address,
+        broker_response_status: None,
+        chain: network.name.to_owned(),
+        error_message: None,
+        memo: address.tag,
+        minimum_deposit_amount: None,
+        network_id: network.id,
+        symbol: address.symbol,
+    })))
 }
 
 /// The integration types whose account API can send (Mesh's `supportedBrokerTypes`).
-fn sending_integrations(state: &AppState) -> Vec<&str> {
+fn sending_integrations(state: &AppState) -> Vec<String> {
     state
         .catalog
         .iter()
         .filter(|i| i.account_api.is_some() && i.features.transfers)
-        .map(|i| i.integration_type.as_str())
+        .map(|i| i.integration_type.as_str().to_owned())
         .collect()
 }
 
-fn network_base(n: &Network) -> Value {
-    json!({"id": n.id, "name": n.name, "chainId": n.chain_id, "logoUrl": null})
+/// Mesh's `NetworkModelResponse`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NetworksModel {
+    networks: Vec<NetworkModel>,
+}
+
+/// Mesh's `NetworkModel`.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NetworkModel {
+    chain_id: &'static str,
+    id: Uuid,
+    /// Always null: linkvault has no logos of networks.
+    logo_url: Option<String>,
+    name: &'static str,
+    native_symbol: &'static str,
+    network_type: &'static str,
+    supported_broker_types: Vec<String>,
+    supported_tokens: &'static [&'static str],
+    tokens: Vec<NetworkToken>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NetworkToken {
+    /// Always null: linkvault has no logos of tokens.
+    logo_url: Option<String>,
+    symbol: &'static str,
+}
+
+/// Mesh's `TokenNetworksResponse`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokensModel {
+    tokens: Vec<TokenModel>,
+}
+
+/// One token with the networks that carry it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenModel {
+    integration_networks: Vec<IntegrationNetwork>,
+    networks: Vec<TokenNetwork>,
+    supported_integrations: Vec<String>,
+    token: &'static str,
+    /// Always null: linkvault has no logos of tokens.
+    token_logo_url: Option<String>,
+}
+
+/// A network that carries the token.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenNetwork {
+    chain_id: &'static str,
+    id: Uuid,
+    /// Always null: linkvault has no logos of networks.
+    logo_url: Option<String>,
+    name: &'static str,
+}
+
+/// The token on one network at one integration.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IntegrationNetwork {
+    broker_type: String,
+    /// linkvault's canonical name of the network.
+    inner_network_id: &'static str,
+    /// Mesh's spelling.
+    netwok_name: &'static str,
+    network_id: Uuid,
+    /// Always null: linkvault has no logos of networks.
+    network_logo: Option<String>,
 }
 
 /// `GET /api/v1/transfers/managed/networks`: Mesh's `NetworkModelResponse`.
@@ -266,24 +427,29 @@ fn network_base(n: &Network) -> Value {
         (status = 200, description = "Answered", body = NetworksModel),
     )
 )]
-pub(crate) async fn networks(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
-    let brokers = sending_integrations(&state);
-    let list: Vec<Value> = NETWORKS
-        .iter()
-        .map(|n| {
-            let mut v = network_base(n);
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("supportedTokens".to_owned(), json!(n.tokens));
-                obj.insert("nativeSymbol".to_owned(), json!(n.native_symbol));
-                obj.insert("networkType".to_owned(), json!(n.network_type));
-                let tokens: Vec<Value> = n.tokens.iter().map(|t| json!({"symbol": t, "logoUrl": null})).collect();
-                obj.insert("tokens".to_owned(), json!(tokens));
-                obj.insert("supportedBrokerTypes".to_owned(), json!(brokers));
-            }
-            v
-        })
-        .collect();
-    ApiOk(Some(json!({ "networks": list })))
+pub(crate) async fn networks(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<NetworksModel> {
+    ApiOk(Some(NetworksModel::of(&sending_integrations(&state))))
+}
+
+impl NetworksModel {
+    /// Every network linkvault knows, each sendable by `brokers`.
+    fn of(brokers: &[String]) -> Self {
+        let networks = NETWORKS
+            .iter()
+            .map(|n| NetworkModel {
+                chain_id: n.chain_id,
+                id: n.id,
+                logo_url: None,
+                name: n.name,
+                native_symbol: n.native_symbol,
+                network_type: n.network_type,
+                supported_broker_types: brokers.to_vec(),
+                supported_tokens: n.tokens,
+                tokens: n.tokens.iter().map(|&symbol| NetworkToken { logo_url: None, symbol }).collect(),
+            })
+            .collect();
+        Self { networks }
+    }
 }
 
 /// `GET /api/v1/transfers/managed/tokens`: Mesh's `TokenNetworksResponse`, one entry per token.
@@ -297,32 +463,97 @@ pub(crate) async fn networks(State(state): State<AppState>, Client(_caller): Cli
         (status = 200, description = "Answered", body = TokensModel),
     )
 )]
-pub(crate) async fn tokens(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
-    let brokers = sending_integrations(&state);
-    let mut symbols: Vec<&str> = NETWORKS.iter().flat_map(|n| n.tokens.iter().copied()).collect();
-    symbols.sort_unstable();
-    symbols.dedup();
-    let list: Vec<Value> = symbols
-        .iter()
-        .map(|symbol| {
-            let carrying: Vec<&Network> = NETWORKS.iter().filter(|n| n.tokens.contains(symbol)).collect();
-            let integration_networks: Vec<Value> = carrying
-                .iter()
-                .flat_map(|n| {
-                    brokers.iter().map(move |b| {
-                        json!({"networkId": n.id, "netwokName": n.name, "innerNetworkId": n.api_name,
-                               "networkLogo": null, "brokerType": b})
+pub(crate) async fn tokens(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<TokensModel> {
+    ApiOk(Some(TokensModel::of(&sending_integrations(&state))))
+}
+
+impl TokensModel {
+    /// Every token linkvault moves, with the networks carrying it, each sendable by `brokers`.
+    fn of(brokers: &[String]) -> Self {
+        let mut symbols: Vec<&'static str> = NETWORKS.iter().flat_map(|n| n.tokens.iter().copied()).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        let tokens = symbols
+            .into_iter()
+            .map(|symbol| {
+                let carrying: Vec<&Network> = NETWORKS.iter().filter(|n| n.tokens.contains(&symbol)).collect();
+                let integration_networks = carrying
+                    .iter()
+                    .flat_map(|n| {
+                        brokers.iter().map(move |broker_type| IntegrationNetwork {
+                            broker_type: broker_type.clone(),
+                            inner_network_id: n.api_name,
+                            netwok_name: n.name,
+                            network_id: n.id,
+                            network_logo: None,
+                        })
                     })
-                })
-                .collect();
-            json!({
-                "token": symbol,
-                "networks": carrying.iter().map(|n| network_base(n)).collect::<Vec<_>>(),
-                "supportedIntegrations": brokers,
-                "integrationNetworks": integration_networks,
-                "tokenLogoUrl": null,
+                    .collect();
+                TokenModel {
+                    integration_networks,
+                    networks: carrying
+                        .iter()
+                        .map(|n| TokenNetwork { chain_id: n.chain_id, id: n.id, logo_url: None, name: n.name })
+                        .collect(),
+                    supported_integrations: brokers.to_vec(),
+                    token: symbol,
+                    token_logo_url: None,
+                }
             })
-        })
-        .collect();
-    ApiOk(Some(json!({ "tokens": list })))
+            .collect();
+        Self { tokens }
+    }
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let brokers = vec!["coinbase".to_owned(), "binanceInternational".to_owned()];
+    let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+    let transfer = |incoming: bool, status: TransferStatus, network: Option<&str>| Transfer {
+        id: "t-1".to_owned(),
+        symbol: "USDC".to_owned(),
+        amount: 5.0,
+        address: "0xabc".to_owned(),
+        network: network.map(str::to_owned),
+        status,
+        status_details: String::new(),
+        created_at: at,
+        fee: incoming.then_some(0.5),
+        fee_currency: None,
+        from_address: None,
+        hash: (!incoming).then(|| "0xhash".to_owned()),
+        incoming,
+    };
+    let list = TransfersList {
+        cursor: Some("1".to_owned()),
+        earliest_timestamp: millis(at),
+        total: 2,
+        transfers: vec![
+            Transaction::from(&transfer(true, TransferStatus::Succeeded, Some("ethereum"))),
+            Transaction::from(&transfer(false, TransferStatus::Pending, None)),
+        ],
+    };
+    let address = DepositAddressAnswer {
+        address: "0xabc".to_owned(),
+        broker_response_status: None,
+        chain: "Ethereum".to_owned(),
+        error_message: None,
+        memo: Some("tag".to_owned()),
+        minimum_deposit_amount: None,
+        network_id: NETWORKS[0].id,
+        symbol: "ETH".to_owned(),
+    };
+    vec![
+        sample("TransfersListModel", &list),
+        sample(
+            "TransfersListModel",
+            &TransfersList { cursor: None, earliest_timestamp: 0, total: 0, transfers: vec![] },
+        ),
+        sample("DepositAddressModel", &address),
+        sample("NetworksModel", &NetworksModel::of(&brokers)),
+        sample("TokensModel", &TokensModel::of(&brokers)),
+        sample("TokensModel", &TokensModel::of(&[])),
+    ]
 }

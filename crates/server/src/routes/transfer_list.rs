@@ -13,14 +13,20 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use linkvault_integrations::networks::{self, NETWORKS};
 use linkvault_storage::{TransferExecutionRecord, TransferFilter, TransferOrder, TransferProgress};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
-use crate::routes::openapi::{ApiResult, ManagedIntegrationsModel, ManagedTransferPage, MeshTransferQuery};
+use crate::routes::openapi::{ApiResult, MeshTransferQuery};
+use crate::routes::transfer_info::MeshTransferStatus;
+use crate::routes::wire::{AlwaysNull, EmptyList, FiatCurrency, always_null};
 use crate::transfer_follower::fee_in_symbol;
 
 const DEFAULT_COUNT: u32 = 10;
@@ -237,8 +243,114 @@ fn seconds(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+/// Mesh's TransferModel for a transfer made through linkvault.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ManagedTransferModel)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedTransfer {
+    /// What the destination receives, in symbol.
+    amount: f64,
+    amount_in_fiat: f64,
+    amount_in_fiat_currency_code: FiatCurrency,
+    amount_to_receive: f64,
+    amount_to_receive_in_fiat: f64,
+    #[schema(format = Uuid)]
+    client_id: String,
+    client_transaction_id: Option<String>,
+    /// Unix seconds.
+    created_timestamp: i64,
+    destination_address: Option<String>,
+    destination_amount: f64,
+    destination_amount_in_fiat: f64,
+    /// Unix seconds.
+    executed_timestamp: i64,
+    from: Option<TransferSource>,
+    /// Always empty: linkvault funds no transfer.
+    #[schema(schema_with = no_funding_methods)]
+    funding_methods: EmptyList,
+    #[schema(schema_with = always_null)]
+    gas_fee: AlwaysNull,
+    /// Known once the follower saw the transfer succeed.
+    hash: Option<String>,
+    /// linkvault's id of the transfer: the previewId it was executed from (Mesh's TransferId in webhooks).
+    id: Uuid,
+    /// The integration's id of the transfer (execute's executeTransferResult.transferId).
+    institution_transaction_id: Option<String>,
+    #[schema(schema_with = always_false)]
+    is_bridging_transfer: bool,
+    #[schema(schema_with = always_false)]
+    is_smart_funding_transfer: bool,
+    network_id: Option<Uuid>,
+    #[schema(schema_with = always_null)]
+    network_logo_url: AlwaysNull,
+    network_name: Option<&'static str>,
+    #[schema(schema_with = always_null)]
+    processing_fee: AlwaysNull,
+    requested_transfer_amount: f64,
+    /// What left the account (amount plus a fee taken in the symbol).
+    source_amount: f64,
+    /// As the transfer status follower last saw it; null until the execute's answer was recorded.
+    status: Option<MeshTransferStatus>,
+    symbol: Option<String>,
+    #[schema(schema_with = always_null)]
+    token_address: AlwaysNull,
+    total_fees_amount_in_fiat: f64,
+    total_transaction_amount_in_fiat: f64,
+    unit_price: f64,
+    user_id: Option<String>,
+    withdrawal_fee: Option<WithdrawalFee>,
+}
+
+/// The exchange's fee, as the execute recorded it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WithdrawalFee {
+    fee: Option<f64>,
+    fee_currency: Option<String>,
+    fee_in_fiat: f64,
+    fee_in_transfer_currency: f64,
+}
+
+/// The integration the transfer left from.
+#[derive(Serialize, ToSchema, Clone)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransferSource {
+    id: Uuid,
+    logo_url: Option<String>,
+    name: String,
+    #[serde(rename = "type")]
+    integration_type: String,
+}
+
+/// `fundingMethods`' schema, by hand: [`EmptyList`] has no item type to derive from; Mesh's are strings.
+fn no_funding_methods() -> RefOr<Schema> {
+    let list = ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)))
+        .max_items(Some(0))
+        .description(Some("Always empty: linkvault funds no transfer."));
+    RefOr::T(Schema::Array(list.build()))
+}
+
+/// The schema of a flag linkvault always answers `false` (a `bool` derives no `enum`).
+fn always_false() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Boolean)).enum_values(Some([false])).build(),
+    ))
+}
+
+/// One page of `GET /api/v1/transfers/managed/mesh`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedTransferPage {
+    has_more_pages: bool,
+    items: Vec<ManagedTransfer>,
+    /// All transfers matching the filters.
+    total: u64,
+}
+
 /// Mesh's `TransferModel` for one execution.
-fn transfer_model(state: &AppState, row: &TransferExecutionRecord) -> Value {
+fn transfer_model(state: &AppState, row: &TransferExecutionRecord) -> ManagedTransfer {
     let result: Value = row.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
     let executed = &result["executeTransferResult"];
     let sent = row.sent.as_ref();
@@ -252,47 +364,52 @@ fn transfer_model(state: &AppState, row: &TransferExecutionRecord) -> Value {
     let fee_in_symbol = fee_in_symbol(row.result.as_deref(), symbol);
     let network = sent.and_then(|s| networks::by_id(s.network_id));
     let integration = sent.and_then(|s| state.catalog.get(&s.integration));
-    json!({
-        "id": row.preview_id,
-        "clientTransactionId": row.client_transaction_id,
-        "institutionTransactionId": row.transfer_id,
-        "status": row.follow.status.map(|s| s.as_str()),
-        "amountInFiat": amount_in_fiat,
-        "amountToReceiveInFiat": amount_in_fiat,
-        "amountInFiatCurrencyCode": "USD",
-        "amount": amount,
-        "amountToReceive": amount,
-        "requestedTransferAmount": amount,
-        "sourceAmount": amount + fee_in_symbol,
-        "destinationAmount": amount,
-        "destinationAmountInFiat": amount_in_fiat,
-        "symbol": sent.map(|s| s.symbol.clone()),
-        "tokenAddress": null,
-        "networkId": sent.map(|s| s.network_id),
-        "networkName": network.map(|n| n.name),
-        "networkLogoUrl": null,
-        "createdTimestamp": seconds(row.created_at),
-        "executedTimestamp": seconds(row.created_at),
-        "hash": row.follow.hash,
-        "clientId": row.client_id.to_string(),
-        "userId": sent.map(|s| s.user_id.clone()),
-        "destinationAddress": sent.map(|s| s.to_address.clone()),
-        "gasFee": null,
-        "withdrawalFee": fee.is_object().then(|| json!({
-            "fee": fee["fee"], "feeCurrency": fee["feeCurrency"], "feeInFiat": fee_in_fiat,
-            "feeInTransferCurrency": fee_in_symbol,
-        })),
-        "processingFee": null,
-        "totalFeesAmountInFiat": fee_in_fiat,
-        "totalTransactionAmountInFiat": amount_in_fiat + fee_in_fiat,
-        "unitPrice": unit_price,
-        "isSmartFundingTransfer": false,
-        "isBridgingTransfer": false,
-        "fundingMethods": [],
-        "from": integration.map(|i| json!({
-            "id": i.id, "type": i.integration_type.as_str(), "name": i.name, "logoUrl": i.logo.url,
-        })),
-    })
+    ManagedTransfer {
+        amount,
+        amount_in_fiat,
+        amount_in_fiat_currency_code: FiatCurrency::Usd,
+        amount_to_receive: amount,
+        amount_to_receive_in_fiat: amount_in_fiat,
+        client_id: row.client_id.to_string(),
+        client_transaction_id: row.client_transaction_id.clone(),
+        created_timestamp: seconds(row.created_at),
+        destination_address: sent.map(|s| s.to_address.clone()),
+        destination_amount: amount,
+        destination_amount_in_fiat: amount_in_fiat,
+        executed_timestamp: seconds(row.created_at),
+        from: integration.map(|i| TransferSource {
+            id: i.id,
+            logo_url: i.logo.url.clone(),
+            name: i.name.clone(),
+            integration_type: i.integration_type.as_str().to_owned(),
+        }),
+        funding_methods: EmptyList,
+        gas_fee: AlwaysNull,
+        hash: row.follow.hash.clone(),
+        id: row.preview_id,
+        institution_transaction_id: row.transfer_id.clone(),
+        is_bridging_transfer: false,
+        is_smart_funding_transfer: false,
+        network_id: sent.map(|s| s.network_id),
+        network_logo_url: AlwaysNull,
+        network_name: network.map(|n| n.name),
+        processing_fee: AlwaysNull,
+        requested_transfer_amount: amount,
+        source_amount: amount + fee_in_symbol,
+        status: row.follow.status.map(MeshTransferStatus::from),
+        symbol: sent.map(|s| s.symbol.clone()),
+        token_address: AlwaysNull,
+        total_fees_amount_in_fiat: fee_in_fiat,
+        total_transaction_amount_in_fiat: amount_in_fiat + fee_in_fiat,
+        unit_price,
+        user_id: sent.map(|s| s.user_id.clone()),
+        withdrawal_fee: fee.is_object().then(|| WithdrawalFee {
+            fee: fee["fee"].as_f64(),
+            fee_currency: fee["feeCurrency"].as_str().map(str::to_owned),
+            fee_in_fiat,
+            fee_in_transfer_currency: fee_in_symbol,
+        }),
+    }
 }
 
 /// `GET /api/v1/transfers/managed/mesh`: the calling client's transfers made through linkvault.
@@ -315,16 +432,16 @@ pub(crate) async fn mesh(
     State(state): State<AppState>,
     Client(caller): Client,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<ManagedTransferPage>, ApiError> {
     let Query(pairs) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let params = Params::parse(pairs)?;
     let Some(filter) = filter(&state, &params)? else {
-        return Ok(ApiOk(Some(json!({"items": [], "total": 0, "hasMorePages": false}))));
+        return Ok(ApiOk(Some(ManagedTransferPage { has_more_pages: false, items: Vec::new(), total: 0 })));
     };
     let page = state.vault.transfer_executions(caller.client_id, &filter).await.map_err(|e| ApiError::internal(&e))?;
-    let items: Vec<Value> = page.items.iter().map(|row| transfer_model(&state, row)).collect();
+    let items: Vec<ManagedTransfer> = page.items.iter().map(|row| transfer_model(&state, row)).collect();
     let shown = filter.offset.saturating_add(items.len() as u64);
-    Ok(ApiOk(Some(json!({"items": items, "total": page.total, "hasMorePages": shown < page.total}))))
+    Ok(ApiOk(Some(ManagedTransferPage { has_more_pages: shown < page.total, items, total: page.total })))
 }
 
 /// `GET /api/v1/transfers/managed/integrations`: each integration with whether it can send and receive
@@ -338,31 +455,123 @@ pub(crate) async fn mesh(
         others are listed with both flags false and no networks.",
     responses((status = 200, description = "Answered", body = ManagedIntegrationsModel))
 )]
-pub(crate) async fn integrations(State(state): State<AppState>, Client(_caller): Client) -> ApiOk<Value> {
-    let list: Vec<Value> = state
-        .catalog
-        .iter()
-        .map(|i| {
-            let has_api = i.account_api.is_some();
-            let outgoing = has_api && i.features.transfers;
-            let networks: Vec<Value> = if has_api {
-                NETWORKS
-                    .iter()
-                    .map(|n| json!({"id": n.id, "name": n.name, "chainId": n.chain_id, "supportedTokens": n.tokens}))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            json!({
-                "id": i.id,
-                "type": i.integration_type.as_str(),
-                "name": i.name,
-                "networks": networks,
-                "supportsOutgoingTransfers": outgoing,
-                // Deposits reach the account at its deposit address, which every account API gives.
-                "supportsIncomingTransfers": has_api,
-            })
-        })
-        .collect();
-    ApiOk(Some(json!({ "integrations": list })))
+pub(crate) async fn integrations(
+    State(state): State<AppState>,
+    Client(_caller): Client,
+) -> ApiOk<ManagedIntegrationsModel> {
+    ApiOk(Some(ManagedIntegrationsModel { integrations: state.catalog.iter().map(managed_integration).collect() }))
+}
+
+fn managed_integration(i: &linkvault_integrations::Integration) -> ManagedIntegration {
+    let has_api = i.account_api.is_some();
+    let networks = if has_api {
+        NETWORKS
+            .iter()
+            .map(|n| ManagedNetwork { chain_id: n.chain_id, id: n.id, name: n.name, supported_tokens: n.tokens })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ManagedIntegration {
+        id: i.id,
+        name: i.name.clone(),
+        networks,
+        // Deposits reach the account at its deposit address, which every account API gives.
+        supports_incoming_transfers: has_api,
+        supports_outgoing_transfers: has_api && i.features.transfers,
+        integration_type: i.integration_type.as_str().to_owned(),
+    }
+}
+
+/// `GET /api/v1/transfers/managed/integrations`' answer.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ManagedIntegrationsModel {
+    integrations: Vec<ManagedIntegration>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedIntegration {
+    id: Uuid,
+    name: String,
+    networks: Vec<ManagedNetwork>,
+    /// The integration has an account API (deposit addresses).
+    supports_incoming_transfers: bool,
+    /// The integration has an account API that sends.
+    supports_outgoing_transfers: bool,
+    #[serde(rename = "type")]
+    integration_type: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ManagedNetwork {
+    chain_id: &'static str,
+    id: Uuid,
+    name: &'static str,
+    supported_tokens: &'static [&'static str],
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let catalog = linkvault_integrations::Catalog::embedded();
+    let integration = catalog.iter().next().map(|i| TransferSource {
+        id: i.id,
+        logo_url: i.logo.url.clone(),
+        name: i.name.clone(),
+        integration_type: i.integration_type.as_str().to_owned(),
+    });
+    let transfer = |known: bool| ManagedTransfer {
+        amount: 5.0,
+        amount_in_fiat: 5.0,
+        amount_in_fiat_currency_code: FiatCurrency::Usd,
+        amount_to_receive: 5.0,
+        amount_to_receive_in_fiat: 5.0,
+        client_id: Uuid::nil().to_string(),
+        client_transaction_id: known.then(|| "tx-1".to_owned()),
+        created_timestamp: 1_700_000_000,
+        destination_address: known.then(|| "0xabc".to_owned()),
+        destination_amount: 5.0,
+        destination_amount_in_fiat: 5.0,
+        executed_timestamp: 1_700_000_000,
+        from: if known { integration.clone() } else { None },
+        funding_methods: EmptyList,
+        gas_fee: AlwaysNull,
+        hash: known.then(|| "0xhash".to_owned()),
+        id: Uuid::nil(),
+        institution_transaction_id: known.then(|| "t-1".to_owned()),
+        is_bridging_transfer: false,
+        is_smart_funding_transfer: false,
+        network_id: known.then(|| NETWORKS[0].id),
+        network_logo_url: AlwaysNull,
+        network_name: known.then(|| NETWORKS[0].name),
+        processing_fee: AlwaysNull,
+        requested_transfer_amount: 5.0,
+        source_amount: 5.5,
+        status: known.then_some(MeshTransferStatus::Succeeded),
+        symbol: known.then(|| "USDC".to_owned()),
+        token_address: AlwaysNull,
+        total_fees_amount_in_fiat: 0.5,
+        total_transaction_amount_in_fiat: 5.5,
+        unit_price: 1.0,
+        user_id: known.then(|| "alice".to_owned()),
+        withdrawal_fee: known.then(|| WithdrawalFee {
+            fee: Some(0.5),
+            fee_currency: Some("USDC".to_owned()),
+            fee_in_fiat: 0.5,
+            fee_in_transfer_currency: 0.5,
+        }),
+    };
+    let page = ManagedTransferPage { has_more_pages: true, items: vec![transfer(true), transfer(false)], total: 3 };
+    vec![
+        sample("ManagedTransferPage", &page),
+        sample("ManagedTransferPage", &ManagedTransferPage { has_more_pages: false, items: Vec::new(), total: 0 }),
+        sample(
+            "ManagedIntegrationsModel",
+            &ManagedIntegrationsModel { integrations: catalog.iter().map(managed_integration).collect() },
+        ),
+    ]
 }

@@ -36,11 +36,13 @@ use crate::AppState;
 use crate::api_result::{ApiError, ApiOk, ApiStatus, ErrorType};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::openapi::{ApiResult, ExecuteTransferResponse, FiatCurrency, PreviewTransferResponse};
+use crate::routes::openapi::ApiResult;
 use crate::routes::token_use::{
     AccountFailure, Resolved, call_account, key_scope_insufficient, reauthentication_required_for, upstream_error,
     use_connection,
 };
+use crate::routes::transfer_info::MeshTransferStatus;
+use crate::routes::wire::{FiatCurrency, Succeeded};
 
 /// How long a preview can be executed (Mesh's `previewExpiresIn`, 300 s in its examples).
 pub const PREVIEW_EXPIRES_IN: Duration = Duration::from_secs(300);
@@ -200,8 +202,113 @@ impl PreviewDetails {
     }
 }
 
-fn fee_json(fee: f64, currency: &str, in_fiat: f64) -> Value {
-    json!({"fee": fee, "feeCurrency": currency, "feeInFiat": in_fiat})
+/// Mesh's `TransferFee`: a fee, its currency and its USD value.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TransferFee {
+    fee: f64,
+    fee_currency: String,
+    fee_in_fiat: f64,
+}
+
+/// Mesh's `PreviewTransferResponse`.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewTransferResponse {
+    preview_result: PreviewResult,
+    status: Succeeded,
+}
+
+/// Mesh's `PreviewTransferResult`: what the client agrees to by executing the preview.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewResult {
+    address_tag: Option<String>,
+    /// What the destination receives
+    amount: f64,
+    amount_in_fiat: f64,
+    client_transaction_id: Option<String>,
+    /// Always null: the exchange's fee covers the network's.
+    estimated_network_gas_fee: Option<TransferFee>,
+    fiat_currency: FiatCurrency,
+    from_address: Option<String>,
+    institution_transfer_fee: TransferFee,
+    is_inclusive_fee_enabled: bool,
+    network_id: Uuid,
+    network_name: String,
+    /// Seconds (300)
+    preview_expires_in: i64,
+    preview_id: Uuid,
+    symbol: String,
+    to_address: String,
+    /// What leaves the account, fees included
+    total_estimated_amount: f64,
+    total_estimated_amount_in_fiat: f64,
+    unit_price: f64,
+}
+
+/// Mesh's `ExecuteTransferResponse`.
+// Fields in JSON-name order (see `routes::wire`), as the execution's stored result, which a retry answers
+// again, has them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExecuteTransferResponse {
+    error_message: Option<String>,
+    /// With succeeded only.
+    execute_transfer_result: Option<ExecuteTransferResult>,
+    /// With mfaRequired: the second factor the exchange asks for (execute again with mfaCode)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
+    mfa_type: Option<String>,
+    status: ExecuteStatus,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum ExecuteStatus {
+    Succeeded,
+    InProgress,
+    MfaRequired,
+    MfaFailed,
+    Failed,
+}
+
+/// Mesh's `ExecuteTransferResult`: the transfer the exchange made.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExecuteTransferResult {
+    amount: f64,
+    amount_in_fiat: f64,
+    from_address: Option<String>,
+    hash: Option<String>,
+    institution_transfer_fee: TransferFee,
+    /// Always null: the exchange's fee covers the network's.
+    network_gas_fee: Option<TransferFee>,
+    network_id: Uuid,
+    network_name: String,
+    status: MeshTransferStatus,
+    status_details: String,
+    symbol: String,
+    to_address: String,
+    total_amount_in_fiat: f64,
+    transfer_id: String,
+}
+
+/// What an execute answers: a new [`ExecuteTransferResponse`], or, for a retry of an execution already made,
+/// the stored JSON of the one first answered (written by this type, and answered as stored).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum ExecuteAnswer {
+    New(Box<ExecuteTransferResponse>),
+    Replay(Value),
+}
+
+impl ExecuteTransferResponse {
+    /// An execute that made no transfer.
+    fn without_result(status: ExecuteStatus, message: String) -> Self {
+        Self { error_message: Some(message), execute_transfer_result: None, mfa_type: None, status }
+    }
 }
 
 /// Refuses a read key before anything else: the endpoint is write-only whatever the tokenId.
@@ -396,7 +503,7 @@ pub(crate) async fn preview(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<PreviewRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<PreviewTransferResponse>, ApiError> {
     require_write_key(&caller)?;
     let valid = validate_preview(&req)?;
     let mut resolved =
@@ -411,7 +518,7 @@ pub(crate) async fn make_preview(
     client_id: ClientId,
     resolved: &mut Resolved<'_>,
     valid: ValidPreview,
-) -> Result<Value, ApiError> {
+) -> Result<PreviewTransferResponse, ApiError> {
     let quote_request = QuoteRequest {
         symbol: valid.symbol.clone(),
         network: valid.network.api_name.to_owned(),
@@ -470,29 +577,33 @@ pub(crate) async fn make_preview(
         expires_at: now + expires_in,
     };
     state.vault.save_transfer_preview(&record, now - PURGE_AFTER).await.map_err(|e| ApiError::internal(&e))?;
-    Ok(json!({
-        "status": "succeeded",
-        "previewResult": {
-            "previewId": record.preview_id,
-            "previewExpiresIn": expires_in.whole_seconds(),
-            "fromAddress": details.from_address,
-            "toAddress": details.to_address,
-            "addressTag": details.address_tag,
-            "symbol": details.symbol,
-            "amount": details.amount,
-            "amountInFiat": details.amount_in_fiat,
-            "totalEstimatedAmount": details.total_amount,
-            "totalEstimatedAmountInFiat": details.total_amount_in_fiat,
-            "networkId": details.network_id,
-            "networkName": details.network_name,
-            "institutionTransferFee": fee_json(details.fee, &details.fee_currency, details.fee_in_fiat),
-            "estimatedNetworkGasFee": null,
-            "unitPrice": details.unit_price,
-            "clientTransactionId": record.client_transaction_id,
-            "isInclusiveFeeEnabled": details.inclusive_fee,
-            "fiatCurrency": "USD",
+    Ok(PreviewTransferResponse {
+        preview_result: PreviewResult {
+            address_tag: details.address_tag,
+            amount: details.amount,
+            amount_in_fiat: details.amount_in_fiat,
+            client_transaction_id: record.client_transaction_id,
+            estimated_network_gas_fee: None,
+            fiat_currency: FiatCurrency::Usd,
+            from_address: details.from_address,
+            institution_transfer_fee: TransferFee {
+                fee: details.fee,
+                fee_currency: details.fee_currency,
+                fee_in_fiat: details.fee_in_fiat,
+            },
+            is_inclusive_fee_enabled: details.inclusive_fee,
+            network_id: details.network_id,
+            network_name: details.network_name,
+            preview_expires_in: expires_in.whole_seconds(),
+            preview_id: record.preview_id,
+            symbol: details.symbol,
+            to_address: details.to_address,
+            total_estimated_amount: details.total_amount,
+            total_estimated_amount_in_fiat: details.total_amount_in_fiat,
+            unit_price: details.unit_price,
         },
-    }))
+        status: Succeeded::Succeeded,
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -519,12 +630,11 @@ fn preview_not_found() -> ApiError {
     .with_data(json!({"field": "previewId"}))
 }
 
-fn in_progress() -> Value {
-    json!({
-        "status": "inProgress",
-        "errorMessage": "this transfer is being executed by another request; execute again shortly for its result",
-        "executeTransferResult": null,
-    })
+fn in_progress() -> ExecuteTransferResponse {
+    ExecuteTransferResponse::without_result(
+        ExecuteStatus::InProgress,
+        "this transfer is being executed by another request; execute again shortly for its result".to_owned(),
+    )
 }
 
 /// The second factor of an execute, if one was sent.
@@ -573,7 +683,7 @@ pub(crate) async fn execute(
     Client(caller): Client,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ExecuteRequest>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<ExecuteAnswer>, ApiError> {
     require_write_key(&caller)?;
     let preview_id = preview_id_of(&req.preview_id)?;
     let idempotency_key = idempotency_key(&headers)?;
@@ -594,7 +704,7 @@ pub(crate) async fn execute_preview(
     preview_id: Uuid,
     idempotency_key: Option<String>,
     mfa_code: Option<SecretString>,
-) -> Result<Value, ApiError> {
+) -> Result<ExecuteAnswer, ApiError> {
     let preview = state
         .vault
         .transfer_preview(client_id, preview_id, resolved.record.token_id, &resolved.record.integration)
@@ -621,8 +731,10 @@ pub(crate) async fn execute_preview(
     };
     let ticket = match state.vault.begin_transfer_execution(request).await.map_err(|e| ApiError::internal(&e))? {
         ExecutionStep::Proceed(ticket) => ticket,
-        ExecutionStep::Replay(result) => return serde_json::from_str(&result).map_err(|e| ApiError::internal(&e)),
-        ExecutionStep::InProgress => return Ok(in_progress()),
+        ExecutionStep::Replay(result) => {
+            return serde_json::from_str(&result).map(ExecuteAnswer::Replay).map_err(|e| ApiError::internal(&e));
+        }
+        ExecutionStep::InProgress => return Ok(ExecuteAnswer::New(Box::new(in_progress()))),
         ExecutionStep::Conflict { by_transaction_id, preview_id: other } => {
             let field = if by_transaction_id { "transactionId" } else { "Idempotency-Key" };
             return Err(ApiError::new(
@@ -644,31 +756,36 @@ pub(crate) async fn execute_preview(
             .with_data(json!({"field": "previewId"})));
         }
     };
-    send(state, resolved, &details, ticket, mfa_code).await
+    send(state, resolved, &details, ticket, mfa_code).await.map(|answer| ExecuteAnswer::New(Box::new(answer)))
 }
 
-fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> Value {
+fn transfer_result(details: &PreviewDetails, transfer: &Transfer) -> ExecuteTransferResponse {
     let fee = transfer.fee.unwrap_or(details.fee);
-    json!({
-        "status": "succeeded",
-        "errorMessage": null,
-        "executeTransferResult": {
-            "transferId": transfer.id,
-            "status": crate::routes::transfer_info::mesh_status(transfer.status),
-            "statusDetails": transfer.status_details,
-            "fromAddress": transfer.from_address.clone().or_else(|| details.from_address.clone()),
-            "toAddress": transfer.address,
-            "symbol": transfer.symbol,
-            "networkName": details.network_name,
-            "networkId": details.network_id,
-            "hash": transfer.hash,
-            "amount": transfer.amount,
-            "amountInFiat": transfer.amount * details.unit_price,
-            "totalAmountInFiat": (transfer.amount + fee) * details.unit_price,
-            "institutionTransferFee": fee_json(fee, &details.fee_currency, fee * details.unit_price),
-            "networkGasFee": null,
-        },
-    })
+    ExecuteTransferResponse {
+        error_message: None,
+        execute_transfer_result: Some(ExecuteTransferResult {
+            amount: transfer.amount,
+            amount_in_fiat: transfer.amount * details.unit_price,
+            from_address: transfer.from_address.clone().or_else(|| details.from_address.clone()),
+            hash: transfer.hash.clone(),
+            institution_transfer_fee: TransferFee {
+                fee,
+                fee_currency: details.fee_currency.clone(),
+                fee_in_fiat: fee * details.unit_price,
+            },
+            network_gas_fee: None,
+            network_id: details.network_id,
+            network_name: details.network_name.clone(),
+            status: transfer.status.into(),
+            status_details: transfer.status_details.clone(),
+            symbol: transfer.symbol.clone(),
+            to_address: transfer.address.clone(),
+            total_amount_in_fiat: (transfer.amount + fee) * details.unit_price,
+            transfer_id: transfer.id.clone(),
+        }),
+        mfa_type: None,
+        status: ExecuteStatus::Succeeded,
+    }
 }
 
 /// Calls the integration for a claimed execution and records the outcome.
@@ -678,7 +795,7 @@ async fn send(
     details: &PreviewDetails,
     ticket: ExecutionTicket,
     mfa_code: Option<SecretString>,
-) -> Result<Value, ApiError> {
+) -> Result<ExecuteTransferResponse, ApiError> {
     let request = SendRequest {
         symbol: details.symbol.clone(),
         network: details.network.clone(),
@@ -697,8 +814,9 @@ async fn send(
     match outcome {
         Ok(SendOutcome::Sent(transfer)) => {
             let result = transfer_result(details, &transfer);
+            let stored = serde_json::to_string(&result).map_err(|e| ApiError::internal(&e))?;
             let completed = CompletedTransfer {
-                result: &result.to_string(),
+                result: &stored,
                 transfer_id: &transfer.id,
                 status: crate::transfer_follower::progress(transfer.status),
                 hash: transfer.hash.as_deref(),
@@ -718,12 +836,13 @@ async fn send(
         Ok(SendOutcome::MfaRequired { mfa_type }) => {
             // The exchange refused before sending: the next execute, with the code, claims afresh.
             release(true).await;
-            Ok(json!({
-                "status": "mfaRequired",
-                "mfaType": mfa_type,
-                "errorMessage": format!("{name} asks for a second factor: execute again with mfaCode"),
-                "executeTransferResult": null,
-            }))
+            Ok(ExecuteTransferResponse {
+                mfa_type: Some(mfa_type),
+                ..ExecuteTransferResponse::without_result(
+                    ExecuteStatus::MfaRequired,
+                    format!("{name} asks for a second factor: execute again with mfaCode"),
+                )
+            })
         }
         Err(AccountFailure::Reauth) => {
             release(true).await;
@@ -731,19 +850,17 @@ async fn send(
         }
         Err(AccountFailure::Upstream(Upstream::Refused { reason: Refusal::InvalidMfaCode, message })) => {
             release(true).await;
-            Ok(json!({
-                "status": "mfaFailed",
-                "errorMessage": format!("{name} refused the second factor: {message}"),
-                "executeTransferResult": null,
-            }))
+            Ok(ExecuteTransferResponse::without_result(
+                ExecuteStatus::MfaFailed,
+                format!("{name} refused the second factor: {message}"),
+            ))
         }
         Err(AccountFailure::Upstream(Upstream::Refused { message, .. })) => {
             release(true).await;
-            Ok(json!({
-                "status": "failed",
-                "errorMessage": format!("{name} refused the transfer: {message}"),
-                "executeTransferResult": null,
-            }))
+            Ok(ExecuteTransferResponse::without_result(
+                ExecuteStatus::Failed,
+                format!("{name} refused the transfer: {message}"),
+            ))
         }
         Err(AccountFailure::Upstream(
             e @ (Upstream::InsufficientScope | Upstream::NotSupported(_) | Upstream::Config(_)),
@@ -769,4 +886,69 @@ async fn send(
             .with_data(json!({"previewId": ticket.execution_id})))
         }
     }
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let fee = || TransferFee { fee: 0.5, fee_currency: "USDC".to_owned(), fee_in_fiat: 0.5 };
+    let preview = PreviewTransferResponse {
+        preview_result: PreviewResult {
+            address_tag: None,
+            amount: 5.0,
+            amount_in_fiat: 5.0,
+            client_transaction_id: Some("tx-1".to_owned()),
+            estimated_network_gas_fee: None,
+            fiat_currency: FiatCurrency::Usd,
+            from_address: None,
+            institution_transfer_fee: fee(),
+            is_inclusive_fee_enabled: false,
+            network_id: Uuid::nil(),
+            network_name: "Ethereum".to_owned(),
+            preview_expires_in: 300,
+            preview_id: Uuid::nil(),
+            symbol: "USDC".to_owned(),
+            to_address: "0xabc".to_owned(),
+            total_estimated_amount: 5.5,
+            total_estimated_amount_in_fiat: 5.5,
+            unit_price: 1.0,
+        },
+        status: Succeeded::Succeeded,
+    };
+    let succeeded = ExecuteTransferResponse {
+        error_message: None,
+        execute_transfer_result: Some(ExecuteTransferResult {
+            amount: 5.0,
+            amount_in_fiat: 5.0,
+            from_address: Some("0xdef".to_owned()),
+            hash: None,
+            institution_transfer_fee: fee(),
+            network_gas_fee: None,
+            network_id: Uuid::nil(),
+            network_name: "Ethereum".to_owned(),
+            status: MeshTransferStatus::Pending,
+            status_details: "pending".to_owned(),
+            symbol: "USDC".to_owned(),
+            to_address: "0xabc".to_owned(),
+            total_amount_in_fiat: 5.5,
+            transfer_id: "t-1".to_owned(),
+        }),
+        mfa_type: None,
+        status: ExecuteStatus::Succeeded,
+    };
+    let mfa = ExecuteTransferResponse {
+        mfa_type: Some("totp".to_owned()),
+        ..ExecuteTransferResponse::without_result(ExecuteStatus::MfaRequired, "a second factor".to_owned())
+    };
+    vec![
+        sample("PreviewTransferResponse", &preview),
+        sample("ExecuteTransferResponse", &succeeded),
+        sample("ExecuteTransferResponse", &in_progress()),
+        sample("ExecuteTransferResponse", &mfa),
+        sample(
+            "ExecuteTransferResponse",
+            &ExecuteTransferResponse::without_result(ExecuteStatus::Failed, "no".to_owned()),
+        ),
+    ]
 }

@@ -6,15 +6,14 @@ use axum::extract::State;
 use linkvault_domain::Scope;
 use linkvault_storage::WebhookFormat;
 use linkvault_webhooks::WebhookSecret;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api_result::{ApiError, ApiOk};
 use crate::auth::Client;
 use crate::extract::ApiJson;
-use crate::routes::openapi::{ApiResult, WebhookEndpoint, WebhookFormatName, WebhookSet};
+use crate::routes::openapi::ApiResult;
 use crate::routes::token_use::key_scope_insufficient;
 
 #[derive(Deserialize, ToSchema)]
@@ -26,8 +25,44 @@ pub(crate) struct SetWebhook {
     /// X-Mesh-Signature-256 = base64 HMAC-SHA256 of the raw body keyed with the secret's UTF-8 text); transfer
     /// events only.
     #[serde(default)]
-    #[schema(value_type = Option<WebhookFormatName>, default = "standard")]
+    #[schema(value_type = Option<FormatName>, default = "standard")]
     format: Option<String>,
+}
+
+/// The format webhooks are sent in.
+// The storage's `WebhookFormat`, whose words these are.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[schema(as = WebhookFormatName)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum FormatName {
+    Standard,
+    Mesh,
+}
+
+impl From<WebhookFormat> for FormatName {
+    fn from(format: WebhookFormat) -> Self {
+        match format {
+            WebhookFormat::Standard => Self::Standard,
+            WebhookFormat::Mesh => Self::Mesh,
+        }
+    }
+}
+
+/// The answer to setting the endpoint.
+// Fields in JSON-name order (see `routes::wire`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebhookSet {
+    format: FormatName,
+    /// whsec_… (Standard Webhooks; for the mesh format the whole text is the HMAC key)
+    secret: String,
+    url: String,
+}
+
+/// The endpoint without its secret; both null when none is set.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebhookEndpoint {
+    format: Option<FormatName>,
+    url: Option<String>,
 }
 
 #[utoipa::path(
@@ -48,7 +83,7 @@ pub(crate) async fn set(
     State(state): State<AppState>,
     Client(caller): Client,
     ApiJson(req): ApiJson<SetWebhook>,
-) -> Result<ApiOk<Value>, ApiError> {
+) -> Result<ApiOk<WebhookSet>, ApiError> {
     if caller.scope != Scope::Write {
         return Err(key_scope_insufficient());
     }
@@ -63,7 +98,11 @@ pub(crate) async fn set(
     };
     let secret = WebhookSecret::generate().map_err(|e| ApiError::internal(&e))?;
     state.vault.set_webhook_endpoint_with_format(caller.client_id, &req.url, secret.expose(), format).await?;
-    Ok(ApiOk(Some(json!({"url": req.url.trim(), "format": format.as_str(), "secret": secret.expose()}))))
+    Ok(ApiOk(Some(WebhookSet {
+        format: format.into(),
+        secret: secret.expose().to_owned(),
+        url: req.url.trim().to_owned(),
+    })))
 }
 
 #[utoipa::path(
@@ -73,10 +112,26 @@ pub(crate) async fn set(
     summary = "The calling client's webhook endpoint (never the secret)",
     responses((status = 200, description = "Endpoint", body = WebhookEndpoint))
 )]
-pub(crate) async fn get(State(state): State<AppState>, Client(caller): Client) -> Result<ApiOk<Value>, ApiError> {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Client(caller): Client,
+) -> Result<ApiOk<WebhookEndpoint>, ApiError> {
     let target = state.vault.webhook_target(caller.client_id).await?;
-    Ok(ApiOk(Some(json!({
-        "url": target.as_ref().map(|t| t.url.clone()),
-        "format": target.map(|t| t.format.as_str()),
-    }))))
+    Ok(ApiOk(Some(WebhookEndpoint { format: target.as_ref().map(|t| t.format.into()), url: target.map(|t| t.url) })))
+}
+
+/// Representative answers, for the schema test in `routes::openapi`.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, String)> {
+    use crate::routes::wire::sample;
+    let set =
+        WebhookSet { format: FormatName::Mesh, secret: "whsec_x".to_owned(), url: "https://a.example/h".to_owned() };
+    vec![
+        sample("WebhookSet", &set),
+        sample("WebhookEndpoint", &WebhookEndpoint { format: None, url: None }),
+        sample(
+            "WebhookEndpoint",
+            &WebhookEndpoint { format: Some(FormatName::Standard), url: Some("https://a.example/h".to_owned()) },
+        ),
+    ]
 }
