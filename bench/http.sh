@@ -3,6 +3,7 @@
 #
 #   bench/http.sh            # SQLite, and PostgreSQL when LINKVAULT_TEST_DATABASE_URL is set
 #   BENCH_SECS=10 bench/http.sh
+#   LINKVAULT_BIN=/path/to/linkvault bench/http.sh   # that binary instead of building this tree's (A/B runs)
 #
 # One run measures, on the same server: GET /livez (hello world: no database, no auth), GET /api/v1/tokens/{id}
 # (the tokenId resolve path: authenticate the client, load the connection, check ownership, answer) and
@@ -14,8 +15,11 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "install wrk (apt-get install -y wrk)"; exit 1; }
 SECS="${BENCH_SECS:-10}"
 CONNS="${BENCH_CONNECTIONS:-32}"
-cargo build --release -p linkvault --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/linkvault"
+BIN="${LINKVAULT_BIN:-}"
+if [ -z "$BIN" ]; then
+  cargo build --release -p linkvault --quiet
+  BIN="${CARGO_TARGET_DIR:-target}/release/linkvault"
+fi
 WORK=$(mktemp -d)
 SERVER_PID=""
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
