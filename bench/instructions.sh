@@ -23,15 +23,9 @@ command -v valgrind >/dev/null || { echo "install valgrind (apt-get install -y v
 N="${INSTR_REQUESTS:-2000}"
 WARMUP="${INSTR_WARMUP:-300}"
 OUT="${INSTR_OUT:-${CARGO_TARGET_DIR:-target}/instructions}"
-BIN="${LINKVAULT_BIN:-}"
-if [ -z "$BIN" ]; then
-  cargo build --release -p linkvault --quiet
-  BIN="${CARGO_TARGET_DIR:-target}/release/linkvault"
-fi
-WORK=$(mktemp -d)
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_binary
+bench_workdir
 mkdir -p "$OUT"
 rm -f "$OUT"/callgrind.out.*
 
@@ -58,19 +52,11 @@ TOKIO_WORKER_THREADS=1 LINKVAULT_LOG=warn LINKVAULT_API_RATE_LIMIT=0 \
   valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" \
   "$BIN" --data-dir "$dir" serve --sandbox --listen 127.0.0.1:0 > "$WORK/out.log" 2>&1 &
 SERVER_PID=$!
-base=""
-for _ in $(seq 1 600); do
-  base=$(sed -n 's/^linkvault listening on \([^ ]*\).*/\1/p' "$WORK/out.log" | head -n 1)
-  [ -n "$base" ] && break
-  sleep 0.2
-done
-[ -n "$base" ] || { cat "$WORK/out.log"; exit 1; }
-id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clientId"])' "$dir/sandbox-client.json")
-secret=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keys"][0]["secret"])' "$dir/sandbox-client.json")
-token=$(curl -sf -X POST "$base/api/v1/authenticate?userId=bench" -H "X-Client-Id: $id" -H "X-Client-Secret: $secret" \
-  -d '{"type":"binanceInternationalDirect","username":"Mesh","password":"Pass123","mfaCode":"123456"}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["content"]["accountTokens"][0]["tokenId"])')
-AUTH=("X-Client-Id: $id" "X-Client-Secret: $secret")
+# valgrind starts the binary far slower than it runs natively: up to two minutes.
+base=$(bench_base_url "$WORK/out.log" 600) || exit 1
+bench_seed "$dir" "$base"
+token=$TOKEN
+AUTH=("X-Client-Id: $CLIENT_ID" "X-Client-Secret: $CLIENT_SECRET")
 
 python3 "$WORK/client.py" "$base" /livez "$WARMUP" > /dev/null
 python3 "$WORK/client.py" "$base" "/api/v1/tokens/$token" "$WARMUP" "${AUTH[@]}" > /dev/null
