@@ -71,6 +71,9 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Latency histograms by matched route template, then method label (see `Metrics::route_histograms`).
+type RouteHistograms = HashMap<Box<str>, Vec<(&'static str, Histogram)>>;
+
 #[derive(Debug)]
 pub struct Metrics {
     responses: Family<ClassLabels, Counter>,
@@ -80,7 +83,7 @@ pub struct Metrics {
     /// The histograms of `request_duration` by matched template (`""` for none) and method label, filled on
     /// first use: finding one costs a hash of the template as the router reports it, where building the
     /// label set cost two `String`s and a hash of both labels on every request. Bounded by the router's routes.
-    route_histograms: RwLock<HashMap<Box<str>, Vec<(&'static str, Histogram)>>>,
+    route_histograms: RwLock<RouteHistograms>,
     auth_failures: Counter,
     connections_stored: Counter,
     connections_deleted: Counter,
