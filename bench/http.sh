@@ -3,6 +3,7 @@
 #
 #   bench/http.sh            # SQLite, and PostgreSQL when LINKVAULT_TEST_DATABASE_URL is set
 #   BENCH_SECS=10 bench/http.sh
+#   LINKVAULT_BIN=/path/to/linkvault bench/http.sh   # that binary instead of building this tree's (A/B runs)
 #
 # One run measures, on the same server: GET /livez (hello world: no database, no auth), GET /api/v1/tokens/{id}
 # (the tokenId resolve path: authenticate the client, load the connection, check ownership, answer) and
@@ -14,12 +15,9 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "install wrk (apt-get install -y wrk)"; exit 1; }
 SECS="${BENCH_SECS:-10}"
 CONNS="${BENCH_CONNECTIONS:-32}"
-cargo build --release -p linkvault --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/linkvault"
-WORK=$(mktemp -d)
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_binary
+bench_workdir
 
 cat > "$WORK/holdings.lua" <<'LUA'
 wrk.method = "POST"
@@ -37,20 +35,10 @@ run_backend() {
   [ -n "$url" ] && args+=(--database-url "$url")
   TOKIO_WORKER_THREADS=1 LINKVAULT_LOG=warn LINKVAULT_API_RATE_LIMIT=0 taskset -c 0 "$BIN" "${args[@]}" serve --sandbox --listen 127.0.0.1:0 > "$dir/out.log" 2>&1 &
   SERVER_PID=$!
-  local base=""
-  for _ in $(seq 1 100); do
-    base=$(sed -n 's/^linkvault listening on \([^ ]*\).*/\1/p' "$dir/out.log" | head -n 1)
-    [ -n "$base" ] && break
-    sleep 0.1
-  done
-  [ -n "$base" ] || { cat "$dir/out.log"; exit 1; }
-  local id secret token
-  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["clientId"])' "$dir/sandbox-client.json")
-  secret=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["keys"][0]["secret"])' "$dir/sandbox-client.json")
-  token=$(curl -sf -X POST "$base/api/v1/authenticate?userId=bench" -H "X-Client-Id: $id" -H "X-Client-Secret: $secret" \
-    -d '{"type":"binanceInternationalDirect","username":"Mesh","password":"Pass123","mfaCode":"123456"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["content"]["accountTokens"][0]["tokenId"])')
-  local H=(-H "X-Client-Id: $id" -H "X-Client-Secret: $secret")
+  local base
+  base=$(bench_base_url "$dir/out.log" 50) || exit 1
+  bench_seed "$dir" "$base"
+  local token=$TOKEN H=(-H "X-Client-Id: $CLIENT_ID" -H "X-Client-Secret: $CLIENT_SECRET")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$base/livez" > "$dir/hello.txt"
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${H[@]}" "$base/api/v1/tokens/$token" > "$dir/resolve.txt"
   HOLDINGS_BODY="{\"authToken\":\"$token\",\"type\":\"binanceInternationalDirect\"}" \

@@ -19,17 +19,16 @@ const CHECKSUM_LEN: usize = 6;
 pub const SECRET_PREFIX_LEN: usize = API_KEY_PREFIX.len() + 8;
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-fn base62_fixed(mut value: u64, width: usize) -> String {
-    let mut chars = vec![b'0'; width];
+/// The checksum characters of `prefix_and_body`: its CRC32 in base62, fixed width. An array, not a `String`:
+/// `well_formed` runs on every API request and compares it in place.
+fn checksum(prefix_and_body: &str) -> [u8; CHECKSUM_LEN] {
+    let mut value = u64::from(crc32fast::hash(prefix_and_body.as_bytes()));
+    let mut chars = [b'0'; CHECKSUM_LEN];
     for slot in chars.iter_mut().rev() {
         *slot = ALPHABET[(value % 62) as usize];
         value /= 62;
     }
-    String::from_utf8(chars).unwrap_or_default()
-}
-
-fn checksum(prefix_and_body: &str) -> String {
-    base62_fixed(u64::from(crc32fast::hash(prefix_and_body.as_bytes())), CHECKSUM_LEN)
+    chars
 }
 
 /// A freshly generated secret, shown once to the operator and then forgotten.
@@ -57,7 +56,8 @@ impl ApiKeySecret {
             }
         }
         let head = format!("{API_KEY_PREFIX}{body}");
-        let full = format!("{head}{}", checksum(&head));
+        let mut full = head.clone();
+        full.extend(checksum(&head).map(char::from));
         Ok(Self(SecretString::from(full)))
     }
 
@@ -78,7 +78,7 @@ impl ApiKeySecret {
             return false;
         }
         let (head, sum) = candidate.split_at(expected_len - CHECKSUM_LEN);
-        head[API_KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric()) && checksum(head) == sum
+        head[API_KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric()) && checksum(head) == sum.as_bytes()
     }
 }
 

@@ -124,26 +124,37 @@ struct OkEnvelope<T: Serialize> {
     content: Option<T>,
 }
 
+/// The success envelope's bytes around `content` (what [`ApiOk`] answers).
+pub(crate) fn ok_body<T: Serialize>(content: Option<T>) -> serde_json::Result<Vec<u8>> {
+    let body = OkEnvelope {
+        status: ApiStatus::Ok,
+        message: "",
+        display_message: None,
+        error_type: "",
+        error_data: None,
+        content,
+    };
+    // Sized for a typical answer up front: growing the buffer from axum's small default copied the body
+    // several times on every response.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut bytes, &body)?;
+    Ok(bytes)
+}
+
+/// A 200 answer whose body is already the envelope's JSON.
+pub(crate) fn ok_json(bytes: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response()
+}
+
 impl<T: Serialize> IntoResponse for ApiOk<T> {
     fn into_response(self) -> Response {
-        let body = OkEnvelope {
-            status: ApiStatus::Ok,
-            message: "",
-            display_message: None,
-            error_type: "",
-            error_data: None,
-            content: self.0,
-        };
-        // Sized for a typical answer up front: growing the buffer from axum's small default copied the body
-        // several times on every response.
-        let mut bytes = Vec::with_capacity(1024);
-        match serde_json::to_writer(&mut bytes, &body) {
-            Ok(()) => (
-                StatusCode::OK,
-                [(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))],
-                bytes,
-            )
-                .into_response(),
+        match ok_body(self.0) {
+            Ok(bytes) => ok_json(bytes),
             Err(e) => ApiError::internal(&e).into_response(),
         }
     }

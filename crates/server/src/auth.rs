@@ -6,16 +6,17 @@
 //! `tests/api.rs` calls every documented `/api/v1` operation without credentials and expects 401.
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use linkvault_vault::Caller;
 
 use crate::AppState;
 use crate::api_result::ApiError;
 
-pub(crate) const CLIENT_ID_HEADER: &str = "x-client-id";
-pub(crate) const CLIENT_SECRET_HEADER: &str = "x-client-secret";
+// Header names, not `&str`: a lookup by `&str` parses and validates the name on every request first.
+pub(crate) static CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-client-id");
+pub(crate) static CLIENT_SECRET_HEADER: HeaderName = HeaderName::from_static("x-client-secret");
 
 /// The authenticated API client (and its key's scope) of a request.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +26,8 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let outcome = match (header(CLIENT_ID_HEADER), header(CLIENT_SECRET_HEADER)) {
+        let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let outcome = match (header(&CLIENT_ID_HEADER), header(&CLIENT_SECRET_HEADER)) {
             (Some(id), Some(secret)) => state.vault.authenticate(id, secret).await,
             _ => Ok(None),
         };

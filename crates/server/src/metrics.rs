@@ -3,6 +3,8 @@
 //! middleware that feeds them (responses by status class, latency per route template), the cached connection
 //! gauge and the optional bearer token that guards the endpoint.
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -69,10 +71,19 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Latency histograms by matched route template, then method label (see `Metrics::route_histograms`).
+type RouteHistograms = HashMap<Box<str>, Vec<(&'static str, Histogram)>>;
+
 #[derive(Debug)]
 pub struct Metrics {
     responses: Family<ClassLabels, Counter>,
+    /// The counters of `responses` by class, taken once (a family lookup hashes the label set each time).
+    class_counters: [Counter; STATUS_CLASSES.len()],
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// The histograms of `request_duration` by matched template (`""` for none) and method label, filled on
+    /// first use: finding one costs a hash of the template as the router reports it, where building the
+    /// label set cost two `String`s and a hash of both labels on every request. Bounded by the router's routes.
+    route_histograms: RwLock<RouteHistograms>,
     auth_failures: Counter,
     connections_stored: Counter,
     connections_deleted: Counter,
@@ -86,14 +97,15 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let responses = Family::default();
+        let responses: Family<ClassLabels, Counter> = Family::default();
         // Every class is shown from the start (at 0), as dashboards expect a series to exist before it moves.
-        for class in STATUS_CLASSES {
-            drop(responses.get_or_create(&ClassLabels { class }));
-        }
+        let class_counters =
+            STATUS_CLASSES.map(|class| Counter::clone(&responses.get_or_create(&ClassLabels { class })));
         Self {
             responses,
+            class_counters,
             request_duration: Family::new_with_constructor(latency_histogram),
+            route_histograms: RwLock::default(),
             auth_failures: Counter::default(),
             connections_stored: Counter::default(),
             connections_deleted: Counter::default(),
@@ -113,6 +125,26 @@ impl Default for Metrics {
 pub const CONNECTIONS_GAUGE_TTL: time::Duration = time::Duration::seconds(30);
 
 impl Metrics {
+    /// Records one request's latency under its method and matched route template (`None`: unmatched).
+    fn observe_latency(&self, method: &'static str, template: Option<&str>, seconds: f64) {
+        let key = template.unwrap_or("");
+        {
+            let cache = self.route_histograms.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, histogram)) = cache.get(key).and_then(|per| per.iter().find(|(m, _)| *m == method)) {
+                histogram.observe(seconds);
+                return;
+            }
+        }
+        let labels = RouteLabels { method, route: template.map_or_else(|| UNMATCHED.to_owned(), route_label) };
+        let histogram = Histogram::clone(&self.request_duration.get_or_create(&labels));
+        histogram.observe(seconds);
+        let mut cache = self.route_histograms.write().unwrap_or_else(PoisonError::into_inner);
+        let per = cache.entry(key.into()).or_default();
+        if !per.iter().any(|(m, _)| *m == method) {
+            per.push((method, histogram));
+        }
+    }
+
     pub(crate) fn auth_failure(&self) {
         self.auth_failures.inc();
     }
@@ -228,17 +260,18 @@ impl Metrics {
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| route_label(p.as_str()));
+    // `MatchedPath` is a shared string: cloning it does not allocate.
+    let template = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
     let elapsed = started.elapsed();
     let code = response.status().as_u16();
-    if let Some(class) = STATUS_CLASSES.get(usize::from(code / 100).saturating_sub(1)) {
-        state.metrics.responses.get_or_create(&ClassLabels { class }).inc();
+    if let Some(counter) = state.metrics.class_counters.get(usize::from(code / 100).saturating_sub(1)) {
+        counter.inc();
     }
-    let labels =
-        RouteLabels { method: method_label(&method), route: route.clone().unwrap_or_else(|| UNMATCHED.to_owned()) };
-    state.metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-    tracing::debug!(%method, route = route.as_deref().unwrap_or("-"), status = code, elapsed_us = elapsed.as_micros() as u64, "request");
+    let template = template.as_ref().map(MatchedPath::as_str);
+    state.metrics.observe_latency(method_label(&method), template, elapsed.as_secs_f64());
+    // The route label is only built when debug logging is on (the macro evaluates its fields only then).
+    tracing::debug!(%method, route = template.map(route_label).as_deref().unwrap_or("-"), status = code, elapsed_us = elapsed.as_micros() as u64, "request");
     response
 }
 

@@ -67,6 +67,18 @@ impl Rfc3339Time {
     }
 }
 
+impl Rfc3339Time {
+    /// Appends the text to `out` (the resolve answer's hand-written JSON, `routes/tokens/status_json.rs`).
+    pub(crate) fn write_into(self, out: &mut Vec<u8>) -> Result<(), time::error::Format> {
+        let mut buf = [0u8; 30];
+        match self.write_utc(&mut buf) {
+            Some(len) => out.extend_from_slice(&buf[..len]),
+            None => out.extend_from_slice(self.0.format(&Rfc3339)?.as_bytes()),
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Rfc3339Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 30];

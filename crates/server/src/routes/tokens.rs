@@ -20,6 +20,9 @@ use crate::handout::seconds_until;
 use crate::routes::openapi::ApiResult;
 use crate::timefmt::Rfc3339Time;
 
+mod status_json;
+use status_json::StatusAnswer;
+
 /// Longest integration token accepted (real ones are well under 4 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_ACCOUNT_FIELD_CHARS: usize = 300;
@@ -344,11 +347,11 @@ pub(crate) async fn status(
     Client(caller): Client,
     raw_id: Result<Path<String>, PathRejection>,
     query: Result<Query<StatusQuery>, QueryRejection>,
-) -> Result<ApiOk<StatusResponse>, ApiError> {
+) -> Result<StatusAnswer, ApiError> {
     // A malformed id (even one that is not UTF-8) is as unknown as a well-formed one that does not exist.
     let token_id =
         raw_id.ok().and_then(|Path(raw)| raw.parse::<TokenId>().ok()).ok_or_else(ApiError::token_not_found)?;
     let Query(query) = query.map_err(|e| ApiError::invalid_field("userId", e.body_text()))?;
     let view = state.vault.status_for(&caller, token_id, query.user_id.as_deref()).await?;
-    Ok(ApiOk(Some(view.into())))
+    Ok(StatusAnswer(view.into()))
 }
