@@ -158,6 +158,16 @@ pub(crate) enum ScopeName {
     Write,
 }
 
+impl ScopeName {
+    /// The name serde writes (the hand-written status answer copies it).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
 impl From<linkvault_domain::Scope> for ScopeName {
     fn from(scope: linkvault_domain::Scope) -> Self {
         match scope {
@@ -173,6 +183,16 @@ impl From<linkvault_domain::Scope> for ScopeName {
 pub(crate) enum ConnectionState {
     Active,
     ReauthRequired,
+}
+
+impl ConnectionState {
+    /// The name serde writes (the hand-written status answer copies it).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::ReauthRequired => "reauthRequired",
+        }
+    }
 }
 
 impl From<linkvault_domain::ConnectionStatus> for ConnectionState {

@@ -82,9 +82,9 @@ impl StatusResponse {
         text(&mut out, &self.broker_type)?;
         // Scope and state names are fixed identifiers (`read`, `reauthRequired`, …).
         out.extend_from_slice(br#","scope":""#);
-        out.extend_from_slice(self.scope.as_bytes());
+        out.extend_from_slice(self.scope.as_str().as_bytes());
         out.extend_from_slice(br#"","status":""#);
-        out.extend_from_slice(self.status.as_bytes());
+        out.extend_from_slice(self.status.as_str().as_bytes());
         out.extend_from_slice(br#"","accountId":"#);
         opt_text(&mut out, self.account_id.as_deref())?;
         out.extend_from_slice(br#","accountName":"#);
@@ -113,6 +113,18 @@ mod tests {
 
     use super::*;
     use crate::api_result::ok_body;
+    use crate::routes::tokens::{ConnectionState, ScopeName};
+
+    #[test]
+    fn copied_names_are_the_ones_serde_writes() -> Result<(), serde_json::Error> {
+        for scope in [ScopeName::Read, ScopeName::Write] {
+            assert_eq!(serde_json::to_string(&scope)?, format!("\"{}\"", scope.as_str()));
+        }
+        for state in [ConnectionState::Active, ConnectionState::ReauthRequired] {
+            assert_eq!(serde_json::to_string(&state)?, format!("\"{}\"", state.as_str()));
+        }
+        Ok(())
+    }
 
     fn at(secs: i64, nanos: i64) -> Rfc3339Time {
         let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -124,8 +136,8 @@ mod tests {
             token_id: token.then(TokenId::new_random),
             user_id: user.to_owned(),
             broker_type: "binanceInternationalDirect".to_owned(),
-            scope: "write",
-            status: "reauthRequired",
+            scope: ScopeName::Write,
+            status: ConnectionState::ReauthRequired,
             account_id: account.map(str::to_owned),
             account_name: account.map(|a| format!("{a} \u{e9}\u{1F600}")),
             access_token_expires_at: times.then(|| at(1_800_000_000, 500_000_000)),
