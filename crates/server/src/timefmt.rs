@@ -65,9 +65,7 @@ impl Rfc3339Time {
         buf[len] = b'Z';
         Some(len + 1)
     }
-}
 
-impl Rfc3339Time {
     /// Appends the text to `out` (the resolve answer's hand-written JSON, `routes/tokens/status_json.rs`).
     pub(crate) fn write_into(self, out: &mut Vec<u8>) -> Result<(), time::error::Format> {
         let mut buf = [0u8; 30];

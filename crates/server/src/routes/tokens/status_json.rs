@@ -36,9 +36,14 @@ fn text(out: &mut Vec<u8>, value: &str) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, value)
 }
 
-fn opt_text(out: &mut Vec<u8>, value: Option<&str>) -> serde_json::Result<()> {
+/// `null`, or `value` written by `write`.
+fn or_null<T>(
+    out: &mut Vec<u8>,
+    value: Option<T>,
+    write: impl FnOnce(&mut Vec<u8>, T) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
     match value {
-        Some(v) => text(out, v),
+        Some(v) => write(out, v),
         None => {
             out.extend_from_slice(b"null");
             Ok(())
@@ -52,16 +57,6 @@ fn instant(out: &mut Vec<u8>, value: Rfc3339Time) -> serde_json::Result<()> {
     value.write_into(out).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
     out.push(b'"');
     Ok(())
-}
-
-fn opt_instant(out: &mut Vec<u8>, value: Option<Rfc3339Time>) -> serde_json::Result<()> {
-    match value {
-        Some(v) => instant(out, v),
-        None => {
-            out.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
 }
 
 impl StatusResponse {
@@ -86,15 +81,15 @@ impl StatusResponse {
         out.extend_from_slice(br#"","status":""#);
         out.extend_from_slice(self.status.as_str().as_bytes());
         out.extend_from_slice(br#"","accountId":"#);
-        opt_text(&mut out, self.account_id.as_deref())?;
+        or_null(&mut out, self.account_id.as_deref(), text)?;
         out.extend_from_slice(br#","accountName":"#);
-        opt_text(&mut out, self.account_name.as_deref())?;
+        or_null(&mut out, self.account_name.as_deref(), text)?;
         out.extend_from_slice(br#","accessTokenExpiresAt":"#);
-        opt_instant(&mut out, self.access_token_expires_at)?;
+        or_null(&mut out, self.access_token_expires_at, instant)?;
         out.extend_from_slice(br#","refreshTokenExpiresAt":"#);
-        opt_instant(&mut out, self.refresh_token_expires_at)?;
+        or_null(&mut out, self.refresh_token_expires_at, instant)?;
         out.extend_from_slice(br#","lastRefreshedAt":"#);
-        opt_instant(&mut out, self.last_refreshed_at)?;
+        or_null(&mut out, self.last_refreshed_at, instant)?;
         out.extend_from_slice(br#","refreshCount":"#);
         serde_json::to_writer(&mut out, &self.refresh_count)?;
         out.extend_from_slice(br#","createdAt":"#);
