@@ -36,6 +36,10 @@ pub enum CryptoError {
     Rng,
     #[error("plaintext too long to seal")]
     TooLong,
+    /// The external key holder (an HSM through PKCS#11) failed; the text names the operation and the
+    /// library's return code, never key material.
+    #[error("the master key holder failed: {0}")]
+    Holder(String),
 }
 
 /// The row a ciphertext belongs to.

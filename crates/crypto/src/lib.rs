@@ -8,11 +8,13 @@
 pub mod api_key;
 pub mod client_token;
 pub mod envelope;
+pub mod holder;
 pub mod link_secret;
 pub mod master;
 
 pub use api_key::{ApiKeyDigester, ApiKeySecret, SECRET_PREFIX_LEN};
 pub use client_token::{ClientToken, ClientTokenDigester, ClientTokenKind};
 pub use envelope::{CryptoError, DataKey, KeyVersion, RowBinding};
+pub use holder::MasterKeyHolder;
 pub use link_secret::{LinkSecret, link_digest};
 pub use master::{MasterKey, MasterKeyError};
