@@ -184,6 +184,11 @@ impl Pkcs11Holder {
         Ok(Live { session, key })
     }
 
+    /// The token's AES-CMAC of the fingerprint label.
+    fn fingerprint_mac(&self) -> Result<Vec<u8>, OpError> {
+        self.with_key(|session, key| session.sign(&Mechanism::AesCMac, key, FINGERPRINT_LABEL))
+    }
+
     /// Runs `op` on the live session; when the session or its login was lost, logs in again once and retries.
     fn with_key<T>(&self, op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>) -> Result<T, OpError> {
         let mut live = self.lock();
@@ -197,13 +202,6 @@ impl Pkcs11Holder {
         let result = op(&fresh.session, fresh.key).map_err(OpError::Call);
         *live = Some(fresh);
         result
-    }
-}
-
-impl Pkcs11Holder {
-    /// The token's AES-CMAC of the fingerprint label.
-    fn fingerprint_mac(&self) -> Result<Vec<u8>, OpError> {
-        self.with_key(|session, key| session.sign(&Mechanism::AesCMac, key, FINGERPRINT_LABEL))
     }
 }
 
