@@ -100,7 +100,7 @@ struct Api {
 }
 
 impl Api {
-    fn as_client(mut self, (client, secret): &(String, String)) -> Self {
+    fn for_client(mut self, (client, secret): &(String, String)) -> Self {
         (self.client, self.secret) = (client.clone(), secret.clone());
         self
     }
@@ -160,7 +160,7 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
         let install = Install::new(backend).await?;
         let client = install.client().await?;
         let (server, api) = install.serve(&[]).await?;
-        let api = api.as_client(&client);
+        let api = api.for_client(&client);
         let ids = [api.import("u0").await?, api.import("u1").await?, api.import("u2").await?];
 
         // The backup, taken while the server runs and before the deletion.
@@ -212,7 +212,7 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
         assert!(again.contains("re-applied 0 deletion(s); 1 were already absent"), "{again}");
 
         let (server, api) = install.serve(&[]).await?;
-        let api = api.as_client(&client);
+        let api = api.for_client(&client);
         let (status, answer) = api.status(&ids[0]).await?;
         assert_eq!((status, answer["errorType"].as_str()), (404, Some("tokenNotFound")), "{answer}");
         for id in &ids[1..] {
@@ -236,7 +236,7 @@ async fn a_deletion_the_ledger_cannot_record_is_refused_with_503() -> TestResult
     std::fs::create_dir_all(&ledger_dir)?;
     let ledger = ledger_dir.join("deletions.ledger");
     let (server, api) = install.serve(&["--deletion-ledger", ledger.to_str().ok_or("path")?]).await?;
-    let api = api.as_client(&client);
+    let api = api.for_client(&client);
     let id = api.import("u0").await?;
 
     // A directory where the ledger file was: unwritable for every user (these tests may run as root, for whom
@@ -311,7 +311,7 @@ async fn a_sqlite_backup_taken_while_the_server_writes_is_consistent() -> TestRe
     let install = Install::new(Backend::Sqlite).await?;
     let client = install.client().await?;
     let (server, api) = install.serve(&[]).await?;
-    let api = std::sync::Arc::new(api.as_client(&client));
+    let api = std::sync::Arc::new(api.for_client(&client));
     let writer = {
         let api = std::sync::Arc::clone(&api);
         tokio::spawn(async move {
