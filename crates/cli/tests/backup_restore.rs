@@ -192,6 +192,11 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
         assert_eq!(ledger.lines().count(), 1, "{ledger}");
         assert!(ledger.contains(&ids[0]) && ledger.contains(&client.0), "{ledger}");
         assert!(!ledger.contains("access-u0") && !ledger.contains("refresh-u0"), "no secret in the ledger");
+        if install.postgres.is_none() {
+            let busy = install.run(&["restore", "--from", dump.to_str().ok_or("path")?, "--force"]).await?;
+            let stderr = String::from_utf8_lossy(&busy.stderr);
+            assert!(!busy.status.success() && stderr.contains("is in use"), "restore under a running server: {stderr}");
+        }
         stop(server).await?;
 
         // Restore the pre-deletion backup.
