@@ -1,10 +1,12 @@
 //! Opening the database and the vault the same way for every command.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use linkvault_domain::SystemClock;
 use linkvault_storage::DynStore;
+use linkvault_vault::deletion_ledger::{DEFAULT_LEDGER_FILE, DeletionLedger};
 use linkvault_vault::master_key::{self, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
 use linkvault_vault::{Vault, WebhookPolicy};
 
@@ -22,6 +24,11 @@ pub fn database_url(global: &GlobalOptions) -> (String, String) {
             (path.display().to_string(), format!("SQLite at {}", path.display()))
         }
     }
+}
+
+/// The deletion ledger in effect: `--deletion-ledger`, or `deletions.ledger` in the data dir.
+pub fn deletion_ledger_path(global: &GlobalOptions) -> PathBuf {
+    global.deletion_ledger.clone().unwrap_or_else(|| global.data_dir.join(DEFAULT_LEDGER_FILE))
 }
 
 /// Opens and migrates the store.
@@ -68,6 +75,12 @@ pub async fn open_vault_and_store(
             ),
         );
     }
-    let vault = Vault::open(Arc::clone(&store), master, Arc::new(SystemClock)).await?.with_webhook_policy(webhooks);
+    // Opened (created if missing) before anything else, so a ledger that cannot be written stops start-up
+    // rather than the first deletion.
+    let ledger = DeletionLedger::open(&deletion_ledger_path(global))?;
+    let vault = Vault::open(Arc::clone(&store), master, Arc::new(SystemClock))
+        .await?
+        .with_webhook_policy(webhooks)
+        .with_deletion_ledger(ledger);
     Ok((Arc::new(vault), store, description))
 }

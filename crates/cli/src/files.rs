@@ -1,5 +1,5 @@
 //! Private local state: the data dir is created 0700 and the files linkvault keeps in it (SQLite database and
-//! its -wal/-shm, generated master key, sandbox client file) 0600. They hold userIds, account names and secrets,
+//! its -wal/-shm, generated master key, sandbox client file, deletion ledger) 0600. They hold userIds, account names and secrets,
 //! so the mode is set when each is created, never chmod-ed after a window where others could read it; a data
 //! dir or file found too open (from an older version, or made by hand) is tightened with a warning.
 
@@ -8,7 +8,11 @@ use std::path::Path;
 use anyhow::Context as _;
 
 /// Files in the data dir whose mode is checked on every start (the database's are handled by path).
-const KEPT_FILES: [&str; 2] = [linkvault_vault::master_key::GENERATED_KEY_FILE, "sandbox-client.json"];
+const KEPT_FILES: [&str; 3] = [
+    linkvault_vault::master_key::GENERATED_KEY_FILE,
+    "sandbox-client.json",
+    linkvault_vault::deletion_ledger::DEFAULT_LEDGER_FILE,
+];
 
 /// Creates the data dir owner-only, or tightens an existing one (and the files linkvault keeps in it).
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {

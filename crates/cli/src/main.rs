@@ -33,6 +33,11 @@ pub struct GlobalOptions {
     /// Database to use: defaults to the SQLite file in the data dir; `postgres://…` selects PostgreSQL.
     #[arg(long, global = true, env = "LINKVAULT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The deletion ledger: an append-only file recording every permanently deleted connection (tokenId,
+    /// client, time; no secret), written before each deletion commits and re-applied by `restore`. Keep it
+    /// outside the database and its backups. Default: `deletions.ledger` in the data dir.
+    #[arg(long, global = true, env = "LINKVAULT_DELETION_LEDGER")]
+    pub deletion_ledger: Option<PathBuf>,
     /// Shape of the logs on stderr: `text` (coloured only on a terminal) or `json` (one object per line, for
     /// log shippers).
     #[arg(long, global = true, env = "LINKVAULT_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text)]
@@ -54,6 +59,11 @@ enum Command {
     /// Check the configuration `serve` would run with, without starting it or changing anything.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Write a consistent snapshot of the SQLite database (on PostgreSQL: prints the pg_dump command to use).
+    Backup(commands::backup::BackupArgs),
+    /// Restore a SQLite backup, then re-apply every deletion in the deletion ledger(s) so that no deleted
+    /// connection comes back (PostgreSQL: after pg_restore, re-applies the ledger(s)).
+    Restore(commands::backup::RestoreArgs),
     /// Exit 0 when a running server answers healthy.
     Healthcheck(commands::healthcheck::HealthcheckArgs),
 }
@@ -75,6 +85,8 @@ fn main() -> ExitCode {
             Command::Client(cmd) => commands::client::run(&cli.global, cmd).await,
             Command::Keys(cmd) => commands::keys::run(&cli.global, cmd).await,
             Command::Config(cmd) => commands::config::run(&cli.global, cmd).await,
+            Command::Backup(args) => commands::backup::backup(&cli.global, args).await,
+            Command::Restore(args) => commands::backup::restore(&cli.global, args).await,
             Command::Healthcheck(args) => commands::healthcheck::run(args).await,
         }
     });

@@ -91,6 +91,9 @@ pub enum ErrorType {
     /// The request was not answered within `serve --request-timeout-secs`; HTTP 503 with `Retry-After`
     /// (extension).
     RequestTimeout,
+    /// A deletion could not be recorded in the deletion ledger, so nothing was deleted; HTTP 503, retry once
+    /// the operator has fixed the ledger (extension).
+    DeletionLedgerUnavailable,
     /// Something failed on our side (extension).
     Internal,
 }
@@ -170,11 +173,21 @@ pub struct ApiError {
     pub error_data: Option<Value>,
     /// Seconds the caller should wait before retrying, sent as `Retry-After` (set on 429 answers).
     pub retry_after: Option<u64>,
+    /// The HTTP status when it is not the one `status` maps to (503 for a `serverFailure` we can recover from).
+    pub http: Option<StatusCode>,
 }
 
 impl ApiError {
     pub fn new(status: ApiStatus, error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { status, error_type, message: message.into(), display_message: None, error_data: None, retry_after: None }
+        Self {
+            status,
+            error_type,
+            message: message.into(),
+            display_message: None,
+            error_data: None,
+            retry_after: None,
+            http: None,
+        }
     }
 
     /// A rate limit was exceeded: 429 `tooManyRequest` with `Retry-After` (whole seconds, at least 1).
@@ -249,6 +262,17 @@ impl From<linkvault_vault::VaultError> for ApiError {
                 ErrorType::Internal,
                 "the connection was being changed concurrently; retry the request",
             ),
+            VaultError::Ledger(e) => {
+                tracing::error!(error = %e, "deletion refused: the deletion ledger cannot be written");
+                let mut refused = ApiError::new(
+                    ApiStatus::ServerFailure,
+                    ErrorType::DeletionLedgerUnavailable,
+                    "the deletion could not be recorded in the deletion ledger, so nothing was deleted; retry \
+                     later (the server log has the details)",
+                );
+                refused.http = Some(StatusCode::SERVICE_UNAVAILABLE);
+                refused
+            }
             other => ApiError::internal(&other),
         }
     }
@@ -267,7 +291,7 @@ impl IntoResponse for ApiError {
             error_data: self.error_data,
             content: None,
         };
-        let mut response = (self.status.http(), Json(body)).into_response();
+        let mut response = (self.http.unwrap_or(self.status.http()), Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
         }

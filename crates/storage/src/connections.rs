@@ -9,10 +9,10 @@ use crate::sql::Mode::{Lookup, Read, Write};
 use crate::sql::{Columns, Dialect, Driver, Session, Value, run, sql, vals};
 use crate::wraps::{count_wrap, next_slot};
 use crate::{
-    ApiKeyRecord, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore, ConnectionRecord,
-    ConnectionSummary, CredentialsUpdate, InsertOutcome, KeyVersionRecord, LeaseRelease, LinkStore, OutboxEvent,
-    ReauthMark, Result, RewrapCandidate, StorageError, Store, TransferStore, WebhookStore, selector_as_uuid,
-    short_error,
+    ApiKeyRecord, AppliedDeletions, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore,
+    ConnectionRecord, ConnectionSummary, CredentialsUpdate, DeletionRecord, InsertOutcome, KeyVersionRecord,
+    LeaseRelease, LinkStore, OutboxEvent, ReauthMark, Result, RewrapCandidate, StorageError, Store, TransferStore,
+    WebhookStore, selector_as_uuid, short_error,
 };
 
 pub(crate) async fn insert_outbox(s: &mut impl Session, e: &OutboxEvent) -> Result<()> {
@@ -410,6 +410,31 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
             tracing::warn!(error = %e, "deleted connection: WAL checkpoint deferred");
         }
         Ok(deleted)
+    }
+
+    async fn apply_deletions(&self, deletions: &[DeletionRecord]) -> Result<AppliedDeletions> {
+        let batch = deletions.to_vec();
+        let applied = run!(self, Transaction, |s| {
+            let mut applied = AppliedDeletions::default();
+            for d in &batch {
+                let delete = sql!("DELETE FROM connections WHERE token_id = ?1 AND client_id = ?2");
+                if s.execute(delete, &vals![d.token_id, d.client_id]).await? == 1 {
+                    applied.deleted += 1;
+                } else {
+                    applied.already_absent += 1;
+                }
+                let retire =
+                    sql!("INSERT INTO retired_tokens (token_id, retired_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING");
+                s.execute(retire, &vals![d.token_id, d.deleted_at]).await?;
+            }
+            Ok(applied)
+        })?;
+        if applied.deleted > 0
+            && let Err(e) = self.scrub_deleted().await
+        {
+            tracing::warn!(error = %e, "re-applied deletions: WAL checkpoint deferred");
+        }
+        Ok(applied)
     }
 
     async fn is_token_retired(&self, token_id: TokenId) -> Result<bool> {

@@ -4,6 +4,7 @@
 //!
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
+pub mod backup;
 mod client_tokens;
 mod connections;
 mod error;
@@ -118,6 +119,13 @@ pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + S
         token_id: TokenId,
         event: Option<&OutboxEvent>,
     ) -> Result<bool>;
+    /// Re-applies deletions recorded outside the database (the deletion ledger, after a restore from a backup
+    /// taken before them), in one transaction: each connection named by tokenId *and* client is deleted —
+    /// ciphertext and wrapped data key with the row — and its tokenId retired so it is never issued again.
+    /// Idempotent: a connection already gone only has its tokenId retired (if it was not) and counts as absent.
+    /// No outbox event is written: the deletion was announced when it was made. On SQLite the files are then
+    /// scrubbed as after [`Store::delete_connection`].
+    async fn apply_deletions(&self, deletions: &[DeletionRecord]) -> Result<AppliedDeletions>;
     async fn is_token_retired(&self, token_id: TokenId) -> Result<bool>;
     async fn count_connections(&self) -> Result<u64>;
 

@@ -255,6 +255,24 @@ pub struct CredentialsUpdate {
     pub event: Option<OutboxEvent>,
 }
 
+/// A deletion to re-apply after a restore (from the deletion ledger): the connection's tokenId, its client and
+/// when it was deleted. Holds no secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionRecord {
+    pub token_id: TokenId,
+    pub client_id: ClientId,
+    pub deleted_at: OffsetDateTime,
+}
+
+/// What [`Store::apply_deletions`](crate::Store::apply_deletions) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedDeletions {
+    /// Connections that were present and are now deleted.
+    pub deleted: u64,
+    /// Deletions whose connection was not there (already deleted, or never in this database).
+    pub already_absent: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
     Inserted,

@@ -17,9 +17,9 @@ use std::path::Path;
 use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
 use linkvault_storage::{
-    ApiKeyRecord, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate, DeliveryOutcome, DynStore,
-    InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate,
-    Store,
+    ApiKeyRecord, AppliedDeletions, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate,
+    DeletionRecord, DeliveryOutcome, DynStore, InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark,
+    RefreshState, Rekey, RewrapCandidate, Store,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -134,6 +134,7 @@ conformance_tests! {
         get_connection_round_trips_every_field,
         update_credentials_is_compare_and_set,
         delete_connection_only_for_owner_and_retires_token_id,
+        apply_deletions_deletes_and_retires_idempotently,
         concurrent_inserts_same_natural_key_exactly_one_wins,
         concurrent_updates_same_expected_version_exactly_one_wins,
         claim_due_takes_due_active_free_rows_oldest_first,
@@ -146,7 +147,10 @@ conformance_tests! {
         concurrent_claimers_never_share_a_row,
         last_error_is_kept_short,
     ],
-    sqlite_only: [delete_scrubs_credentials_and_data_key_from_sqlite_files],
+    sqlite_only: [
+        delete_scrubs_credentials_and_data_key_from_sqlite_files,
+        reapplied_deletion_scrubs_sqlite_files,
+    ],
     postgres_only: [concurrent_migrate_on_empty_schema],
 }
 
@@ -909,6 +913,47 @@ async fn update_credentials_is_compare_and_set(store: DynStore) -> TestResult {
     Ok(())
 }
 
+/// The restore path: deletions from the ledger re-applied to a database that predates them.
+async fn apply_deletions_deletes_and_retires_idempotently(store: DynStore) -> TestResult {
+    let s = setup(&store).await?;
+    let other = client("other");
+    store.insert_client(&other, &[]).await?;
+    let gone = connection(s.client, 1, "user-1", "coinbase", Scope::Write);
+    let keep = connection(s.client, 1, "user-2", "coinbase", Scope::Write);
+    let others = connection(other.client_id, 1, "user-1", "coinbase", Scope::Write);
+    for r in [&gone, &keep, &others] {
+        assert_eq!(store.insert_connection(r, None).await?, InsertOutcome::Inserted);
+    }
+    let never = TokenId::new_random();
+    let batch = [
+        DeletionRecord { token_id: gone.token_id, client_id: s.client, deleted_at: ts(1) },
+        // An entry naming another client's connection under the wrong client deletes nothing.
+        DeletionRecord { token_id: others.token_id, client_id: s.client, deleted_at: ts(2) },
+        DeletionRecord { token_id: never, client_id: s.client, deleted_at: ts(3) },
+    ];
+    let pending = store.count_pending_outbox().await?;
+    assert_eq!(store.apply_deletions(&batch).await?, AppliedDeletions { deleted: 1, already_absent: 2 });
+    assert_eq!(store.get_connection(gone.token_id).await?, None);
+    assert_eq!(store.get_connection(keep.token_id).await?.as_ref(), Some(&keep));
+    assert_eq!(store.get_connection(others.token_id).await?.as_ref(), Some(&others));
+    assert!(store.is_token_retired(gone.token_id).await?);
+    assert!(store.is_token_retired(never).await?, "a deletion the backup never saw still retires its tokenId");
+    assert_eq!(store.count_pending_outbox().await?, pending, "the deletion was announced when it was made");
+
+    // Again: nothing left to delete, nothing changes.
+    assert_eq!(store.apply_deletions(&batch).await?, AppliedDeletions { deleted: 0, already_absent: 3 });
+    assert_eq!(store.count_connections().await?, 2);
+    assert_eq!(store.apply_deletions(&[]).await?, AppliedDeletions::default());
+
+    // A re-applied deletion's tokenId is never issued again.
+    let again =
+        ConnectionRecord { token_id: gone.token_id, ..connection(s.client, 1, "user-9", "coinbase", Scope::Read) };
+    assert_eq!(store.insert_connection(&again, None).await?, InsertOutcome::TokenIdRetired);
+    let reissued = ConnectionRecord { token_id: never, ..connection(s.client, 1, "user-8", "coinbase", Scope::Read) };
+    assert_eq!(store.insert_connection(&reissued, None).await?, InsertOutcome::TokenIdRetired);
+    Ok(())
+}
+
 async fn delete_connection_only_for_owner_and_retires_token_id(store: DynStore) -> TestResult {
     let s = setup(&store).await?;
     let other = client("other");
@@ -1103,6 +1148,31 @@ async fn delete_scrubs_credentials_and_data_key_from_sqlite_files() -> TestResul
     assert_eq!(store.get_connection(survivor.token_id).await?.as_ref(), Some(&survivor));
     assert!(!files_containing(&db, &survivor.credentials)?.is_empty(), "the survivor's credentials vanished");
     assert!(!files_containing(&db, &survivor.wrapped_data_key)?.is_empty());
+    drop(store);
+    drop(fresh);
+    Ok(())
+}
+
+/// A deletion re-applied after a restore leaves the row's bytes in no SQLite file either.
+async fn reapplied_deletion_scrubs_sqlite_files() -> TestResult {
+    let fresh = fresh_store(Backend::Sqlite).await?;
+    let store = fresh.store.clone();
+    let db = fresh.dir.path().join("linkvault.db");
+    let s = setup(&store).await?;
+    let doomed = connection(s.client, 1, "user-doomed", "coinbase", Scope::Write);
+    let survivor = connection(s.client, 1, "user-survivor", "coinbase", Scope::Write);
+    assert_eq!(store.insert_connection(&doomed, None).await?, InsertOutcome::Inserted);
+    assert_eq!(store.insert_connection(&survivor, None).await?, InsertOutcome::Inserted);
+    for bytes in [&doomed.credentials, &doomed.wrapped_data_key] {
+        assert!(!files_containing(&db, bytes)?.is_empty(), "not in the files before the deletion");
+    }
+    let deletion = DeletionRecord { token_id: doomed.token_id, client_id: s.client, deleted_at: ts(0) };
+    assert_eq!(store.apply_deletions(&[deletion]).await?, AppliedDeletions { deleted: 1, already_absent: 0 });
+    for (what, bytes) in [("credentials", &doomed.credentials), ("wrapped_data_key", &doomed.wrapped_data_key)] {
+        let found = files_containing(&db, bytes)?;
+        assert!(found.is_empty(), "the re-deleted row's {what} survives in {found:?}");
+    }
+    assert!(!files_containing(&db, &survivor.credentials)?.is_empty(), "the survivor's credentials vanished");
     drop(store);
     drop(fresh);
     Ok(())

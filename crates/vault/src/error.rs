@@ -30,6 +30,9 @@ pub enum VaultError {
     Contended,
     #[error("key rotation: {0}")]
     Rotation(String),
+    /// The deletion ledger could not be written (the deletion was refused) or read (nothing was re-applied).
+    #[error(transparent)]
+    Ledger(#[from] crate::deletion_ledger::LedgerError),
 }
 
 impl VaultError {

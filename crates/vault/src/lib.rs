@@ -6,6 +6,7 @@ pub mod check;
 mod client_tokens;
 mod connection_use;
 mod credentials;
+pub mod deletion_ledger;
 mod error;
 pub mod events;
 mod key_cache;

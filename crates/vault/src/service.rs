@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::VaultError;
 use crate::credentials::IntegrationCredentials;
+use crate::deletion_ledger::{DeletionLedger, LedgerEntry};
 use crate::events::connection_event;
 use crate::keyring::Keyring;
 
@@ -120,6 +121,8 @@ pub struct Vault {
     pub(crate) client_token_policy: crate::ClientTokenPolicy,
     /// Where webhook endpoints may point (checked on registration and by the deliverer).
     pub(crate) webhook_policy: Arc<crate::WebhookPolicy>,
+    /// Where deletions are recorded before they commit (`None`: embedders and tests that keep no ledger).
+    deletion_ledger: Option<Arc<DeletionLedger>>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -143,12 +146,20 @@ impl Vault {
             client_token_digester: ClientTokenDigester::new(&master),
             client_token_policy: crate::ClientTokenPolicy::default(),
             webhook_policy: Arc::default(),
+            deletion_ledger: None,
             master,
             keyring: Keyring::new(),
             clock,
         };
         vault.keyring.reload(&vault.store, &vault.master).await?;
         Ok(vault)
+    }
+
+    /// Records every permanent deletion in `ledger` before it commits (and refuses a deletion it cannot
+    /// record), so that `linkvault restore` can re-apply it to a backup taken before it.
+    pub fn with_deletion_ledger(mut self, ledger: DeletionLedger) -> Self {
+        self.deletion_ledger = Some(Arc::new(ledger));
+        self
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -503,9 +514,16 @@ impl Vault {
     }
 
     /// Permanently deletes a connection: row and wrapped data key gone at once, tokenId retired forever, and
-    /// `connection.deleted` in the outbox in the same transaction.
+    /// `connection.deleted` in the outbox in the same transaction. With a deletion ledger, the deletion is on
+    /// disk there first; if it cannot be written, nothing is deleted ([`VaultError::Ledger`]).
+    ///
+    /// A ledger line whose database deletion then fails stays in the ledger and is applied at the next
+    /// restore: the client asked for the deletion, and the ledger errs towards deleting.
     pub async fn delete(&self, client_id: ClientId, token_id: TokenId) -> Result<(), VaultError> {
         let record = self.connection_for(client_id, token_id).await?;
+        if let Some(ledger) = &self.deletion_ledger {
+            ledger.record(&LedgerEntry { token_id, client_id, deleted_at: self.clock.now() }).await?;
+        }
         let event = connection_event(&record, ConnectionEvent::Deleted, self.clock.now(), None);
         if self.store.delete_connection(client_id, token_id, Some(&event)).await? {
             Ok(())

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod healthcheck;

@@ -277,6 +277,12 @@ impl Store for SimStore {
     ) -> Result<bool> {
         self.inner.delete_connection(client_id, token_id, event).await
     }
+    async fn apply_deletions(
+        &self,
+        deletions: &[linkvault_storage::DeletionRecord],
+    ) -> Result<linkvault_storage::AppliedDeletions> {
+        self.inner.apply_deletions(deletions).await
+    }
     async fn is_token_retired(&self, token_id: TokenId) -> Result<bool> {
         self.sim_is_token_retired(token_id).await
     }

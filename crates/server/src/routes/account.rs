@@ -58,6 +58,8 @@ fn read_key_cannot_remove() -> ApiError {
             tokenRevoked (client-managed access tokens)", body = ApiResult),
         (status = 404, description = "tokenNotFound: unknown, deleted, another client's or (with userId) another \
             user's", body = ApiResult),
+        (status = 503, description = "deletionLedgerUnavailable: the deletion could not be recorded in the \
+            deletion ledger, so nothing was deleted; retry later", body = ApiResult),
     )
 )]
 pub(crate) async fn remove(
