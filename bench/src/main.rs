@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use linkvault_crypto::{KeyVersion, MasterKey, RowBinding};
+use linkvault_crypto::{Keyring, MasterKey, RowBinding};
 use linkvault_domain::{IntegrationType, NaturalKey, Scope, SystemClock, TokenId, TokenMode, UserId};
 use linkvault_integrations::Catalog;
 use linkvault_server::AppState;
@@ -29,8 +29,7 @@ fn seconds_from_env() -> Duration {
 
 fn crypto() -> Result<(f64, f64)> {
     const N: u32 = 300_000;
-    let master = MasterKey::generate()?;
-    let (kv, _) = KeyVersion::generate(&master, 1)?;
+    let (kv, _) = Keyring::generate()?.new_key_version(1)?;
     let (c, t) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let row = RowBinding { client_id: &c, token_id: &t };
     let (dk, wrapped) = kv.new_data_key(row, 1)?;
@@ -98,7 +97,8 @@ struct BackendFigures {
 
 async fn backend(backend: Backend, duration: Duration) -> Result<BackendFigures> {
     let fresh = fresh_store(backend).await?;
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+    let vault =
+        Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::new(SystemClock)).await?);
     let created = vault.create_client("bench", TokenMode::Managed).await?;
     let client = created.client_id;
     let secret = created.keys[1].1.expose().to_owned();

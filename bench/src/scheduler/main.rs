@@ -273,7 +273,8 @@ async fn run(backend: Backend, args: &Args) -> anyhow::Result<Figures> {
     let upstream = FakeUpstream::start(CLIENT_ID, CLIENT_SECRET, NEW_ACCESS_TTL_SECS).await?;
     let catalog = Arc::new(catalog(&upstream.base_url, args.margin_secs)?);
     let fresh = fresh_store(backend).await?;
-    let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?);
+    let vault =
+        Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::clone(&clock)).await?);
     let client = vault.create_client("bench", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), http_limits())?;
     let engine = RefreshEngine::new(

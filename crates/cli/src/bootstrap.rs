@@ -44,7 +44,8 @@ pub async fn open_store(global: &GlobalOptions) -> anyhow::Result<(DynStore, Str
     Ok((store, description))
 }
 
-/// Opens the store, loads the master key and opens the vault (which checks the key's fingerprint).
+/// Opens the store, loads the master key and opens the vault (which checks the key's fingerprint and opens
+/// the keyring; a database written before the keyring first gets the keyring derived from the key).
 pub async fn open_vault(global: &GlobalOptions) -> anyhow::Result<(Arc<Vault>, String)> {
     open_vault_with(global, WebhookPolicy::default()).await
 }
@@ -75,12 +76,29 @@ pub async fn open_vault_and_store(
             ),
         );
     }
+    if linkvault_vault::master_keyring::adopt_legacy(&store, &master).await? {
+        crate::logging::operator(
+            crate::logging::Level::Notice,
+            "recorded the database's keyring, derived from the master key as earlier versions used it; \
+             `linkvault keys rotate-master` replaces it by random keys sealed under a new master key",
+        );
+    }
     // Opened (created if missing) before anything else, so a ledger that cannot be written stops start-up
     // rather than the first deletion.
     let ledger = DeletionLedger::open(&deletion_ledger_path(global))?;
-    let vault = Vault::open(Arc::clone(&store), master, Arc::new(SystemClock))
+    let vault = Vault::open(Arc::clone(&store), Arc::new(master), Arc::new(SystemClock))
         .await?
         .with_webhook_policy(webhooks)
         .with_deletion_ledger(ledger);
+    if let Some(target) = vault.pending_master_rotation() {
+        crate::logging::operator(
+            crate::logging::Level::Warning,
+            &format!(
+                "a master-key rotation to the key with fingerprint {target} is unfinished; finish it with \
+                 `linkvault keys rotate-master --new-key-file <that key>` (this key stays configured), then restart \
+                 every instance with the new key"
+            ),
+        );
+    }
     Ok((Arc::new(vault), store, description))
 }

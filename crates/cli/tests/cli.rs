@@ -393,7 +393,7 @@ async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
         let dir = tempfile::tempdir()?;
         let master = MasterKey::generate()?;
         let key_text = master.to_base64().as_str().to_owned();
-        let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?);
+        let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?);
         let client = vault.create_client("rotation", TokenMode::Managed).await?.client_id;
         seed(&vault, client, N).await?;
         assert_eq!(fresh.store.count_connections().await?, N as u64);
@@ -437,7 +437,8 @@ async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
         let versions = fresh.store.key_versions().await?;
         assert_eq!(versions.iter().map(|v| (v.version, v.is_current)).collect::<Vec<_>>(), vec![(2, true)]);
         let reopened =
-            Vault::open(Arc::clone(&fresh.store), MasterKey::from_base64(&key_text)?, Arc::new(SystemClock)).await?;
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::from_base64(&key_text)?), Arc::new(SystemClock))
+                .await?;
         for i in 0..N {
             let key = NaturalKey {
                 client_id: client,
@@ -449,6 +450,230 @@ async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
             assert_eq!(record.key_version, 2);
             assert_eq!(reopened.open_credentials(&record).await?.access_token.expose_secret(), format!("access-{i}"));
         }
+    }
+    Ok(())
+}
+
+/// Seeds connections `range` (user `user-{i}`) through `vault`, a few writers at a time.
+async fn seed_range(
+    vault: &Arc<Vault>,
+    client: linkvault_domain::ClientId,
+    range: std::ops::Range<usize>,
+) -> TestResult {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (vault, range) = (Arc::clone(vault), range.clone());
+        tasks.spawn(async move {
+            for i in range.skip(worker).step_by(8) {
+                let key = NaturalKey {
+                    client_id: client,
+                    user_id: UserId::parse(&format!("user-{i}")).expect("valid"),
+                    integration: IntegrationType::parse("coinbase").expect("valid"),
+                    scope: Scope::Read,
+                };
+                let creds = IntegrationCredentials::new(format!("access-{i}"), Some(format!("refresh-{i}")));
+                vault.store_credentials(&key, &creds, &ConnectionMeta::default()).await?;
+            }
+            Ok::<(), linkvault_vault::VaultError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// The stored keyring's sealed bytes.
+async fn stored_keyring(store: &linkvault_storage::DynStore) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use base64::Engine as _;
+    let text = store.get_meta(linkvault_vault::master_keyring::KEYRING_META).await?.ok_or("no keyring stored")?;
+    Ok(base64::engine::general_purpose::STANDARD.decode(text)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_over_10k_connections_survives_a_kill_and_shuts_the_old_key_out() -> TestResult {
+    use linkvault_crypto::{Keyring, KeyringOrigin, MasterKeyHolder};
+    use linkvault_storage::KeyVersionRecord;
+    const N: usize = 10_000;
+    const FINGERPRINT: &str = linkvault_vault::master_keyring::FINGERPRINT_META;
+    for backend in Backend::all() {
+        eprintln!("keys rotate-master on {backend:?}");
+        let fresh = fresh_store(backend).await?;
+        let dir = tempfile::tempdir()?;
+        let old = MasterKey::generate()?;
+        let old_text = old.to_base64().as_str().to_owned();
+        let new = MasterKey::generate()?;
+        let new_text = new.to_base64().as_str().to_owned();
+        let new_file = dir.path().join("new.key");
+        std::fs::write(&new_file, new.to_base64().as_bytes())?;
+
+        // A database as versions before the keyring left it: the fingerprint recorded, then (at the first
+        // start of this version) the keyring derived from the key, which writes what those versions wrote.
+        fresh.store.insert_meta_if_absent(FINGERPRINT, &old.fingerprint()).await?;
+        assert!(linkvault_vault::master_keyring::adopt_legacy(&fresh.store, &old).await?);
+        let vault = Arc::new(
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::from_base64(&old_text)?), Arc::new(SystemClock))
+                .await?,
+        );
+        assert_eq!(vault.keyring_origin(), KeyringOrigin::Derived);
+        let managed = vault.create_client("rotation", TokenMode::Managed).await?;
+        let client = managed.client_id;
+        let app = vault.create_client("app", TokenMode::Client).await?;
+        let webhook_secret = "whsec_rotation-test-secret";
+        vault.set_webhook_endpoint(client, "https://hooks.example.com/linkvault", webhook_secret).await?;
+        vault.set_webhook_endpoint(app.client_id, "https://hooks.example.com/app", "whsec_app-secret").await?;
+        seed_range(&vault, client, 0..N / 2).await?;
+        // A second key version (as `keys rotate` makes it), wrapped by the derived keyring like the first, and
+        // the other half of the connections under it.
+        let (_, wrapped) = Keyring::derived_from(&old).new_key_version(2)?;
+        let record = KeyVersionRecord {
+            version: 2,
+            wrapped_key: wrapped,
+            is_current: true,
+            wrap_count: 0,
+            created_at: time::OffsetDateTime::now_utc(),
+        };
+        assert!(fresh.store.insert_key_version(&record, true).await?);
+        let vault = Arc::new(
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::from_base64(&old_text)?), Arc::new(SystemClock))
+                .await?,
+        );
+        seed_range(&vault, client, N / 2..N).await?;
+        let counts = fresh.store.count_connections_by_key_version().await?;
+        assert_eq!(counts, vec![(1, (N / 2) as u64), (2, (N / 2) as u64)]);
+        // Client tokens of a client-mode client's connection.
+        let app_key = NaturalKey {
+            client_id: app.client_id,
+            user_id: UserId::parse("app-user")?,
+            integration: IntegrationType::parse("coinbase")?,
+            scope: Scope::Read,
+        };
+        let creds = IntegrationCredentials::new("app-access".to_owned(), Some("app-refresh".to_owned()));
+        vault.store_credentials(&app_key, &creds, &ConnectionMeta::default()).await?;
+        let app_record = fresh.store.find_connection_by_natural_key(&app_key).await?.ok_or("app connection lost")?;
+        let tokens = vault.issue_client_tokens(&app_record).await?;
+        drop(vault);
+
+        // First run: killed (SIGKILL) as soon as it has moved something.
+        let mut child = linkvault(dir.path(), Some(&fresh.url), Some(&old_text))
+            .args(["keys", "rotate-master", "--batch-size", "1", "--batch-pause-ms", "3000", "--new-key-file"])
+            .arg(&new_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let progressed = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains(" moved,") && !line.contains(": 0 moved") {
+                    return Ok::<_, std::io::Error>(line);
+                }
+            }
+            Ok(String::new())
+        })
+        .await??;
+        child.start_kill()?;
+        child.wait().await?;
+        assert!(!progressed.is_empty(), "rotation printed no progress");
+        let kinds: Vec<u8> = fresh.store.key_versions().await?.iter().map(|v| v.wrapped_key[1]).collect();
+        eprintln!("killed after {progressed:?}: key version header kinds {kinds:?}");
+        assert!(kinds.contains(&5) && kinds.contains(&1), "the kill should land midway: {kinds:?}");
+        assert_eq!(fresh.store.get_meta(FINGERPRINT).await?, Some(old.fingerprint()), "not switched yet");
+
+        // Starting with the new key now says the rotation is unfinished and how to finish it.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(new.to_base64().as_str()))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("unfinished `linkvault keys rotate-master`"), "{stderr}");
+        assert!(stderr.contains(&old.fingerprint()) && stderr.contains(&new.fingerprint()), "{stderr}");
+        // `config check` with the old key reports the pending rotation.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(&old_text)).args(["config", "check"]).output().await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("rotation to the key with fingerprint {} is unfinished", new.fingerprint())),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Second run finishes it.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(&old_text))
+            .args(["keys", "rotate-master", "--batch-size", "1", "--new-key-file"])
+            .arg(&new_file)
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("master key rotation resumed and finished"), "{stdout}");
+        assert!(stdout.contains(&new.fingerprint()), "{stdout}");
+        // A third run has nothing left to do.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(&old_text))
+            .args(["keys", "rotate-master", "--new-key-file"])
+            .arg(&new_file)
+            .output()
+            .await?;
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("already finished"));
+        assert_eq!(fresh.store.get_meta(FINGERPRINT).await?, Some(new.fingerprint()));
+
+        // The old key opens nothing: not the vault, not the keyring, and its derivations open no key version
+        // and no sealed secret.
+        let refused =
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::from_base64(&old_text)?), Arc::new(SystemClock))
+                .await;
+        assert!(refused.err().is_some_and(|e| e.to_string().contains("master key does not match")));
+        let sealed_keyring = stored_keyring(&fresh.store).await?;
+        assert!(Keyring::open(&old, &sealed_keyring).is_err());
+        assert!((&old as &dyn MasterKeyHolder).open(linkvault_crypto::KEYRING_CONTEXT, &sealed_keyring).is_err());
+        let old_derivations = Keyring::derived_from(&old);
+        let versions = fresh.store.key_versions().await?;
+        assert_eq!(versions.len(), 2);
+        for v in &versions {
+            assert!(old_derivations.open_key_version(v.version, &v.wrapped_key).is_err(), "version {}", v.version);
+        }
+        for c in [client, app.client_id] {
+            let endpoint = fresh.store.get_webhook_endpoint(c).await?.ok_or("endpoint lost")?;
+            assert!(old_derivations.open_webhook_secret(c.as_uuid().as_bytes(), &endpoint.secret_sealed).is_err());
+        }
+
+        // Everything works under the new key, from a vault opened afresh.
+        let reopened =
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::from_base64(&new_text)?), Arc::new(SystemClock))
+                .await?;
+        assert_eq!(reopened.keyring_origin(), KeyringOrigin::Random);
+        assert!(reopened.pending_master_rotation().is_none());
+        for i in 0..N {
+            let key = NaturalKey {
+                client_id: client,
+                user_id: UserId::parse(&format!("user-{i}"))?,
+                integration: IntegrationType::parse("coinbase")?,
+                scope: Scope::Read,
+            };
+            let record = fresh.store.find_connection_by_natural_key(&key).await?.ok_or("connection lost")?;
+            assert_eq!(reopened.open_credentials(&record).await?.access_token.expose_secret(), format!("access-{i}"));
+        }
+        for (_, secret) in managed.keys.iter().chain(app.keys.iter()) {
+            let owner =
+                if managed.keys.iter().any(|(_, s)| s.expose() == secret.expose()) { client } else { app.client_id };
+            let caller = reopened.authenticate(&owner.to_string(), secret.expose()).await?;
+            assert!(caller.is_some_and(|c| c.client_id == owner), "an API key stopped authenticating");
+        }
+        let resolved = reopened.resolve_access_token(app.client_id, tokens.access_token.expose()).await?;
+        assert_eq!(resolved.ok(), Some(app_record.token_id), "the client access token stopped verifying");
+        let refresh = tokens.refresh_token.as_ref().ok_or("no refresh token")?;
+        let refreshed = reopened.refresh_client_tokens(app.client_id, "coinbase", refresh.expose(), false).await?;
+        assert!(refreshed.is_ok(), "the client refresh token stopped verifying");
+        let (_, opened) = reopened.webhook_endpoint(client).await?.ok_or("webhook endpoint lost")?;
+        assert_eq!(opened.expose_secret(), webhook_secret);
+        let (_, opened) = reopened.webhook_endpoint(app.client_id).await?.ok_or("webhook endpoint lost")?;
+        assert_eq!(opened.expose_secret(), "whsec_app-secret");
+        // `config check` with the new key reports the random keyring.
+        let out = linkvault(dir.path(), Some(&fresh.url), Some(&new_text)).args(["config", "check"]).output().await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("random keys, sealed under the master key") && stdout.contains("opens key versions 1, 2"),
+            "{stdout}"
+        );
     }
     Ok(())
 }

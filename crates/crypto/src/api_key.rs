@@ -9,7 +9,6 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::envelope::CryptoError;
-use crate::master::MasterKey;
 
 pub const API_KEY_PREFIX: &str = "lvk_";
 const BODY_LEN: usize = 32;
@@ -82,7 +81,7 @@ impl ApiKeySecret {
     }
 }
 
-/// Computes the stored digest of a secret: HMAC-SHA256 under a key derived from the master key, so a
+/// Computes the stored digest of a secret: HMAC-SHA256 under the keyring's API-key digest key, so a
 /// stolen database alone does not even allow testing guesses.
 pub struct ApiKeyDigester {
     key: hmac::Key,
@@ -95,9 +94,9 @@ impl fmt::Debug for ApiKeyDigester {
 }
 
 impl ApiKeyDigester {
-    pub fn new(master: &MasterKey) -> Self {
-        let derived = master.derive("linkvault/v1/api-key-digest");
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) }
+    /// A digester under one of the keyring's digest keys ([`crate::Keyring::api_key_digester`]).
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
     }
 
     pub fn digest(&self, secret: &str) -> [u8; 32] {
@@ -143,11 +142,11 @@ mod tests {
 
     #[test]
     fn digest_is_keyed_and_compared_exactly() -> Result<(), CryptoError> {
-        let m1 = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let m2 = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
+        let m1 = crate::Keyring::generate()?;
+        let m2 = crate::Keyring::generate()?;
         let secret = ApiKeySecret::generate()?;
-        let d1 = ApiKeyDigester::new(&m1).digest(secret.expose());
-        let d2 = ApiKeyDigester::new(&m2).digest(secret.expose());
+        let d1 = m1.api_key_digester().digest(secret.expose());
+        let d2 = m2.api_key_digester().digest(secret.expose());
         assert_ne!(d1, d2);
         assert!(ApiKeyDigester::matches(&d1, &d1));
         assert!(!ApiKeyDigester::matches(&d2, &d1));

@@ -1,6 +1,6 @@
 //! Client-managed tokens: linkvault's own opaque access (`lva_`) and refresh (`lvr_`) tokens, each a prefix
 //! plus 256 random bits from the OS RNG in unpadded base64url (43 characters). The prefix makes a leaked token
-//! recognisable. Only a keyed digest (HMAC-SHA256 under a master-derived key, as for API keys, but with a
+//! recognisable. Only a keyed digest (HMAC-SHA256 under a keyring key, as for API keys, but with a
 //! key of its own) is stored, so a stolen database neither reveals tokens nor lets anyone test guesses.
 
 use std::fmt;
@@ -13,7 +13,6 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::envelope::CryptoError;
-use crate::master::MasterKey;
 
 const RANDOM_BYTES: usize = 32;
 /// 32 bytes in unpadded base64url.
@@ -81,9 +80,9 @@ impl fmt::Debug for ClientTokenDigester {
 }
 
 impl ClientTokenDigester {
-    pub fn new(master: &MasterKey) -> Self {
-        let derived = master.derive("linkvault/v1/client-token-digest");
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) }
+    /// A digester under one of the keyring's digest keys ([`crate::Keyring::client_token_digester`]).
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
     }
 
     /// The digest is the lookup key (unique index), so no comparison of secrets happens in our code: equality
@@ -122,13 +121,13 @@ mod tests {
 
     #[test]
     fn digest_is_keyed_and_separate_from_api_keys() -> Result<(), CryptoError> {
-        let m1 = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let m2 = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
+        let m1 = crate::Keyring::generate()?;
+        let m2 = crate::Keyring::generate()?;
         let token = ClientToken::generate(ClientTokenKind::Refresh)?;
-        let d1 = ClientTokenDigester::new(&m1).digest(token.expose());
-        assert_eq!(d1, ClientTokenDigester::new(&m1).digest(token.expose()));
-        assert_ne!(d1, ClientTokenDigester::new(&m2).digest(token.expose()));
-        assert_ne!(d1, crate::ApiKeyDigester::new(&m1).digest(token.expose()));
+        let d1 = m1.client_token_digester().digest(token.expose());
+        assert_eq!(d1, m1.client_token_digester().digest(token.expose()));
+        assert_ne!(d1, m2.client_token_digester().digest(token.expose()));
+        assert_ne!(d1, m1.api_key_digester().digest(token.expose()));
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! Envelope encryption: key versions wrapped by the master key, data keys wrapped by a key version,
+//! Envelope encryption: key versions wrapped by the keyring's wrapping key, data keys wrapped by a key version,
 //! payloads sealed by their connection's data key. AES-256-GCM throughout.
 //!
 //! Ciphertext layout (every layer): `format(1) | kind(1) | key_id(4, big-endian) | nonce(12) | ct+tag`.
@@ -17,12 +17,17 @@ use zeroize::Zeroizing;
 use crate::master::MasterKey;
 
 const FORMAT_V1: u8 = 1;
-const KIND_KEY_VERSION: u8 = 1;
+pub(crate) const KIND_KEY_VERSION: u8 = 1;
 const KIND_DATA_KEY: u8 = 2;
 const KIND_PAYLOAD: u8 = 3;
-const KIND_MASTER_SEALED: u8 = 4;
+pub(crate) const KIND_MASTER_SEALED: u8 = 4;
+/// A key version wrapped by a random keyring's wrapping key (kind 1 is the derived keyring's, byte for byte
+/// what versions before the keyring wrote). The kind tells a resumed `keys rotate-master` which rows are left.
+pub(crate) const KIND_KEY_VERSION_KEYRING: u8 = 5;
+/// A small secret sealed by a random keyring's sealing key (kind 4 is the derived keyring's).
+pub(crate) const KIND_KEYRING_SEALED: u8 = 6;
 const HEADER_LEN: usize = 1 + 1 + 4;
-const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
@@ -52,6 +57,15 @@ pub struct RowBinding<'a> {
 fn header(kind: u8, key_id: u32) -> [u8; HEADER_LEN] {
     let id = key_id.to_be_bytes();
     [FORMAT_V1, kind, id[0], id[1], id[2], id[3]]
+}
+
+/// As [`parse_header`] for a ciphertext that may be of any of `kinds`; returns the kind and the key id.
+fn parse_header_any(bytes: &[u8], kinds: &[u8]) -> Result<(u8, u32), CryptoError> {
+    let kind = *bytes.get(1).ok_or(CryptoError::Malformed)?;
+    if !kinds.contains(&kind) {
+        return Err(CryptoError::Malformed);
+    }
+    parse_header(bytes, kind).map(|id| (kind, id))
 }
 
 fn parse_header(bytes: &[u8], kind: u8) -> Result<u32, CryptoError> {
@@ -115,8 +129,8 @@ fn open(key: &LessSafeKey, sealed: &[u8], aad_parts: &[&[u8]]) -> Result<Zeroizi
     Ok(buf)
 }
 
-/// One version of the key-encryption key. Versions live in the database, wrapped by the master key;
-/// `keys rotate` adds a version and re-wraps every data key under it.
+/// One version of the key-encryption key. Versions live in the database, wrapped by the keyring's wrapping
+/// key ([`crate::Keyring`]); `keys rotate` adds a version and re-wraps every data key under it.
 pub struct KeyVersion {
     version: u32,
     raw: Zeroizing<[u8; KEY_LEN]>,
@@ -130,30 +144,31 @@ impl fmt::Debug for KeyVersion {
 }
 
 impl KeyVersion {
-    /// A fresh random key version, returned with its wrapped form for storage.
-    pub fn generate(master: &MasterKey, version: u32) -> Result<(Self, Vec<u8>), CryptoError> {
+    /// A fresh random key version, returned with its wrapped form (of `kind`) for storage.
+    pub(crate) fn generate(wrapping: &[u8; KEY_LEN], kind: u8, version: u32) -> Result<(Self, Vec<u8>), CryptoError> {
         let raw = random_key()?;
         let this = Self { version, key: aead_key(raw.as_ref())?, raw };
-        let wrapped = this.wrap_under(master)?;
+        let wrapped = this.wrap_under(wrapping, kind)?;
         Ok((this, wrapped))
     }
 
-    fn master_wrapping_key(master: &MasterKey) -> Result<LessSafeKey, CryptoError> {
-        aead_key(master.derive("linkvault/v1/key-version-wrapping").as_ref())
+    pub(crate) fn wrap_under(&self, wrapping: &[u8; KEY_LEN], kind: u8) -> Result<Vec<u8>, CryptoError> {
+        seal(&aead_key(wrapping)?, header(kind, self.version), &[b"key-version"], self.raw.as_ref())
     }
 
-    fn wrap_under(&self, master: &MasterKey) -> Result<Vec<u8>, CryptoError> {
-        let key = Self::master_wrapping_key(master)?;
-        seal(&key, header(KIND_KEY_VERSION, self.version), &[b"key-version"], self.raw.as_ref())
+    /// The header kind of a wrapped key version, without opening it.
+    pub(crate) fn wrapped_kind(wrapped: &[u8]) -> Result<u8, CryptoError> {
+        parse_header_any(wrapped, &[KIND_KEY_VERSION, KIND_KEY_VERSION_KEYRING]).map(|(kind, _)| kind)
     }
 
-    /// Opens a stored key version. Fails if the master key is not the one that wrapped it.
-    pub fn unwrap(master: &MasterKey, version: u32, wrapped: &[u8]) -> Result<Self, CryptoError> {
-        let found = parse_header(wrapped, KIND_KEY_VERSION)?;
+    /// Opens a stored key version of either wrapped kind: the key decides, the kind only marks which
+    /// keyring wrote it. Fails if `wrapping` is not the key that wrapped it.
+    pub(crate) fn unwrap(wrapping: &[u8; KEY_LEN], version: u32, wrapped: &[u8]) -> Result<Self, CryptoError> {
+        let (_, found) = parse_header_any(wrapped, &[KIND_KEY_VERSION, KIND_KEY_VERSION_KEYRING])?;
         if found != version {
             return Err(CryptoError::WrongKey { expected: version, found });
         }
-        let raw_vec = open(&Self::master_wrapping_key(master)?, wrapped, &[b"key-version"])?;
+        let raw_vec = open(&aead_key(wrapping)?, wrapped, &[b"key-version"])?;
         if raw_vec.len() != KEY_LEN {
             return Err(CryptoError::Malformed);
         }
@@ -250,29 +265,58 @@ impl DataKey {
     }
 }
 
-/// Seals a small secret that linkvault itself must use later (e.g. a webhook signing secret) under a key
-/// derived from the master key for `purpose`, bound to `context` (e.g. the client id). Not for connection
-/// credentials, which use the per-row data keys.
-pub fn seal_under_master(
+/// Seals a small secret under a key derived from the master key for `purpose`, bound to `context`. Only the
+/// in-memory master key's [`crate::MasterKeyHolder`] uses it (to seal the keyring), and the derived keyring
+/// writes the same bytes (`seal_with_key` under kind 4) for what earlier versions sealed this way.
+pub(crate) fn seal_under_master(
     master: &MasterKey,
     purpose: &str,
     context: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let key = aead_key(master.derive(&format!("linkvault/v1/sealed/{purpose}")).as_ref())?;
-    seal(&key, header(KIND_MASTER_SEALED, 0), &[purpose.as_bytes(), context], plaintext)
+    let key = master.derive(&format!("linkvault/v1/sealed/{purpose}"));
+    seal_with_key(&key, KIND_MASTER_SEALED, purpose, context, plaintext)
 }
 
 /// Opens what [`seal_under_master`] sealed for the same purpose and context.
-pub fn open_under_master(
+pub(crate) fn open_under_master(
     master: &MasterKey,
     purpose: &str,
     context: &[u8],
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     parse_header(sealed, KIND_MASTER_SEALED)?;
-    let key = aead_key(master.derive(&format!("linkvault/v1/sealed/{purpose}")).as_ref())?;
-    open(&key, sealed, &[purpose.as_bytes(), context])
+    let key = master.derive(&format!("linkvault/v1/sealed/{purpose}"));
+    open_with_key(&key, purpose, context, sealed)
+}
+
+/// Seals a small secret that linkvault itself must use later (e.g. a webhook signing secret) under `key`,
+/// bound to `purpose` and `context` (e.g. the client id). Not for connection credentials, which use the
+/// per-row data keys.
+pub(crate) fn seal_with_key(
+    key: &[u8; KEY_LEN],
+    kind: u8,
+    purpose: &str,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    seal(&aead_key(key)?, header(kind, 0), &[purpose.as_bytes(), context], plaintext)
+}
+
+/// Opens what [`seal_with_key`] sealed, of either sealed kind (the key decides).
+pub(crate) fn open_with_key(
+    key: &[u8; KEY_LEN],
+    purpose: &str,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    parse_header_any(sealed, &[KIND_MASTER_SEALED, KIND_KEYRING_SEALED])?;
+    open(&aead_key(key)?, sealed, &[purpose.as_bytes(), context])
+}
+
+/// The header kind of a sealed secret, without opening it.
+pub(crate) fn sealed_kind(sealed: &[u8]) -> Result<u8, CryptoError> {
+    parse_header_any(sealed, &[KIND_MASTER_SEALED, KIND_KEYRING_SEALED]).map(|(kind, _)| kind)
 }
 
 /// Raw single-layer AES-256-GCM open, exposed only so benchmarks can compare the envelope against it.
@@ -294,8 +338,8 @@ mod tests {
 
     #[test]
     fn full_hierarchy_round_trip() -> Result<(), CryptoError> {
-        let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let (kv, wrapped_kv) = KeyVersion::generate(&master, 1)?;
+        let master = random_key()?;
+        let (kv, wrapped_kv) = KeyVersion::generate(&master, KIND_KEY_VERSION, 1)?;
         let reopened = KeyVersion::unwrap(&master, 1, &wrapped_kv)?;
         assert_eq!(reopened.version(), kv.version());
         let kv = reopened;
@@ -311,8 +355,8 @@ mod tests {
 
     #[test]
     fn moved_ciphertext_or_wrapped_key_fails() -> Result<(), CryptoError> {
-        let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let (kv, _) = KeyVersion::generate(&master, 1)?;
+        let master = random_key()?;
+        let (kv, _) = KeyVersion::generate(&master, KIND_KEY_VERSION, 1)?;
         let (c, t1) = ids();
         let t2 = Uuid::new_v4();
         let row1 = RowBinding { client_id: &c, token_id: &t1 };
@@ -333,9 +377,9 @@ mod tests {
 
     #[test]
     fn wrong_master_or_version_fails() -> Result<(), CryptoError> {
-        let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let other = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let (_, wrapped) = KeyVersion::generate(&master, 3)?;
+        let master = random_key()?;
+        let other = random_key()?;
+        let (_, wrapped) = KeyVersion::generate(&master, KIND_KEY_VERSION, 3)?;
         assert_eq!(KeyVersion::unwrap(&other, 3, &wrapped).err(), Some(CryptoError::OpenFailed));
         assert_eq!(
             KeyVersion::unwrap(&master, 4, &wrapped).err(),
@@ -346,9 +390,9 @@ mod tests {
 
     #[test]
     fn rewrap_under_new_version() -> Result<(), CryptoError> {
-        let master = MasterKey::generate().map_err(|_| CryptoError::Rng)?;
-        let (v1, _) = KeyVersion::generate(&master, 1)?;
-        let (v2, _) = KeyVersion::generate(&master, 2)?;
+        let master = random_key()?;
+        let (v1, _) = KeyVersion::generate(&master, KIND_KEY_VERSION, 1)?;
+        let (v2, _) = KeyVersion::generate(&master, KIND_KEY_VERSION, 2)?;
         let (c, t) = ids();
         let row = RowBinding { client_id: &c, token_id: &t };
         let (dk, w1) = v1.new_data_key(row, 1)?;
@@ -375,8 +419,8 @@ mod tests {
     proptest! {
         #[test]
         fn any_payload_round_trips_and_any_bit_flip_fails(payload in proptest::collection::vec(any::<u8>(), 0..512), flip in any::<usize>()) {
-            let master = MasterKey::generate().map_err(|_| TestCaseError::fail("rng"))?;
-            let (kv, _) = KeyVersion::generate(&master, 1).map_err(|_| TestCaseError::fail("gen"))?;
+            let master = random_key().map_err(|_| TestCaseError::fail("rng"))?;
+            let (kv, _) = KeyVersion::generate(&master, KIND_KEY_VERSION, 1).map_err(|_| TestCaseError::fail("gen"))?;
             let (c, t) = ids();
             let row = RowBinding { client_id: &c, token_id: &t };
             let (dk, _) = kv.new_data_key(row, 7).map_err(|_| TestCaseError::fail("dk"))?;
@@ -390,8 +434,8 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
-            let master = MasterKey::generate().map_err(|_| TestCaseError::fail("rng"))?;
-            let (kv, _) = KeyVersion::generate(&master, 1).map_err(|_| TestCaseError::fail("gen"))?;
+            let master = random_key().map_err(|_| TestCaseError::fail("rng"))?;
+            let (kv, _) = KeyVersion::generate(&master, KIND_KEY_VERSION, 1).map_err(|_| TestCaseError::fail("gen"))?;
             let (c, t) = ids();
             let row = RowBinding { client_id: &c, token_id: &t };
             prop_assert!(kv.unwrap_data_key(row, 1, &bytes).is_err());

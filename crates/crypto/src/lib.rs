@@ -1,5 +1,5 @@
-//! Cryptography of linkvault: the key hierarchy (master key → key versions → per-connection data keys →
-//! ciphertexts), and API-key secrets with their keyed digests.
+//! Cryptography of linkvault: the key hierarchy (master key → keyring → key versions → per-connection data
+//! keys → ciphertexts), and API-key secrets with their keyed digests.
 //!
 //! All primitives come from `ring` (AES-256-GCM, HMAC-SHA256, the OS RNG); this crate only arranges them.
 //! Every ciphertext starts with a versioned header naming the key that sealed it, and the header plus the
@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod client_token;
 pub mod envelope;
 pub mod holder;
+pub mod keyring;
 pub mod link_secret;
 pub mod master;
 
@@ -16,5 +17,6 @@ pub use api_key::{ApiKeyDigester, ApiKeySecret, SECRET_PREFIX_LEN};
 pub use client_token::{ClientToken, ClientTokenDigester, ClientTokenKind};
 pub use envelope::{CryptoError, DataKey, KeyVersion, RowBinding};
 pub use holder::MasterKeyHolder;
+pub use keyring::{KEYRING_CONTEXT, Keyring, KeyringOrigin};
 pub use link_secret::{LinkSecret, link_digest};
 pub use master::{MasterKey, MasterKeyError};

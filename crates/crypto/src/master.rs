@@ -1,4 +1,5 @@
-//! The master key: the root of the hierarchy, held outside the database.
+//! The master key, held outside the database: it seals the keyring (as a [`crate::MasterKeyHolder`]) and, once,
+//! derives the keyring of a database written before the keyring existed ([`crate::Keyring::derived_from`]).
 
 use std::fmt;
 
@@ -47,7 +48,8 @@ impl MasterKey {
         Zeroizing::new(STANDARD.encode(self.bytes.as_ref()))
     }
 
-    /// A sub-key for one purpose: HMAC-SHA256(master, label). Labels are fixed strings in this crate.
+    /// A sub-key for one purpose: HMAC-SHA256(master, label). Labels are fixed strings in this crate; beyond the
+    /// fingerprint and the holder's own sealing key, only the derived keyring uses them.
     pub(crate) fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
         let key = hmac::Key::new(hmac::HMAC_SHA256, self.bytes.as_ref());
         let tag = hmac::sign(&key, label.as_bytes());

@@ -208,6 +208,35 @@ impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> St
         self.exec(sql!("DELETE FROM meta WHERE key = ?1"), vals![key]).await.map(drop)
     }
 
+    async fn replace_meta_if(&self, guard: (&str, &str), set: &[(&str, &str)], delete: &[&str]) -> Result<bool> {
+        let guard = vals![guard.0, guard.1];
+        let set: Vec<_> = set.iter().map(|(k, v)| vals![*k, *v]).collect();
+        let delete: Vec<_> = delete.iter().map(|k| vals![*k]).collect();
+        run!(self, Transaction, |s| {
+            // The guard row is locked by the no-op update (PostgreSQL) for the rest of the transaction.
+            let held = s.execute(sql!("UPDATE meta SET value = value WHERE key = ?1 AND value = ?2"), &guard).await?;
+            if held != 1 {
+                return Ok(false);
+            }
+            for pair in &set {
+                let stmt = sql!(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                );
+                s.execute(stmt, pair).await?;
+            }
+            for key in &delete {
+                s.execute(sql!("DELETE FROM meta WHERE key = ?1"), key).await?;
+            }
+            Ok(true)
+        })
+    }
+
+    async fn rewrap_key_version(&self, version: u32, old: &[u8], new: &[u8]) -> Result<bool> {
+        let stmt = sql!("UPDATE key_versions SET wrapped_key = ?3 WHERE version = ?1 AND wrapped_key = ?2");
+        self.changed(stmt, vals![version, old, new]).await
+    }
+
     async fn key_versions(&self) -> Result<Vec<KeyVersionRecord>> {
         // The count is the row's own plus its slots' (the wrap counter is split across slot rows so that concurrent
         // inserts do not queue on one row: `wraps.rs`); decoded by position as a `KeyVersionRecord`.

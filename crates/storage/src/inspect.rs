@@ -1,8 +1,10 @@
 //! A read-only look at a database, for `linkvault config check`: can it be reached, which migrations it
-//! has, and the master key's fingerprint and sealed key versions. Unlike [`crate::open`] it never creates a
+//! has, the meta rows naming the master key (its fingerprint, the sealed keyring, a pending rotation) and the
+//! sealed key versions. Unlike [`crate::open`] it never creates a
 //! file or a directory, never migrates and never writes, so checking a configuration cannot change what it
 //! checks; and it gives up on an unreachable PostgreSQL server after a bounded time.
 
+use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -25,9 +27,9 @@ pub struct DatabaseState {
     pub applied_migrations: usize,
     /// Migrations this build knows (applied at start when more than `applied_migrations`).
     pub known_migrations: usize,
-    /// The master key fingerprint recorded at first start (`None`: never opened by linkvault).
-    pub master_key_fingerprint: Option<String>,
-    /// The key versions, each sealed under the master key.
+    /// The `meta` rows asked for that exist (the master key's fingerprint, the sealed keyring, …).
+    pub meta: BTreeMap<String, String>,
+    /// The key versions, each wrapped by the keyring.
     pub key_versions: Vec<SealedKeyVersion>,
 }
 
@@ -38,7 +40,7 @@ impl std::fmt::Debug for DatabaseState {
             .field("backend", &self.backend)
             .field("applied_migrations", &self.applied_migrations)
             .field("known_migrations", &self.known_migrations)
-            .field("master_key_fingerprint", &self.master_key_fingerprint)
+            .field("meta", &self.meta.keys().collect::<Vec<_>>())
             .field("key_versions", &self.key_versions.iter().map(|k| k.version).collect::<Vec<_>>())
             .finish()
     }
@@ -61,24 +63,25 @@ impl std::fmt::Debug for SealedKeyVersion {
     }
 }
 
-/// Looks at the database a URL names without changing it; `fingerprint_key` is the `meta` key under which
-/// the vault records the master key's fingerprint. PostgreSQL: connecting and every query together take at
-/// most `timeout`.
-pub async fn inspect(database_url: &str, fingerprint_key: &str, timeout: Duration) -> Result<Inspection> {
+/// Looks at the database a URL names without changing it, reading the `meta` rows `meta_keys` (the vault's
+/// keys for the master key's fingerprint, keyring and rotation state). PostgreSQL: connecting and every query
+/// together take at most `timeout`.
+pub async fn inspect(database_url: &str, meta_keys: &[&str], timeout: Duration) -> Result<Inspection> {
+    let keys: Vec<String> = meta_keys.iter().map(|k| (*k).to_owned()).collect();
     match crate::sqlite_path(database_url) {
         Some(path) => {
-            let (path, key) = (path.to_owned(), fingerprint_key.to_owned());
-            tokio::task::spawn_blocking(move || inspect_sqlite(&path, &key))
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || inspect_sqlite(&path, &keys))
                 .await
                 .map_err(|e| StorageError::Database(format!("inspection task failed: {e}")))?
         }
-        None => tokio::time::timeout(timeout, inspect_postgres(database_url, fingerprint_key, timeout))
+        None => tokio::time::timeout(timeout, inspect_postgres(database_url, &keys, timeout))
             .await
             .map_err(|_| StorageError::Database(format!("no answer from PostgreSQL within {} s", timeout.as_secs())))?,
     }
 }
 
-fn inspect_sqlite(path: &std::path::Path, fingerprint_key: &str) -> Result<Inspection> {
+fn inspect_sqlite(path: &std::path::Path, meta_keys: &[String]) -> Result<Inspection> {
     use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
     if !path.exists() {
         return Ok(Inspection::Missing);
@@ -104,11 +107,16 @@ fn inspect_sqlite(path: &std::path::Path, fingerprint_key: &str) -> Result<Inspe
             .optional()?
             .is_some())
     };
-    let master_key_fingerprint = if table_exists("meta")? {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [fingerprint_key], |r| r.get(0)).optional()?
-    } else {
-        None
-    };
+    let mut meta = BTreeMap::new();
+    if table_exists("meta")? {
+        for key in meta_keys {
+            let value: Option<String> =
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+            if let Some(value) = value {
+                meta.insert(key.clone(), value);
+            }
+        }
+    }
     let mut key_versions = Vec::new();
     if table_exists("key_versions")? {
         let mut stmt = conn.prepare("SELECT version, is_current, wrapped_key FROM key_versions ORDER BY version")?;
@@ -123,7 +131,7 @@ fn inspect_sqlite(path: &std::path::Path, fingerprint_key: &str) -> Result<Inspe
         backend: "sqlite",
         applied_migrations: usize::try_from(applied).unwrap_or(0),
         known_migrations: crate::sqlite::MIGRATIONS.len(),
-        master_key_fingerprint,
+        meta,
         key_versions,
     }))
 }
@@ -142,7 +150,7 @@ fn uri_path(path: &str) -> String {
     out
 }
 
-async fn inspect_postgres(url: &str, fingerprint_key: &str, timeout: Duration) -> Result<Inspection> {
+async fn inspect_postgres(url: &str, meta_keys: &[String], timeout: Duration) -> Result<Inspection> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| StorageError::Database(format!("invalid PostgreSQL URL: {e}")))?;
     config.application_name("linkvault config check");
@@ -153,13 +161,13 @@ async fn inspect_postgres(url: &str, fingerprint_key: &str, timeout: Duration) -
         StorageError::Database(format!("{e}{cause}"))
     })?;
     let driver = tokio::spawn(connection);
-    let state = postgres_state(&client, fingerprint_key).await;
+    let state = postgres_state(&client, meta_keys).await;
     drop(client);
     let _ = driver.await;
     state.map(Inspection::Present)
 }
 
-async fn postgres_state(client: &tokio_postgres::Client, fingerprint_key: &str) -> Result<DatabaseState> {
+async fn postgres_state(client: &tokio_postgres::Client, meta_keys: &[String]) -> Result<DatabaseState> {
     // A read-only transaction: PostgreSQL itself refuses any write made by mistake here.
     client.batch_execute("BEGIN TRANSACTION READ ONLY").await?;
     let exists = |name: &'static str| async move {
@@ -171,14 +179,14 @@ async fn postgres_state(client: &tokio_postgres::Client, fingerprint_key: &str) 
     } else {
         0
     };
-    let master_key_fingerprint = if exists("meta").await? {
-        match client.query_opt("SELECT value FROM meta WHERE key = $1", &[&fingerprint_key]).await? {
-            Some(row) => Some(row.try_get(0)?),
-            None => None,
+    let mut meta = BTreeMap::new();
+    if exists("meta").await? {
+        for key in meta_keys {
+            if let Some(row) = client.query_opt("SELECT value FROM meta WHERE key = $1", &[key]).await? {
+                meta.insert(key.clone(), row.try_get(0)?);
+            }
         }
-    } else {
-        None
-    };
+    }
     let mut key_versions = Vec::new();
     if exists("key_versions").await? {
         for row in
@@ -192,7 +200,7 @@ async fn postgres_state(client: &tokio_postgres::Client, fingerprint_key: &str) 
         backend: "postgres",
         applied_migrations: usize::try_from(applied).unwrap_or(0),
         known_migrations: crate::postgres::MIGRATIONS.len(),
-        master_key_fingerprint,
+        meta,
         key_versions,
     })
 }

@@ -68,12 +68,18 @@ pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + S
     async fn insert_meta_if_absent(&self, key: &str, value: &str) -> Result<String>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
     async fn delete_meta(&self, key: &str) -> Result<()>;
+    /// If `guard.0` still holds the value `guard.1`, sets every `set` pair and deletes every `delete` key, all in
+    /// one transaction; returns whether it did (`keys rotate-master` switches the keyring and the fingerprint so).
+    async fn replace_meta_if(&self, guard: (&str, &str), set: &[(&str, &str)], delete: &[&str]) -> Result<bool>;
 
     // --- key versions (the key-encryption keys, wrapped by the master key) ------------------------
     async fn key_versions(&self) -> Result<Vec<KeyVersionRecord>>;
     /// Adds a version; with `make_current` it becomes the only current one, atomically.
     /// Returns `false` if the version number already exists (another process created it first).
     async fn insert_key_version(&self, record: &KeyVersionRecord, make_current: bool) -> Result<bool>;
+    /// Replaces a key version's wrapped form if it is still `old` (`keys rotate-master` moving it to a new
+    /// keyring); the key itself does not change.
+    async fn rewrap_key_version(&self, version: u32, old: &[u8], new: &[u8]) -> Result<bool>;
     /// Rows per key version, for rotation progress and for deciding when an old version can go.
     async fn count_connections_by_key_version(&self) -> Result<Vec<(u32, u64)>>;
     /// Deletes a non-current key version if, and only if, no connection uses it.

@@ -65,6 +65,11 @@ pub trait WebhookStore: Send + Sync {
     /// Sets (or replaces) the client's endpoint.
     async fn set_webhook_endpoint(&self, record: &WebhookEndpointRecord) -> Result<()>;
     async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>>;
+    /// Up to `limit` endpoints in client-id order, after `after` (a cursor, for walking them all in batches).
+    async fn webhook_endpoints_after(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<WebhookEndpointRecord>>;
+    /// Replaces the client's sealed secret if it is still `old` (`keys rotate-master` re-sealing it under a new
+    /// keyring); the secret itself does not change.
+    async fn reseal_webhook_secret(&self, client_id: ClientId, old: &[u8], new: &[u8]) -> Result<bool>;
     /// Claims up to `limit` undelivered events that are due, oldest first, leasing them until `lease_until`
     /// so that instances never deliver the same attempt twice at once.
     async fn claim_outbox_deliveries(
@@ -92,6 +97,25 @@ impl<D: Driver> WebhookStore for D {
     async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>> {
         let stmt = sql!(WebhookEndpointRecord: "SELECT {*} FROM webhook_endpoints WHERE client_id = ?1");
         self.opt(Mode::Read, stmt, vals![client_id]).await
+    }
+
+    async fn webhook_endpoints_after(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<WebhookEndpointRecord>> {
+        match after {
+            Some(after) => {
+                let stmt = sql!(WebhookEndpointRecord:
+                    "SELECT {*} FROM webhook_endpoints WHERE client_id > ?1 ORDER BY client_id LIMIT ?2");
+                self.all(Mode::Read, stmt, vals![after, limit]).await
+            }
+            None => {
+                let stmt = sql!(WebhookEndpointRecord: "SELECT {*} FROM webhook_endpoints ORDER BY client_id LIMIT ?1");
+                self.all(Mode::Read, stmt, vals![limit]).await
+            }
+        }
+    }
+
+    async fn reseal_webhook_secret(&self, client_id: ClientId, old: &[u8], new: &[u8]) -> Result<bool> {
+        let stmt = sql!("UPDATE webhook_endpoints SET secret_sealed = ?3 WHERE client_id = ?1 AND secret_sealed = ?2");
+        self.changed(stmt, vals![client_id, old, new]).await
     }
 
     async fn claim_outbox_deliveries(

@@ -19,7 +19,7 @@ use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fre
 use linkvault_storage::{
     ApiKeyRecord, AppliedDeletions, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate,
     DeletionRecord, DeliveryOutcome, DynStore, InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark,
-    RefreshState, Rekey, RewrapCandidate, Store,
+    RefreshState, Rekey, RewrapCandidate, Store, WebhookEndpointRecord, WebhookFormat,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -121,6 +121,9 @@ conformance_tests! {
         migrate_is_idempotent,
         concurrent_migrate_calls_succeed,
         meta_get_insert_if_absent_set_delete,
+        meta_replace_if_is_guarded_and_all_or_nothing,
+        key_version_rewrap_is_compare_and_set,
+        webhook_endpoints_are_paged_in_order_and_resealed_by_compare_and_set,
         key_versions_single_current_flag_and_duplicates,
         wrap_count_counts_every_wrap,
         delete_key_version_only_when_unused_and_not_current,
@@ -405,6 +408,87 @@ async fn meta_get_insert_if_absent_set_delete(store: DynStore) -> TestResult {
 
     assert_eq!(store.insert_meta_if_absent("fingerprint", "fourth").await?, "fourth");
     assert_eq!(store.get_meta("fingerprint").await?.as_deref(), Some("fourth"));
+    Ok(())
+}
+
+async fn meta_replace_if_is_guarded_and_all_or_nothing(store: DynStore) -> TestResult {
+    store.set_meta("fingerprint", "old").await?;
+    store.set_meta("keyring", "sealed-under-old").await?;
+    store.set_meta("pending", "new").await?;
+    // A guard that does not hold changes nothing.
+    let set = [("keyring", "sealed-under-new"), ("fingerprint", "new")];
+    assert!(!store.replace_meta_if(("fingerprint", "other"), &set, &["pending"]).await?);
+    assert!(!store.replace_meta_if(("absent", "old"), &set, &["pending"]).await?);
+    assert_eq!(store.get_meta("keyring").await?.as_deref(), Some("sealed-under-old"));
+    assert_eq!(store.get_meta("pending").await?.as_deref(), Some("new"));
+    // One that holds sets (inserting or replacing) and deletes together, the guard key included.
+    let set = [("keyring", "sealed-under-new"), ("fingerprint", "new"), ("fresh", "x")];
+    assert!(store.replace_meta_if(("fingerprint", "old"), &set, &["pending", "never-there"]).await?);
+    assert_eq!(store.get_meta("fingerprint").await?.as_deref(), Some("new"));
+    assert_eq!(store.get_meta("keyring").await?.as_deref(), Some("sealed-under-new"));
+    assert_eq!(store.get_meta("fresh").await?.as_deref(), Some("x"));
+    assert_eq!(store.get_meta("pending").await?, None);
+    // The old guard no longer holds.
+    assert!(!store.replace_meta_if(("fingerprint", "old"), &[("keyring", "again")], &[]).await?);
+    assert_eq!(store.get_meta("keyring").await?.as_deref(), Some("sealed-under-new"));
+    Ok(())
+}
+
+async fn key_version_rewrap_is_compare_and_set(store: DynStore) -> TestResult {
+    let (v1, v2) = (key_version(1), key_version(2));
+    assert!(store.insert_key_version(&v1, true).await?);
+    assert!(store.insert_key_version(&v2, true).await?);
+    let replacement = random_bytes(60);
+    // Not the stored bytes (or not this version): nothing changes.
+    assert!(!store.rewrap_key_version(1, &v2.wrapped_key, &replacement).await?);
+    assert!(!store.rewrap_key_version(3, &v1.wrapped_key, &replacement).await?);
+    assert!(store.rewrap_key_version(1, &v1.wrapped_key, &replacement).await?);
+    assert!(!store.rewrap_key_version(1, &v1.wrapped_key, &random_bytes(60)).await?, "the old bytes are gone");
+    let versions = store.key_versions().await?;
+    assert_eq!(versions[0].wrapped_key, replacement);
+    assert_eq!(versions[1].wrapped_key, v2.wrapped_key);
+    assert_eq!(versions.iter().map(|v| (v.version, v.is_current)).collect::<Vec<_>>(), vec![(1, false), (2, true)]);
+    Ok(())
+}
+
+async fn webhook_endpoints_are_paged_in_order_and_resealed_by_compare_and_set(store: DynStore) -> TestResult {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = client(&format!("hooks-{i}"));
+        store.insert_client(&c, &[]).await?;
+        let record = WebhookEndpointRecord {
+            client_id: c.client_id,
+            url: format!("https://hooks.example/{i}"),
+            secret_sealed: random_bytes(40),
+            format: WebhookFormat::Standard,
+            created_at: ts(0),
+            updated_at: ts(0),
+        };
+        store.set_webhook_endpoint(&record).await?;
+        ids.push(c.client_id);
+    }
+    // Every endpoint once, in client-id order, two at a time.
+    let (mut seen, mut after) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = store.webhook_endpoints_after(after, 2).await?;
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.client_id);
+        seen.extend(page.iter().map(|e| e.client_id));
+    }
+    let seen: Vec<String> = seen.iter().map(ToString::to_string).collect();
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // Re-sealing replaces only the bytes it was read with.
+    let first = store.get_webhook_endpoint(ids[0]).await?.ok_or("endpoint lost")?;
+    let resealed = random_bytes(40);
+    assert!(!store.reseal_webhook_secret(ids[0], &random_bytes(40), &resealed).await?);
+    assert!(!store.reseal_webhook_secret(ids[1], &first.secret_sealed, &resealed).await?);
+    assert!(store.reseal_webhook_secret(ids[0], &first.secret_sealed, &resealed).await?);
+    let after_reseal = store.get_webhook_endpoint(ids[0]).await?.ok_or("endpoint lost")?;
+    assert_eq!(after_reseal.secret_sealed, resealed);
+    assert_eq!((after_reseal.url, after_reseal.updated_at), (first.url, first.updated_at));
     Ok(())
 }
 

@@ -13,6 +13,24 @@ pub enum VaultError {
          --database-url at the database this key belongs to"
     )]
     WrongMasterKey { expected: String, configured: String },
+    #[error(
+        "the configured master key (fingerprint {target}) is the new key of an unfinished `linkvault keys \
+         rotate-master`; the database is still sealed under the key with fingerprint {current}. Finish the \
+         rotation: configure that current key (LINKVAULT_MASTER_KEY / LINKVAULT_MASTER_KEY_FILE) and run \
+         `linkvault keys rotate-master --new-key-file <this key's file>` (or LINKVAULT_NEW_MASTER_KEY), then start \
+         with the new key"
+    )]
+    MasterRotationUnfinished { current: String, target: String },
+    #[error(
+        "this database was written before the keyring existed and has none yet (master key fingerprint \
+         {fingerprint}); start linkvault once with that master key in LINKVAULT_MASTER_KEY or \
+         LINKVAULT_MASTER_KEY_FILE, which records a keyring derived from it"
+    )]
+    KeyringMissing { fingerprint: String },
+    #[error("the keyring cannot be read: {0}")]
+    KeyringUnreadable(String),
+    #[error("master-key rotation: {0}")]
+    MasterRotation(String),
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("not found")]

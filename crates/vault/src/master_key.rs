@@ -9,6 +9,8 @@ use linkvault_crypto::MasterKey;
 pub const MASTER_KEY_ENV: &str = "LINKVAULT_MASTER_KEY";
 pub const MASTER_KEY_FILE_ENV: &str = "LINKVAULT_MASTER_KEY_FILE";
 pub const GENERATED_KEY_FILE: &str = "master.key";
+/// The new key for `keys rotate-master`, when not given as `--new-key-file`.
+pub const NEW_MASTER_KEY_ENV: &str = "LINKVAULT_NEW_MASTER_KEY";
 
 /// Where the key was found, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,24 @@ pub enum MasterKeyLoadError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot generate a master key: {0}")]
     Generate(linkvault_crypto::MasterKeyError),
+    #[error(
+        "no new master key given: pass --new-key-file PATH (a file holding the base64 of 32 random bytes, e.g. \
+         from `head -c 32 /dev/urandom | base64`) or set {NEW_MASTER_KEY_ENV}"
+    )]
+    NoNewKey,
+    #[error("{NEW_MASTER_KEY_ENV}: {0}")]
+    NewEnv(linkvault_crypto::MasterKeyError),
+}
+
+/// The new master key of `keys rotate-master`: the file if given, else `LINKVAULT_NEW_MASTER_KEY`.
+pub fn load_new(file: Option<&Path>, env_value: Option<&str>) -> Result<MasterKey, MasterKeyLoadError> {
+    if let Some(path) = file {
+        return read_key_file(path);
+    }
+    match env_value.filter(|v| !v.trim().is_empty()) {
+        Some(value) => MasterKey::from_base64(value).map_err(MasterKeyLoadError::NewEnv),
+        None => Err(MasterKeyLoadError::NoNewKey),
+    }
 }
 
 /// Loads the master key: explicit value, then explicit file, then the data dir's generated key

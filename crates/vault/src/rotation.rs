@@ -8,7 +8,7 @@ use std::time::Duration;
 use linkvault_crypto::{KeyVersion, RowBinding};
 use linkvault_storage::KeyVersionRecord;
 
-use crate::keyring::CURRENT_VERSION_TTL;
+use crate::version_cache::CURRENT_VERSION_TTL;
 use crate::{Vault, VaultError};
 
 const ROTATION_TARGET_META: &str = "rotation_target_version";
@@ -40,8 +40,8 @@ impl Vault {
         mut progress: impl FnMut(RotationProgress),
     ) -> Result<RotationReport, VaultError> {
         let (target, resumed) = self.rotation_target().await?;
-        self.keyring.reload(&self.store, &self.master).await?;
-        let target_kv = self.keyring.get(target, &self.store, &self.master).await?;
+        self.versions.reload(&self.store, &self.keys).await?;
+        let target_kv = self.versions.get(target, &self.store, &self.keys).await?;
 
         let mut rewrapped = self.rewrap_all(&target_kv, batch_size.max(1), &mut progress).await?;
         // Instances cache the current version for a few seconds; wait them out, then sweep once more for any
@@ -52,7 +52,7 @@ impl Vault {
         let mut retired = Vec::new();
         for record in self.store.key_versions().await? {
             if record.version != target && self.store.delete_key_version_if_unused(record.version).await? {
-                self.keyring.forget(record.version);
+                self.versions.forget(record.version);
                 retired.push(record.version);
             }
         }
@@ -88,7 +88,7 @@ impl Vault {
                 )));
             }
             None => {
-                let (_, wrapped) = KeyVersion::generate(&self.master, target)?;
+                let (_, wrapped) = self.keys.new_key_version(target)?;
                 let record = KeyVersionRecord {
                     version: target,
                     wrapped_key: wrapped,
@@ -126,7 +126,7 @@ impl Vault {
             }
             let mut done_in_batch = 0u64;
             for candidate in &batch {
-                let old = self.keyring.get(candidate.key_version, &self.store, &self.master).await?;
+                let old = self.versions.get(candidate.key_version, &self.store, &self.keys).await?;
                 let (c, t) = (*candidate.client_id.as_uuid(), *candidate.token_id.as_uuid());
                 let row = RowBinding { client_id: &c, token_id: &t };
                 let dk = old.unwrap_data_key(row, candidate.data_key_generation, &candidate.wrapped_data_key)?;

@@ -5,7 +5,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use linkvault_crypto::{
-    ApiKeyDigester, ApiKeySecret, ClientTokenDigester, DataKey, KeyVersion, MasterKey, RowBinding, SECRET_PREFIX_LEN,
+    ApiKeyDigester, ApiKeySecret, ClientTokenDigester, DataKey, KeyVersion, MasterKeyHolder, RowBinding,
+    SECRET_PREFIX_LEN,
 };
 use linkvault_domain::{
     ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId,
@@ -23,9 +24,9 @@ use crate::VaultError;
 use crate::credentials::IntegrationCredentials;
 use crate::deletion_ledger::{DeletionLedger, LedgerEntry};
 use crate::events::connection_event;
-use crate::keyring::Keyring;
+use crate::master_keyring::{OpenedKeyring, VaultKeys};
+use crate::version_cache::VersionCache;
 
-pub(crate) const FINGERPRINT_META: &str = "master_key_fingerprint";
 /// The sealed field holding a connection's credentials (part of the associated data).
 pub(crate) const CREDENTIALS_FIELD: &str = "credentials";
 /// Replace a row's data key long before AES-GCM's 2^32 random-nonce bound for one key.
@@ -111,8 +112,14 @@ impl From<ConnectionSummary> for ConnectionView {
 #[derive(Debug)]
 pub struct Vault {
     pub(crate) store: DynStore,
-    pub(crate) master: MasterKey,
-    pub(crate) keyring: Keyring,
+    /// Holds the master key; after start it only re-seals the keyring (`keys rotate-master`).
+    pub(crate) holder: Arc<dyn MasterKeyHolder>,
+    /// The keyring opened at start: the key-version wrapping key, the sealing key, the digest keys.
+    pub(crate) keys: Arc<VaultKeys>,
+    /// The target fingerprint of an unfinished `keys rotate-master`, as found at start.
+    pending_master_rotation: Option<String>,
+    /// The unwrapped key versions.
+    pub(crate) versions: VersionCache,
     digester: ApiKeyDigester,
     /// Recently authenticated keys (one second), so most requests authenticate without a database read.
     key_cache: crate::key_cache::KeyCache,
@@ -131,27 +138,30 @@ fn binding(record_client: &ClientId, record_token: &TokenId) -> (Uuid, Uuid) {
 }
 
 impl Vault {
-    /// Opens the vault over a migrated store: checks (or records, on first start) the master key's
-    /// fingerprint and loads the key versions.
-    pub async fn open(store: DynStore, master: MasterKey, clock: Arc<dyn Clock>) -> Result<Self, VaultError> {
-        let configured = master.fingerprint();
-        let expected = store.insert_meta_if_absent(FINGERPRINT_META, &configured).await?;
-        if expected != configured {
-            return Err(VaultError::WrongMasterKey { expected, configured });
-        }
+    /// Opens the vault over a migrated store: checks the master key's fingerprint, opens the keyring with it
+    /// (on a fresh database: draws a random keyring and records both) and loads the key versions. A database
+    /// written before the keyring must first be given one by [`crate::master_keyring::adopt_legacy`].
+    pub async fn open(
+        store: DynStore,
+        holder: Arc<dyn MasterKeyHolder>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, VaultError> {
+        let OpenedKeyring { keys, pending_rotation } = crate::master_keyring::open(&store, holder.as_ref()).await?;
         let vault = Self {
             store,
-            digester: ApiKeyDigester::new(&master),
+            digester: keys.keyring.api_key_digester(),
             key_cache: crate::key_cache::KeyCache::default(),
-            client_token_digester: ClientTokenDigester::new(&master),
+            client_token_digester: keys.keyring.client_token_digester(),
             client_token_policy: crate::ClientTokenPolicy::default(),
             webhook_policy: Arc::default(),
             deletion_ledger: None,
-            master,
-            keyring: Keyring::new(),
+            holder,
+            keys: Arc::new(keys),
+            pending_master_rotation: pending_rotation,
+            versions: VersionCache::new(),
             clock,
         };
-        vault.keyring.reload(&vault.store, &vault.master).await?;
+        vault.versions.reload(&vault.store, &vault.keys).await?;
         Ok(vault)
     }
 
@@ -166,8 +176,19 @@ impl Vault {
         &self.clock
     }
 
-    pub fn master_key_fingerprint(&self) -> String {
-        self.master.fingerprint()
+    pub fn master_key_fingerprint(&self) -> Result<String, VaultError> {
+        Ok(self.holder.fingerprint()?)
+    }
+
+    /// Whether the keyring's keys were derived from the master key (a database written before the keyring,
+    /// not yet through `keys rotate-master`) or drawn at random.
+    pub fn keyring_origin(&self) -> linkvault_crypto::KeyringOrigin {
+        self.keys.origin()
+    }
+
+    /// The fingerprint of the key an unfinished `keys rotate-master` moves to, as found at start.
+    pub fn pending_master_rotation(&self) -> Option<&str> {
+        self.pending_master_rotation.as_deref()
     }
 
     // --- clients and keys --------------------------------------------------------------------------
@@ -305,7 +326,7 @@ impl Vault {
     // --- connections -----------------------------------------------------------------------------
 
     pub(crate) async fn data_key_of(&self, record: &ConnectionRecord) -> Result<DataKey, VaultError> {
-        let kv = self.keyring.get(record.key_version, &self.store, &self.master).await?;
+        let kv = self.versions.get(record.key_version, &self.store, &self.keys).await?;
         let (c, t) = binding(&record.client_id, &record.token_id);
         Ok(kv.unwrap_data_key(
             RowBinding { client_id: &c, token_id: &t },
@@ -383,7 +404,7 @@ impl Vault {
         plaintext: &[u8],
         meta: &ConnectionMeta,
     ) -> Result<ConnectionRecord, VaultError> {
-        let kv: Arc<KeyVersion> = self.keyring.current(&self.store, &self.master).await?;
+        let kv: Arc<KeyVersion> = self.versions.current(&self.store, &self.keys).await?;
         let (c, t) = binding(&key.client_id, &token_id);
         let row = RowBinding { client_id: &c, token_id: &t };
         let (dk, wrapped) = kv.new_data_key(row, 1)?;
@@ -443,7 +464,7 @@ impl Vault {
         let row = RowBinding { client_id: &c, token_id: &t };
         let current_dk = self.data_key_of(existing).await?;
         let (dk, rekey, uses) = if existing.data_key_uses >= DATA_KEY_MAX_USES {
-            let kv = self.keyring.current(&self.store, &self.master).await?;
+            let kv = self.versions.current(&self.store, &self.keys).await?;
             let generation = existing.data_key_generation.saturating_add(1);
             let (dk, wrapped) = kv.new_data_key(row, generation)?;
             let rekey = Rekey { key_version: kv.version(), wrapped_data_key: wrapped, data_key_generation: generation };

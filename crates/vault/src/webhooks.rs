@@ -1,16 +1,13 @@
-//! A client's webhook endpoint: the URL, and the signing secret sealed under a master-derived key (the
+//! A client's webhook endpoint: the URL, and the signing secret sealed under the keyring's sealing key (the
 //! secret must be usable to sign, so unlike API keys it cannot be stored as a digest).
 
 use std::sync::Arc;
 
-use linkvault_crypto::envelope::{open_under_master, seal_under_master};
 use linkvault_domain::{ClientId, TokenMode, ValidationError};
 use linkvault_storage::{WebhookEndpointRecord, WebhookFormat};
 use secrecy::SecretString;
 
 use crate::{Vault, VaultError, WebhookPolicy};
-
-const PURPOSE: &str = "webhook-secret";
 
 /// Where and how a client's webhooks go.
 #[derive(Debug, Clone)]
@@ -52,7 +49,7 @@ impl Vault {
         if self.store.get_client(client_id).await?.is_none() {
             return Err(VaultError::UnknownClient(client_id.to_string()));
         }
-        let sealed = seal_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), secret.as_bytes())?;
+        let sealed = self.keys.seal_webhook_secret(client_id.as_uuid().as_bytes(), secret.as_bytes())?;
         let now = self.clock().now();
         let record = WebhookEndpointRecord {
             client_id,
@@ -74,7 +71,7 @@ impl Vault {
     /// The client's endpoint URL, opened secret and format, if one is set.
     pub async fn webhook_target(&self, client_id: ClientId) -> Result<Option<WebhookTarget>, VaultError> {
         let Some(record) = self.store.get_webhook_endpoint(client_id).await? else { return Ok(None) };
-        let plain = open_under_master(&self.master, PURPOSE, client_id.as_uuid().as_bytes(), &record.secret_sealed)?;
+        let plain = self.keys.open_webhook_secret(client_id.as_uuid().as_bytes(), &record.secret_sealed)?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| VaultError::Crypto(linkvault_crypto::CryptoError::Malformed))?;
         let token_mode = self.store.get_client(client_id).await?.map_or(TokenMode::Managed, |c| c.token_mode);

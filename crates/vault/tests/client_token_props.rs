@@ -77,8 +77,11 @@ proptest! {
 fn presented_tokens_resolve_only_to_their_own_connection() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let fresh = runtime.block_on(fresh_store(Backend::Sqlite))?;
-    let vault =
-        runtime.block_on(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)))?;
+    let vault = runtime.block_on(Vault::open(
+        Arc::clone(&fresh.store),
+        Arc::new(MasterKey::generate()?),
+        Arc::new(SystemClock),
+    ))?;
     let client = runtime.block_on(vault.create_client("props", TokenMode::Client))?.client_id;
     let other = runtime.block_on(vault.create_client("other", TokenMode::Client))?.client_id;
     let key = NaturalKey {

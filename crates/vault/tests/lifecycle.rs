@@ -19,7 +19,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn vault_on(fresh: &FreshStore) -> Result<(Vault, MasterKey), Box<dyn std::error::Error>> {
     let master = MasterKey::generate()?;
     let copy = MasterKey::from_base64(master.to_base64().as_str())?;
-    Ok((Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?, copy))
+    Ok((Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?, copy))
 }
 
 fn key(
@@ -227,7 +227,7 @@ on_every_backend!(another_master_key_is_refused, |fresh: FreshStore| async move 
     let (vault, _) = vault_on(&fresh).await?;
     drop(vault);
     let other = MasterKey::generate()?;
-    let err = Vault::open(Arc::clone(&fresh.store), other, Arc::new(SystemClock)).await.err();
+    let err = Vault::open(Arc::clone(&fresh.store), Arc::new(other), Arc::new(SystemClock)).await.err();
     let message = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("master key does not match"), "{message}");
     TestResult::Ok(())
@@ -259,7 +259,7 @@ on_every_backend!(rotation_rewraps_everything_and_retires_old_version, |fresh: F
     assert!(versions[0].is_current && versions[0].version == 2);
     assert_eq!(versions[0].wrap_count, 300);
     // A vault opened afresh (another process) opens every token under the new version.
-    let reopened = Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?;
+    let reopened = Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?;
     for (i, id) in ids.iter().enumerate() {
         let record = reopened.connection_for(client, *id).await?;
         assert_eq!(record.key_version, 2);
@@ -444,5 +444,68 @@ on_every_backend!(refreshed_update_reseals_under_the_rows_data_key, |fresh: Fres
         )
         .await;
     assert!(refused.is_err());
+    TestResult::Ok(())
+});
+
+on_every_backend!(
+    rotate_master_on_a_random_keyring_reseals_it_and_shuts_the_old_key_out,
+    |fresh: FreshStore| async move {
+        let (vault, old) = vault_on(&fresh).await?;
+        assert_eq!(vault.keyring_origin(), linkvault_crypto::KeyringOrigin::Random);
+        let created = vault.create_client("app", TokenMode::Managed).await?;
+        let client = created.client_id;
+        vault.set_webhook_endpoint(client, "https://hooks.example.com/in", "whsec_kept").await?;
+        let stored = vault
+            .store_credentials(&key(client, "u", "coinbase", Scope::Read)?, &creds("a"), &ConnectionMeta::default())
+            .await?;
+        let versions_before = fresh.store.key_versions().await?;
+        let new = MasterKey::generate()?;
+        let new_copy = MasterKey::from_base64(new.to_base64().as_str())?;
+        let mut progress = 0;
+        let report = vault.rotate_master(&new, 10, |_| progress += 1).await?;
+        assert_eq!((report.resumed, report.rekeyed, report.rewrapped_key_versions), (false, false, 0));
+        assert_eq!(progress, 0, "a random keyring is only re-sealed");
+        assert_eq!(report.fingerprint, new.fingerprint());
+        // Key versions are untouched; the old key no longer opens the vault.
+        assert_eq!(fresh.store.key_versions().await?, versions_before);
+        let refused = Vault::open(Arc::clone(&fresh.store), Arc::new(old), Arc::new(SystemClock)).await;
+        assert!(matches!(refused, Err(VaultError::WrongMasterKey { .. })));
+        let reopened = Vault::open(Arc::clone(&fresh.store), Arc::new(new), Arc::new(SystemClock)).await?;
+        let record = reopened.connection_for(client, stored.token_id).await?;
+        assert_eq!(reopened.open_credentials(&record).await?.access_token.expose_secret(), "a");
+        let (_, secret) = reopened.webhook_endpoint(client).await?.ok_or("webhook endpoint lost")?;
+        assert_eq!(secret.expose_secret(), "whsec_kept");
+        let (_, api_key) = &created.keys[0];
+        assert!(reopened.authenticate(&client.to_string(), api_key.expose()).await?.is_some());
+        // Rotating to the key already in use is refused.
+        let again = reopened.rotate_master(&new_copy, 10, |_| {}).await;
+        assert!(matches!(again, Err(VaultError::MasterRotation(m)) if m.contains("is the current one")));
+        TestResult::Ok(())
+    }
+);
+
+on_every_backend!(start_up_names_the_key_it_expects, |fresh: FreshStore| async move {
+    // A database from before the keyring, opened without adopting it, says how to give it one.
+    let legacy = MasterKey::generate()?;
+    fresh.store.insert_meta_if_absent("master_key_fingerprint", &legacy.fingerprint()).await?;
+    let copy = MasterKey::from_base64(legacy.to_base64().as_str())?;
+    let missing = Vault::open(Arc::clone(&fresh.store), Arc::new(copy), Arc::new(SystemClock)).await;
+    assert!(matches!(missing, Err(VaultError::KeyringMissing { .. })), "{missing:?}");
+    // Adopting refuses another key, then records the derived keyring once.
+    let other = MasterKey::generate()?;
+    let refused = linkvault_vault::master_keyring::adopt_legacy(&fresh.store, &other).await;
+    assert!(matches!(refused, Err(VaultError::WrongMasterKey { .. })));
+    assert!(linkvault_vault::master_keyring::adopt_legacy(&fresh.store, &legacy).await?);
+    assert!(!linkvault_vault::master_keyring::adopt_legacy(&fresh.store, &legacy).await?);
+    let vault = Vault::open(Arc::clone(&fresh.store), Arc::new(legacy), Arc::new(SystemClock)).await?;
+    assert_eq!(vault.keyring_origin(), linkvault_crypto::KeyringOrigin::Derived);
+    // A rotation recorded as pending: its new key is told to finish it, naming both fingerprints.
+    let target = MasterKey::generate()?;
+    fresh.store.set_meta("master_rotation_target", &target.fingerprint()).await?;
+    let target_fp = target.fingerprint();
+    let early = Vault::open(Arc::clone(&fresh.store), Arc::new(target), Arc::new(SystemClock)).await;
+    let message = early.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("unfinished") && message.contains(&target_fp), "{message}");
+    assert!(message.contains(&vault.master_key_fingerprint()?), "{message}");
     TestResult::Ok(())
 });

@@ -43,7 +43,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_afterwards() -> TestResult
         // The receiver runs on loopback: allowed as an operator would (`--webhook-allow-cidrs`, http).
         let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
         let vault = Arc::new(
-            Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock))
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::new(SystemClock))
                 .await?
                 .with_webhook_policy(policy),
         );
@@ -137,7 +137,7 @@ async fn finished_events_are_purged_after_the_retention() -> TestResult {
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
         let vault = Arc::new(
-            Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, clock.clone())
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), clock.clone())
                 .await?
                 .with_webhook_policy(policy),
         );
@@ -185,7 +185,7 @@ async fn client_mode_webhooks_carry_no_token_id() -> TestResult {
     let fresh = fresh_store(Backend::Sqlite).await?;
     let policy = WebhookPolicy::default().with_http_allowed(true).with_allowed_cidrs([parse_cidr("127.0.0.0/8")?]);
     let vault = Arc::new(
-        Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock))
+        Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::new(SystemClock))
             .await?
             .with_webhook_policy(policy),
     );

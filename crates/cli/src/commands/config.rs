@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use linkvault_storage::inspect::{DatabaseState, Inspection};
-use linkvault_vault::check::{self, KeyMismatch};
+use linkvault_vault::check::{self, KeyMismatch, KeyringOrigin, KeyringState};
 use linkvault_vault::master_key::{self, GENERATED_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
 
 use crate::GlobalOptions;
@@ -213,7 +213,7 @@ fn check_master_key(global: &GlobalOptions, database: Option<&Inspection>, repor
     };
     let Some((key, source)) = found else {
         let generated = global.data_dir.join(GENERATED_KEY_FILE);
-        match state.and_then(|s| s.master_key_fingerprint.as_deref()) {
+        match state.and_then(check::expected_fingerprint) {
             Some(expected) => report.problem(
                 "master key",
                 format!("none is configured, but the database was written under the key with fingerprint {expected}"),
@@ -252,7 +252,40 @@ fn check_master_key(global: &GlobalOptions, database: Option<&Inspection>, repor
                 "master key",
                 format!("fingerprint {} (from {origin}): {recorded}; {versions}", key.fingerprint()),
             );
+            let keyring = match fits.keyring {
+                KeyringState::Fresh => "none yet; serve draws random keys and seals them under the master key".to_owned(),
+                KeyringState::ToBeDerived => "none yet (database from before the keyring); serve records the keyring \
+                                              derived from the master key, `keys rotate-master` replaces it"
+                    .to_owned(),
+                KeyringState::Stored(KeyringOrigin::Derived) => "derived from the master key (database from before the \
+                                                                 keyring); `keys rotate-master` replaces it by random keys"
+                    .to_owned(),
+                KeyringState::Stored(KeyringOrigin::Random) => "random keys, sealed under the master key".to_owned(),
+            };
+            report.line("keyring", keyring);
+            if let Some(target) = fits.pending_rotation {
+                report.line(
+                    "keyring",
+                    format!(
+                        "a master-key rotation to the key with fingerprint {target} is unfinished; finish it with \
+                         `linkvault keys rotate-master --new-key-file <the new key>` while this key is still \
+                         configured, then restart every instance with the new key"
+                    ),
+                );
+            }
         }
+        Err(e @ KeyMismatch::RotationUnfinished { .. }) => report.problem(
+            "master key",
+            e,
+            "finish the rotation: configure the current key (LINKVAULT_MASTER_KEY / LINKVAULT_MASTER_KEY_FILE) and \
+             run `linkvault keys rotate-master --new-key-file <this key>`, then start with this key",
+        ),
+        Err(e @ KeyMismatch::Keyring { .. }) => report.problem(
+            "master key",
+            e,
+            "the fingerprint matches but the keyring does not open: the meta table was altered or restored from \
+             another database; restore it from the backup that belongs to this key",
+        ),
         Err(e @ KeyMismatch::Fingerprint { .. }) => report.problem(
             "master key",
             e,

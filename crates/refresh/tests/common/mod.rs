@@ -77,7 +77,9 @@ pub async fn harness(
         .with_http_allowed(true)
         .with_allowed_cidrs([linkvault_vault::webhook_policy::parse_cidr("127.0.0.0/8")?]);
     let vault = Arc::new(
-        Vault::open(Arc::clone(&fresh.store), master, Arc::clone(&clock)).await?.with_webhook_policy(webhooks),
+        Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::clone(&clock))
+            .await?
+            .with_webhook_policy(webhooks),
     );
     let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
     let oauth = OAuthClient::with_limits(Arc::clone(&clock), test_limits())?;

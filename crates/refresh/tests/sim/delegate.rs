@@ -87,6 +87,12 @@ impl WebhookStore for SimStore {
     async fn get_webhook_endpoint(&self, client_id: ClientId) -> Result<Option<WebhookEndpointRecord>> {
         self.inner.get_webhook_endpoint(client_id).await
     }
+    async fn webhook_endpoints_after(&self, after: Option<ClientId>, limit: u32) -> Result<Vec<WebhookEndpointRecord>> {
+        self.inner.webhook_endpoints_after(after, limit).await
+    }
+    async fn reseal_webhook_secret(&self, client_id: ClientId, old: &[u8], new: &[u8]) -> Result<bool> {
+        self.inner.reseal_webhook_secret(client_id, old, new).await
+    }
     async fn claim_outbox_deliveries(
         &self,
         now: OffsetDateTime,
@@ -211,6 +217,12 @@ impl Store for SimStore {
     }
     async fn delete_meta(&self, key: &str) -> Result<()> {
         self.inner.delete_meta(key).await
+    }
+    async fn replace_meta_if(&self, guard: (&str, &str), set: &[(&str, &str)], delete: &[&str]) -> Result<bool> {
+        self.inner.replace_meta_if(guard, set, delete).await
+    }
+    async fn rewrap_key_version(&self, version: u32, old: &[u8], new: &[u8]) -> Result<bool> {
+        self.inner.rewrap_key_version(version, old, new).await
     }
     async fn key_versions(&self) -> Result<Vec<KeyVersionRecord>> {
         self.sim_key_versions().await

@@ -155,7 +155,8 @@ async fn simulate(seed: u64, cfg: &SimConfig) -> Res<SimReport> {
     store.migrate().await?;
     let epoch = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_800);
     let setup_clock: Arc<dyn Clock> = Arc::new(SimClock { epoch, start: tokio::time::Instant::now(), skew_ms: 0 });
-    let vault = Arc::new(Vault::open(Arc::clone(&store), MasterKey::generate()?, Arc::clone(&setup_clock)).await?);
+    let vault =
+        Arc::new(Vault::open(Arc::clone(&store), Arc::new(MasterKey::generate()?), Arc::clone(&setup_clock)).await?);
     let client = vault.create_client("sim", TokenMode::Managed).await?.client_id;
     sim.freeze_keys().await?;
     let catalog = Arc::new(catalog());

@@ -269,8 +269,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_scoped_family_cannot_write_and_a_write_scoped_one_can() -> Result<(), Box<dyn std::error::Error>> {
         let fresh = fresh_store(Backend::Sqlite).await?;
-        let vault =
-            Arc::new(Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::new(SystemClock)).await?);
+        let vault = Arc::new(
+            Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::new(SystemClock)).await?,
+        );
         let state = AppState::new(Arc::clone(&vault), Arc::clone(&fresh.store), Arc::new(Catalog::embedded()))?;
         let client = vault.create_client("cm", TokenMode::Client).await?.client_id;
         let mut tokens = Vec::new();

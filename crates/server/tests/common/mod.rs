@@ -70,7 +70,7 @@ pub struct Options {
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
     let fresh = fresh_store(backend).await?;
     let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-    let mut vault = Vault::open(Arc::clone(&fresh.store), MasterKey::generate()?, Arc::clone(&clock)).await?;
+    let mut vault = Vault::open(Arc::clone(&fresh.store), Arc::new(MasterKey::generate()?), Arc::clone(&clock)).await?;
     if let Some(policy) = options.client_token_policy {
         vault = vault.with_client_token_policy(policy);
     }

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use linkvault_crypto::{KeyVersion, MasterKey};
+use linkvault_crypto::KeyVersion;
 use linkvault_storage::{DynStore, KeyVersionRecord};
 use time::OffsetDateTime;
 
 use crate::VaultError;
+use crate::master_keyring::VaultKeys;
 
 /// How stale the cached "current version" may get. `keys rotate` waits longer than this before it retires
 /// old versions, so no instance is still wrapping with one.
@@ -23,11 +24,11 @@ struct State {
 }
 
 #[derive(Debug)]
-pub(crate) struct Keyring {
+pub(crate) struct VersionCache {
     state: RwLock<State>,
 }
 
-impl Keyring {
+impl VersionCache {
     pub(crate) fn new() -> Self {
         Self { state: RwLock::new(State::default()) }
     }
@@ -41,10 +42,10 @@ impl Keyring {
     }
 
     /// Re-reads the key versions, unwrapping any not yet cached. Creates version 1 on a fresh database.
-    pub(crate) async fn reload(&self, store: &DynStore, master: &MasterKey) -> Result<(), VaultError> {
+    pub(crate) async fn reload(&self, store: &DynStore, keyring: &VaultKeys) -> Result<(), VaultError> {
         let mut records = store.key_versions().await?;
         if records.is_empty() {
-            let (_, wrapped) = KeyVersion::generate(master, 1)?;
+            let (_, wrapped) = keyring.new_key_version(1)?;
             let record = KeyVersionRecord {
                 version: 1,
                 wrapped_key: wrapped,
@@ -60,7 +61,7 @@ impl Keyring {
         let mut fresh = Vec::new();
         for record in &records {
             if !cached.contains(&record.version) {
-                fresh.push(Arc::new(KeyVersion::unwrap(master, record.version, &record.wrapped_key)?));
+                fresh.push(Arc::new(keyring.open_key_version(record.version, &record.wrapped_key)?));
             }
         }
         let mut state = self.write();
@@ -73,13 +74,13 @@ impl Keyring {
     }
 
     /// The version new data keys are wrapped with.
-    pub(crate) async fn current(&self, store: &DynStore, master: &MasterKey) -> Result<Arc<KeyVersion>, VaultError> {
+    pub(crate) async fn current(&self, store: &DynStore, keyring: &VaultKeys) -> Result<Arc<KeyVersion>, VaultError> {
         let fresh_enough = {
             let s = self.read();
             s.loaded_at.is_some_and(|at| at.elapsed() < CURRENT_VERSION_TTL)
         };
         if !fresh_enough {
-            self.reload(store, master).await?;
+            self.reload(store, keyring).await?;
         }
         let s = self.read();
         let current = s.current.ok_or(VaultError::Rotation("no current key version".into()))?;
@@ -91,12 +92,12 @@ impl Keyring {
         &self,
         version: u32,
         store: &DynStore,
-        master: &MasterKey,
+        keyring: &VaultKeys,
     ) -> Result<Arc<KeyVersion>, VaultError> {
         if let Some(kv) = self.read().versions.get(&version) {
             return Ok(Arc::clone(kv));
         }
-        self.reload(store, master).await?;
+        self.reload(store, keyring).await?;
         self.read().versions.get(&version).cloned().ok_or(VaultError::MissingKeyVersion(version))
     }
 
