@@ -708,9 +708,14 @@ impl Worker {
         let now = self.clock.now();
         match self.store.claim_connection(token_id, now, &self.config.owner, self.config.lease).await {
             Ok(Some(claimed)) => {
-                self.metrics.count_on_demand();
                 let due_at = claimed.refresh.next_refresh_at;
-                FlightEnd::Done(self.process(claimed, due_at, Trigger::OnDemand).await)
+                let outcome = self.process(claimed, due_at, Trigger::OnDemand).await;
+                // Counted by what happened, not by the claim: a claim taken just after another instance
+                // released a fresh row finds nothing due and sends nothing.
+                if !matches!(outcome, RefreshOutcome::NotDue | RefreshOutcome::Skipped | RefreshOutcome::Warned) {
+                    self.metrics.count_on_demand();
+                }
+                FlightEnd::Done(outcome)
             }
             Ok(None) => FlightEnd::NotClaimed,
             Err(e) => {
