@@ -359,31 +359,6 @@ async fn serve_sandbox_starts_from_nothing_and_stops_gracefully() -> TestResult 
     Ok(())
 }
 
-/// Seeds `n` connections through the vault, a few writers at a time.
-async fn seed(vault: &Arc<Vault>, client: linkvault_domain::ClientId, n: usize) -> TestResult {
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..8 {
-        let vault = Arc::clone(vault);
-        tasks.spawn(async move {
-            for i in (worker..n).step_by(8) {
-                let key = NaturalKey {
-                    client_id: client,
-                    user_id: UserId::parse(&format!("user-{i}")).expect("valid"),
-                    integration: IntegrationType::parse("coinbase").expect("valid"),
-                    scope: Scope::Read,
-                };
-                let creds = IntegrationCredentials::new(format!("access-{i}"), Some(format!("refresh-{i}")));
-                vault.store_credentials(&key, &creds, &ConnectionMeta::default()).await?;
-            }
-            Ok::<(), linkvault_vault::VaultError>(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
     const N: usize = 10_000;
@@ -395,7 +370,7 @@ async fn keys_rotate_over_10k_connections_survives_a_kill() -> TestResult {
         let key_text = master.to_base64().as_str().to_owned();
         let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?);
         let client = vault.create_client("rotation", TokenMode::Managed).await?.client_id;
-        seed(&vault, client, N).await?;
+        seed_range(&vault, client, 0..N).await?;
         assert_eq!(fresh.store.count_connections().await?, N as u64);
 
         // First run: killed (SIGKILL) as soon as it has made progress.

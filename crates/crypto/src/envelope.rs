@@ -156,11 +156,6 @@ impl KeyVersion {
         seal(&aead_key(wrapping)?, header(kind, self.version), &[b"key-version"], self.raw.as_ref())
     }
 
-    /// The header kind of a wrapped key version, without opening it.
-    pub(crate) fn wrapped_kind(wrapped: &[u8]) -> Result<u8, CryptoError> {
-        parse_header_any(wrapped, &[KIND_KEY_VERSION, KIND_KEY_VERSION_KEYRING]).map(|(kind, _)| kind)
-    }
-
     /// Opens a stored key version of either wrapped kind: the key decides, the kind only marks which
     /// keyring wrote it. Fails if `wrapping` is not the key that wrapped it.
     pub(crate) fn unwrap(wrapping: &[u8; KEY_LEN], version: u32, wrapped: &[u8]) -> Result<Self, CryptoError> {
@@ -312,11 +307,6 @@ pub(crate) fn open_with_key(
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     parse_header_any(sealed, &[KIND_MASTER_SEALED, KIND_KEYRING_SEALED])?;
     open(&aead_key(key)?, sealed, &[purpose.as_bytes(), context])
-}
-
-/// The header kind of a sealed secret, without opening it.
-pub(crate) fn sealed_kind(sealed: &[u8]) -> Result<u8, CryptoError> {
-    parse_header_any(sealed, &[KIND_MASTER_SEALED, KIND_KEYRING_SEALED]).map(|(kind, _)| kind)
 }
 
 /// Raw single-layer AES-256-GCM open, exposed only so benchmarks can compare the envelope against it.

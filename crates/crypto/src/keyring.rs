@@ -24,7 +24,7 @@ use crate::api_key::ApiKeyDigester;
 use crate::client_token::ClientTokenDigester;
 use crate::envelope::{
     CryptoError, KEY_LEN, KIND_KEY_VERSION, KIND_KEY_VERSION_KEYRING, KIND_KEYRING_SEALED, KIND_MASTER_SEALED,
-    KeyVersion, open_with_key, seal_with_key, sealed_kind,
+    KeyVersion, open_with_key, seal_with_key,
 };
 use crate::holder::MasterKeyHolder;
 use crate::master::MasterKey;
@@ -207,11 +207,6 @@ impl Keyring {
         version.wrap_under(&self.kek_wrapping, self.key_version_kind())
     }
 
-    /// Whether a wrapped key version has the form this keyring writes (by its header, without opening it).
-    pub fn writes_key_version_form(&self, wrapped: &[u8]) -> bool {
-        KeyVersion::wrapped_kind(wrapped).is_ok_and(|kind| kind == self.key_version_kind())
-    }
-
     /// Seals a webhook signing secret, bound to `context` (the client id).
     pub fn seal_webhook_secret(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         seal_with_key(&self.webhook_sealing, self.sealed_kind(), WEBHOOK_PURPOSE, context, plaintext)
@@ -220,11 +215,6 @@ impl Keyring {
     /// Opens what [`Keyring::seal_webhook_secret`] sealed for the same context, with this keyring's key.
     pub fn open_webhook_secret(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         open_with_key(&self.webhook_sealing, WEBHOOK_PURPOSE, context, sealed)
-    }
-
-    /// Whether a sealed secret has the form this keyring writes (by its header, without opening it).
-    pub fn writes_sealed_form(&self, sealed: &[u8]) -> bool {
-        sealed_kind(sealed).is_ok_and(|kind| kind == self.sealed_kind())
     }
 }
 
@@ -302,13 +292,11 @@ mod tests {
         // Webhook secrets were sealed by `seal_under_master(master, "webhook-secret", client id, secret)`.
         let old = seal_under_master(&master, WEBHOOK_PURPOSE, b"client", b"whsec_old")?;
         assert_eq!(derived.open_webhook_secret(b"client", &old)?.as_slice(), b"whsec_old");
-        assert!(derived.writes_sealed_form(&old));
         let new = derived.seal_webhook_secret(b"client", b"whsec_new")?;
         assert_eq!(open_under_master(&master, WEBHOOK_PURPOSE, b"client", &new)?.as_slice(), b"whsec_new");
         // Key versions were wrapped under HMAC(master, "linkvault/v1/key-version-wrapping") with kind 1.
         let (_, wrapped) =
             KeyVersion::generate(&master.derive("linkvault/v1/key-version-wrapping"), KIND_KEY_VERSION, 1)?;
-        assert!(derived.writes_key_version_form(&wrapped));
         assert_eq!(derived.open_key_version(1, &wrapped)?.version(), 1);
         // The digest keys are the old derivations, so stored digests still match.
         assert_eq!(
@@ -329,11 +317,8 @@ mod tests {
         let old_secret = derived.seal_webhook_secret(b"c", b"s")?;
         let next = derived.rekeyed()?;
         assert_eq!(next.origin(), KeyringOrigin::Random);
-        assert!(!next.writes_key_version_form(&old_wrapped));
-        assert!(!next.writes_sealed_form(&old_secret));
         let new_wrapped = next.wrap_key_version(&kv)?;
         let new_secret = next.seal_webhook_secret(b"c", &derived.open_webhook_secret(b"c", &old_secret)?)?;
-        assert!(next.writes_key_version_form(&new_wrapped) && next.writes_sealed_form(&new_secret));
         assert_eq!(next.open_key_version(1, &new_wrapped)?.version(), 1);
         assert_eq!(next.open_webhook_secret(b"c", &new_secret)?.as_slice(), b"s");
         // The old keys open neither new form: the header differs, and so does the key.
@@ -342,6 +327,21 @@ mod tests {
         assert_eq!(next.open_key_version(1, &old_wrapped).err(), Some(CryptoError::OpenFailed));
         assert_eq!(next.api_key_digester().digest("k"), derived.api_key_digester().digest("k"));
         assert_eq!(next.client_token_digester().digest("t"), derived.client_token_digester().digest("t"));
+        Ok(())
+    }
+
+    #[test]
+    fn rekeying_a_random_keyring_shuts_out_its_old_keys_too() -> Result<(), CryptoError> {
+        let random = Keyring::generate()?;
+        let (kv, old_wrapped) = random.new_key_version(3)?;
+        let old_secret = random.seal_webhook_secret(b"c", b"s")?;
+        let next = random.rekeyed()?;
+        assert_eq!(next.open_key_version(3, &old_wrapped).err(), Some(CryptoError::OpenFailed));
+        assert_eq!(next.open_webhook_secret(b"c", &old_secret).err(), Some(CryptoError::OpenFailed));
+        let new_wrapped = next.wrap_key_version(&kv)?;
+        assert_eq!(random.open_key_version(3, &new_wrapped).err(), Some(CryptoError::OpenFailed));
+        assert_eq!(next.open_key_version(3, &new_wrapped)?.version(), 3);
+        assert_eq!(next.api_key_digester().digest("k"), random.api_key_digester().digest("k"));
         Ok(())
     }
 

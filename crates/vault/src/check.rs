@@ -89,7 +89,7 @@ pub fn check_master_key(master: &MasterKey, state: &DatabaseState) -> Result<Key
         None if recorded.is_some() => (Keyring::derived_from(master), KeyringState::ToBeDerived),
         None => (Keyring::generate().map_err(|e| KeyMismatch::Keyring { reason: e.to_string() })?, KeyringState::Fresh),
     };
-    // An unfinished rotation of a derived keyring has moved some key versions to the next keyring already.
+    // An unfinished re-keying rotation has moved some key versions to the next keyring already.
     let next = match state.meta.get(NEXT_KEYRING_META) {
         Some(text) => {
             let sealed = decode(text, "next keyring").map_err(|e| KeyMismatch::Keyring { reason: e.to_string() })?;
@@ -98,13 +98,10 @@ pub fn check_master_key(master: &MasterKey, state: &DatabaseState) -> Result<Key
         None => None,
     };
     for sealed in &state.key_versions {
-        let opener = match &next {
-            Some(next) if next.writes_key_version_form(&sealed.wrapped_key) => next,
-            _ => &keyring,
-        };
         // The unwrapped key is zeroed when dropped; only success matters here.
-        opener
-            .open_key_version(sealed.version, &sealed.wrapped_key)
+        next.as_ref()
+            .and_then(|next| next.open_key_version(sealed.version, &sealed.wrapped_key).ok())
+            .map_or_else(|| keyring.open_key_version(sealed.version, &sealed.wrapped_key), Ok)
             .map_err(|e| KeyMismatch::KeyVersion { version: sealed.version, reason: e.to_string() })?;
     }
     Ok(KeyFits {

@@ -31,9 +31,11 @@ pub(crate) struct OpenedKeyring {
     pub(crate) pending_rotation: Option<String>,
 }
 
-/// The vault's keyring, and during an unfinished `keys rotate-master` of a derived keyring also the next one:
-/// what the rotation already moved (told by its header kind) opens with the next keyring, the rest with the
-/// current one. New things are written with the current keyring; the rotation moves them too.
+/// The vault's keyring, and during an unfinished `keys rotate-master` that re-keys it also the next one:
+/// what the rotation already moved opens with the next keyring, the rest with the current one. Which is which
+/// is found by trying the next one first (an authenticated unwrap that fails costs one AES-GCM pass; a header
+/// cannot tell two random keyrings apart). New things are written with the current keyring; the rotation
+/// moves them too.
 #[derive(Debug)]
 pub(crate) struct VaultKeys {
     pub(crate) keyring: Keyring,
@@ -51,8 +53,10 @@ impl VaultKeys {
 
     pub(crate) fn open_key_version(&self, version: u32, wrapped: &[u8]) -> Result<KeyVersion, CryptoError> {
         match &self.next {
-            Some(next) if next.writes_key_version_form(wrapped) => next.open_key_version(version, wrapped),
-            _ => self.keyring.open_key_version(version, wrapped),
+            Some(next) => {
+                next.open_key_version(version, wrapped).or_else(|_| self.keyring.open_key_version(version, wrapped))
+            }
+            None => self.keyring.open_key_version(version, wrapped),
         }
     }
 
@@ -62,8 +66,10 @@ impl VaultKeys {
 
     pub(crate) fn open_webhook_secret(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         match &self.next {
-            Some(next) if next.writes_sealed_form(sealed) => next.open_webhook_secret(context, sealed),
-            _ => self.keyring.open_webhook_secret(context, sealed),
+            Some(next) => next
+                .open_webhook_secret(context, sealed)
+                .or_else(|_| self.keyring.open_webhook_secret(context, sealed)),
+            None => self.keyring.open_webhook_secret(context, sealed),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! from the old key, so first its wrapping and sealing keys are replaced by random ones: every key version is
 //! re-wrapped and every webhook secret re-sealed, in batches, under the next keyring (the digest keys are
 //! carried over: they open nothing, and changing them would void every API key and client token). A random
-//! keyring is only re-sealed.
+//! keyring is only re-sealed, unless re-keying is asked for ([`Vault::rotate_master_rekeying`]): then it is
+//! replaced in the same way, so that no older copy of the database (a backup, a dump, WAL, dead tuples)
+//! together with any key that still exists opens a key version retired before the rotation.
 //!
 //! Resumable: the target fingerprint, then the next keyring (sealed under the current key), are recorded
-//! before any work; the header kind of each wrapped key version and sealed secret tells what is left, so a
-//! run killed midway is finished by the next one. The switch (the keyring sealed under the new key, the new
+//! before any work; whether the next keyring opens a wrapped key version or sealed secret tells what is left,
+//! so a run killed midway is finished by the next one. The switch (the keyring sealed under the new key, the new
 //! fingerprint, the rotation state cleared) is one transaction guarded by the old fingerprint.
 
 use linkvault_crypto::{Keyring, KeyringOrigin, MasterKeyHolder};
@@ -52,6 +54,28 @@ impl Vault {
         &self,
         new: &dyn MasterKeyHolder,
         batch_size: u32,
+        progress: impl FnMut(MasterRotationProgress),
+    ) -> Result<MasterRotationReport, VaultError> {
+        self.rotate_master_with(new, batch_size, false, progress).await
+    }
+
+    /// [`rotate_master`](Self::rotate_master) that also gives the keyring new random wrapping and sealing keys
+    /// whatever its origin (every key version re-wrapped, every webhook secret re-sealed): after it, the
+    /// wrapping key of older copies of the database exists only sealed under the old master key.
+    pub async fn rotate_master_rekeying(
+        &self,
+        new: &dyn MasterKeyHolder,
+        batch_size: u32,
+        progress: impl FnMut(MasterRotationProgress),
+    ) -> Result<MasterRotationReport, VaultError> {
+        self.rotate_master_with(new, batch_size, true, progress).await
+    }
+
+    async fn rotate_master_with(
+        &self,
+        new: &dyn MasterKeyHolder,
+        batch_size: u32,
+        rekey: bool,
         mut progress: impl FnMut(MasterRotationProgress),
     ) -> Result<MasterRotationReport, VaultError> {
         let current = self.holder.fingerprint()?;
@@ -70,10 +94,9 @@ impl Vault {
             )));
         }
         let resumed = self.pending_master_rotation() == Some(target.as_str());
-        let next = self.next_keyring().await?;
+        let (next, rekeyed) = self.next_keyring(rekey).await?;
         let batch = batch_size.max(1);
         let (mut rewrapped, mut resealed) = (0, 0);
-        let rekeyed = self.keys.origin() == KeyringOrigin::Derived;
         if rekeyed {
             // Twice: a running instance may write a webhook secret under the old keyring meanwhile.
             for _ in 0..2 {
@@ -107,25 +130,24 @@ impl Vault {
         })
     }
 
-    /// The keyring this rotation moves to: this one for a random keyring; for a derived one, the rekeyed
-    /// keyring an interrupted run recorded, or a new one (recorded, sealed under the current key, before use).
-    async fn next_keyring(&self) -> Result<Keyring, VaultError> {
-        if self.keys.origin() == KeyringOrigin::Random {
-            return Ok(self.keys.keyring.clone());
-        }
+    /// The keyring this rotation moves to, and whether it has new keys: the rekeyed keyring an interrupted run
+    /// recorded, or a new one (recorded, sealed under the current key, before use) for a derived keyring or
+    /// when `rekey` asks for it; otherwise this one.
+    async fn next_keyring(&self, rekey: bool) -> Result<(Keyring, bool), VaultError> {
         let holder = self.holder.as_ref();
         let stored = match self.store.get_meta(NEXT_KEYRING_META).await? {
             Some(text) => text,
-            None => {
+            None if rekey || self.keys.origin() == KeyringOrigin::Derived => {
                 let sealed = encode(&self.keys.keyring.rekeyed()?.seal(holder)?);
                 self.store.insert_meta_if_absent(NEXT_KEYRING_META, &sealed).await?
             }
+            None => return Ok((self.keys.keyring.clone(), false)),
         };
         let next = open_sealed(holder, &stored, "next keyring of the unfinished rotation")?;
         if next.origin() != KeyringOrigin::Random {
             return Err(VaultError::KeyringUnreadable("the recorded next keyring is not a random one".into()));
         }
-        Ok(next)
+        Ok((next, true))
     }
 
     async fn move_key_versions(
@@ -139,7 +161,7 @@ impl Vault {
             .key_versions()
             .await?
             .into_iter()
-            .filter(|r| !next.writes_key_version_form(&r.wrapped_key))
+            .filter(|r| next.open_key_version(r.version, &r.wrapped_key).is_err())
             .collect();
         let mut remaining = left.len() as u64;
         let mut done = 0;
@@ -171,7 +193,7 @@ impl Vault {
             let page = self.store.webhook_endpoints_after(after, batch).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.client_id);
-            remaining += page.iter().filter(|e| !next.writes_sealed_form(&e.secret_sealed)).count() as u64;
+            remaining += page.iter().filter(|e| !opens(next, e)).count() as u64;
         }
         let mut done = 0;
         progress(MasterRotationProgress { stage: STAGE_WEBHOOK_SECRETS, done, remaining });
@@ -181,7 +203,7 @@ impl Vault {
             let Some(last) = page.last() else { break };
             after = Some(last.client_id);
             let mut moved_in_page = 0u64;
-            for endpoint in page.iter().filter(|e| !next.writes_sealed_form(&e.secret_sealed)) {
+            for endpoint in page.iter().filter(|e| !opens(next, e)) {
                 let context = endpoint.client_id.as_uuid().as_bytes();
                 let secret = self.keys.open_webhook_secret(context, &endpoint.secret_sealed)?;
                 let sealed = next.seal_webhook_secret(context, &secret)?;
@@ -198,6 +220,11 @@ impl Vault {
         }
         Ok(done)
     }
+}
+
+/// Whether `keyring` opens the endpoint's sealed secret (it has been moved there).
+fn opens(keyring: &Keyring, endpoint: &linkvault_storage::WebhookEndpointRecord) -> bool {
+    keyring.open_webhook_secret(endpoint.client_id.as_uuid().as_bytes(), &endpoint.secret_sealed).is_ok()
 }
 
 /// Whether the database is already sealed under `new` (a rotation to it finished, perhaps by a run killed

@@ -49,6 +49,15 @@ fn describe(report: FileReport) -> String {
     format!("{} bytes in {:.2} s", report.bytes, report.elapsed.as_secs_f64())
 }
 
+/// Runs SQLite file work off the async runtime; a panicked task is an error like any other.
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Ok(tokio::task::spawn_blocking(work).await.context("the backup/restore task failed")??)
+}
+
 /// `linkvault backup`.
 pub async fn backup(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()> {
     let (url, description) = bootstrap::database_url(global);
@@ -57,9 +66,8 @@ pub async fn backup(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<
     };
     let out = args.out.context("--out PATH is required: the file to write the snapshot to")?;
     let target = out.clone();
-    let report = tokio::task::spawn_blocking(move || sqlite_snapshot(&db, &target, args.force))
+    let report = blocking(move || sqlite_snapshot(&db, &target, args.force))
         .await
-        .context("the backup task failed")?
         .with_context(|| format!("cannot back up the database ({description})"))?;
     println!("backup of {description} written to {} ({})", out.display(), describe(report));
     println!(
@@ -88,9 +96,8 @@ pub async fn restore(global: &GlobalOptions, args: RestoreArgs) -> anyhow::Resul
         (Some(db), Some(from)) => {
             crate::files::prepare_data_dir(&global.data_dir)?;
             let source = from.clone();
-            let report = tokio::task::spawn_blocking(move || sqlite_restore(&source, &db, args.force))
+            let report = blocking(move || sqlite_restore(&source, &db, args.force))
                 .await
-                .context("the restore task failed")?
                 .with_context(|| format!("cannot restore {description}"))?;
             println!("restored {description} from {} ({})", from.display(), describe(report));
         }
