@@ -110,6 +110,19 @@ impl WebhookStore for SimStore {
 }
 
 #[async_trait::async_trait]
+impl AuditStore for SimStore {
+    async fn append_audit(&self, entry: &AuditEntry, seal: AuditSeal) -> Result<u64> {
+        self.inner.append_audit(entry, seal).await
+    }
+    async fn audit_head(&self) -> Result<AuditHead> {
+        self.inner.audit_head().await
+    }
+    async fn audit_records(&self, after: u64, since: Option<OffsetDateTime>, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_records(after, since, limit).await
+    }
+}
+
+#[async_trait::async_trait]
 impl ClientTokenStore for SimStore {
     async fn issue_token_family(&self, family: &TokenFamilyRecord, access: &NewAccessToken) -> Result<()> {
         self.inner.issue_token_family(family, access).await
