@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use linkvault_crypto::{AUDIT_GENESIS, AuditChain, MasterKey};
+use linkvault_crypto::{AUDIT_GENESIS, AuditChain};
 use linkvault_domain::{AuditAction, AuditActor, ClientId, TokenId};
 use linkvault_storage::{AuditEntry, AuditRecord};
 use time::OffsetDateTime;
@@ -42,8 +42,8 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    pub(crate) fn new(master: &MasterKey) -> Self {
-        Self { chain: Arc::new(AuditChain::new(master)), fail_closed: false, failures: AtomicU64::new(0) }
+    pub(crate) fn new(chain: AuditChain) -> Self {
+        Self { chain: Arc::new(chain), fail_closed: false, failures: AtomicU64::new(0) }
     }
 }
 

@@ -163,7 +163,7 @@ impl Vault {
             digester: keys.keyring.api_key_digester(),
             key_cache: crate::key_cache::KeyCache::default(),
             client_token_digester: keys.keyring.client_token_digester(),
-            audit: crate::audit::Audit::new(&master),
+            audit: crate::audit::Audit::new(keys.keyring.audit_chain()),
             client_token_policy: crate::ClientTokenPolicy::default(),
             webhook_policy: Arc::default(),
             deletion_ledger: None,
