@@ -89,7 +89,8 @@ pub async fn open_vault_and_store(
     let vault = Vault::open(Arc::clone(&store), Arc::new(master), Arc::new(SystemClock))
         .await?
         .with_webhook_policy(webhooks)
-        .with_deletion_ledger(ledger);
+        .with_deletion_ledger(ledger)
+        .with_audit_fail_closed(global.audit_fail_closed);
     if let Some(target) = vault.pending_master_rotation() {
         crate::logging::operator(
             crate::logging::Level::Warning,

@@ -42,6 +42,10 @@ pub struct GlobalOptions {
     /// log shippers).
     #[arg(long, global = true, env = "LINKVAULT_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text)]
     pub log_format: logging::LogFormat,
+    /// Refuse a sensitive action (client and key changes, connections, transfers, key rotation, Link sign-ins)
+    /// when its audit record cannot be written first, instead of logging the failure and going ahead.
+    #[arg(long, global = true, env = "LINKVAULT_AUDIT_FAIL_CLOSED")]
+    pub audit_fail_closed: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +60,9 @@ enum Command {
     /// Manage encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Verify or export the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
     /// Check the configuration `serve` would run with, without starting it or changing anything.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(&cli.global).await,
             Command::Client(cmd) => commands::client::run(&cli.global, cmd).await,
             Command::Keys(cmd) => commands::keys::run(&cli.global, cmd).await,
+            Command::Audit(cmd) => commands::audit::run(&cli.global, cmd).await,
             Command::Config(cmd) => commands::config::run(&cli.global, cmd).await,
             Command::Backup(args) => commands::backup::backup(&cli.global, args).await,
             Command::Restore(args) => commands::backup::restore(&cli.global, args).await,

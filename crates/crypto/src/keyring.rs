@@ -1,10 +1,11 @@
 //! The keyring: the keys everything else hangs from (the key-version wrapping key, the sealing key of webhook
-//! secrets, the API-key and client-token digest keys), stored in the database sealed by the master key's
+//! secrets, the API-key and client-token digest keys, the audit chain's key), stored in the database sealed by the master key's
 //! holder. The master key only seals and opens this keyring, so a new master key re-seals it and the old one
 //! can be destroyed, while digests, key versions and sealed secrets stay as they are.
 //!
 //! Encoding (format 1): `format(1) | origin(1) | kek_wrapping(32) | webhook_sealing(32) | api_key_digest(32) |
-//! client_token_digest(32)`, sealed by [`MasterKeyHolder::seal`] under [`KEYRING_CONTEXT`].
+//! client_token_digest(32) | audit_chain(32)`, sealed by [`MasterKeyHolder::seal`] under
+//! [`KEYRING_CONTEXT`].
 //!
 //! A database written before the keyring existed gets a *derived* keyring: each key equals the derivation
 //! `HMAC-SHA256(master, label)` that was used for that purpose, so every stored digest, wrapped key version and
@@ -21,6 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::api_key::ApiKeyDigester;
+use crate::audit::AuditChain;
 use crate::client_token::ClientTokenDigester;
 use crate::envelope::{
     CryptoError, KEY_LEN, KIND_KEY_VERSION, KIND_KEY_VERSION_KEYRING, KIND_KEYRING_SEALED, KIND_MASTER_SEALED,
@@ -35,7 +37,7 @@ pub const KEYRING_CONTEXT: &[u8] = b"linkvault/v1/keyring";
 const FORMAT_V1: u8 = 1;
 const ORIGIN_DERIVED: u8 = 1;
 const ORIGIN_RANDOM: u8 = 2;
-const KEYS: usize = 4;
+const KEYS: usize = 5;
 const ENCODED_LEN: usize = 2 + KEYS * KEY_LEN;
 
 /// The purpose label of webhook signing secrets (part of their associated data and of the derived key's label).
@@ -70,6 +72,7 @@ pub struct Keyring {
     webhook_sealing: Key,
     api_key_digest: Key,
     client_token_digest: Key,
+    audit_chain: Key,
 }
 
 impl fmt::Debug for Keyring {
@@ -93,6 +96,7 @@ impl Keyring {
             webhook_sealing: random_key()?,
             api_key_digest: random_key()?,
             client_token_digest: random_key()?,
+            audit_chain: random_key()?,
         })
     }
 
@@ -105,11 +109,13 @@ impl Keyring {
             webhook_sealing: master.derive(&format!("linkvault/v1/sealed/{WEBHOOK_PURPOSE}")),
             api_key_digest: master.derive("linkvault/v1/api-key-digest"),
             client_token_digest: master.derive("linkvault/v1/client-token-digest"),
+            audit_chain: master.derive("linkvault/v1/audit-chain"),
         }
     }
 
-    /// This keyring with new random wrapping and sealing keys: the digest keys are carried over (they open
-    /// nothing, and cannot change without every API-key and client-token secret).
+    /// This keyring with new random wrapping and sealing keys: the digest keys and the audit key are carried
+    /// over (they open nothing, and cannot change without every API-key and client-token secret, or without
+    /// breaking the audit chain already written).
     pub fn rekeyed(&self) -> Result<Self, CryptoError> {
         Ok(Self {
             origin: KeyringOrigin::Random,
@@ -117,6 +123,7 @@ impl Keyring {
             webhook_sealing: random_key()?,
             api_key_digest: self.api_key_digest.clone(),
             client_token_digest: self.client_token_digest.clone(),
+            audit_chain: self.audit_chain.clone(),
         })
     }
 
@@ -131,7 +138,9 @@ impl Keyring {
             KeyringOrigin::Derived => ORIGIN_DERIVED,
             KeyringOrigin::Random => ORIGIN_RANDOM,
         });
-        for key in [&self.kek_wrapping, &self.webhook_sealing, &self.api_key_digest, &self.client_token_digest] {
+        for key in
+            [&self.kek_wrapping, &self.webhook_sealing, &self.api_key_digest, &self.client_token_digest, &self.audit_chain]
+        {
             out.extend_from_slice(key.as_ref());
         }
         out
@@ -157,6 +166,7 @@ impl Keyring {
             webhook_sealing: key(1),
             api_key_digest: key(2),
             client_token_digest: key(3),
+            audit_chain: key(4),
         })
     }
 
@@ -176,6 +186,11 @@ impl Keyring {
 
     pub fn client_token_digester(&self) -> ClientTokenDigester {
         ClientTokenDigester::new(&self.client_token_digest)
+    }
+
+    /// The audit log's chain, keyed by this keyring's audit key.
+    pub fn audit_chain(&self) -> AuditChain {
+        AuditChain::from_key(self.audit_chain.as_ref())
     }
 
     fn key_version_kind(&self) -> u8 {

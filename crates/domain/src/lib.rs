@@ -1,10 +1,11 @@
-//! Domain rules of linkvault: connection identity, scopes, isolation, the connection lifecycle and the
-//! refresh schedule.
+//! Domain rules of linkvault: connection identity, scopes, isolation, the connection lifecycle, the
+//! refresh schedule and the audit log's vocabulary.
 //!
 //! Nothing in this crate performs I/O. Storage, crypto and HTTP layers call into these rules so that the
 //! behaviour the managed-tokens lifecycle table promises is decided in exactly one place.
 
 pub mod access;
+pub mod audit;
 pub mod client_tokens;
 pub mod clock;
 pub mod identity;
@@ -13,6 +14,7 @@ pub mod link_origin;
 pub mod schedule;
 
 pub use access::{AccessDenied, Operation, authorize_token_use};
+pub use audit::{AuditAction, AuditActor};
 pub use client_tokens::{
     AccessMatch, FamilyState, RefreshDecision, RefreshMatch, RevokedReason, TokenRefusal, decide_access, decide_refresh,
 };

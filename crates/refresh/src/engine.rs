@@ -1037,6 +1037,8 @@ impl Worker {
                 let written = self.store.complete_refresh(&update, &self.config.owner).await?;
                 self.metrics.observe_write_back(write_started.elapsed());
                 if written {
+                    // After the write in every mode: the grant is spent upstream, refusing would lose the row.
+                    self.vault.audit_refreshed(record.client_id, record.token_id).await;
                     if let Some(due) = due_at {
                         self.metrics.observe_lateness(std_duration(now - due));
                     }

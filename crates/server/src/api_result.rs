@@ -94,6 +94,9 @@ pub enum ErrorType {
     /// A deletion could not be recorded in the deletion ledger, so nothing was deleted; HTTP 503, retry once
     /// the operator has fixed the ledger (extension).
     DeletionLedgerUnavailable,
+    /// Audit fail-closed (`--audit-fail-closed`) is on and the action's audit record could not be written, so the
+    /// action was refused; HTTP 503 (extension).
+    AuditUnavailable,
     /// Something failed on our side (extension).
     Internal,
 }
@@ -244,6 +247,27 @@ impl ApiError {
         .with_data(serde_json::json!({ "field": "type" }))
     }
 
+    /// The action was refused because its audit record could not be written (audit fail-closed): 503.
+    pub fn audit_unavailable() -> Self {
+        let mut e = Self::new(
+            ApiStatus::ServerFailure,
+            ErrorType::AuditUnavailable,
+            "the audit log cannot be written, so this action was refused (the server runs with audit \
+             fail-closed); nothing was changed, retry later",
+        )
+        .with_display("The service cannot complete this right now. Please try again later.");
+        e.http = Some(StatusCode::SERVICE_UNAVAILABLE);
+        e
+    }
+
+    /// A vault error where any failure but a refused audit is ours (the cause logged, a generic answer).
+    pub fn from_vault_internal(e: linkvault_vault::VaultError) -> Self {
+        match e {
+            linkvault_vault::VaultError::AuditUnavailable => Self::audit_unavailable(),
+            other => Self::internal(&other),
+        }
+    }
+
     /// Our fault: the cause goes to the log, the caller gets a generic message.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
@@ -273,6 +297,7 @@ impl From<linkvault_vault::VaultError> for ApiError {
                 refused.http = Some(StatusCode::SERVICE_UNAVAILABLE);
                 refused
             }
+            VaultError::AuditUnavailable => ApiError::audit_unavailable(),
             other => ApiError::internal(&other),
         }
     }

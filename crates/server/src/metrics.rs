@@ -14,7 +14,7 @@ use axum::response::Response;
 use linkvault_vault::Vault;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -201,8 +201,9 @@ impl Metrics {
     }
 
     /// Encodes every metric, then those of `collectors` (the refresh engine's, the deliverer's), as one
-    /// OpenMetrics exposition; `connections` is the stored connection count (see [`Metrics::connections`]).
-    pub fn render(&self, connections: Option<u64>, collectors: Vec<Box<dyn Collector>>) -> String {
+    /// OpenMetrics exposition; `connections` is the stored connection count (see [`Metrics::connections`]),
+    /// `audit_failures` the vault's count of audit records it could not write.
+    pub fn render(&self, connections: Option<u64>, audit_failures: u64, collectors: Vec<Box<dyn Collector>>) -> String {
         // A registry per scrape: registering clones (shared atomics) is cheap, and the engine and the deliverer
         // may be replaced after start-up (`AppState::with_webhooks`), so nothing is registered for good.
         let mut registry = Registry::default();
@@ -239,6 +240,11 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "linkvault_audit_append_failures",
+            "Audit records that could not be written (the action went ahead; see the error log)",
+            ConstCounter::new(audit_failures),
+        );
         if let Some(n) = connections {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             registry.register("linkvault_connections", "Managed connections stored", ConstGauge::new(n));

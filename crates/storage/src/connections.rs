@@ -9,7 +9,7 @@ use crate::sql::Mode::{Lookup, Read, Write};
 use crate::sql::{Columns, Dialect, Driver, Session, Value, run, sql, vals};
 use crate::wraps::{count_wrap, next_slot};
 use crate::{
-    ApiKeyRecord, AppliedDeletions, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore,
+    ApiKeyRecord, AppliedDeletions, AuditStore, AuthenticatedKey, ClaimedConnection, ClientRecord, ClientTokenStore,
     ConnectionRecord, ConnectionSummary, CredentialsUpdate, DeletionRecord, InsertOutcome, KeyVersionRecord,
     LeaseRelease, LinkStore, OutboxEvent, ReauthMark, Result, RewrapCandidate, StorageError, Store, TransferStore,
     WebhookStore, selector_as_uuid, short_error,
@@ -171,7 +171,7 @@ async fn insert_connection_in_one_statement<D: Driver>(
 }
 
 #[async_trait]
-impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore> Store for D {
+impl<D: Driver + LinkStore + WebhookStore + ClientTokenStore + TransferStore + AuditStore> Store for D {
     fn backend(&self) -> &'static str {
         D::BACKEND
     }

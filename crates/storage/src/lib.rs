@@ -4,6 +4,7 @@
 //!
 //! The store holds only ciphertexts, wrapped keys and digests; it never sees a secret in clear.
 
+mod audit;
 pub mod backup;
 mod client_tokens;
 mod connections;
@@ -33,6 +34,7 @@ use linkvault_domain::{ClientId, NaturalKey, TokenId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use audit::{AuditEntry, AuditHead, AuditRecord, AuditSeal, AuditStore};
 pub use client_tokens::{
     AccessTokenMatch, ClientTokenStore, FamilyRefresh, NewAccessToken, RefreshOutcome, TokenFamilyRecord,
 };
@@ -52,7 +54,9 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Everything linkvault persists. Implementations must make every method atomic on its own.
 #[async_trait]
-pub trait Store: LinkStore + WebhookStore + ClientTokenStore + TransferStore + Send + Sync + Debug {
+pub trait Store:
+    LinkStore + WebhookStore + ClientTokenStore + TransferStore + AuditStore + Send + Sync + Debug
+{
     /// A short name of the backend, for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

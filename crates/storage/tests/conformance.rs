@@ -17,9 +17,9 @@ use std::path::Path;
 use linkvault_domain::{ClientId, ConnectionStatus, IntegrationType, NaturalKey, Scope, TokenId, TokenMode, UserId};
 use linkvault_storage::testing::{Backend, TEST_DATABASE_URL_VAR, TestSchema, fresh_store, postgres_test_url};
 use linkvault_storage::{
-    ApiKeyRecord, AppliedDeletions, ClientRecord, ConnectionRecord, ConnectionSummary, CredentialsUpdate,
-    DeletionRecord, DeliveryOutcome, DynStore, InsertOutcome, KeyVersionRecord, LeaseRelease, OutboxEvent, ReauthMark,
-    RefreshState, Rekey, RewrapCandidate, Store, WebhookEndpointRecord, WebhookFormat,
+    ApiKeyRecord, AppliedDeletions, AuditEntry, AuditSeal, ClientRecord, ConnectionRecord, ConnectionSummary,
+    CredentialsUpdate, DeletionRecord, DeliveryOutcome, DynStore, InsertOutcome, KeyVersionRecord, LeaseRelease,
+    OutboxEvent, ReauthMark, RefreshState, Rekey, RewrapCandidate, Store, WebhookEndpointRecord, WebhookFormat,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -149,12 +149,14 @@ conformance_tests! {
         finished_outbox_events_are_purged_after_their_retention,
         concurrent_claimers_never_share_a_row,
         last_error_is_kept_short,
+        audit_appends_are_gapless_and_each_sees_the_previous_mac,
+        audit_records_page_in_order_and_filter_by_time,
     ],
     sqlite_only: [
         delete_scrubs_credentials_and_data_key_from_sqlite_files,
         reapplied_deletion_scrubs_sqlite_files,
     ],
-    postgres_only: [concurrent_migrate_on_empty_schema],
+    postgres_only: [concurrent_migrate_on_empty_schema, audit_appends_from_two_instances_form_one_chain],
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1618,4 +1620,128 @@ async fn last_error_is_kept_short(store: DynStore) -> TestResult {
     assert_eq!(kept.chars().count(), linkvault_storage::MAX_LAST_ERROR_CHARS);
     assert!(!kept.contains('\n'));
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Audit log
+// ------------------------------------------------------------------------------------------------
+
+fn audit_entry(at: OffsetDateTime, actor: &str) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.to_owned(),
+        action: "connection.created".to_owned(),
+        client_id: Some(ClientId::new_random().to_string()),
+        token_id: Some(TokenId::new_random().to_string()),
+        subject_id: None,
+        detail: Some("integration=coinbase".to_owned()),
+    }
+}
+
+/// A stand-in for the vault's HMAC: the MAC is the position followed by the previous MAC's first 8 bytes, so
+/// each stored MAC shows which head its append saw. The tag is the position again.
+fn test_seal() -> AuditSeal {
+    Box::new(|seq: u64, prev: &[u8]| {
+        let mut mac = seq.to_be_bytes().to_vec();
+        mac.extend_from_slice(&prev[..prev.len().min(8)]);
+        (mac, [b"tag".as_slice(), &seq.to_be_bytes()].concat())
+    })
+}
+
+/// Reads the whole log through `audit_records` in pages of `page`, checking the chain `test_seal` built.
+async fn audit_chain_of(store: &dyn Store, page: u32) -> Result<Vec<u64>, Box<dyn Error + Send + Sync>> {
+    let mut seqs = Vec::new();
+    let mut prev: Vec<u8> = Vec::new();
+    loop {
+        let batch = store.audit_records(seqs.last().copied().unwrap_or(0), None, page).await?;
+        for r in &batch {
+            assert_eq!(r.mac[..8], r.seq.to_be_bytes(), "record {} keeps its own position", r.seq);
+            assert_eq!(r.mac[8..], prev[..prev.len().min(8)], "record {} was sealed on the previous head", r.seq);
+            prev.clone_from(&r.mac);
+            seqs.push(r.seq);
+        }
+        if batch.len() < page as usize {
+            break;
+        }
+    }
+    let head = store.audit_head().await?;
+    assert_eq!(head.seq, seqs.last().copied().unwrap_or(0));
+    assert_eq!(head.mac, prev, "the head keeps the last MAC");
+    if head.seq > 0 {
+        assert_eq!(head.tag, Some([b"tag".as_slice(), &head.seq.to_be_bytes()].concat()));
+    }
+    Ok(seqs)
+}
+
+async fn audit_appends_are_gapless_and_each_sees_the_previous_mac(store: DynStore) -> TestResult {
+    let head = store.audit_head().await?;
+    assert_eq!((head.seq, head.mac.is_empty(), head.tag), (0, true, None), "an empty log");
+    let mut tasks = JoinSet::new();
+    for racer in 0..RACERS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..5 {
+                let entry = audit_entry(ts(i), &format!("racer-{racer}"));
+                seqs.push(store.append_audit(&entry, test_seal()).await?);
+            }
+            Ok::<_, linkvault_storage::StorageError>(seqs)
+        });
+    }
+    let mut returned = BTreeSet::new();
+    while let Some(done) = tasks.join_next().await {
+        for seq in done?? {
+            assert!(returned.insert(seq), "position {seq} handed out twice");
+        }
+    }
+    let total = (RACERS * 5) as u64;
+    assert_eq!(returned, (1..=total).collect::<BTreeSet<_>>(), "gapless positions from 1");
+    assert_eq!(audit_chain_of(store.as_ref(), 7).await?, (1..=total).collect::<Vec<_>>());
+    Ok(())
+}
+
+async fn audit_records_page_in_order_and_filter_by_time(store: DynStore) -> TestResult {
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let entry = AuditEntry { subject_id: Some(Uuid::new_v4().to_string()), ..audit_entry(ts(i * 1000), "cli") };
+        store.append_audit(&entry, test_seal()).await?;
+        written.push(entry);
+    }
+    let all = store.audit_records(0, None, 100).await?;
+    assert_eq!(all.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), written, "every field round-trips");
+    let page = store.audit_records(2, None, 2).await?;
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
+    let recent = store.audit_records(0, Some(ts(3000)), 100).await?;
+    assert_eq!(recent.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5], "at or after the time");
+    assert!(store.audit_records(5, None, 100).await?.is_empty());
+    Ok(())
+}
+
+/// Two instances (two pools) appending to one schema at once still build one gapless chain: the head row's
+/// lock serialises them.
+async fn audit_appends_from_two_instances_form_one_chain(base_url: String) -> TestResult {
+    let schema = TestSchema::create(&base_url).await?;
+    let outcome = async {
+        let a: DynStore = std::sync::Arc::new(schema.store().await?);
+        let b: DynStore = std::sync::Arc::new(schema.store().await?);
+        a.migrate().await?;
+        let mut tasks = JoinSet::new();
+        for racer in 0..16 {
+            let store = if racer % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move {
+                for i in 0..10 {
+                    store.append_audit(&audit_entry(ts(i), &format!("racer-{racer}")), test_seal()).await?;
+                }
+                Ok::<_, linkvault_storage::StorageError>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        assert_eq!(audit_chain_of(b.as_ref(), 50).await?, (1..=160).collect::<Vec<_>>());
+        TestResult::Ok(())
+    }
+    .await;
+    let _ = std::thread::spawn(move || schema.drop_blocking()).join();
+    outcome
 }

@@ -51,6 +51,12 @@ pub enum VaultError {
     /// The deletion ledger could not be written (the deletion was refused) or read (nothing was re-applied).
     #[error(transparent)]
     Ledger(#[from] crate::deletion_ledger::LedgerError),
+    /// Fail-closed audit: the action was refused because its audit record could not be written.
+    #[error(
+        "the audit log cannot be written, so the action was refused (audit fail-closed is on); \
+         check the database, then retry"
+    )]
+    AuditUnavailable,
 }
 
 impl VaultError {

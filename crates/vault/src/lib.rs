@@ -2,6 +2,7 @@
 //! reads or writes a connection's secrets goes through [`Vault`], so encryption, row binding, identity and
 //! isolation are applied the same way on every path (HTTP API, CLI, refresh engine).
 
+pub mod audit;
 pub mod check;
 mod client_tokens;
 mod connection_use;
@@ -24,6 +25,7 @@ mod version_cache;
 pub mod webhook_policy;
 mod webhooks;
 
+pub use audit::{AuditNote, AuditSince, AuditTamper, AuditVerdict};
 pub use client_tokens::{ClientTokenPolicy, ClientTokenRefusal, ClientTokens};
 pub use connection_use::{
     Authorized, FreshFuture, Freshener, Staleness, Usable, UseRefusal, UseRequest, known_integration, requested_user,

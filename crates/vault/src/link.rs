@@ -7,12 +7,13 @@
 //! rows to insert.
 
 use linkvault_crypto::{LinkSecret, link_digest};
-use linkvault_domain::{ClientId, LinkOrigin, Scope, TokenId, UserId};
+use linkvault_domain::{AuditAction, AuditActor, ClientId, LinkOrigin, Scope, TokenId, UserId};
 use linkvault_storage::LinkStart;
 pub use linkvault_storage::{LinkOAuthOutcome, LinkOAuthRecord, LinkSessionRecord};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::audit::AuditNote;
 use crate::{Vault, VaultError};
 
 /// Meta key under which `serve --sandbox` records the demo client's id.
@@ -112,9 +113,23 @@ impl Vault {
         let token = LinkSecret::generate()?;
         let now = self.clock.now();
         let expires_at = now + ttl;
-        let started = self.store.start_link_session(&link_digest(auth_code), &token.digest(), now, expires_at).await?;
+        let code = link_digest(auth_code);
+        let note = |session: &LinkSessionRecord| {
+            AuditNote::new(AuditActor::Link, AuditAction::LinkSignedIn).client(session.client_id).subject(session.id)
+        };
+        if self.audit_fail_closed() {
+            // Recorded before the link token is spent: only a token that can still start a session is recorded.
+            let pending = self.store.find_link_by_code(&code).await?;
+            if let Some(session) = pending.filter(|s| s.used_at.is_none() && s.expires_at > now) {
+                self.audit_before(&note(&session)).await?;
+            }
+        }
+        let started = self.store.start_link_session(&code, &token.digest(), now, expires_at).await?;
         Ok(match started {
-            LinkStart::Started(session) => LinkSessionStart::Started { token, session, expires_at },
+            LinkStart::Started(session) => {
+                self.audit_after(&note(&session)).await;
+                LinkSessionStart::Started { token, session, expires_at }
+            }
             LinkStart::Used => LinkSessionStart::Used,
             LinkStart::Expired | LinkStart::Unknown => LinkSessionStart::Expired,
         })
@@ -198,15 +213,29 @@ impl Vault {
 
     /// Allows `origin` to embed the client's Link pages; `false` if it already could.
     pub async fn add_link_origin(&self, client_id: ClientId, origin: &LinkOrigin) -> Result<bool, VaultError> {
-        if self.store.get_client(client_id).await?.is_none() {
-            return Err(VaultError::UnknownClient(client_id.to_string()));
+        self.existing_client(client_id).await?;
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::ClientLinkOriginAdded)
+            .client(client_id)
+            .detail(format!("origin={}", origin.as_str()));
+        self.audit_before(&note).await?;
+        let added = self.store.add_link_origin(client_id, origin.as_str(), self.clock.now()).await?;
+        if added {
+            self.audit_after(&note).await;
         }
-        Ok(self.store.add_link_origin(client_id, origin.as_str(), self.clock.now()).await?)
+        Ok(added)
     }
 
     /// `false` if `origin` was not allowed.
     pub async fn remove_link_origin(&self, client_id: ClientId, origin: &str) -> Result<bool, VaultError> {
-        Ok(self.store.remove_link_origin(client_id, origin).await?)
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::ClientLinkOriginRemoved)
+            .client(client_id)
+            .detail(format!("origin={origin}"));
+        self.audit_before(&note).await?;
+        let removed = self.store.remove_link_origin(client_id, origin).await?;
+        if removed {
+            self.audit_after(&note).await;
+        }
+        Ok(removed)
     }
 
     /// The client's allowed origins, sorted; a stored value that is not a bare origin (written by hand) is

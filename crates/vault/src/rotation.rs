@@ -8,6 +8,9 @@ use std::time::Duration;
 use linkvault_crypto::{KeyVersion, RowBinding};
 use linkvault_storage::KeyVersionRecord;
 
+use linkvault_domain::{AuditAction, AuditActor};
+
+use crate::audit::AuditNote;
 use crate::version_cache::CURRENT_VERSION_TTL;
 use crate::{Vault, VaultError};
 
@@ -39,6 +42,9 @@ impl Vault {
         settle: Duration,
         mut progress: impl FnMut(RotationProgress),
     ) -> Result<RotationReport, VaultError> {
+        // Fail-closed records the rotation before it creates a version; the default records its outcome.
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::KeysRotated);
+        self.audit_before(&note.clone().detail("started")).await?;
         let (target, resumed) = self.rotation_target().await?;
         self.versions.reload(&self.store, &self.keys).await?;
         let target_kv = self.versions.get(target, &self.store, &self.keys).await?;
@@ -57,6 +63,8 @@ impl Vault {
             }
         }
         self.store.delete_meta(ROTATION_TARGET_META).await?;
+        let retired_list = retired.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        self.audit_after(&note.detail(format!("version={target} rewrapped={rewrapped} retired={retired_list}"))).await;
         Ok(RotationReport { target_version: target, resumed, rewrapped, retired_versions: retired })
     }
 

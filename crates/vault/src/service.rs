@@ -9,8 +9,8 @@ use linkvault_crypto::{
     SECRET_PREFIX_LEN,
 };
 use linkvault_domain::{
-    ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent, NaturalKey, Scope, TokenId,
-    TokenMode, ValidationError, decide_identity,
+    AuditAction, AuditActor, ClientId, Clock, ConnectionEvent, ConnectionStatus, IdentityDecision, LifecycleEvent,
+    NaturalKey, Scope, TokenId, TokenMode, ValidationError, decide_identity,
 };
 use linkvault_domain::{IntegrationType, UserId};
 use linkvault_storage::{
@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::VaultError;
+use crate::audit::AuditNote;
 use crate::credentials::IntegrationCredentials;
 use crate::deletion_ledger::{DeletionLedger, LedgerEntry};
 use crate::events::connection_event;
@@ -131,6 +132,16 @@ pub struct Vault {
     /// Where deletions are recorded before they commit (`None`: embedders and tests that keep no ledger).
     deletion_ledger: Option<Arc<DeletionLedger>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The audit log's chain key and mode.
+    pub(crate) audit: crate::audit::Audit,
+}
+
+/// The record of a new API key: its id and scope (the secret's prefix too is left out: the id names it).
+fn key_note(key: &ApiKeyRecord) -> AuditNote {
+    AuditNote::new(AuditActor::Cli, AuditAction::ApiKeyAdded)
+        .client(key.client_id)
+        .subject(key.key_id)
+        .detail(format!("scope={}", key.scope.as_str()))
 }
 
 fn binding(record_client: &ClientId, record_token: &TokenId) -> (Uuid, Uuid) {
@@ -152,6 +163,7 @@ impl Vault {
             digester: keys.keyring.api_key_digester(),
             key_cache: crate::key_cache::KeyCache::default(),
             client_token_digester: keys.keyring.client_token_digester(),
+            audit: crate::audit::Audit::new(keys.keyring.audit_chain()),
             client_token_policy: crate::ClientTokenPolicy::default(),
             webhook_policy: Arc::default(),
             deletion_ledger: None,
@@ -227,7 +239,20 @@ impl Vault {
             created_at: self.clock.now(),
             api_rate_limit: None,
         };
+        let notes = [
+            AuditNote::new(AuditActor::Cli, AuditAction::ClientCreated)
+                .client(client_id)
+                .detail(format!("token_mode={}", token_mode.as_str())),
+            key_note(&read_rec),
+            key_note(&write_rec),
+        ];
+        for note in &notes {
+            self.audit_before(note).await?;
+        }
         self.store.insert_client(&client, &[read_rec, write_rec]).await?;
+        for note in &notes {
+            self.audit_after(note).await;
+        }
         Ok(CreatedClient { client_id, keys: vec![(Scope::Read, read_secret), (Scope::Write, write_secret)] })
     }
 
@@ -236,8 +261,14 @@ impl Vault {
     }
 
     pub async fn set_token_mode(&self, client_id: ClientId, mode: TokenMode) -> Result<(), VaultError> {
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::ClientTokenModeChanged)
+            .client(client_id)
+            .detail(format!("token_mode={}", mode.as_str()));
+        self.existing_client(client_id).await?;
+        self.audit_before(&note).await?;
         if self.store.set_client_token_mode(client_id, mode).await? {
             self.key_cache.clear();
+            self.audit_after(&note).await;
             Ok(())
         } else {
             Err(VaultError::UnknownClient(client_id.to_string()))
@@ -251,8 +282,15 @@ impl Vault {
         client_id: ClientId,
         per_minute: Option<NonZeroU32>,
     ) -> Result<(), VaultError> {
+        let limit = per_minute.map_or_else(|| "default".to_owned(), |n| n.to_string());
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::ClientRateLimitChanged)
+            .client(client_id)
+            .detail(format!("per_minute={limit}"));
+        self.existing_client(client_id).await?;
+        self.audit_before(&note).await?;
         if self.store.set_client_api_rate_limit(client_id, per_minute.map(NonZeroU32::get)).await? {
             self.key_cache.clear();
+            self.audit_after(&note).await;
             Ok(())
         } else {
             Err(VaultError::UnknownClient(client_id.to_string()))
@@ -260,11 +298,12 @@ impl Vault {
     }
 
     pub async fn add_api_key(&self, client_id: ClientId, scope: Scope) -> Result<ApiKeySecret, VaultError> {
-        if self.store.get_client(client_id).await?.is_none() {
-            return Err(VaultError::UnknownClient(client_id.to_string()));
-        }
+        self.existing_client(client_id).await?;
         let (record, secret) = self.new_key_record(client_id, scope)?;
+        let note = key_note(&record);
+        self.audit_before(&note).await?;
         self.store.insert_api_key(&record).await?;
+        self.audit_after(&note).await;
         Ok(secret)
     }
 
@@ -283,9 +322,22 @@ impl Vault {
             )
             .into());
         }
+        // The selector is a key id or a secret prefix (never more): both name the key without revealing it.
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::ApiKeyRevoked)
+            .client(client_id)
+            .detail(format!("selector={selector}"));
+        self.audit_before(&note).await?;
         let revoked = self.store.revoke_api_keys(client_id, selector, self.clock.now()).await?;
         self.key_cache.clear();
+        if revoked > 0 {
+            self.audit_after(&note.detail(format!("selector={selector} revoked={revoked}"))).await;
+        }
         Ok(revoked)
+    }
+
+    /// `UnknownClient` unless the client exists (checked before an action is recorded).
+    pub(crate) async fn existing_client(&self, client_id: ClientId) -> Result<ClientRecord, VaultError> {
+        self.store.get_client(client_id).await?.ok_or_else(|| VaultError::UnknownClient(client_id.to_string()))
     }
 
     pub async fn list_api_keys(&self, client_id: ClientId) -> Result<Vec<ApiKeyRecord>, VaultError> {
@@ -359,6 +411,17 @@ impl Vault {
         self.store_credentials_issuing(key, credentials, meta, TokenId::new_random).await
     }
 
+    /// [`store_credentials`](Self::store_credentials) done by an end user on the Link pages (the audit log's
+    /// actor); the API's callers are the natural key's client.
+    pub async fn store_credentials_from_link(
+        &self,
+        key: &NaturalKey,
+        credentials: &IntegrationCredentials,
+        meta: &ConnectionMeta,
+    ) -> Result<StoredConnection, VaultError> {
+        self.store_credentials_as(AuditActor::Link, key, credentials, meta, &TokenId::new_random).await
+    }
+
     /// [`store_credentials`](Self::store_credentials) with the tokenId a *new* connection gets chosen by
     /// `issue` (an existing natural key keeps its tokenId). For deterministic simulation, where the tokenId
     /// seeds the schedule's jitter and must not come from the random generator.
@@ -367,27 +430,62 @@ impl Vault {
         key: &NaturalKey,
         credentials: &IntegrationCredentials,
         meta: &ConnectionMeta,
-        issue: impl Fn() -> TokenId,
+        issue: impl Fn() -> TokenId + Sync,
+    ) -> Result<StoredConnection, VaultError> {
+        self.store_credentials_as(AuditActor::Client(key.client_id), key, credentials, meta, &issue).await
+    }
+
+    async fn store_credentials_as(
+        &self,
+        actor: AuditActor,
+        key: &NaturalKey,
+        credentials: &IntegrationCredentials,
+        meta: &ConnectionMeta,
+        issue: &(dyn Fn() -> TokenId + Sync),
     ) -> Result<StoredConnection, VaultError> {
         let plaintext = credentials.to_plaintext()?;
+        // Fail-closed writes a record before each kind of write it attempts (once per kind: a retry after a
+        // lost race does not record it again).
+        let mut recorded: Vec<(AuditAction, TokenId)> = Vec::new();
+        let note = |action, token_id| {
+            AuditNote::new(actor, action).client(key.client_id).token(token_id).detail(format!(
+                "integration={} scope={}",
+                key.integration.as_str(),
+                key.scope.as_str()
+            ))
+        };
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             if attempt > 0 {
                 let ceiling_ms = 1u64 << attempt.min(6);
                 tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..=ceiling_ms))).await;
             }
             let existing = self.store.find_connection_by_natural_key(key).await?;
-            match decide_identity(existing.as_ref().map(|r| r.token_id), &issue, |_| false) {
+            match decide_identity(existing.as_ref().map(|r| r.token_id), issue, |_| false) {
                 IdentityDecision::Reuse(token_id) => {
                     let Some(existing) = existing else { continue };
+                    let note = note(AuditAction::ConnectionReauthenticated, token_id);
+                    if !recorded.contains(&(note.action(), token_id)) {
+                        self.audit_before(&note).await?;
+                        recorded.push((note.action(), token_id));
+                    }
                     if self.replace_credentials(&existing, &plaintext, meta, LifecycleEvent::CredentialsStored).await? {
+                        self.audit_after(&note).await;
                         return Ok(StoredConnection { token_id, created: false });
                     }
                 }
                 IdentityDecision::Issue(token_id) => {
                     let record = self.new_connection_record(key, token_id, &plaintext, meta).await?;
                     let event = connection_event(&record, ConnectionEvent::Created, record.created_at, None);
+                    let note = note(AuditAction::ConnectionCreated, token_id);
+                    if !recorded.contains(&(note.action(), token_id)) {
+                        self.audit_before(&note).await?;
+                        recorded.push((note.action(), token_id));
+                    }
                     match self.store.insert_connection(&record, Some(&event)).await? {
-                        InsertOutcome::Inserted => return Ok(StoredConnection { token_id, created: true }),
+                        InsertOutcome::Inserted => {
+                            self.audit_after(&note).await;
+                            return Ok(StoredConnection { token_id, created: true });
+                        }
                         // A concurrent writer took the natural key, or the id was retired: go round again.
                         InsertOutcome::NaturalKeyTaken | InsertOutcome::TokenIdRetired => {}
                     }
@@ -546,7 +644,13 @@ impl Vault {
             ledger.record(&LedgerEntry { token_id, client_id, deleted_at: self.clock.now() }).await?;
         }
         let event = connection_event(&record, ConnectionEvent::Deleted, self.clock.now(), None);
+        let note = AuditNote::new(AuditActor::Client(client_id), AuditAction::ConnectionDeleted)
+            .client(client_id)
+            .token(token_id)
+            .detail(format!("integration={} scope={}", record.integration, record.scope.as_str()));
+        self.audit_before(&note).await?;
         if self.store.delete_connection(client_id, token_id, Some(&event)).await? {
+            self.audit_after(&note).await;
             Ok(())
         } else {
             Err(VaultError::NotFound)

@@ -7,7 +7,7 @@
 //! taken over under the same idempotency key, and a key reused for a different transfer (another fingerprint)
 //! is a `Conflict`. Only the caller holding the [`ExecutionTicket`] writes the outcome back or releases it.
 
-use linkvault_domain::{ClientId, TokenId};
+use linkvault_domain::{AuditAction, AuditActor, ClientId, TokenId};
 use linkvault_storage::{
     CompletedTransfer, ExecutionClaim, ExecutionState, SentTransfer, TransferExecutionRecord, TransferFollow,
     TransferPreviewRecord,
@@ -15,7 +15,17 @@ use linkvault_storage::{
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::audit::AuditNote;
 use crate::{Vault, VaultError};
+
+/// The record of an execution: the transfer (preview) id, the connection, and the attempt.
+fn execution_note(ticket: &ExecutionTicket) -> AuditNote {
+    AuditNote::new(AuditActor::Client(ticket.client_id), AuditAction::TransferExecuted)
+        .client(ticket.client_id)
+        .token(ticket.token_id)
+        .subject(ticket.execution_id)
+        .detail(format!("attempt={}", ticket.attempt))
+}
 
 /// The right to call the integration for one execution, at one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +33,9 @@ pub struct ExecutionTicket {
     /// The execution's id (its preview's).
     pub execution_id: Uuid,
     pub attempt: u32,
+    /// Whose transfer, from which connection (for its audit record).
+    pub client_id: ClientId,
+    pub token_id: TokenId,
 }
 
 /// What an execute should do next.
@@ -61,7 +74,14 @@ impl Vault {
         record: &TransferPreviewRecord,
         purge_before: OffsetDateTime,
     ) -> Result<(), VaultError> {
+        let note = AuditNote::new(AuditActor::Client(record.client_id), AuditAction::TransferCreated)
+            .client(record.client_id)
+            .token(record.token_id)
+            .subject(record.preview_id)
+            .detail(format!("integration={}", record.integration));
+        self.audit_before(&note).await?;
         self.store.insert_transfer_preview(record).await?;
+        self.audit_after(&note).await;
         if let Err(e) = self.store.purge_transfer_previews(purge_before).await {
             tracing::warn!(error = %e, "cannot purge old transfer previews");
         }
@@ -86,7 +106,25 @@ impl Vault {
 
     /// Claims, finds or takes over the execution of `request.preview`, and says what to do next.
     pub async fn begin_transfer_execution(&self, request: ExecutionRequest<'_>) -> Result<ExecutionStep, VaultError> {
+        let step = self.claim_transfer_execution(request).await?;
+        if let ExecutionStep::Proceed(ticket) = &step {
+            // Fail-closed: the record goes in before anything is sent; without it the claim is given back.
+            if let Err(e) = self.audit_before(&execution_note(ticket)).await {
+                self.release_transfer_execution(*ticket, true).await;
+                return Err(e);
+            }
+        }
+        Ok(step)
+    }
+
+    async fn claim_transfer_execution(&self, request: ExecutionRequest<'_>) -> Result<ExecutionStep, VaultError> {
         let preview = request.preview;
+        let ticket = |execution_id, attempt| ExecutionTicket {
+            execution_id,
+            attempt,
+            client_id: preview.client_id,
+            token_id: preview.token_id,
+        };
         let now = self.clock.now();
         let claimed = if preview.expires_at <= now {
             // Too late to start, but a retry of an execute that started in time still gets its answer.
@@ -125,7 +163,7 @@ impl Vault {
         };
         let row = match claimed {
             ExecutionClaim::Claimed => {
-                return Ok(ExecutionStep::Proceed(ExecutionTicket { execution_id: preview.preview_id, attempt: 1 }));
+                return Ok(ExecutionStep::Proceed(ticket(preview.preview_id, 1)));
             }
             ExecutionClaim::Existing(row) => row,
         };
@@ -146,7 +184,7 @@ impl Vault {
                     .take_over_transfer_execution(row.preview_id, row.attempt, now, now + request.lease)
                     .await?;
                 if taken {
-                    ExecutionStep::Proceed(ExecutionTicket { execution_id: row.preview_id, attempt: row.attempt + 1 })
+                    ExecutionStep::Proceed(ticket(row.preview_id, row.attempt + 1))
                 } else {
                     ExecutionStep::InProgress
                 }
@@ -162,7 +200,11 @@ impl Vault {
         completed: &CompletedTransfer<'_>,
     ) -> Result<bool, VaultError> {
         let now = self.clock.now();
-        Ok(self.store.complete_transfer_execution(ticket.execution_id, ticket.attempt, completed, now).await?)
+        let done = self.store.complete_transfer_execution(ticket.execution_id, ticket.attempt, completed, now).await?;
+        if done {
+            self.audit_after(&execution_note(&ticket)).await;
+        }
+        Ok(done)
     }
 
     /// Gives a ticket's claim up after the integration made no transfer (or may have made one, then `forget` is

@@ -53,6 +53,7 @@ pub async fn run(global: &GlobalOptions, command: ConfigCommand) -> anyhow::Resu
     check_catalog(&args, &mut report);
     let database = check_database(global, &mut report).await;
     check_master_key(global, database.as_ref(), &mut report);
+    report.line("audit", audit_mode(global.audit_fail_closed));
     report.lines.extend(args.plan());
 
     let width = report.lines.iter().map(|(topic, _)| topic.len()).max().unwrap_or(0);
@@ -67,6 +68,16 @@ pub async fn run(global: &GlobalOptions, command: ConfigCommand) -> anyhow::Resu
         logging::operator(Level::Error, problem);
     }
     anyhow::bail!("the configuration check found {} problem(s); serve would not start", report.problems.len())
+}
+
+fn audit_mode(fail_closed: bool) -> &'static str {
+    if fail_closed {
+        "fail-closed: a sensitive action is refused (HTTP 503, CLI error) when its audit record cannot be written \
+         first (refreshes excepted)"
+    } else {
+        "records follow each sensitive action; one that cannot be written is logged and counted \
+         (linkvault_audit_append_failures_total); --audit-fail-closed refuses the action instead"
+    }
 }
 
 fn check_data_dir(dir: &Path, report: &mut Report) {

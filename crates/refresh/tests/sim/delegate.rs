@@ -109,6 +109,31 @@ impl WebhookStore for SimStore {
     }
 }
 
+/// The audit log in memory, head only: the engine appends a record per refresh, which a SQLite file would
+/// make the simulation's hot path (the records themselves are not what it checks).
+#[async_trait::async_trait]
+impl AuditStore for SimStore {
+    async fn append_audit(&self, _entry: &AuditEntry, seal: AuditSeal) -> Result<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seq = state.audit_head.0 + 1;
+        let (mac, _tag) = seal(seq, &state.audit_head.1);
+        state.audit_head = (seq, mac);
+        Ok(seq)
+    }
+    async fn audit_head(&self) -> Result<AuditHead> {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(AuditHead { seq: state.audit_head.0, mac: state.audit_head.1.clone(), tag: None })
+    }
+    async fn audit_records(
+        &self,
+        _after: u64,
+        _since: Option<OffsetDateTime>,
+        _limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        Ok(Vec::new())
+    }
+}
+
 #[async_trait::async_trait]
 impl ClientTokenStore for SimStore {
     async fn issue_token_family(&self, family: &TokenFamilyRecord, access: &NewAccessToken) -> Result<()> {

@@ -23,6 +23,8 @@ pub struct State {
     /// in-memory counter of the process counts the mark only once it hears (and a crashed one never does, as in
     /// production).
     pub unheard_marks: u64,
+    /// The audit chain's head (position, last MAC): kept in memory, as the engine appends one record per refresh.
+    pub audit_head: (u64, Vec<u8>),
 }
 
 #[derive(Debug)]

@@ -63,7 +63,7 @@ pub(crate) async fn start_session(
         .vault
         .start_link_session(&req.auth_code, span(state.link.session_ttl))
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(ApiError::from_vault_internal)?;
     let (session_token, record, until) = match started {
         LinkSessionStart::Started { token, session, expires_at } => (token, *session, expires_at),
         LinkSessionStart::Used => return Err(link_token_used()),
@@ -324,6 +324,7 @@ pub(crate) async fn credentials(
         password: &password,
         challenge_id: req.challenge_id.as_deref(),
         mfa_code: mfa_code.as_ref(),
+        from_link: true,
     };
     let answer = match sign_in_and_store(&state, &key, integration, fields).await? {
         SignInStep::MfaRequired { mfa_type, challenge_id, expires_in_seconds } => json!({

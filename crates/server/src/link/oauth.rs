@@ -252,7 +252,7 @@ async fn complete(
     }
     let key = session_key(&session, integration.integration_type.clone()).map_err(|_| "invalid session".to_owned())?;
     let credentials = IntegrationCredentials { access_token: tokens.access_token, refresh_token: tokens.refresh_token };
-    let stored = state.vault.store_credentials(&key, &credentials, &meta).await.map_err(|e| {
+    let stored = state.vault.store_credentials_from_link(&key, &credentials, &meta).await.map_err(|e| {
         tracing::error!(error = %e, "cannot store an OAuth connection made in Link");
         "the connection could not be saved".to_owned()
     })?;

@@ -157,6 +157,8 @@ pub(crate) struct SignInFields<'a> {
     pub password: &'a SecretString,
     pub challenge_id: Option<&'a str>,
     pub mfa_code: Option<&'a SecretString>,
+    /// An end user signing in on the Link pages (the audit log's actor), not the API client itself.
+    pub from_link: bool,
 }
 
 /// The credentials integration named by `raw_type`, if it can sign users in here.
@@ -182,6 +184,21 @@ pub(crate) fn credentials_integration<'s>(
 
 /// One step of the credentials sign-in, shared by `/authenticate` and the Link page: signs in (or answers
 /// the MFA challenge) and, on success, stores the session under `key` (the managed-token identity).
+/// Stores a signed-in connection, as the Link page's user or as the API client.
+async fn store(
+    state: &AppState,
+    key: &NaturalKey,
+    credentials: &IntegrationCredentials,
+    meta: &ConnectionMeta,
+    from_link: bool,
+) -> Result<linkvault_vault::StoredConnection, linkvault_vault::VaultError> {
+    if from_link {
+        state.vault.store_credentials_from_link(key, credentials, meta).await
+    } else {
+        state.vault.store_credentials(key, credentials, meta).await
+    }
+}
+
 pub(crate) async fn sign_in_and_store(
     state: &AppState,
     key: &NaturalKey,
@@ -233,7 +250,7 @@ pub(crate) async fn sign_in_and_store(
         refresh_expires_at: None,
     };
     let credentials = IntegrationCredentials { access_token: session.token, refresh_token: None };
-    let stored = state.vault.store_credentials(key, &credentials, &meta).await?;
+    let stored = store(state, key, &credentials, &meta, fields.from_link).await?;
     state.metrics.connection_stored();
     let expires_in_seconds = (session.expires_at - state.vault.clock().now()).whole_seconds().max(0);
     Ok(SignInStep::Stored {
@@ -299,7 +316,7 @@ async fn verify_and_store_key(
         access_token: SecretString::from(api_key.expose_secret().to_owned()),
         refresh_token: Some(SecretString::from(secret.expose_secret().to_owned())),
     };
-    let stored = state.vault.store_credentials(key, &credentials, &meta).await?;
+    let stored = store(state, key, &credentials, &meta, fields.from_link).await?;
     state.metrics.connection_stored();
     Ok(SignInStep::Stored {
         stored,
@@ -345,6 +362,7 @@ pub(crate) async fn authenticate(
         password: &password,
         challenge_id: req.challenge_id.as_deref(),
         mfa_code: mfa_code.as_ref(),
+        from_link: false,
     };
     let (stored, expires_in, account_id, account_name) =
         match sign_in_and_store(&state, &key, integration, fields).await? {

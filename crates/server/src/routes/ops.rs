@@ -101,7 +101,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
     let connections = state.metrics.connections(&state.vault).await;
     let collectors: Vec<Box<dyn Collector>> =
         vec![Box::new(state.engine.metrics()), Box::new(state.webhooks.metrics())];
-    let body = state.metrics.render(connections, collectors);
+    let body = state.metrics.render(connections, state.vault.audit_append_failures(), collectors);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

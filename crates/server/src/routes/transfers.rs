@@ -576,7 +576,7 @@ pub(crate) async fn make_preview(
         created_at: now,
         expires_at: now + expires_in,
     };
-    state.vault.save_transfer_preview(&record, now - PURGE_AFTER).await.map_err(|e| ApiError::internal(&e))?;
+    state.vault.save_transfer_preview(&record, now - PURGE_AFTER).await.map_err(ApiError::from_vault_internal)?;
     Ok(PreviewTransferResponse {
         preview_result: PreviewResult {
             address_tag: details.address_tag,
@@ -729,7 +729,7 @@ pub(crate) async fn execute_preview(
         },
         lease: claim_lease(state),
     };
-    let ticket = match state.vault.begin_transfer_execution(request).await.map_err(|e| ApiError::internal(&e))? {
+    let ticket = match state.vault.begin_transfer_execution(request).await.map_err(ApiError::from_vault_internal)? {
         ExecutionStep::Proceed(ticket) => ticket,
         ExecutionStep::Replay(result) => {
             return serde_json::from_str(&result).map(ExecuteAnswer::Replay).map_err(|e| ApiError::internal(&e));

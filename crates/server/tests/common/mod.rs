@@ -65,6 +65,8 @@ pub struct Options {
     pub metrics_token: Option<linkvault_server::MetricsToken>,
     /// Where webhooks may go (default: as `serve` would, i.e. loopback over http with `sandbox` only).
     pub webhook_policy: Option<linkvault_vault::WebhookPolicy>,
+    /// Refuse sensitive actions whose audit record cannot be written (`--audit-fail-closed`).
+    pub audit_fail_closed: bool,
 }
 
 pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestApp, Box<dyn std::error::Error>> {
@@ -77,6 +79,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> Result<TestAp
     let webhooks = linkvault_vault::WebhookPolicy::default();
     let webhooks = if options.sandbox { webhooks.sandbox() } else { webhooks };
     vault = vault.with_webhook_policy(options.webhook_policy.clone().unwrap_or(webhooks));
+    vault = vault.with_audit_fail_closed(options.audit_fail_closed);
     let vault = Arc::new(vault);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
