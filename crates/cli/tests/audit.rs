@@ -78,7 +78,7 @@ async fn seeded(backend: Backend) -> Result<(FreshStore, tempfile::TempDir, Stri
     let fresh = fresh_store(backend).await?;
     let master = MasterKey::generate()?;
     let key = master.to_base64().as_str().to_owned();
-    let vault = Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?;
+    let vault = Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?;
     let client = vault.create_client("audited", TokenMode::Managed).await?.client_id;
     let creds = IntegrationCredentials::new("access".to_owned(), Some("refresh".to_owned()));
     let mut tokens = Vec::new();
@@ -199,9 +199,9 @@ async fn verify_passes_on_a_clean_log_under_load() -> TestResult {
         let dir = tempfile::tempdir()?;
         let master = MasterKey::generate()?;
         let key = master.to_base64().as_str().to_owned();
-        let a = Arc::new(Vault::open(Arc::clone(&fresh.store), master, Arc::new(SystemClock)).await?);
+        let a = Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(master), Arc::new(SystemClock)).await?);
         let second = linkvault_storage::open(&fresh.url).await?;
-        let b = Arc::new(Vault::open(second, MasterKey::from_base64(&key)?, Arc::new(SystemClock)).await?);
+        let b = Arc::new(Vault::open(second, Arc::new(MasterKey::from_base64(&key)?), Arc::new(SystemClock)).await?);
         let client = a.create_client("load", TokenMode::Managed).await?.client_id;
         let started = std::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();

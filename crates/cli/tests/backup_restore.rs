@@ -2,7 +2,8 @@
 //! deletion, restored, never brings the deleted connection back (SQLite through `linkvault backup`, PostgreSQL
 //! through real `pg_dump` / `pg_restore` of the test's own schema); a deletion the ledger cannot record is
 //! refused; a damaged ledger line is named by its number and a torn last line is tolerated; a SQLite snapshot
-//! taken while the server writes is a sound database.
+//! taken while the server writes is a sound database; after `keys rotate-master --shred-deleted`, a dump taken
+//! before a deletion opens the deleted token with no key that still exists.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod support;
@@ -12,7 +13,12 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use linkvault_crypto::MasterKey;
+use linkvault_domain::{ClientId, SystemClock, TokenId};
+use linkvault_storage::DynStore;
 use linkvault_storage::testing::{Backend, FreshStore, fresh_store};
+use linkvault_vault::Vault;
+use linkvault_vault::master_keyring::{FINGERPRINT_META, KEYRING_META};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -45,6 +51,32 @@ impl Install {
 
     fn ledger(&self) -> PathBuf {
         self.data_dir().join("deletions.ledger")
+    }
+
+    /// The live database's URL, for opening it in-process while no server runs.
+    fn database_url(&self) -> String {
+        match &self.postgres {
+            Some(fresh) => fresh.url.clone(),
+            None => self.data_dir().join("linkvault.db").display().to_string(),
+        }
+    }
+
+    /// The test's own PostgreSQL schema.
+    fn schema(&self) -> Res<String> {
+        let fresh = self.postgres.as_ref().ok_or("not PostgreSQL")?;
+        Ok(fresh.url.rsplit("search_path%3D").next().ok_or("schema")?.to_owned())
+    }
+
+    /// A copy of the whole database as it is now: `linkvault backup` on SQLite, a real `pg_dump` of the test's
+    /// schema on PostgreSQL.
+    async fn dump(&self, out: &Path) -> TestResult {
+        if self.postgres.is_none() {
+            self.ok(&["backup", "--out", out.to_str().ok_or("path")?]).await?;
+            return Ok(());
+        }
+        let base = linkvault_storage::testing::postgres_test_url().ok_or("no url")?;
+        let file = format!("--file={}", out.display());
+        tool("pg_dump", &["--format=custom", &format!("--schema={}", self.schema()?), &file, &base]).await
     }
 
     fn linkvault(&self) -> Command {
@@ -173,15 +205,12 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
                 assert!(!again.status.success(), "an existing backup is not overwritten without --force");
                 assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
             }
-            Some(fresh) => {
+            Some(_) => {
                 // `linkvault backup` names the documented pg_dump path instead of dumping.
                 let out = install.run(&["backup", "--out", "x"]).await?;
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 assert!(!out.status.success() && stderr.contains("pg_dump --format=custom"), "{stderr}");
-                let schema = fresh.url.rsplit("search_path%3D").next().ok_or("schema")?.to_owned();
-                let base = linkvault_storage::testing::postgres_test_url().ok_or("no url")?;
-                let file = format!("--file={}", dump.display());
-                tool("pg_dump", &["--format=custom", &format!("--schema={schema}"), &file, &base]).await?;
+                install.dump(&dump).await?;
             }
         }
 
@@ -202,8 +231,8 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
         // Restore the pre-deletion backup.
         let restored = match &install.postgres {
             None => install.ok(&["restore", "--from", dump.to_str().ok_or("path")?, "--force"]).await?,
-            Some(fresh) => {
-                let schema = fresh.url.rsplit("search_path%3D").next().ok_or("schema")?.to_owned();
+            Some(_) => {
+                let schema = install.schema()?;
                 let base = linkvault_storage::testing::postgres_test_url().ok_or("no url")?;
                 tool("psql", &[&base, "-v", "ON_ERROR_STOP=1", "-c", &format!("DROP SCHEMA {schema} CASCADE")]).await?;
                 let db = format!("--dbname={base}");
@@ -228,6 +257,122 @@ async fn restore_of_a_backup_taken_before_a_deletion_keeps_the_deleted_token_not
         // The user can connect again, under a new tokenId: the deleted one is never reissued.
         let fresh_id = api.import("u0").await?;
         assert_ne!(fresh_id, ids[0]);
+        stop(server).await?;
+    }
+    Ok(())
+}
+
+/// An older copy of the database opened on its own, as whoever got hold of it would: the SQLite backup file as
+/// it is, the PostgreSQL dump restored into a database of its own (dropped at the end).
+struct Copy {
+    store: DynStore,
+    database: Option<String>,
+}
+
+impl Copy {
+    async fn open(install: &Install, dump: &Path) -> Res<Self> {
+        let Some(fresh) = &install.postgres else {
+            return Ok(Self { store: linkvault_storage::open(dump.to_str().ok_or("path")?).await?, database: None });
+        };
+        let base = linkvault_storage::testing::postgres_test_url().ok_or("no url")?;
+        let database = format!("lv_copy_{}", uuid::Uuid::new_v4().simple());
+        tool("psql", &[&base, "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {database}")]).await?;
+        let mut url = url::Url::parse(&fresh.url)?;
+        url.set_path(&format!("/{database}"));
+        let url = url.to_string();
+        let db = format!("--dbname={url}");
+        tool("pg_restore", &["--no-owner", "--exit-on-error", &db, dump.to_str().ok_or("path")?]).await?;
+        Ok(Self { store: linkvault_storage::open(&url).await?, database: Some(database) })
+    }
+
+    async fn drop_database(self) -> TestResult {
+        let Self { store, database } = self;
+        drop(store);
+        if let Some(database) = database {
+            let base = linkvault_storage::testing::postgres_test_url().ok_or("no url")?;
+            let sql = format!("DROP DATABASE {database} WITH (FORCE)");
+            tool("psql", &[&base, "-v", "ON_ERROR_STOP=1", "-c", &sql]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The acceptance line: "On PostgreSQL: after a deletion and the deadline, a `pg_dump` taken before the
+/// deletion, together with the current master key, cannot open the deleted token (test it by trying)" — and
+/// the same for a SQLite backup. The deadline is met by `keys rotate-master --shred-deleted` and destroying the
+/// old master key; the old key is used here only for the control that the copy does hold the deleted token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shred_deleted_a_dump_taken_before_a_deletion_opens_nothing() -> TestResult {
+    for backend in Backend::all() {
+        eprintln!("deletion deadline on {backend:?}");
+        let mut install = Install::new(backend).await?;
+        let client = install.client().await?;
+        let (server, api) = install.serve(&[]).await?;
+        let api = api.for_client(&client);
+        let ids = [api.import("u0").await?, api.import("u1").await?, api.import("u2").await?];
+        let dump = install.dir.path().join("copy");
+        install.dump(&dump).await?;
+        assert_eq!(api.delete(&ids[0]).await?.0, 200);
+        stop(server).await?;
+
+        let new_key = MasterKey::generate()?.to_base64().as_str().to_owned();
+        let new_key_file = install.dir.path().join("new.key");
+        std::fs::write(&new_key_file, &new_key)?;
+        let key_arg = new_key_file.to_str().ok_or("path")?;
+        let out = install
+            .ok(&["keys", "rotate-master", "--new-key-file", key_arg, "--shred-deleted", "--settle-secs", "0"])
+            .await?;
+        assert!(out.contains("version 2 is current, retired versions: 1"), "{out}");
+        assert!(out.contains("given new random wrapping and sealing keys"), "{out}");
+        assert!(out.contains("no backup, dump, WAL segment or replica"), "{out}");
+
+        let copy = Copy::open(&install, &dump).await?;
+        let (client_id, token_id): (ClientId, TokenId) = (client.0.parse()?, ids[0].parse()?);
+        // Control: with the old master key the copy still opens the deleted token.
+        {
+            let old = MasterKey::from_base64(&install.master_key)?;
+            let vault = Vault::open(
+                std::sync::Arc::clone(&copy.store),
+                std::sync::Arc::new(old),
+                std::sync::Arc::new(SystemClock),
+            )
+            .await?;
+            let record = vault.connection_for(client_id, token_id).await?;
+            assert_eq!(vault.open_credentials(&record).await?.access_token.expose_secret(), "access-u0");
+        }
+        // With the current master key: the copy's keyring does not open.
+        let current = || MasterKey::from_base64(&new_key).map(std::sync::Arc::new);
+        let refused =
+            Vault::open(std::sync::Arc::clone(&copy.store), current()?, std::sync::Arc::new(SystemClock)).await;
+        assert!(refused.is_err(), "the current master key opened the copy");
+        // Nor with every key that exists now: the live keyring grafted onto the copy. Every key version the copy
+        // used is gone from the live database, and the live keyring's wrapping key unwraps none of them.
+        let live = linkvault_storage::open(&install.database_url()).await?;
+        let live_versions: Vec<u32> = live.key_versions().await?.iter().map(|v| v.version).collect();
+        let copy_versions: Vec<u32> = copy.store.key_versions().await?.iter().map(|v| v.version).collect();
+        assert!(copy_versions.iter().all(|v| !live_versions.contains(v)), "{copy_versions:?} {live_versions:?}");
+        for meta in [KEYRING_META, FINGERPRINT_META] {
+            copy.store.set_meta(meta, &live.get_meta(meta).await?.ok_or("no meta")?).await?;
+        }
+        drop(live);
+        match Vault::open(std::sync::Arc::clone(&copy.store), current()?, std::sync::Arc::new(SystemClock)).await {
+            Err(e) => assert!(e.to_string().contains("key version"), "{e}"),
+            Ok(vault) => {
+                let record = vault.connection_for(client_id, token_id).await?;
+                assert!(vault.open_credentials(&record).await.is_err(), "the live keys opened the deleted token");
+            }
+        }
+        copy.drop_database().await?;
+
+        // The live installation, under the new key: the others answer, the deleted one stays tokenNotFound.
+        install.master_key = new_key;
+        let (server, api) = install.serve(&[]).await?;
+        let api = api.for_client(&client);
+        let (status, answer) = api.status(&ids[0]).await?;
+        assert_eq!((status, answer["errorType"].as_str()), (404, Some("tokenNotFound")), "{answer}");
+        for id in &ids[1..] {
+            assert_eq!(api.status(id).await?.0, 200);
+        }
         stop(server).await?;
     }
     Ok(())

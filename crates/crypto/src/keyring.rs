@@ -138,9 +138,13 @@ impl Keyring {
             KeyringOrigin::Derived => ORIGIN_DERIVED,
             KeyringOrigin::Random => ORIGIN_RANDOM,
         });
-        for key in
-            [&self.kek_wrapping, &self.webhook_sealing, &self.api_key_digest, &self.client_token_digest, &self.audit_chain]
-        {
+        for key in [
+            &self.kek_wrapping,
+            &self.webhook_sealing,
+            &self.api_key_digest,
+            &self.client_token_digest,
+            &self.audit_chain,
+        ] {
             out.extend_from_slice(key.as_ref());
         }
         out

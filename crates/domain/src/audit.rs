@@ -21,6 +21,7 @@ pub enum AuditAction {
     TransferCreated,
     TransferExecuted,
     KeysRotated,
+    MasterKeyRotated,
     LinkSignedIn,
 }
 
@@ -40,6 +41,7 @@ impl AuditAction {
         AuditAction::TransferCreated,
         AuditAction::TransferExecuted,
         AuditAction::KeysRotated,
+        AuditAction::MasterKeyRotated,
         AuditAction::LinkSignedIn,
     ];
 
@@ -59,6 +61,7 @@ impl AuditAction {
             AuditAction::TransferCreated => "transfer.created",
             AuditAction::TransferExecuted => "transfer.executed",
             AuditAction::KeysRotated => "keys.rotated",
+            AuditAction::MasterKeyRotated => "keys.master_rotated",
             AuditAction::LinkSignedIn => "link.signed_in",
         }
     }

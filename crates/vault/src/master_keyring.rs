@@ -66,9 +66,9 @@ impl VaultKeys {
 
     pub(crate) fn open_webhook_secret(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         match &self.next {
-            Some(next) => next
-                .open_webhook_secret(context, sealed)
-                .or_else(|_| self.keyring.open_webhook_secret(context, sealed)),
+            Some(next) => {
+                next.open_webhook_secret(context, sealed).or_else(|_| self.keyring.open_webhook_secret(context, sealed))
+            }
             None => self.keyring.open_webhook_secret(context, sealed),
         }
     }

@@ -14,7 +14,9 @@
 //! fingerprint, the rotation state cleared) is one transaction guarded by the old fingerprint.
 
 use linkvault_crypto::{Keyring, KeyringOrigin, MasterKeyHolder};
+use linkvault_domain::{AuditAction, AuditActor};
 
+use crate::audit::AuditNote;
 use crate::master_keyring::{
     FINGERPRINT_META, KEYRING_META, NEXT_KEYRING_META, ROTATION_TARGET_META, encode, open_sealed,
 };
@@ -93,6 +95,8 @@ impl Vault {
                  as the new key to finish it (the given new key has fingerprint {target})"
             )));
         }
+        let note = AuditNote::new(AuditActor::Cli, AuditAction::MasterKeyRotated);
+        self.audit_before(&note.clone().detail(format!("started to={target}"))).await?;
         let resumed = self.pending_master_rotation() == Some(target.as_str());
         let (next, rekeyed) = self.next_keyring(rekey).await?;
         let batch = batch_size.max(1);
@@ -121,6 +125,13 @@ impl Vault {
                 "the database's master key fingerprint is no longer {current}: another process changed it"
             )));
         }
+        // The audit key is carried over by every rotation, so this record continues the same chain.
+        self.audit_after(
+            &note.detail(format!(
+                "from={current} to={target} rekeyed={rekeyed} rewrapped={rewrapped} resealed={resealed}"
+            )),
+        )
+        .await;
         Ok(MasterRotationReport {
             fingerprint: target,
             resumed,

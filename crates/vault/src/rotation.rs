@@ -30,6 +30,9 @@ pub struct RotationReport {
     pub resumed: bool,
     pub rewrapped: u64,
     pub retired_versions: Vec<u32>,
+    /// Older versions that a row still used when the rotation ended (written by an instance that had not yet
+    /// re-read the current version): the next run retires them.
+    pub kept_versions: Vec<u32>,
 }
 
 impl Vault {
@@ -55,17 +58,28 @@ impl Vault {
         tokio::time::sleep(settle.max(CURRENT_VERSION_TTL + Duration::from_secs(1))).await;
         rewrapped += self.rewrap_all(&target_kv, batch_size.max(1), &mut progress).await?;
 
-        let mut retired = Vec::new();
+        let (mut retired, mut kept) = (Vec::new(), Vec::new());
         for record in self.store.key_versions().await? {
-            if record.version != target && self.store.delete_key_version_if_unused(record.version).await? {
+            if record.version == target {
+                continue;
+            }
+            if self.store.delete_key_version_if_unused(record.version).await? {
                 self.versions.forget(record.version);
                 retired.push(record.version);
+            } else {
+                kept.push(record.version);
             }
         }
         self.store.delete_meta(ROTATION_TARGET_META).await?;
         let retired_list = retired.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         self.audit_after(&note.detail(format!("version={target} rewrapped={rewrapped} retired={retired_list}"))).await;
-        Ok(RotationReport { target_version: target, resumed, rewrapped, retired_versions: retired })
+        Ok(RotationReport {
+            target_version: target,
+            resumed,
+            rewrapped,
+            retired_versions: retired,
+            kept_versions: kept,
+        })
     }
 
     /// The version this rotation moves to: an interrupted run's target, or a new version.

@@ -1,6 +1,8 @@
 //! `linkvault keys rotate`: a new key version becomes current and every data key is re-wrapped.
 //! `linkvault keys rotate-master`: the keyring is sealed under a new master key (see `linkvault_vault`'s
-//! `master_rotation`).
+//! `master_rotation`). With `--shred-deleted` it first retires every key version (`keys rotate`) and gives the
+//! keyring new wrapping keys, so that once the old master key is destroyed no key anywhere opens a connection
+//! deleted before the run, in any older copy of the database (backups, dumps, WAL, replicas, dead tuples).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +33,15 @@ pub struct RotateMasterArgs {
     /// Milliseconds to wait after each batch (tests use it to stop a run midway).
     #[arg(long, default_value_t = 0, hide = true)]
     batch_pause_ms: u64,
+    /// Also make every deleted connection unreadable in older copies of the database: retire every key version
+    /// (as `keys rotate` does) and give the keyring new wrapping and sealing keys, then seal it under the new
+    /// master key. Destroy the old master key afterwards; that is the moment the deletion deadline is met.
+    #[arg(long)]
+    shred_deleted: bool,
+    /// With --shred-deleted: seconds to wait before retiring old key versions, so running servers pick up the
+    /// new one first.
+    #[arg(long, default_value_t = 10, requires = "shred_deleted")]
+    settle_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -65,16 +76,35 @@ async fn rotate_master(global: &GlobalOptions, args: RotateMasterArgs) -> anyhow
     }
     drop(store);
     let (vault, _) = open_vault(global).await?;
+    let new_fingerprint = new.fingerprint();
+    // A resumed shredding run already retired the key versions: the master rotation is recorded only after.
+    if args.shred_deleted && vault.pending_master_rotation() != Some(new_fingerprint.as_str()) {
+        let report = rotate_versions(&vault, 500, args.settle_secs).await?;
+        if !report.kept_versions.is_empty() {
+            anyhow::bail!(
+                "key version(s) {} are still used by rows written while the rotation ran, so deleted connections                  could still be opened through them; run this command again",
+                join(&report.kept_versions)
+            );
+        }
+        println!(
+            "key versions: version {} is current, retired versions: {}",
+            report.target_version,
+            join(&report.retired_versions)
+        );
+    }
     let pause = Duration::from_millis(args.batch_pause_ms);
-    let report = vault
-        .rotate_master(&new, args.batch_size, |p| {
-            println!("rotating the master key: {}: {} moved, {} remaining", p.stage, p.done, p.remaining);
-            if !pause.is_zero() {
-                // Test-only pause (hidden flag); blocking this thread is harmless in a one-shot command.
-                std::thread::sleep(pause);
-            }
-        })
-        .await?;
+    let progress = |p: linkvault_vault::MasterRotationProgress| {
+        println!("rotating the master key: {}: {} moved, {} remaining", p.stage, p.done, p.remaining);
+        if !pause.is_zero() {
+            // Test-only pause (hidden flag); blocking this thread is harmless in a one-shot command.
+            std::thread::sleep(pause);
+        }
+    };
+    let report = if args.shred_deleted {
+        vault.rotate_master_rekeying(&new, args.batch_size, progress).await?
+    } else {
+        vault.rotate_master(&new, args.batch_size, progress).await?
+    };
     println!(
         "master key rotation {}: the keyring ({}) is sealed under the key with fingerprint {}; {} key versions \
          re-wrapped, {} webhook secrets re-sealed. The old master key opens nothing now: restart every running \
@@ -85,24 +115,38 @@ async fn rotate_master(global: &GlobalOptions, args: RotateMasterArgs) -> anyhow
         report.rewrapped_key_versions,
         report.resealed_secrets
     );
+    if args.shred_deleted {
+        println!(
+            "deleted connections: once the old master key is destroyed (every copy of it), no backup, dump, WAL              segment or replica taken before this run can open a connection deleted before it"
+        );
+    }
     Ok(())
 }
 
-async fn rotate(global: &GlobalOptions, args: RotateArgs) -> anyhow::Result<()> {
-    let (vault, _) = open_vault(global).await?;
-    let report = vault
-        .rotate_keys(args.batch_size, Duration::from_secs(args.settle_secs), |p| {
+fn join(versions: &[u32]) -> String {
+    versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// `keys rotate`'s work, with its progress lines.
+async fn rotate_versions(
+    vault: &linkvault_vault::Vault,
+    batch_size: u32,
+    settle_secs: u64,
+) -> anyhow::Result<linkvault_vault::RotationReport> {
+    Ok(vault
+        .rotate_keys(batch_size, Duration::from_secs(settle_secs), |p| {
             println!(
                 "rotating to key version {}: {} re-wrapped, {} remaining",
                 p.target_version, p.rewrapped, p.remaining
             );
         })
-        .await?;
-    let retired = if report.retired_versions.is_empty() {
-        "none".to_owned()
-    } else {
-        report.retired_versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-    };
+        .await?)
+}
+
+async fn rotate(global: &GlobalOptions, args: RotateArgs) -> anyhow::Result<()> {
+    let (vault, _) = open_vault(global).await?;
+    let report = rotate_versions(&vault, args.batch_size, args.settle_secs).await?;
+    let retired = if report.retired_versions.is_empty() { "none".to_owned() } else { join(&report.retired_versions) };
     println!(
         "key rotation {}: version {} is current, {} data keys re-wrapped, retired versions: {retired}",
         if report.resumed { "resumed and finished" } else { "finished" },
