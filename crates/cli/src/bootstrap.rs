@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use linkvault_crypto::MasterKeyHolder;
 use linkvault_domain::SystemClock;
+use linkvault_hsm::{HsmConfig, Pkcs11Holder};
 use linkvault_storage::DynStore;
 use linkvault_vault::deletion_ledger::{DEFAULT_LEDGER_FILE, DeletionLedger};
 use linkvault_vault::master_key::{self, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
@@ -13,6 +15,61 @@ use linkvault_vault::{Vault, WebhookPolicy};
 use crate::GlobalOptions;
 
 pub const DATABASE_FILE: &str = "linkvault.db";
+
+/// The PKCS#11 key holder configured by the `LINKVAULT_MASTER_KEY_PKCS11_*` variables, connected (the token,
+/// the PIN and the key's attributes checked), or `None` when none of them is set. A key given in memory as well
+/// (`LINKVAULT_MASTER_KEY` or `_FILE`) is refused: which one seals the keyring must never be a guess.
+pub async fn pkcs11_holder() -> anyhow::Result<Option<Pkcs11Holder>> {
+    let Some(config) = HsmConfig::from_env()? else { return Ok(None) };
+    if std::env::var_os(MASTER_KEY_ENV).is_some() || std::env::var_os(MASTER_KEY_FILE_ENV).is_some() {
+        anyhow::bail!(
+            "both the PKCS#11 key holder (LINKVAULT_MASTER_KEY_PKCS11_*) and {MASTER_KEY_ENV} or \
+             {MASTER_KEY_FILE_ENV} are set; set only one (moving a database from a key in memory into a token is \
+             not supported yet)"
+        );
+    }
+    // Loading the module and logging in are blocking calls into the vendor's library.
+    let holder = tokio::task::spawn_blocking(move || Pkcs11Holder::connect(&config)).await??;
+    Ok(Some(holder))
+}
+
+/// The master key's holder: the PKCS#11 token when configured (nothing key-like is then read from or written
+/// to disk), else the key from the environment, its file or the data dir (generated there on first start).
+async fn configured_holder(global: &GlobalOptions, store: &DynStore) -> anyhow::Result<Arc<dyn MasterKeyHolder>> {
+    if let Some(holder) = pkcs11_holder().await? {
+        crate::logging::operator(
+            crate::logging::Level::Notice,
+            &format!(
+                "the master key is the key {:?} in the PKCS#11 token {:?}",
+                holder.key_label(),
+                holder.token_label()
+            ),
+        );
+        return Ok(Arc::new(holder));
+    }
+    let env_value = std::env::var(MASTER_KEY_ENV).ok();
+    let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
+    let (master, source) = master_key::load(env_value.as_deref(), env_file.as_deref(), &global.data_dir)?;
+    if let MasterKeySource::Generated(path) = &source {
+        crate::logging::operator(
+            crate::logging::Level::Notice,
+            &format!(
+                "generated a new master key in {} (mode 0600). Back it up: without it the stored tokens cannot be \
+                 decrypted. For production, set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}, or keep the key in an \
+                 HSM (LINKVAULT_MASTER_KEY_PKCS11_*) instead.",
+                path.display()
+            ),
+        );
+    }
+    if linkvault_vault::master_keyring::adopt_legacy(store, &master).await? {
+        crate::logging::operator(
+            crate::logging::Level::Notice,
+            "recorded the database's keyring, derived from the master key as earlier versions used it; \
+             `linkvault keys rotate-master` replaces it by random keys sealed under a new master key",
+        );
+    }
+    Ok(Arc::new(master))
+}
 
 /// The database URL in effect, and a description safe to print (no password).
 pub fn database_url(global: &GlobalOptions) -> (String, String) {
@@ -63,30 +120,11 @@ pub async fn open_vault_and_store(
     webhooks: WebhookPolicy,
 ) -> anyhow::Result<(Arc<Vault>, DynStore, String)> {
     let (store, description) = open_store(global).await?;
-    let env_value = std::env::var(MASTER_KEY_ENV).ok();
-    let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
-    let (master, source) = master_key::load(env_value.as_deref(), env_file.as_deref(), &global.data_dir)?;
-    if let MasterKeySource::Generated(path) = &source {
-        crate::logging::operator(
-            crate::logging::Level::Notice,
-            &format!(
-                "generated a new master key in {} (mode 0600). Back it up: without it the stored tokens cannot be \
-                 decrypted. For production, set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV} instead.",
-                path.display()
-            ),
-        );
-    }
-    if linkvault_vault::master_keyring::adopt_legacy(&store, &master).await? {
-        crate::logging::operator(
-            crate::logging::Level::Notice,
-            "recorded the database's keyring, derived from the master key as earlier versions used it; \
-             `linkvault keys rotate-master` replaces it by random keys sealed under a new master key",
-        );
-    }
+    let holder = configured_holder(global, &store).await?;
     // Opened (created if missing) before anything else, so a ledger that cannot be written stops start-up
     // rather than the first deletion.
     let ledger = DeletionLedger::open(&deletion_ledger_path(global))?;
-    let vault = Vault::open(Arc::clone(&store), Arc::new(master), Arc::new(SystemClock))
+    let vault = Vault::open(Arc::clone(&store), holder, Arc::new(SystemClock))
         .await?
         .with_webhook_policy(webhooks)
         .with_deletion_ledger(ledger)

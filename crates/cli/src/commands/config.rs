@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Subcommand;
+use linkvault_crypto::MasterKeyHolder as _;
 use linkvault_storage::inspect::{DatabaseState, Inspection};
 use linkvault_vault::check::{self, KeyMismatch, KeyringOrigin, KeyringState};
 use linkvault_vault::master_key::{self, GENERATED_KEY_FILE, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKeySource};
@@ -204,7 +205,58 @@ fn safe_description(url: &str, description: &str) -> String {
     }
 }
 
+/// The master key in a PKCS#11 token: connected as `serve` would (module, token, PIN, the key's attributes),
+/// and its fingerprint compared with the database's.
+fn check_pkcs11_key(config: &linkvault_hsm::HsmConfig, state: Option<&DatabaseState>, report: &mut Report) {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() || std::env::var_os(MASTER_KEY_FILE_ENV).is_some() {
+        return report.problem(
+            "master key",
+            "both the PKCS#11 key holder and LINKVAULT_MASTER_KEY or LINKVAULT_MASTER_KEY_FILE are set",
+            "set only one of them",
+        );
+    }
+    let origin = format!("key {:?} in the PKCS#11 token {:?}", config.key_label(), config.token_label());
+    let fingerprint = linkvault_hsm::Pkcs11Holder::connect(config)
+        .map_err(|e| e.to_string())
+        .and_then(|holder| holder.fingerprint().map_err(|e| e.to_string()));
+    let fingerprint = match fingerprint {
+        Ok(fingerprint) => fingerprint,
+        Err(e) => {
+            return report.problem(
+                "master key",
+                format!("the {origin} cannot be used: {e}"),
+                "check the module path, the token label, the PIN and the key (docs/architecture.md, \
+                 \"External key holder\")",
+            );
+        }
+    };
+    match state.and_then(check::expected_fingerprint) {
+        Some(expected) if expected != fingerprint => report.problem(
+            "master key",
+            format!("the {origin} has fingerprint {fingerprint}, but the database was written under {expected}"),
+            "configure the key the database was written under",
+        ),
+        Some(_) => report.line("master key", format!("fingerprint {fingerprint} ({origin}): matches the database")),
+        None => report.line("master key", format!("fingerprint {fingerprint} ({origin}): recorded at first start")),
+    }
+}
+
 fn check_master_key(global: &GlobalOptions, database: Option<&Inspection>, report: &mut Report) {
+    let state: Option<&DatabaseState> = match database {
+        Some(Inspection::Present(state)) => Some(state),
+        _ => None,
+    };
+    match linkvault_hsm::HsmConfig::from_env() {
+        Err(e) => {
+            return report.problem(
+                "master key",
+                e,
+                "set all of LINKVAULT_MASTER_KEY_PKCS11_MODULE, _TOKEN, _KEY and _PIN (or _PIN_FILE), or none of them",
+            );
+        }
+        Ok(Some(config)) => return check_pkcs11_key(&config, state, report),
+        Ok(None) => {}
+    }
     let env_value = std::env::var(MASTER_KEY_ENV).ok();
     let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(std::path::PathBuf::from);
     let found = match master_key::find(env_value.as_deref(), env_file.as_deref(), &global.data_dir) {
@@ -217,10 +269,6 @@ fn check_master_key(global: &GlobalOptions, database: Option<&Inspection>, repor
                  base64` for a new one), or LINKVAULT_MASTER_KEY_FILE to a readable file holding it",
             );
         }
-    };
-    let state: Option<&DatabaseState> = match database {
-        Some(Inspection::Present(state)) => Some(state),
-        _ => None,
     };
     let Some((key, source)) = found else {
         let generated = global.data_dir.join(GENERATED_KEY_FILE);

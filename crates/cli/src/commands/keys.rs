@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use linkvault_crypto::MasterKeyHolder;
+use linkvault_hsm::{HsmConfig, Pkcs11Holder};
 use linkvault_vault::master_key::{self, NEW_MASTER_KEY_ENV};
 
 use crate::GlobalOptions;
@@ -25,8 +27,12 @@ pub enum KeysCommand {
 #[derive(Debug, Args)]
 pub struct RotateMasterArgs {
     /// A file holding the new master key (base64 of 32 random bytes); default: LINKVAULT_NEW_MASTER_KEY.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "new_pkcs11_key")]
     new_key_file: Option<PathBuf>,
+    /// The label of the new master key in the PKCS#11 token that holds the current one (the module, token and
+    /// PIN come from the LINKVAULT_MASTER_KEY_PKCS11_* variables, as for every command).
+    #[arg(long, value_name = "LABEL")]
+    new_pkcs11_key: Option<String>,
     /// Key versions or webhook secrets moved per batch (progress is printed after each).
     #[arg(long, default_value_t = 100)]
     batch_size: u32,
@@ -62,21 +68,21 @@ pub async fn run(global: &GlobalOptions, cmd: KeysCommand) -> anyhow::Result<()>
 }
 
 async fn rotate_master(global: &GlobalOptions, args: RotateMasterArgs) -> anyhow::Result<()> {
-    let env_value = std::env::var(NEW_MASTER_KEY_ENV).ok();
-    let new = master_key::load_new(args.new_key_file.as_deref(), env_value.as_deref())?;
+    let new = new_holder(&args).await?;
+    let new = new.as_ref();
     // A run killed just after its switch left nothing to do; the current key no longer opens the database.
     let (store, _) = open_store(global).await?;
-    if linkvault_vault::master_rotation_done(&store, &new).await? {
+    if linkvault_vault::master_rotation_done(&store, new).await? {
         println!(
             "master key rotation already finished: the keyring is sealed under the key with fingerprint {}; \
              restart every instance with the new key",
-            new.fingerprint()
+            new.fingerprint()?
         );
         return Ok(());
     }
     drop(store);
     let (vault, _) = open_vault(global).await?;
-    let new_fingerprint = new.fingerprint();
+    let new_fingerprint = new.fingerprint()?;
     // A resumed shredding run already retired the key versions: the master rotation is recorded only after.
     if args.shred_deleted && vault.pending_master_rotation() != Some(new_fingerprint.as_str()) {
         let report = rotate_versions(&vault, 500, args.settle_secs).await?;
@@ -101,9 +107,9 @@ async fn rotate_master(global: &GlobalOptions, args: RotateMasterArgs) -> anyhow
         }
     };
     let report = if args.shred_deleted {
-        vault.rotate_master_rekeying(&new, args.batch_size, progress).await?
+        vault.rotate_master_rekeying(new, args.batch_size, progress).await?
     } else {
-        vault.rotate_master(&new, args.batch_size, progress).await?
+        vault.rotate_master(new, args.batch_size, progress).await?
     };
     println!(
         "master key rotation {}: the keyring ({}) is sealed under the key with fingerprint {}; {} key versions \
@@ -117,10 +123,29 @@ async fn rotate_master(global: &GlobalOptions, args: RotateMasterArgs) -> anyhow
     );
     if args.shred_deleted {
         println!(
-            "deleted connections: once the old master key is destroyed (every copy of it), no backup, dump, WAL              segment or replica taken before this run can open a connection deleted before it"
+            "deleted connections: once the old master key is destroyed (every copy of it), no backup, dump, WAL \
+             segment or replica taken before this run can open a connection deleted before it"
         );
     }
     Ok(())
+}
+
+/// The new master key: another key in the configured PKCS#11 token, or a key in memory from a file or
+/// LINKVAULT_NEW_MASTER_KEY.
+async fn new_holder(args: &RotateMasterArgs) -> anyhow::Result<Box<dyn MasterKeyHolder>> {
+    if let Some(label) = &args.new_pkcs11_key {
+        let Some(config) = HsmConfig::from_env()? else {
+            anyhow::bail!(
+                "--new-pkcs11-key names a key in the PKCS#11 token, but no token is configured: set the \
+                 LINKVAULT_MASTER_KEY_PKCS11_* variables (module, token, PIN) of the token that holds both keys"
+            );
+        };
+        let config = config.with_key_label(label)?;
+        let holder = tokio::task::spawn_blocking(move || Pkcs11Holder::connect(&config)).await??;
+        return Ok(Box::new(holder));
+    }
+    let env_value = std::env::var(NEW_MASTER_KEY_ENV).ok();
+    Ok(Box::new(master_key::load_new(args.new_key_file.as_deref(), env_value.as_deref())?))
 }
 
 fn join(versions: &[u32]) -> String {

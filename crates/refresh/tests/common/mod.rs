@@ -120,6 +120,21 @@ impl Harness {
     /// A real grant from the sandbox (authorize form submitted with the sandbox login, code exchanged),
     /// stored through the vault as `user`'s connection.
     pub async fn connect(&self, integration_type: &str, user: &str) -> Res<TokenId> {
+        let tokens = self.grant(integration_type).await?;
+        let credentials =
+            IntegrationCredentials { access_token: tokens.access_token, refresh_token: tokens.refresh_token };
+        let meta = ConnectionMeta {
+            account_id: None,
+            account_name: None,
+            access_expires_at: Some(tokens.expires_at),
+            refresh_expires_at: tokens.refresh_token_expires_at,
+        };
+        Ok(self.vault.store_credentials(&self.key(integration_type, user)?, &credentials, &meta).await?.token_id)
+    }
+
+    /// A real grant from the sandbox (authorize form submitted with the sandbox login, code exchanged), not
+    /// stored: for tests that hand it to another process.
+    pub async fn grant(&self, integration_type: &str) -> Res<linkvault_integrations::oauth::TokenSet> {
         let integration = self.catalog.get(integration_type).ok_or("integration")?;
         let request = oauth::authorization_request(integration, REDIRECT_URI, Scope::Read)?;
         let mut form: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
@@ -135,16 +150,7 @@ impl Harness {
             .find(|(k, _)| k == "code")
             .map(|(_, v)| v.into_owned())
             .ok_or("no code")?;
-        let tokens = self.oauth.exchange_code(integration, &code, REDIRECT_URI, request.pkce.verifier()).await?;
-        let credentials =
-            IntegrationCredentials { access_token: tokens.access_token, refresh_token: tokens.refresh_token };
-        let meta = ConnectionMeta {
-            account_id: None,
-            account_name: None,
-            access_expires_at: Some(tokens.expires_at),
-            refresh_expires_at: tokens.refresh_token_expires_at,
-        };
-        Ok(self.vault.store_credentials(&self.key(integration_type, user)?, &credentials, &meta).await?.token_id)
+        Ok(self.oauth.exchange_code(integration, &code, REDIRECT_URI, request.pkce.verifier()).await?)
     }
 
     pub async fn admin_get(&self, path: &str) -> Res<serde_json::Value> {
