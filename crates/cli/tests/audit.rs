@@ -254,7 +254,14 @@ async fn fail_closed_refuses_an_action_whose_record_cannot_be_written() -> TestR
             cmd.args(["client", "key", "add", "--client", &client, "--scope", "read"]);
             cmd
         };
-        let keys_before = fresh.store.list_api_keys(client.parse()?).await?.len();
+        // Counted through a store opened afresh, as another process would: the test's own SQLite store may
+        // answer from a read snapshot up to 10 ms old (crates/storage/src/sqlite/readers.rs), and a CLI
+        // command can start and finish within that.
+        let key_count = || async {
+            let store = linkvault_storage::open(&fresh.url).await?;
+            Ok::<_, Box<dyn std::error::Error>>(store.list_api_keys(client.parse()?).await?.len())
+        };
+        let keys_before = key_count().await?;
         // The audit log's head row is gone: no record can be written.
         let hide = "CREATE TABLE audit_head_saved AS SELECT * FROM audit_head; DELETE FROM audit_head;";
         raw_sql(backend, &fresh, hide).await?;
@@ -263,14 +270,14 @@ async fn fail_closed_refuses_an_action_whose_record_cannot_be_written() -> TestR
         assert!(!refused.status.success(), "{backend:?}: fail-closed must refuse");
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(stderr.contains("the audit log cannot be written, so the action was refused"), "{stderr}");
-        assert_eq!(fresh.store.list_api_keys(client.parse()?).await?.len(), keys_before, "no key was added");
+        assert_eq!(key_count().await?, keys_before, "no key was added");
 
         let allowed = add(false).output().await?;
         assert!(allowed.status.success(), "{backend:?}: the default goes ahead");
         let stderr = String::from_utf8_lossy(&allowed.stderr);
         assert!(stderr.contains("audit record not written"), "the failure is logged: {stderr}");
         assert!(!stderr.contains("lvk_"), "without the secret: {stderr}");
-        assert_eq!(fresh.store.list_api_keys(client.parse()?).await?.len(), keys_before + 1);
+        assert_eq!(key_count().await?, keys_before + 1);
 
         raw_sql(backend, &fresh, "INSERT INTO audit_head SELECT * FROM audit_head_saved").await?;
         let (ok, stdout, stderr) = verify(dir.path(), &fresh, &key).await?;

@@ -101,27 +101,8 @@ async fn three_instances_share_refresh_work_and_survive_a_sigkill() -> TestResul
 
     // The instances' catalog: Coinbase at this test's sandbox, refreshed MARGIN_SECS ahead.
     let dir = tempfile::tempdir()?;
-    let catalog = dir.path().join("catalog.toml");
-    let base = &h.sandbox_base;
-    std::fs::write(
-        &catalog,
-        format!(
-            r#"
-[[integration]]
-type = "coinbase"
-authorize_url = "{base}/coinbase/oauth/authorize"
-token_url = "{base}/coinbase/oauth/token"
-revoke_url = "{base}/coinbase/oauth/revoke"
-api_base_url = "{base}/coinbase/api"
-client_id = "{id}"
-client_secret = "{secret}"
-rotates_refresh_tokens = true
-refresh_margin_secs = {MARGIN_SECS}
-"#,
-            id = linkvault_integrations::SANDBOX_CLIENT_ID,
-            secret = linkvault_integrations::SANDBOX_CLIENT_SECRET,
-        ),
-    )?;
+    let catalog =
+        support::coinbase_catalog(dir.path(), &h.sandbox_base, None, &format!("refresh_margin_secs = {MARGIN_SECS}"))?;
     let url = h.fresh.url.clone();
     let mut instances = Vec::new();
     for i in 0..INSTANCES {

@@ -76,27 +76,7 @@ fn write_catalog(dir: &Path, h: &Harness, proxy: &Proxy, extra: &str) -> Res<std
     let base = &h.sandbox_base;
     let path_of_sandbox = url::Url::parse(base)?.path().trim_end_matches('/').to_owned();
     let token_url = format!("{}{path_of_sandbox}/coinbase/oauth/token", proxy.origin());
-    let catalog = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            r#"
-[[integration]]
-type = "coinbase"
-authorize_url = "{base}/coinbase/oauth/authorize"
-token_url = "{token_url}"
-revoke_url = "{base}/coinbase/oauth/revoke"
-api_base_url = "{base}/coinbase"
-client_id = "{id}"
-client_secret = "{secret}"
-rotates_refresh_tokens = true
-{extra}
-"#,
-            id = linkvault_integrations::SANDBOX_CLIENT_ID,
-            secret = linkvault_integrations::SANDBOX_CLIENT_SECRET,
-        ),
-    )?;
-    Ok(catalog)
+    Ok(support::coinbase_catalog(dir, base, Some(&token_url), extra)?)
 }
 
 /// Starts one `linkvault serve` on the harness's store and returns it with its base URL.

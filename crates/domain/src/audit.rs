@@ -86,6 +86,8 @@ pub enum AuditActor {
     Cli,
     RefreshEngine,
     Link,
+    /// `serve`'s scheduled key-version rotation.
+    KeySchedule,
 }
 
 impl AuditActor {
@@ -95,6 +97,7 @@ impl AuditActor {
             AuditActor::Cli => "cli".to_owned(),
             AuditActor::RefreshEngine => "refresh-engine".to_owned(),
             AuditActor::Link => "link".to_owned(),
+            AuditActor::KeySchedule => "key-schedule".to_owned(),
         }
     }
 }

@@ -22,7 +22,7 @@ record! {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct AuditEntry {
         pub at: OffsetDateTime,
-        /// A client id, `cli`, `refresh-engine` or `link`.
+        /// A client id, `cli`, `refresh-engine`, `link` or `key-schedule`.
         pub actor: String,
         /// One of the domain's `AuditAction` texts.
         pub action: String,

@@ -87,6 +87,14 @@ impl Vault {
                 "the new master key is the current one (fingerprint {current}); give a newly generated key"
             )));
         }
+        // The reverse of the check in `rotate_keys_as`: a key-version rotation in progress (a `keys rotate` or a
+        // running instance's key schedule) creates a version under the current keyring.
+        if let Some(version) = self.store.get_meta(crate::rotation::ROTATION_TARGET_META).await? {
+            return Err(VaultError::MasterRotation(format!(
+                "a key-version rotation (to version {version}) is in progress or was interrupted; let it finish, \
+                 or finish it with `linkvault keys rotate`, then run this again"
+            )));
+        }
         // Recorded first: a run that dies from here on is finished by the next run with the same new key.
         let pending = self.store.insert_meta_if_absent(ROTATION_TARGET_META, &target).await?;
         if pending != target {

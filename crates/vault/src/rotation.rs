@@ -11,10 +11,13 @@ use linkvault_storage::KeyVersionRecord;
 use linkvault_domain::{AuditAction, AuditActor};
 
 use crate::audit::AuditNote;
+use crate::master_keyring::ROTATION_TARGET_META as MASTER_ROTATION_TARGET_META;
 use crate::version_cache::CURRENT_VERSION_TTL;
 use crate::{Vault, VaultError};
 
-const ROTATION_TARGET_META: &str = "rotation_target_version";
+pub(crate) const ROTATION_TARGET_META: &str = "rotation_target_version";
+/// Rows re-wrapped per batch when the key schedule finishes retiring a version.
+const BATCH: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationProgress {
@@ -43,10 +46,29 @@ impl Vault {
         &self,
         batch_size: u32,
         settle: Duration,
+        progress: impl FnMut(RotationProgress),
+    ) -> Result<RotationReport, VaultError> {
+        self.rotate_keys_as(AuditActor::Cli, batch_size, settle, progress).await
+    }
+
+    /// [`Vault::rotate_keys`] on behalf of `actor` (the CLI, or `serve`'s key schedule).
+    pub(crate) async fn rotate_keys_as(
+        &self,
+        actor: AuditActor,
+        batch_size: u32,
+        settle: Duration,
         mut progress: impl FnMut(RotationProgress),
     ) -> Result<RotationReport, VaultError> {
+        // A new version wrapped under this instance's keyring while `keys rotate-master` moves the key
+        // versions to another keyring could be left behind unreadable, so the two never overlap.
+        if let Some(pending) = self.store.get_meta(MASTER_ROTATION_TARGET_META).await? {
+            return Err(VaultError::Rotation(format!(
+                "a master-key rotation (to the key with fingerprint {pending}) is unfinished; finish it with \
+                 `linkvault keys rotate-master` first"
+            )));
+        }
         // Fail-closed records the rotation before it creates a version; the default records its outcome.
-        let note = AuditNote::new(AuditActor::Cli, AuditAction::KeysRotated);
+        let note = AuditNote::new(actor, AuditAction::KeysRotated);
         self.audit_before(&note.clone().detail("started")).await?;
         let (target, resumed) = self.rotation_target().await?;
         self.versions.reload(&self.store, &self.keys).await?;
@@ -58,18 +80,7 @@ impl Vault {
         tokio::time::sleep(settle.max(CURRENT_VERSION_TTL + Duration::from_secs(1))).await;
         rewrapped += self.rewrap_all(&target_kv, batch_size.max(1), &mut progress).await?;
 
-        let (mut retired, mut kept) = (Vec::new(), Vec::new());
-        for record in self.store.key_versions().await? {
-            if record.version == target {
-                continue;
-            }
-            if self.store.delete_key_version_if_unused(record.version).await? {
-                self.versions.forget(record.version);
-                retired.push(record.version);
-            } else {
-                kept.push(record.version);
-            }
-        }
+        let (retired, kept) = self.retire_unused(target).await?;
         self.store.delete_meta(ROTATION_TARGET_META).await?;
         let retired_list = retired.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         self.audit_after(&note.detail(format!("version={target} rewrapped={rewrapped} retired={retired_list}"))).await;
@@ -80,6 +91,35 @@ impl Vault {
             retired_versions: retired,
             kept_versions: kept,
         })
+    }
+
+    /// Deletes every version but `current` that no row uses: `(retired, kept)`. Only once every instance
+    /// has re-read the current version (a settle period after it became current), or a row written under a
+    /// deleted version would be lost.
+    async fn retire_unused(&self, current: u32) -> Result<(Vec<u32>, Vec<u32>), VaultError> {
+        let (mut retired, mut kept) = (Vec::new(), Vec::new());
+        for record in self.store.key_versions().await? {
+            if record.version == current {
+                continue;
+            }
+            if self.store.delete_key_version_if_unused(record.version).await? {
+                self.versions.forget(record.version);
+                retired.push(record.version);
+            } else {
+                kept.push(record.version);
+            }
+        }
+        Ok((retired, kept))
+    }
+
+    /// Re-wraps rows still under an older version (written by an instance that had not yet re-read the
+    /// current one when a rotation ended) and retires what is then unused; `current` has been current
+    /// longer than the settle period. Returns the retired versions.
+    pub(crate) async fn finish_retiring(&self, current: u32) -> Result<Vec<u32>, VaultError> {
+        self.versions.reload(&self.store, &self.keys).await?;
+        let target = self.versions.get(current, &self.store, &self.keys).await?;
+        self.rewrap_all(&target, BATCH, &mut |_| {}).await?;
+        Ok(self.retire_unused(current).await?.0)
     }
 
     /// The version this rotation moves to: an interrupted run's target, or a new version.

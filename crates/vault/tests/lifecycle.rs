@@ -509,3 +509,57 @@ on_every_backend!(start_up_names_the_key_it_expects, |fresh: FreshStore| async m
     assert!(message.contains(&vault.master_key_fingerprint()?), "{message}");
     TestResult::Ok(())
 });
+
+on_every_backend!(
+    the_key_schedule_replaces_a_version_once_it_has_outlived_the_period,
+    |fresh: FreshStore| async move {
+        use linkvault_domain::ManualClock;
+        use linkvault_vault::{KeySchedule, KeyScheduleStep};
+
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let master = MasterKey::generate()?;
+        let vault = Arc::new(Vault::open(Arc::clone(&fresh.store), Arc::new(master), clock.clone()).await?);
+        let client = vault.create_client("app", TokenMode::Managed).await?.client_id;
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let k = key(client, &format!("u{i}"), "coinbase", Scope::Read)?;
+            ids.push(vault.store_credentials(&k, &creds(&format!("secret-{i}")), &ConnectionMeta::default()).await?);
+        }
+        let schedule = KeySchedule::new(Arc::clone(&vault), Duration::from_secs(24 * 3600));
+        assert_eq!(schedule.check_interval(), Duration::from_secs(60));
+
+        // Younger than the period: nothing happens, however often it looks.
+        clock.advance(time::Duration::hours(23));
+        assert_eq!(schedule.step().await?, KeyScheduleStep::Waited { retired: vec![] });
+        // While a master-key rotation is unfinished it stays out of the way, even when due.
+        clock.advance(time::Duration::hours(2));
+        fresh.store.set_meta(linkvault_vault::master_keyring::ROTATION_TARGET_META, "0123").await?;
+        assert!(matches!(schedule.step().await?, KeyScheduleStep::Skipped(why) if why.contains("0123")));
+        fresh.store.delete_meta(linkvault_vault::master_keyring::ROTATION_TARGET_META).await?;
+
+        let KeyScheduleStep::Rotated(report) = schedule.step().await? else { return Err("no rotation".into()) };
+        assert_eq!((report.target_version, report.rewrapped, report.retired_versions.clone()), (2, 40, vec![1]));
+        assert!(report.kept_versions.is_empty());
+        let versions = fresh.store.key_versions().await?;
+        assert_eq!(versions.iter().map(|v| (v.version, v.is_current)).collect::<Vec<_>>(), vec![(2, true)]);
+        // Version 2 is young again.
+        assert_eq!(schedule.step().await?, KeyScheduleStep::Waited { retired: vec![] });
+        for (i, stored) in ids.iter().enumerate() {
+            let record = vault.connection_for(client, stored.token_id).await?;
+            assert_eq!(record.key_version, 2);
+            assert_eq!(vault.open_credentials(&record).await?.access_token.expose_secret(), format!("secret-{i}"));
+        }
+        // The rotation is in the audit log under the schedule's name.
+        let mut actors = Vec::new();
+        vault
+            .export_audit::<VaultError>(None, |r| {
+                if r.entry.action == "keys.rotated" {
+                    actors.push(r.entry.actor.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        assert_eq!(actors, vec!["key-schedule".to_owned()]);
+        TestResult::Ok(())
+    }
+);

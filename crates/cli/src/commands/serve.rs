@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// pending events are kept until delivered or given up.
     #[arg(long, env = "LINKVAULT_WEBHOOK_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     webhook_retention_days: u64,
+    /// Seconds a key version stays current: then a new one replaces it, every data key is re-wrapped under it
+    /// and the old one is deleted once no row uses it (so a deleted connection's key is gone from the live
+    /// database within this period). 0 turns the schedule off (`keys rotate` by hand). Default: one day.
+    #[arg(long, env = "LINKVAULT_KEY_ROTATION_INTERVAL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    key_rotation_interval_secs: u64,
 }
 
 /// Limits of the HTTP listener (see `linkvault_server::ServerLimits`); the defaults suit a host with the
@@ -190,6 +195,11 @@ impl ServeArgs {
     pub(crate) fn webhook_policy(&self) -> linkvault_vault::WebhookPolicy {
         self.webhooks.policy(self.sandbox)
     }
+
+    /// How long a key version stays current, if the schedule is on.
+    pub(crate) fn key_schedule(&self) -> Option<Duration> {
+        (self.key_rotation_interval_secs > 0).then(|| Duration::from_secs(self.key_rotation_interval_secs))
+    }
 }
 
 pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> {
@@ -245,6 +255,12 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     let deliverer = tokio::spawn(async move { webhooks.run(deliveries_stopped).await });
     let following = tokio::spawn(async move { follower.run(follower_stopped).await });
     let purging = tokio::spawn(async move { purger.run(purger_stopped).await });
+    // Replaces the current key version once it is older than the period (on whichever instance looks first).
+    let key_schedule = args.key_schedule().map(|every| {
+        let stopped = stop_engine.subscribe();
+        let schedule = linkvault_vault::KeySchedule::new(Arc::clone(&vault), every);
+        tokio::spawn(async move { schedule.run(stopped).await })
+    });
     let app = linkvault_server::app(state, sandbox);
     println!(
         "linkvault listening on {public_url} ({description}){}",
@@ -267,6 +283,10 @@ pub async fn run(global: &GlobalOptions, args: ServeArgs) -> anyhow::Result<()> 
     // A check cut short leaves its lease to expire; the next pass (on any instance) checks that transfer again.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), following).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), purging).await;
+    // A rotation cut short is resumed by the next look, on this or another instance.
+    if let Some(rotating) = key_schedule {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rotating).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

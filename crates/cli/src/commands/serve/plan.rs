@@ -94,8 +94,27 @@ impl ServeArgs {
             if self.metrics_token.is_some() { "/metrics requires the bearer token (set)" } else { "/metrics is open" }
                 .to_owned(),
         ));
+        lines.push((
+            "keys",
+            match self.key_schedule() {
+                Some(every) => format!(
+                    "a new key version every {}, data keys re-wrapped under it, the old one deleted once unused",
+                    period(every)
+                ),
+                None => "key-version schedule off (run `linkvault keys rotate`)".to_owned(),
+            },
+        ));
         lines.push(("housekeeping", format!("expired Link rows purged every {}", minutes(super::LINK_PURGE_INTERVAL))));
         lines
+    }
+}
+
+/// `24 h`, `90 min` or `45 s`: the largest unit that divides the period.
+fn period(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
     }
 }
 
