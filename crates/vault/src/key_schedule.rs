@@ -7,7 +7,7 @@
 //! version inserts the next one (it becomes current atomically), so the others see a young version and wait;
 //! re-wrapping is compare-and-swap per row, so two instances resuming an interrupted rotation only share work.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use linkvault_domain::AuditActor;
@@ -41,11 +41,25 @@ pub enum KeyScheduleStep {
 pub struct KeySchedule {
     vault: Arc<Vault>,
     every: Duration,
+    /// This instance's master-key fingerprint, asked of the holder once: with an HSM it is a call to the token.
+    fingerprint: Arc<OnceLock<String>>,
 }
 
 impl KeySchedule {
     pub fn new(vault: Arc<Vault>, every: Duration) -> Self {
-        Self { vault, every }
+        Self { vault, every, fingerprint: Arc::default() }
+    }
+
+    /// The instance's fingerprint, computed off the async workers the first time (a token call may block).
+    async fn fingerprint(&self) -> Result<String, VaultError> {
+        if let Some(known) = self.fingerprint.get() {
+            return Ok(known.clone());
+        }
+        let vault = Arc::clone(&self.vault);
+        let computed = tokio::task::spawn_blocking(move || vault.master_key_fingerprint())
+            .await
+            .map_err(|e| VaultError::Rotation(format!("the fingerprint task failed: {e}")))??;
+        Ok(self.fingerprint.get_or_init(|| computed).clone())
     }
 
     /// How often [`KeySchedule::run`] looks: a tenth of the period, between 1 s and 1 min.
@@ -89,7 +103,7 @@ impl KeySchedule {
     pub async fn step(&self) -> Result<KeyScheduleStep, VaultError> {
         let vault = &self.vault;
         let store = &vault.store;
-        let fingerprint = vault.holder.fingerprint()?;
+        let fingerprint = self.fingerprint().await?;
         if store.get_meta(FINGERPRINT_META).await?.as_deref() != Some(fingerprint.as_str()) {
             return Ok(KeyScheduleStep::Skipped(format!(
                 "the database's keyring is no longer sealed under this instance's master key (fingerprint \
