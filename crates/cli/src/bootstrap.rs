@@ -21,7 +21,7 @@ pub const DATABASE_FILE: &str = "linkvault.db";
 /// (`LINKVAULT_MASTER_KEY` or `_FILE`) is refused: which one seals the keyring must never be a guess.
 pub async fn pkcs11_holder() -> anyhow::Result<Option<Pkcs11Holder>> {
     let Some(config) = HsmConfig::from_env()? else { return Ok(None) };
-    if std::env::var_os(MASTER_KEY_ENV).is_some() || std::env::var_os(MASTER_KEY_FILE_ENV).is_some() {
+    if key_in_memory_configured() {
         anyhow::bail!(
             "both the PKCS#11 key holder (LINKVAULT_MASTER_KEY_PKCS11_*) and {MASTER_KEY_ENV} or \
              {MASTER_KEY_FILE_ENV} are set; set only one (moving a database from a key in memory into a token is \
@@ -31,6 +31,12 @@ pub async fn pkcs11_holder() -> anyhow::Result<Option<Pkcs11Holder>> {
     // Loading the module and logging in are blocking calls into the vendor's library.
     let holder = tokio::task::spawn_blocking(move || Pkcs11Holder::connect(&config)).await??;
     Ok(Some(holder))
+}
+
+/// Whether a key in memory (`LINKVAULT_MASTER_KEY` or `_FILE`) is configured: with a PKCS#11 holder as well,
+/// every command and `config check` refuse, as which key seals the keyring must never be a guess.
+pub fn key_in_memory_configured() -> bool {
+    std::env::var_os(MASTER_KEY_ENV).is_some() || std::env::var_os(MASTER_KEY_FILE_ENV).is_some()
 }
 
 /// The master key's holder: the PKCS#11 token when configured (nothing key-like is then read from or written

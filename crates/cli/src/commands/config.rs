@@ -208,7 +208,7 @@ fn safe_description(url: &str, description: &str) -> String {
 /// The master key in a PKCS#11 token: connected as `serve` would (module, token, PIN, the key's attributes),
 /// and its fingerprint compared with the database's.
 fn check_pkcs11_key(config: &linkvault_hsm::HsmConfig, state: Option<&DatabaseState>, report: &mut Report) {
-    if std::env::var_os(MASTER_KEY_ENV).is_some() || std::env::var_os(MASTER_KEY_FILE_ENV).is_some() {
+    if crate::bootstrap::key_in_memory_configured() {
         return report.problem(
             "master key",
             "both the PKCS#11 key holder and LINKVAULT_MASTER_KEY or LINKVAULT_MASTER_KEY_FILE are set",
