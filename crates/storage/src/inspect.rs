@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use crate::sql::{Dialect, Session, sql, vals};
 use crate::{Result, StorageError};
 
 /// What a database holds, as far as starting linkvault on it is concerned.
@@ -82,7 +83,7 @@ pub async fn inspect(database_url: &str, meta_keys: &[&str], timeout: Duration) 
 }
 
 fn inspect_sqlite(path: &std::path::Path, meta_keys: &[String]) -> Result<Inspection> {
-    use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+    use rusqlite::{Connection, OpenFlags};
     if !path.exists() {
         return Ok(Inspection::Missing);
     }
@@ -91,7 +92,7 @@ fn inspect_sqlite(path: &std::path::Path, meta_keys: &[String]) -> Result<Inspec
     // file, so it is read as immutable (no locks, no side files); with one, they exist already.
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    let conn = if std::path::Path::new(&wal).exists() {
+    let mut conn = if std::path::Path::new(&wal).exists() {
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?
     } else {
         let uri = format!("file:{}?immutable=1", uri_path(&path.to_string_lossy()));
@@ -100,40 +101,9 @@ fn inspect_sqlite(path: &std::path::Path, meta_keys: &[String]) -> Result<Inspec
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?
     };
-    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let table_exists = |name: &str| -> Result<bool> {
-        Ok(conn
-            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |_| Ok(()))
-            .optional()?
-            .is_some())
-    };
-    let mut meta = BTreeMap::new();
-    if table_exists("meta")? {
-        for key in meta_keys {
-            let value: Option<String> =
-                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
-            if let Some(value) = value {
-                meta.insert(key.clone(), value);
-            }
-        }
-    }
-    let mut key_versions = Vec::new();
-    if table_exists("key_versions")? {
-        let mut stmt = conn.prepare("SELECT version, is_current, wrapped_key FROM key_versions ORDER BY version")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? != 0, r.get::<_, Vec<u8>>(2)?)))?;
-        for row in rows {
-            let (version, is_current, wrapped_key) = row?;
-            key_versions.push(sealed(version, is_current, wrapped_key)?);
-        }
-    }
-    Ok(Inspection::Present(DatabaseState {
-        backend: "sqlite",
-        applied_migrations: usize::try_from(applied).unwrap_or(0),
-        known_migrations: crate::sqlite::MIGRATIONS.len(),
-        meta,
-        key_versions,
-    }))
+    let mut session = crate::sqlite::SqliteConn::new(&mut conn);
+    let state = crate::sqlite::run_now(Box::pin(state(&mut session, meta_keys, crate::sqlite::MIGRATIONS.len())));
+    state.map(Inspection::Present)
 }
 
 /// Percent-encodes what SQLite's URI parser would read as a delimiter or an escape.
@@ -161,51 +131,55 @@ async fn inspect_postgres(url: &str, meta_keys: &[String], timeout: Duration) ->
         StorageError::Database(format!("{e}{cause}"))
     })?;
     let driver = tokio::spawn(connection);
-    let state = postgres_state(&client, meta_keys).await;
+    // A read-only transaction: PostgreSQL itself refuses any write made by mistake here.
+    let state = match client.batch_execute("BEGIN TRANSACTION READ ONLY").await {
+        Ok(()) => {
+            state(&mut crate::postgres::PgConn::Plain(&client), meta_keys, crate::postgres::MIGRATIONS.len()).await
+        }
+        Err(e) => Err(e.into()),
+    };
     drop(client);
     let _ = driver.await;
     state.map(Inspection::Present)
 }
 
-async fn postgres_state(client: &tokio_postgres::Client, meta_keys: &[String]) -> Result<DatabaseState> {
-    // A read-only transaction: PostgreSQL itself refuses any write made by mistake here.
-    client.batch_execute("BEGIN TRANSACTION READ ONLY").await?;
-    let exists = |name: &'static str| async move {
-        let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await?;
-        Ok::<bool, StorageError>(row.try_get(0)?)
-    };
-    let applied: i64 = if exists("schema_migrations").await? {
-        client.query_one("SELECT COUNT(*) FROM schema_migrations", &[]).await?.try_get(0)?
-    } else {
-        0
+async fn table_exists<S: Session>(s: &mut S, name: &str) -> Result<bool> {
+    let stmt = sql!(
+        "SELECT {sqlite:EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)}\
+         {pg:to_regclass(CAST(?1 AS TEXT)) IS NOT NULL}"
+    );
+    s.one(stmt, &vals![name]).await
+}
+
+/// What both backends read, each statement written once (the table checks and the migration count are
+/// where their catalogs differ). A table that is not there yet reads as empty.
+async fn state<S: Session>(s: &mut S, meta_keys: &[String], known_migrations: usize) -> Result<DatabaseState> {
+    let applied: i64 = match S::DIALECT {
+        Dialect::Sqlite => s.one(sql!("PRAGMA user_version"), &[]).await?,
+        Dialect::Postgres if table_exists(s, "schema_migrations").await? => {
+            s.one(sql!("SELECT COUNT(*) FROM schema_migrations"), &[]).await?
+        }
+        Dialect::Postgres => 0,
     };
     let mut meta = BTreeMap::new();
-    if exists("meta").await? {
+    if table_exists(s, "meta").await? {
         for key in meta_keys {
-            if let Some(row) = client.query_opt("SELECT value FROM meta WHERE key = $1", &[key]).await? {
-                meta.insert(key.clone(), row.try_get(0)?);
+            if let Some(value) = s.opt::<String>(sql!("SELECT value FROM meta WHERE key = ?1"), &vals![key]).await? {
+                meta.insert(key.clone(), value);
             }
         }
     }
     let mut key_versions = Vec::new();
-    if exists("key_versions").await? {
-        for row in
-            client.query("SELECT version, is_current, wrapped_key FROM key_versions ORDER BY version", &[]).await?
-        {
-            key_versions.push(sealed(i64::from(row.try_get::<_, i32>(0)?), row.try_get(1)?, row.try_get(2)?)?);
+    if table_exists(s, "key_versions").await? {
+        let stmt = sql!("SELECT version, is_current, wrapped_key FROM key_versions ORDER BY version");
+        for (version, is_current, wrapped_key) in s.all::<(u32, bool, Vec<u8>)>(stmt, &[]).await? {
+            key_versions.push(SealedKeyVersion { version, is_current, wrapped_key });
         }
     }
-    client.batch_execute("ROLLBACK").await?;
-    Ok(DatabaseState {
-        backend: "postgres",
-        applied_migrations: usize::try_from(applied).unwrap_or(0),
-        known_migrations: crate::postgres::MIGRATIONS.len(),
-        meta,
-        key_versions,
-    })
-}
-
-fn sealed(version: i64, is_current: bool, wrapped_key: Vec<u8>) -> Result<SealedKeyVersion> {
-    let version = u32::try_from(version).map_err(|e| StorageError::Corrupt(format!("key version {version}: {e}")))?;
-    Ok(SealedKeyVersion { version, is_current, wrapped_key })
+    let backend = match S::DIALECT {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgres",
+    };
+    let applied_migrations = usize::try_from(applied).unwrap_or(0);
+    Ok(DatabaseState { backend, applied_migrations, known_migrations, meta, key_versions })
 }

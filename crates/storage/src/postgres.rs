@@ -75,6 +75,8 @@ pub(crate) enum PgConn<'c> {
     Client(&'c deadpool_postgres::Object),
     Tx(&'c deadpool_postgres::Transaction<'c>),
     Shared(&'c Reader),
+    /// A connection of its own, outside the pool (`inspect`): statements are prepared at each use.
+    Plain(&'c tokio_postgres::Client),
 }
 
 /// The parameters PostgreSQL receives: [`Value::Clock`] is SQLite's, PostgreSQL reads its own clock.
@@ -90,6 +92,7 @@ impl PgConn<'_> {
             PgConn::Client(c) => c.query(&c.prepare_cached(text).await?, &params).await?,
             PgConn::Tx(t) => t.query(&t.prepare_cached(text).await?, &params).await?,
             PgConn::Shared(r) => r.client().query(&r.statement(text).await?, &params).await?,
+            PgConn::Plain(c) => c.query(text, &params).await?,
         })
     }
 }
@@ -104,6 +107,7 @@ impl Session for PgConn<'_> {
             PgConn::Client(c) => c.execute(&c.prepare_cached(text).await?, &params).await?,
             PgConn::Tx(t) => t.execute(&t.prepare_cached(text).await?, &params).await?,
             PgConn::Shared(r) => r.client().execute(&r.statement(text).await?, &params).await?,
+            PgConn::Plain(c) => c.execute(text, &params).await?,
         })
     }
 

@@ -100,7 +100,11 @@ impl SqliteStore {
 /// A SQLite connection as a [`Session`]. Statements run when called: the returned future is already complete.
 pub(crate) struct SqliteConn<'c>(&'c mut Connection);
 
-impl SqliteConn<'_> {
+impl<'c> SqliteConn<'c> {
+    pub(crate) fn new(conn: &'c mut Connection) -> Self {
+        Self(conn)
+    }
+
     fn run_query<T>(
         &mut self,
         stmt: &Stmt,
@@ -139,7 +143,7 @@ impl Session for SqliteConn<'_> {
 }
 
 /// Completes a future whose statements all run synchronously (every SQLite session future is ready at once).
-fn run_now<T>(mut fut: Fut<'_, T>) -> Result<T> {
+pub(crate) fn run_now<T>(mut fut: Fut<'_, T>) -> Result<T> {
     match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(out) => out,
         Poll::Pending => Err(StorageError::Database("a SQLite statement was suspended".into())),
