@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use crate::sql::{Dialect, Session, sql, vals};
+use crate::sql::{Dialect, Driver, Session, sql, vals};
 use crate::{Result, StorageError};
 
 /// What a database holds, as far as starting linkvault on it is concerned.
@@ -102,7 +102,8 @@ fn inspect_sqlite(path: &std::path::Path, meta_keys: &[String]) -> Result<Inspec
         )?
     };
     let mut session = crate::sqlite::SqliteConn::new(&mut conn);
-    let state = crate::sqlite::run_now(Box::pin(state(&mut session, meta_keys, crate::sqlite::MIGRATIONS.len())));
+    let known = (<crate::SqliteStore as Driver>::BACKEND, crate::sqlite::MIGRATIONS.len());
+    let state = crate::sqlite::run_now(Box::pin(state(&mut session, meta_keys, known)));
     state.map(Inspection::Present)
 }
 
@@ -134,7 +135,8 @@ async fn inspect_postgres(url: &str, meta_keys: &[String], timeout: Duration) ->
     // A read-only transaction: PostgreSQL itself refuses any write made by mistake here.
     let state = match client.batch_execute("BEGIN TRANSACTION READ ONLY").await {
         Ok(()) => {
-            state(&mut crate::postgres::PgConn::Plain(&client), meta_keys, crate::postgres::MIGRATIONS.len()).await
+            let known = (<crate::PostgresStore as Driver>::BACKEND, crate::postgres::MIGRATIONS.len());
+            state(&mut crate::postgres::PgConn::Plain(&client), meta_keys, known).await
         }
         Err(e) => Err(e.into()),
     };
@@ -153,7 +155,12 @@ async fn table_exists<S: Session>(s: &mut S, name: &str) -> Result<bool> {
 
 /// What both backends read, each statement written once (the table checks and the migration count are
 /// where their catalogs differ). A table that is not there yet reads as empty.
-async fn state<S: Session>(s: &mut S, meta_keys: &[String], known_migrations: usize) -> Result<DatabaseState> {
+/// `known` is the backend's name and how many migrations this build has for it.
+async fn state<S: Session>(
+    s: &mut S,
+    meta_keys: &[String],
+    (backend, known_migrations): (&'static str, usize),
+) -> Result<DatabaseState> {
     let applied: i64 = match S::DIALECT {
         Dialect::Sqlite => s.one(sql!("PRAGMA user_version"), &[]).await?,
         Dialect::Postgres if table_exists(s, "schema_migrations").await? => {
@@ -176,10 +183,6 @@ async fn state<S: Session>(s: &mut S, meta_keys: &[String], known_migrations: us
             key_versions.push(SealedKeyVersion { version, is_current, wrapped_key });
         }
     }
-    let backend = match S::DIALECT {
-        Dialect::Sqlite => "sqlite",
-        Dialect::Postgres => "postgres",
-    };
     let applied_migrations = usize::try_from(applied).unwrap_or(0);
     Ok(DatabaseState { backend, applied_migrations, known_migrations, meta, key_versions })
 }
