@@ -463,22 +463,7 @@ impl RefreshEngine {
         .saturating_add(16);
         let mut attempted = false;
         for _ in 0..max_rounds {
-            let current = match loaded.take().filter(|r| r.token_id == token_id) {
-                Some(r) => Some(r),
-                None => worker.store.get_connection(token_id).await?,
-            };
-            let record = match current {
-                Some(r) if r.client_id == client_id => r,
-                _ => return Err(RefreshError::NotFound),
-            };
-            if record.status != ConnectionStatus::Active {
-                return Err(RefreshError::ReauthRequired);
-            }
-            let integration = worker
-                .catalog
-                .get(&record.integration)
-                .ok_or_else(|| RefreshError::UnknownIntegration(record.integration.clone()))?;
-            let credentials = worker.vault.open_credentials(&record).await?;
+            let (record, integration, credentials) = worker.open_usable(client_id, token_id, loaded.take()).await?;
             let now = worker.clock.now();
             let policy = policy_of(integration);
             let times = times_of(&record);
@@ -573,18 +558,7 @@ impl RefreshEngine {
     ) -> Result<(ConnectionRecord, IntegrationCredentials), RefreshError> {
         use secrecy::ExposeSecret as _;
         let worker = &self.inner;
-        let record = match worker.store.get_connection(token_id).await? {
-            Some(r) if r.client_id == client_id => r,
-            _ => return Err(RefreshError::NotFound),
-        };
-        if record.status != ConnectionStatus::Active {
-            return Err(RefreshError::ReauthRequired);
-        }
-        let integration = worker
-            .catalog
-            .get(&record.integration)
-            .ok_or_else(|| RefreshError::UnknownIntegration(record.integration.clone()))?;
-        let credentials = worker.vault.open_credentials(&record).await?;
+        let (record, integration, credentials) = worker.open_usable(client_id, token_id, None).await?;
         if credentials.access_token.expose_secret() != refused_access.expose_secret() {
             // Renewed since the caller read it: use the new one.
             return Ok((record, credentials));
@@ -629,14 +603,7 @@ impl RefreshEngine {
         if outcome == RefreshOutcome::ReauthRequired {
             return Err(RefreshError::ReauthRequired);
         }
-        let record = match worker.store.get_connection(token_id).await? {
-            Some(r) if r.client_id == client_id => r,
-            _ => return Err(RefreshError::NotFound),
-        };
-        if record.status != ConnectionStatus::Active {
-            return Err(RefreshError::ReauthRequired);
-        }
-        let credentials = worker.vault.open_credentials(&record).await?;
+        let (record, _, credentials) = worker.open_usable(client_id, token_id, None).await?;
         if credentials.access_token.expose_secret() == refused_access.expose_secret() {
             return Err(RefreshError::Unavailable(
                 record.refresh.last_error.clone().unwrap_or_else(|| "the refresh did not complete".to_owned()),
@@ -647,6 +614,34 @@ impl RefreshEngine {
 }
 
 impl Worker {
+    /// The client's connection as the on-demand paths use it, with its credentials opened: `loaded` when it is
+    /// that row, else read again. Another client's row is as missing as no row; one that is not active needs
+    /// the end user; its integration must be one the catalog knows.
+    async fn open_usable(
+        &self,
+        client_id: ClientId,
+        token_id: TokenId,
+        loaded: Option<ConnectionRecord>,
+    ) -> Result<(ConnectionRecord, &Integration, IntegrationCredentials), RefreshError> {
+        let current = match loaded.filter(|r| r.token_id == token_id) {
+            Some(r) => Some(r),
+            None => self.store.get_connection(token_id).await?,
+        };
+        let record = match current {
+            Some(r) if r.client_id == client_id => r,
+            _ => return Err(RefreshError::NotFound),
+        };
+        if record.status != ConnectionStatus::Active {
+            return Err(RefreshError::ReauthRequired);
+        }
+        let integration = self
+            .catalog
+            .get(&record.integration)
+            .ok_or_else(|| RefreshError::UnknownIntegration(record.integration.clone()))?;
+        let credentials = self.vault.open_credentials(&record).await?;
+        Ok((record, integration, credentials))
+    }
+
     /// Registers a flight of `token_id` in the single-flight map, unless one is already registered.
     fn try_register(self: &Arc<Self>, token_id: TokenId) -> Option<(FlightGuard, FlightWatch)> {
         let mut map = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
