@@ -99,6 +99,19 @@ fn to_uphold_network(canonical: &str) -> Option<&'static str> {
     NETWORKS.iter().find(|(c, _)| *c == canonical).map(|(_, u)| *u)
 }
 
+/// The Uphold currency code and network of a quote or send, refusing what Uphold cannot send through
+/// linkvault (an unknown network, a destination tag).
+fn uphold_route(symbol: &str, network: &str, tag: Option<&str>) -> Result<(String, &'static str), ApiError> {
+    let uphold_network = to_uphold_network(network).ok_or_else(|| ApiError::Refused {
+        reason: Refusal::UnsupportedNetwork,
+        message: format!("Uphold does not send over {network:?} through linkvault"),
+    })?;
+    if tag.is_some() {
+        return Err(ApiError::NotSupported("Uphold sends with a destination tag are not supported".to_owned()));
+    }
+    Ok((symbol.to_ascii_uppercase(), uphold_network))
+}
+
 fn to_canonical_network(uphold: &str) -> Option<&'static str> {
     NETWORKS.iter().find(|(_, u)| *u == uphold).map(|(c, _)| *c)
 }
@@ -906,14 +919,7 @@ impl AccountApi for UpholdV0 {
     }
 
     async fn quote(&self, call: Call<'_>, request: &QuoteRequest) -> Result<TransferQuote, ApiError> {
-        let symbol = request.symbol.to_ascii_uppercase();
-        let uphold_network = to_uphold_network(&request.network).ok_or_else(|| ApiError::Refused {
-            reason: Refusal::UnsupportedNetwork,
-            message: format!("Uphold does not send over {:?} through linkvault", request.network),
-        })?;
-        if request.tag.is_some() {
-            return Err(ApiError::NotSupported("Uphold sends with a destination tag are not supported".to_owned()));
-        }
+        let (symbol, uphold_network) = uphold_route(&request.symbol, &request.network, request.tag.as_deref())?;
         let denomination = match (request.amount, request.amount_usd) {
             (Some(amount), _) => json!({"amount": amount_string(amount), "currency": symbol}),
             (None, Some(usd)) => json!({"amount": format!("{usd:.2}"), "currency": "USD"}),
@@ -956,14 +962,7 @@ impl AccountApi for UpholdV0 {
         if let Some(earlier) = self.by_reference(&call, &request.idem).await? {
             return Ok(SendOutcome::Sent(to_transfer(&earlier)?));
         }
-        let symbol = request.symbol.to_ascii_uppercase();
-        let uphold_network = to_uphold_network(&request.network).ok_or_else(|| ApiError::Refused {
-            reason: Refusal::UnsupportedNetwork,
-            message: format!("Uphold does not send over {:?} through linkvault", request.network),
-        })?;
-        if request.tag.is_some() {
-            return Err(ApiError::NotSupported("Uphold sends with a destination tag are not supported".to_owned()));
-        }
+        let (symbol, uphold_network) = uphold_route(&request.symbol, &request.network, request.tag.as_deref())?;
         let card = self.source_card(&call, &symbol).await?;
         let body = json!({
             "denomination": {"amount": amount_string(request.amount), "currency": symbol},
